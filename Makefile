@@ -1,0 +1,72 @@
+# tokenfleet — developer entry points. `make test` is what CI runs (via .ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+TRITON_VENV := .venv-triton
+STAMP := $(VENV)/.installed
+
+.PHONY: install triton-venv lint typecheck crds crds-check unit bench bench-smoke e2e test \
+        cluster-build cluster-up cluster-down dev clean
+
+## install: create .venv with the project and everything its tests need
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	@echo ">> creating $(VENV) and installing tokenfleet[dev]"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+## triton-venv: a separate venv for tritonserver (the nvidia-pytriton wheel pins numpy<2)
+triton-venv: $(TRITON_VENV)/.installed
+$(TRITON_VENV)/.installed:
+	@echo ">> creating $(TRITON_VENV) with nvidia-pytriton (real tritonserver, CPU)"
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/pip install --quiet 'nvidia-pytriton==0.7.0' 'numpy<2'
+	@touch $@
+
+lint: install
+	$(BIN)/ruff check operator tests e2e bench
+	$(BIN)/ruff format --check operator tests e2e bench
+
+typecheck: install
+	$(BIN)/mypy
+
+crds: install
+	$(BIN)/tokenfleet crds
+
+crds-check: install
+	$(BIN)/tokenfleet crds --check
+
+unit: install
+	$(BIN)/pytest tests
+
+bench: install
+	$(PY) bench/placement.py --json
+
+bench-smoke: install
+	$(PY) bench/placement.py --json --smoke
+
+## cluster-build: build the local control plane (kube-apiserver & co. from Go modules, kwok, helm, etcd)
+cluster-build:
+	e2e/cluster/build.sh
+
+cluster-up: install cluster-build
+	$(PY) -m e2e.cluster.fleet up
+
+cluster-down: install
+	$(PY) -m e2e.cluster.fleet down
+
+e2e: install triton-venv cluster-build
+	$(BIN)/pytest e2e
+
+test: lint typecheck crds-check unit bench-smoke e2e
+
+dev: cluster-up
+	@echo ">> local fleet is up: export KUBECONFIG=$(CURDIR)/.cluster/kubeconfig"
+
+clean:
+	rm -rf $(VENV) $(TRITON_VENV) .cluster .mypy_cache .ruff_cache .pytest_cache
