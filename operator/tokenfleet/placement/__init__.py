@@ -1,0 +1,53 @@
+"""Pure placement engine (no kopf, no Kubernetes imports).
+
+Entry points:
+
+* :func:`plan` — fast heuristic full plan, ``plan(snapshot) -> Plan``.
+* :func:`replan_node` — incremental re-plan after one node changed (a car unplugs, a tank's
+  telemetry moved): ``replan_node(snapshot, previous_plan, node_name) -> Plan``; moves only what
+  must move.
+* :func:`solve_milp` — exact MILP (scipy HiGHS) for small fleets and as the yardstick.
+* :func:`check_plan` — independent hard-constraint checker (re-derives every rule).
+
+Inputs and outputs are the frozen dataclasses in :mod:`tokenfleet.placement.model`.
+"""
+
+from tokenfleet.placement.model import (
+    Eviction,
+    Job,
+    JobShortfall,
+    ObjectiveWeights,
+    Placement,
+    Plan,
+    PoolPolicy,
+    RackNode,
+    Reason,
+    Snapshot,
+    Spread,
+    Tank,
+    UnusedNode,
+    Variant,
+    VehicleNode,
+)
+from tokenfleet.placement.solver import plan, replan_node, solve_milp
+
+__all__ = [
+    "Eviction",
+    "Job",
+    "JobShortfall",
+    "ObjectiveWeights",
+    "Placement",
+    "Plan",
+    "PoolPolicy",
+    "RackNode",
+    "Reason",
+    "Snapshot",
+    "Spread",
+    "Tank",
+    "UnusedNode",
+    "Variant",
+    "VehicleNode",
+    "plan",
+    "replan_node",
+    "solve_milp",
+]
