@@ -1,0 +1,124 @@
+"""Prometheus metrics of the operator (prometheus-client, default registry).
+
+Names follow the Prometheus conventions: ``tokenfleet_`` prefix, base units in the name
+(``_seconds``, ``_kilowatts``), ``_total`` for counters, no unit-less ratios hidden in gauges.
+Controllers import the objects below; :func:`serve` starts the HTTP endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+RECONCILES = Counter(
+    "tokenfleet_reconciles_total",
+    "Reconciles by kind and result (ok, error, stalled, noop).",
+    ["kind", "result"],
+)
+RECONCILE_DURATION = Histogram(
+    "tokenfleet_reconcile_duration_seconds",
+    "Duration of one reconcile by kind and result.",
+    ["kind", "result"],
+    buckets=_DURATION_BUCKETS,
+)
+PLAN_DURATION = Histogram(
+    "tokenfleet_plan_duration_seconds",
+    "Duration of one fleet placement plan (snapshot build + solve).",
+    ["mode"],
+    buckets=_DURATION_BUCKETS,
+)
+PLACEMENTS = Gauge(
+    "tokenfleet_placements",
+    "Placements recorded in InferenceJob status, by job, target and state.",
+    ["namespace", "job", "target", "state"],
+)
+DESIRED_REPLICAS = Gauge(
+    "tokenfleet_desired_replicas",
+    "Replicas the planner wants for a job.",
+    ["namespace", "job"],
+)
+READY_REPLICAS = Gauge(
+    "tokenfleet_ready_replicas",
+    "Replicas loaded and ready on their runtime, by job.",
+    ["namespace", "job"],
+)
+MOVES = Counter(
+    "tokenfleet_moves_total",
+    "Replicas moved or shed, by reason (the reason named in the Event).",
+    ["reason"],
+)
+TANK_POWER_HEADROOM = Gauge(
+    "tokenfleet_tank_power_headroom_kilowatts",
+    "Site power headroom of an immersion tank (capacity minus margin minus IT load).",
+    ["tank"],
+)
+TANK_THERMAL_HEADROOM = Gauge(
+    "tokenfleet_tank_thermal_headroom_kilowatts",
+    "Heat the coolant loop of a tank can still reject.",
+    ["tank"],
+)
+POOL_ELIGIBLE_VEHICLES = Gauge(
+    "tokenfleet_pool_eligible_vehicles",
+    "Vehicles of a pool eligible for placements now.",
+    ["pool"],
+)
+SERVED_TOKENS = Gauge(
+    "tokenfleet_served_tokens_per_second",
+    "Estimated tokens/s served by a job's ready replicas (sum of their variants' rates).",
+    ["namespace", "job"],
+)
+TELEMETRY_AGE = Gauge(
+    "tokenfleet_telemetry_age_seconds",
+    "Age of the newest telemetry reading, by source kind (tank, vehicle) and name.",
+    ["kind", "name"],
+)
+TELEMETRY_REJECTED = Counter(
+    "tokenfleet_telemetry_rejected_total",
+    "Telemetry readings ignored as invalid (missing, unparsable, out of physical range).",
+    ["kind", "field"],
+)
+TRITON_REQUESTS = Counter(
+    "tokenfleet_triton_requests_total",
+    "Requests to Triton runtimes by operation and result.",
+    ["operation", "result"],
+)
+API_WRITES = Counter(
+    "tokenfleet_api_writes_total",
+    "Writes to the Kubernetes API made by tokenfleet's controllers (kopf's own not included).",
+    ["resource", "verb"],
+)
+PLANS = Counter(
+    "tokenfleet_plans_total",
+    "Fleet plans computed, by trigger.",
+    ["trigger"],
+)
+
+
+@contextlib.contextmanager
+def reconcile_timer(kind: str) -> Iterator[dict[str, str]]:
+    """Time one reconcile; the body may set ``result`` in the yielded dict (default ``ok``).
+
+    An exception marks the reconcile ``error`` and propagates.
+    """
+    outcome = {"result": "ok"}
+    start = time.perf_counter()
+    try:
+        yield outcome
+    except BaseException:
+        outcome["result"] = "error"
+        raise
+    finally:
+        elapsed = time.perf_counter() - start
+        RECONCILES.labels(kind=kind, result=outcome["result"]).inc()
+        RECONCILE_DURATION.labels(kind=kind, result=outcome["result"]).observe(elapsed)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    """Expose the default registry over HTTP (a daemon thread). Port 0 disables it."""
+    if port > 0:
+        start_http_server(port, addr=address)
