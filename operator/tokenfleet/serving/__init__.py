@@ -1,0 +1,80 @@
+"""Serving: the Triton runtime client, runtime endpoint resolution and per-job routing.
+
+Public API (import from the submodules or from here):
+
+- :mod:`tokenfleet.serving.runtime`: ``TritonRuntime``, ``RuntimePool``, ``ModelState``,
+  ``ModelStatus``, ``RuntimeMetrics``, ``parse_metrics``, ``default_metrics_url``;
+- :mod:`tokenfleet.serving.endpoints`: ``resolve_runtime_endpoint``, ``pick_runtime_pod``,
+  ``parse_host_port``, ``RuntimeEndpoint``, ``RUNTIME_ENDPOINT_ANNOTATION``;
+- :mod:`tokenfleet.serving.routing`: ``build_service``, ``build_endpoint_slice``,
+  ``ReadyReplica``, ``needs_update``, ``service_name``, ``endpoint_slice_name``;
+- :mod:`tokenfleet.serving.errors`: ``ServingError`` and its subclasses.
+"""
+
+from tokenfleet.serving.endpoints import (
+    RUNTIME_ENDPOINT_ANNOTATION,
+    TRITON_GRPC_PORT,
+    TRITON_HTTP_PORT,
+    TRITON_METRICS_PORT,
+    RuntimeEndpoint,
+    parse_host_port,
+    pick_runtime_pod,
+    resolve_runtime_endpoint,
+)
+from tokenfleet.serving.errors import (
+    EndpointError,
+    InferenceFailed,
+    ModelLoadFailed,
+    ModelUnloadFailed,
+    RoutingError,
+    RuntimeUnavailable,
+    ServingError,
+    WaitTimeout,
+)
+from tokenfleet.serving.routing import (
+    ReadyReplica,
+    build_endpoint_slice,
+    build_service,
+    endpoint_slice_name,
+    needs_update,
+    service_name,
+)
+from tokenfleet.serving.runtime import (
+    ModelState,
+    ModelStatus,
+    RuntimeMetrics,
+    RuntimePool,
+    TritonRuntime,
+    parse_metrics,
+)
+
+__all__ = [
+    "RUNTIME_ENDPOINT_ANNOTATION",
+    "TRITON_GRPC_PORT",
+    "TRITON_HTTP_PORT",
+    "TRITON_METRICS_PORT",
+    "EndpointError",
+    "InferenceFailed",
+    "ModelLoadFailed",
+    "ModelState",
+    "ModelStatus",
+    "ModelUnloadFailed",
+    "ReadyReplica",
+    "RoutingError",
+    "RuntimeEndpoint",
+    "RuntimeMetrics",
+    "RuntimePool",
+    "RuntimeUnavailable",
+    "ServingError",
+    "TritonRuntime",
+    "WaitTimeout",
+    "build_endpoint_slice",
+    "build_service",
+    "endpoint_slice_name",
+    "needs_update",
+    "parse_host_port",
+    "parse_metrics",
+    "pick_runtime_pod",
+    "resolve_runtime_endpoint",
+    "service_name",
+]

@@ -1,0 +1,596 @@
+"""Async client for the Triton runtimes on fleet nodes (``tritonclient.http.aio``).
+
+One :class:`TritonRuntime` talks to one Triton server, addressed by its HTTP endpoint
+``HOST:PORT`` (see :mod:`tokenfleet.serving.endpoints`). Every call has a timeout and maps
+failures onto typed errors:
+
+* :class:`~tokenfleet.serving.errors.RuntimeUnavailable` — connection refused/reset, call
+  timeout, server-side 5xx not about a model;
+* :class:`~tokenfleet.serving.errors.ModelLoadFailed` / ``ModelUnloadFailed`` — Triton's own
+  message in ``.message``;
+* :class:`~tokenfleet.serving.errors.InferenceFailed` — inference rejected;
+* :class:`~tokenfleet.serving.errors.WaitTimeout` — ``wait_loaded`` / ``wait_unloaded`` gave up.
+
+:class:`RuntimePool` caches one client per endpoint, bounds concurrency (a global and a
+per-endpoint :class:`asyncio.Semaphore`) and closes the clients.
+
+Conventions:
+
+* The Triton model name of a variant is ``<model.name>-<variant.name>`` unless the variant
+  sets ``tritonModelName`` (the operator decides; this module only takes names).
+* The token-generator contract: input ``PROMPT`` (INT32 [-1]) and ``MAX_TOKENS`` (INT32 [1]),
+  output ``TOKENS`` (INT32 [-1]).
+* Metrics: Triton's metrics port is its HTTP port + 2 (8000 -> 8002 in pods; the local fleet
+  allocates its ports the same way), unless ``metrics_url`` is given explicitly.
+  ``nv_cpu_memory_used_bytes`` is the host's used memory as Triton reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import math
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.http import InferInput, InferRequestedOutput
+from tritonclient.http.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from tokenfleet.serving.endpoints import parse_host_port
+from tokenfleet.serving.errors import (
+    InferenceFailed,
+    ModelLoadFailed,
+    ModelUnloadFailed,
+    RuntimeUnavailable,
+    WaitTimeout,
+)
+
+__all__ = [
+    "DEFAULT_LOAD_TIMEOUT",
+    "DEFAULT_TIMEOUT",
+    "INPUT_MAX_TOKENS",
+    "INPUT_PROMPT",
+    "OUTPUT_TOKENS",
+    "ConcurrencyStats",
+    "ModelMetrics",
+    "ModelState",
+    "ModelStatus",
+    "RuntimeMetrics",
+    "RuntimePool",
+    "TritonRuntime",
+    "default_metrics_url",
+    "parse_metrics",
+]
+
+DEFAULT_TIMEOUT = 5.0
+"""Seconds for one control/inference call (health, index, unload, infer, metrics)."""
+DEFAULT_LOAD_TIMEOUT = 120.0
+"""Seconds for one ``load`` call (Triton's load API returns when the model is loaded)."""
+POLL_INTERVAL = 0.05
+"""Seconds between polls in ``wait_loaded`` / ``wait_unloaded``."""
+
+INPUT_PROMPT = "PROMPT"
+INPUT_MAX_TOKENS = "MAX_TOKENS"
+OUTPUT_TOKENS = "TOKENS"
+
+
+class ModelState(enum.StrEnum):
+    """State of one model on one runtime (Triton's repository-index states, plus ``ABSENT``)."""
+
+    READY = "READY"
+    LOADING = "LOADING"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"  # known to Triton, not serving (unloaded, or the load failed)
+    ABSENT = "ABSENT"  # not loaded and not reported by the runtime at all
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """A model's state and Triton's reason (e.g. ``unloaded`` or a load error)."""
+
+    name: str
+    state: ModelState
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetrics:
+    """Per-model counters from Triton's metrics (summed over versions)."""
+
+    request_success: float = 0.0
+    request_failure: float = 0.0
+    inference_count: float = 0.0
+    exec_count: float = 0.0
+    pending_requests: float = 0.0
+    request_duration_us: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeMetrics:
+    """One scrape of a runtime's Prometheus metrics.
+
+    ``samples`` maps ``name{label="v",...}`` (labels sorted) to the value for anything else.
+    """
+
+    cpu_memory_used_bytes: int | None = None
+    cpu_memory_total_bytes: int | None = None
+    cpu_utilization: float | None = None
+    pinned_memory_used_bytes: int | None = None
+    models: Mapping[str, ModelMetrics] = field(default_factory=dict)
+    samples: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyStats:
+    """Calls in flight on one endpoint now, and the most ever seen at once."""
+
+    in_flight: int
+    high_water: int
+
+
+def default_metrics_url(endpoint: str) -> str:
+    """``http://HOST:(PORT+2)/metrics`` for the HTTP endpoint ``HOST:PORT``."""
+    host, port = parse_host_port(endpoint)
+    host_part = f"[{host}]" if ":" in host else host
+    return f"http://{host_part}:{port + 2}/metrics"
+
+
+_MODEL_FAMILIES = {
+    "nv_inference_request_success": "request_success",
+    "nv_inference_request_failure": "request_failure",
+    "nv_inference_count": "inference_count",
+    "nv_inference_exec_count": "exec_count",
+    "nv_inference_pending_request_count": "pending_requests",
+    "nv_inference_request_duration_us": "request_duration_us",
+}
+
+
+def parse_metrics(text: str) -> RuntimeMetrics:
+    """Parse Triton's Prometheus text exposition (pure; raises ``ValueError`` on garbage)."""
+    samples: dict[str, float] = {}
+    per_model: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            key = f"{sample.name}{{{labels}}}" if labels else sample.name
+            samples[key] = float(sample.value)
+            attr = _MODEL_FAMILIES.get(sample.name)
+            model = sample.labels.get("model")
+            if attr is not None and model is not None:
+                bucket = per_model.setdefault(model, {})
+                bucket[attr] = bucket.get(attr, 0.0) + float(sample.value)
+
+    def _int(name: str) -> int | None:
+        value = samples.get(name)
+        return None if value is None or math.isnan(value) else int(value)
+
+    # CPU-only Triton reports these unlabelled; sum over labels if a build adds some.
+    def _sum(name: str) -> float | None:
+        found = [v for k, v in samples.items() if k == name or k.startswith(name + "{")]
+        return sum(found) if found else None
+
+    mem_used = _sum("nv_cpu_memory_used_bytes")
+    mem_total = _sum("nv_cpu_memory_total_bytes")
+    pinned = _sum("nv_pinned_memory_pool_used_bytes")
+    util = _sum("nv_cpu_utilization")
+    del _int
+    return RuntimeMetrics(
+        cpu_memory_used_bytes=None if mem_used is None else int(mem_used),
+        cpu_memory_total_bytes=None if mem_total is None else int(mem_total),
+        cpu_utilization=util,
+        pinned_memory_used_bytes=None if pinned is None else int(pinned),
+        models={name: ModelMetrics(**vals) for name, vals in sorted(per_model.items())},
+        samples=samples,
+    )
+
+
+class _Limits:
+    """Acquires the per-endpoint semaphore, then the global one; counts calls in flight."""
+
+    def __init__(self, semaphores: Sequence[asyncio.Semaphore]) -> None:
+        self._semaphores = tuple(semaphores)
+        self.in_flight = 0
+        self.high_water = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for sem in self._semaphores:
+                await stack.enter_async_context(sem)
+            self.in_flight += 1
+            self.high_water = max(self.high_water, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
+
+
+class TritonRuntime:
+    """Client of one Triton server at ``endpoint`` (``HOST:PORT`` of its HTTP port).
+
+    Create it inside a running event loop's context (or let :class:`RuntimePool` do it); the
+    underlying HTTP session is opened lazily on the first call. ``close()`` it when done.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        load_timeout: float = DEFAULT_LOAD_TIMEOUT,
+        metrics_url: str | None = None,
+        limits: Sequence[asyncio.Semaphore] = (),
+    ) -> None:
+        host, port = parse_host_port(endpoint)  # raises EndpointError on garbage
+        self.endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.timeout = timeout
+        self.load_timeout = load_timeout
+        self.metrics_url = metrics_url or default_metrics_url(self.endpoint)
+        self._limits = _Limits(limits)
+        self._client: InferenceServerClient | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    # ---- plumbing -------------------------------------------------------------------
+
+    @property
+    def stats(self) -> ConcurrencyStats:
+        """Calls in flight on this client now and the most seen at once."""
+        return ConcurrencyStats(self._limits.in_flight, self._limits.high_water)
+
+    def _triton(self) -> InferenceServerClient:
+        if self._closed:
+            raise RuntimeUnavailable(self.endpoint, "client is closed")
+        if self._client is None:
+            # conn_timeout is aiohttp's total timeout; our asyncio.timeout is the real bound.
+            self._client = InferenceServerClient(
+                self.endpoint, conn_timeout=max(self.timeout, self.load_timeout)
+            )
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def _call(self, what: str, timeout: float | None = None) -> AsyncIterator[None]:  # noqa: ASYNC109
+        """Bound by the concurrency limits and ``timeout``; map transport errors."""
+        limit = self.timeout if timeout is None else timeout
+        try:
+            async with self._limits.slot(), asyncio.timeout(limit):
+                yield
+        except TimeoutError as exc:
+            raise RuntimeUnavailable(self.endpoint, f"{what} timed out after {limit:.1f}s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RuntimeUnavailable(self.endpoint, f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _triton_message(exc: InferenceServerException) -> str:
+        return str(exc.message() or exc)
+
+    @staticmethod
+    def _triton_status(exc: InferenceServerException) -> int:
+        try:
+            return int(exc.status() or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    # ---- health ---------------------------------------------------------------------
+
+    async def is_live(self) -> bool:
+        """``GET /v2/health/live``. False (never an exception) when unreachable or timed out."""
+        try:
+            async with self._call("live"):
+                return bool(await self._triton().is_server_live())
+        except RuntimeUnavailable:
+            return False
+
+    async def is_ready(self) -> bool:
+        """``GET /v2/health/ready``. False (never an exception) when unreachable or timed out."""
+        try:
+            async with self._call("ready"):
+                return bool(await self._triton().is_server_ready())
+        except RuntimeUnavailable:
+            return False
+
+    async def server_metadata(self) -> dict[str, Any]:
+        """``GET /v2`` (name, version, extensions). Raises ``RuntimeUnavailable``."""
+        async with self._call("metadata"):
+            try:
+                meta = await self._triton().get_server_metadata()
+            except InferenceServerException as exc:
+                raise RuntimeUnavailable(self.endpoint, self._triton_message(exc)) from exc
+        return dict(meta)
+
+    # ---- model control --------------------------------------------------------------
+
+    async def load(self, model_name: str) -> None:
+        """Load (or reload) ``model_name`` from the runtime's model repository.
+
+        Returns when Triton reports it loaded (Triton's load API is synchronous), bounded by
+        ``load_timeout``. Raises ``ModelLoadFailed`` with Triton's message (e.g. missing model,
+        bad config, ``initialize`` raised) or ``RuntimeUnavailable``. Loading a model that is
+        already READY is a cheap no-op on Triton's side.
+        """
+        async with self._call(f"load {model_name}", self.load_timeout):
+            try:
+                await self._triton().load_model(model_name)
+            except InferenceServerException as exc:
+                raise ModelLoadFailed(self.endpoint, model_name, self._triton_message(exc)) from exc
+
+    async def unload(self, model_name: str) -> None:
+        """Ask Triton to unload ``model_name``; returns at once (state shows UNLOADING ~1.3 s).
+
+        Use :meth:`wait_unloaded` to wait for it to go. Unloading a model that is not loaded
+        succeeds. Raises ``ModelUnloadFailed`` / ``RuntimeUnavailable``.
+        """
+        async with self._call(f"unload {model_name}"):
+            try:
+                await self._triton().unload_model(model_name)
+            except InferenceServerException as exc:
+                raise ModelUnloadFailed(
+                    self.endpoint, model_name, self._triton_message(exc)
+                ) from exc
+
+    async def is_model_ready(self, model_name: str) -> bool:
+        """``GET /v2/models/<name>/ready`` (reliable for API-loaded models too)."""
+        async with self._call(f"ready {model_name}"):
+            return bool(await self._triton().is_model_ready(model_name))
+
+    async def repository_index(self) -> list[ModelStatus]:
+        """Triton's repository index as :class:`ModelStatus` rows (sorted by name).
+
+        Models never loaded appear as ``ABSENT`` (Triton lists them without a state).
+        Models loaded purely through the API (config+files) may be missing here.
+        """
+        async with self._call("repository index"):
+            try:
+                index = await self._triton().get_model_repository_index()
+            except InferenceServerException as exc:
+                raise RuntimeUnavailable(self.endpoint, self._triton_message(exc)) from exc
+        rows: list[ModelStatus] = []
+        for entry in index:
+            raw_state = str(entry.get("state") or "")
+            try:
+                state = ModelState(raw_state) if raw_state else ModelState.ABSENT
+            except ValueError:
+                state = ModelState.UNAVAILABLE
+            rows.append(
+                ModelStatus(str(entry.get("name", "")), state, str(entry.get("reason", "")))
+            )
+        return sorted(rows, key=lambda s: s.name)
+
+    async def model_status(self, model_name: str) -> ModelStatus:
+        """State of ``model_name``: the repository index when it lists a state, else
+        ``is_model_ready`` (READY or ABSENT). If several versions are listed, the most
+        "alive" wins (READY > LOADING > UNLOADING > UNAVAILABLE)."""
+        order = [ModelState.READY, ModelState.LOADING, ModelState.UNLOADING, ModelState.UNAVAILABLE]
+        rows = [
+            r for r in await self.repository_index() if r.name == model_name and r.state in order
+        ]
+        if rows:
+            return min(rows, key=lambda r: order.index(r.state))
+        ready = await self.is_model_ready(model_name)
+        return ModelStatus(model_name, ModelState.READY if ready else ModelState.ABSENT)
+
+    async def model_state(self, model_name: str) -> ModelState:
+        """Shorthand for ``(await model_status(name)).state``."""
+        return (await self.model_status(model_name)).state
+
+    async def wait_loaded(self, model_name: str, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Poll until ``model_name`` is READY.
+
+        Raises ``ModelLoadFailed`` when Triton reports the model UNAVAILABLE with a reason other
+        than ``unloaded`` (a failed load), ``WaitTimeout`` after ``timeout`` seconds,
+        ``RuntimeUnavailable`` if the runtime stops answering.
+        """
+        deadline = time.monotonic() + timeout
+        last = ModelStatus(model_name, ModelState.ABSENT)
+        while True:
+            last = await self.model_status(model_name)
+            if last.state is ModelState.READY:
+                return
+            if last.state is ModelState.UNAVAILABLE and last.reason not in ("", "unloaded"):
+                raise ModelLoadFailed(self.endpoint, model_name, last.reason)
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(self.endpoint, model_name, "loaded", last.state, timeout)
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def wait_unloaded(self, model_name: str, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Poll until ``model_name`` is neither READY, LOADING nor UNLOADING.
+
+        Raises ``WaitTimeout`` after ``timeout`` seconds, ``RuntimeUnavailable`` if the runtime
+        stops answering.
+        """
+        busy = (ModelState.READY, ModelState.LOADING, ModelState.UNLOADING)
+        deadline = time.monotonic() + timeout
+        while True:
+            state = await self.model_state(model_name)
+            if state not in busy:
+                return
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(self.endpoint, model_name, "unloaded", state, timeout)
+            await asyncio.sleep(POLL_INTERVAL)
+
+    # ---- inference ------------------------------------------------------------------
+
+    async def generate(
+        self,
+        model_name: str,
+        prompt: Sequence[int],
+        max_tokens: int,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[int]:
+        """One non-streaming inference on a token-generator model; returns the token ids.
+
+        Sends ``PROMPT`` (INT32 [len(prompt)]) and ``MAX_TOKENS`` (INT32 [1]); reads ``TOKENS``.
+        Raises ``InferenceFailed`` (Triton's message: unknown/unready model, bad input) or
+        ``RuntimeUnavailable``.
+        """
+        if not prompt:
+            raise ValueError("prompt must hold at least one token id")
+        if max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+        prompt_arr = np.asarray(list(prompt), dtype=np.int32)
+        max_arr = np.asarray([max_tokens], dtype=np.int32)
+        inputs = [
+            InferInput(INPUT_PROMPT, list(prompt_arr.shape), "INT32"),
+            InferInput(INPUT_MAX_TOKENS, [1], "INT32"),
+        ]
+        inputs[0].set_data_from_numpy(prompt_arr, binary_data=True)
+        inputs[1].set_data_from_numpy(max_arr, binary_data=True)
+        outputs = [InferRequestedOutput(OUTPUT_TOKENS, binary_data=True)]
+        async with self._call(f"generate {model_name}", timeout):
+            try:
+                result = await self._triton().infer(model_name, inputs, outputs=outputs)
+            except InferenceServerException as exc:
+                raise InferenceFailed(self.endpoint, model_name, self._triton_message(exc)) from exc
+        tokens = result.as_numpy(OUTPUT_TOKENS)
+        if tokens is None:
+            raise InferenceFailed(self.endpoint, model_name, f"no {OUTPUT_TOKENS} in the response")
+        return [int(t) for t in np.asarray(tokens).reshape(-1)]
+
+    # ---- metrics --------------------------------------------------------------------
+
+    async def metrics_text(self) -> str:
+        """The raw Prometheus text from ``metrics_url``. Raises ``RuntimeUnavailable``."""
+        if self._closed:
+            raise RuntimeUnavailable(self.endpoint, "client is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        async with self._call("metrics"), self._session.get(self.metrics_url) as resp:
+            body = await resp.text()
+            if resp.status != 200:
+                raise RuntimeUnavailable(
+                    self.endpoint, f"metrics answered HTTP {resp.status}: {body[:200]}"
+                )
+            return body
+
+    async def metrics(self) -> RuntimeMetrics:
+        """Scrape and parse the runtime's metrics."""
+        text = await self.metrics_text()
+        try:
+            return parse_metrics(text)
+        except ValueError as exc:
+            raise RuntimeUnavailable(self.endpoint, f"unparsable metrics: {exc}") from exc
+
+    async def memory_bytes(self) -> int:
+        """``nv_cpu_memory_used_bytes`` (raises ``RuntimeUnavailable`` if the family is missing)."""
+        used = (await self.metrics()).cpu_memory_used_bytes
+        if used is None:
+            raise RuntimeUnavailable(self.endpoint, "no nv_cpu_memory_used_bytes in metrics")
+        return used
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the HTTP sessions; later calls raise ``RuntimeUnavailable``. Idempotent."""
+        self._closed = True
+        client, self._client = self._client, None
+        session, self._session = self._session, None
+        if client is not None:
+            await client.close()
+        if session is not None:
+            await session.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class RuntimePool:
+    """One cached :class:`TritonRuntime` per endpoint, with bounded concurrency.
+
+    Every call through a pooled client holds one slot of the endpoint's semaphore
+    (``per_endpoint_concurrency``) and one of the pool-wide semaphore (``max_concurrency``),
+    acquired in that order. Use as ``async with RuntimePool() as pool:`` or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        load_timeout: float = DEFAULT_LOAD_TIMEOUT,
+        max_concurrency: int = 64,
+        per_endpoint_concurrency: int = 4,
+    ) -> None:
+        if max_concurrency < 1 or per_endpoint_concurrency < 1:
+            raise ValueError("concurrency limits must be >= 1")
+        self.timeout = timeout
+        self.load_timeout = load_timeout
+        self.max_concurrency = max_concurrency
+        self.per_endpoint_concurrency = per_endpoint_concurrency
+        self._global = asyncio.Semaphore(max_concurrency)
+        self._runtimes: dict[str, TritonRuntime] = {}
+        self._closed = False
+
+    def get(self, endpoint: str, *, metrics_url: str | None = None) -> TritonRuntime:
+        """The cached client for ``endpoint`` (created on first use; ``EndpointError`` on garbage).
+
+        ``metrics_url`` applies only when the client is created (default: HTTP port + 2).
+        """
+        if self._closed:
+            raise RuntimeError("RuntimePool is closed")
+        key = self._key(endpoint)
+        runtime = self._runtimes.get(key)
+        if runtime is None:
+            runtime = TritonRuntime(
+                key,
+                timeout=self.timeout,
+                load_timeout=self.load_timeout,
+                metrics_url=metrics_url,
+                limits=(asyncio.Semaphore(self.per_endpoint_concurrency), self._global),
+            )
+            self._runtimes[key] = runtime
+        return runtime
+
+    @staticmethod
+    def _key(endpoint: str) -> str:
+        host, port = parse_host_port(endpoint)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Endpoints with a cached client (sorted)."""
+        return sorted(self._runtimes)
+
+    def stats(self, endpoint: str) -> ConcurrencyStats:
+        """In-flight / high-water call counts of the endpoint's client (zeros if none)."""
+        runtime = self._runtimes.get(self._key(endpoint))
+        return runtime.stats if runtime is not None else ConcurrencyStats(0, 0)
+
+    async def discard(self, endpoint: str) -> None:
+        """Close and forget the endpoint's client (runtime recycled, node gone)."""
+        runtime = self._runtimes.pop(self._key(endpoint), None)
+        if runtime is not None:
+            await runtime.close()
+
+    async def close(self) -> None:
+        """Close every cached client. Idempotent."""
+        self._closed = True
+        runtimes = list(self._runtimes.values())
+        self._runtimes.clear()
+        await asyncio.gather(*(r.close() for r in runtimes), return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
