@@ -3,6 +3,12 @@
 Names follow the Prometheus conventions: ``tokenfleet_`` prefix, base units in the name
 (``_seconds``, ``_kilowatts``), ``_total`` for counters, no unit-less ratios hidden in gauges.
 Controllers import the objects below; :func:`serve` starts the HTTP endpoint.
+
+Telemetry series (tank headroom, eligible vehicles per pool, telemetry age, rejected readings)
+live in :mod:`tokenfleet.telemetry.metrics` (same default registry, served by :func:`serve`):
+``tokenfleet_tank_headroom_kilowatts{tank,resource}``,
+``tokenfleet_vehiclepool_vehicles{pool,state}``, ``tokenfleet_telemetry_age_seconds{kind,name}``,
+``tokenfleet_telemetry_rejected_total{kind,field,problem}``.
 """
 
 from __future__ import annotations
@@ -51,36 +57,6 @@ MOVES = Counter(
     "tokenfleet_moves_total",
     "Replicas moved or shed, by reason (the reason named in the Event).",
     ["reason"],
-)
-TANK_POWER_HEADROOM = Gauge(
-    "tokenfleet_tank_power_headroom_kilowatts",
-    "Site power headroom of an immersion tank (capacity minus margin minus IT load).",
-    ["tank"],
-)
-TANK_THERMAL_HEADROOM = Gauge(
-    "tokenfleet_tank_thermal_headroom_kilowatts",
-    "Heat the coolant loop of a tank can still reject.",
-    ["tank"],
-)
-POOL_ELIGIBLE_VEHICLES = Gauge(
-    "tokenfleet_pool_eligible_vehicles",
-    "Vehicles of a pool eligible for placements now.",
-    ["pool"],
-)
-SERVED_TOKENS = Gauge(
-    "tokenfleet_served_tokens_per_second",
-    "Estimated tokens/s served by a job's ready replicas (sum of their variants' rates).",
-    ["namespace", "job"],
-)
-TELEMETRY_AGE = Gauge(
-    "tokenfleet_telemetry_age_seconds",
-    "Age of the newest telemetry reading, by source kind (tank, vehicle) and name.",
-    ["kind", "name"],
-)
-TELEMETRY_REJECTED = Counter(
-    "tokenfleet_telemetry_rejected_total",
-    "Telemetry readings ignored as invalid (missing, unparsable, out of physical range).",
-    ["kind", "field"],
 )
 TRITON_REQUESTS = Counter(
     "tokenfleet_triton_requests_total",

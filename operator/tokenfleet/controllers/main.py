@@ -23,7 +23,6 @@ CONTROLLER_MODULES = (
     "tokenfleet.controllers.nodes",
     "tokenfleet.controllers.immersionpod",
     "tokenfleet.controllers.vehiclepool",
-    "tokenfleet.controllers.runtime_pods",
     "tokenfleet.controllers.planner",
     "tokenfleet.controllers.inferencejob",
 )
