@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import enum
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,6 @@ from typing import Any, Self
 
 import aiohttp
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.http import InferInput, InferRequestedOutput
 from tritonclient.http.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
@@ -153,38 +153,72 @@ _MODEL_FAMILIES = {
 }
 
 
+_SAMPLE_RE = re.compile(
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
+    r"(?:\{(?P<labels>.*)\})?"
+    r"\s+(?P<value>\S+)(?:\s+-?[0-9]+)?\s*$"
+)
+_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+def _parse_labels(text: str, line: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    pos = 0
+    while pos < len(text):
+        match = _LABEL_RE.match(text, pos)
+        if match is None:
+            raise ValueError(f"bad labels in metrics line {line!r}")
+        raw = match.group(2)
+        labels[match.group(1)] = (
+            raw.replace("\\\\", "\x00")
+            .replace('\\"', '"')
+            .replace("\\n", "\n")
+            .replace("\x00", "\\")
+        )
+        pos = match.end()
+    return labels
+
+
 def parse_metrics(text: str) -> RuntimeMetrics:
-    """Parse Triton's Prometheus text exposition (pure; raises ``ValueError`` on garbage)."""
+    """Parse Triton's Prometheus text exposition (pure; raises ``ValueError`` on a bad line).
+
+    Sample names are kept as written (no ``_total`` renaming). ``nv_cpu_memory_*`` read 0 until
+    Triton's first CPU-metrics poll (``--metrics-interval-ms``, 2 s by default): a total of 0
+    is reported as ``None`` (not sampled yet).
+    """
     samples: dict[str, float] = {}
     per_model: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            key = f"{sample.name}{{{labels}}}" if labels else sample.name
-            samples[key] = float(sample.value)
-            attr = _MODEL_FAMILIES.get(sample.name)
-            model = sample.labels.get("model")
-            if attr is not None and model is not None:
-                bucket = per_model.setdefault(model, {})
-                bucket[attr] = bucket.get(attr, 0.0) + float(sample.value)
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE_RE.match(line)
+        if match is None:
+            raise ValueError(f"bad metrics line {line!r}")
+        name = match.group("name")
+        labels = _parse_labels(match.group("labels") or "", line)
+        value = float(match.group("value"))
+        label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        samples[f"{name}{{{label_text}}}" if label_text else name] = value
+        attr = _MODEL_FAMILIES.get(name)
+        model = labels.get("model")
+        if attr is not None and model is not None:
+            bucket = per_model.setdefault(model, {})
+            bucket[attr] = bucket.get(attr, 0.0) + value
 
-    def _int(name: str) -> int | None:
-        value = samples.get(name)
-        return None if value is None or math.isnan(value) else int(value)
-
-    # CPU-only Triton reports these unlabelled; sum over labels if a build adds some.
     def _sum(name: str) -> float | None:
         found = [v for k, v in samples.items() if k == name or k.startswith(name + "{")]
+        found = [v for v in found if not math.isnan(v)]
         return sum(found) if found else None
 
-    mem_used = _sum("nv_cpu_memory_used_bytes")
     mem_total = _sum("nv_cpu_memory_total_bytes")
+    sampled = bool(mem_total)
+    mem_used = _sum("nv_cpu_memory_used_bytes") if sampled else None
     pinned = _sum("nv_pinned_memory_pool_used_bytes")
-    util = _sum("nv_cpu_utilization")
-    del _int
+    util = _sum("nv_cpu_utilization") if sampled else None
     return RuntimeMetrics(
         cpu_memory_used_bytes=None if mem_used is None else int(mem_used),
-        cpu_memory_total_bytes=None if mem_total is None else int(mem_total),
+        cpu_memory_total_bytes=None if not mem_total else int(mem_total),
         cpu_utilization=util,
         pinned_memory_used_bytes=None if pinned is None else int(pinned),
         models={name: ModelMetrics(**vals) for name, vals in sorted(per_model.items())},
@@ -479,12 +513,10 @@ class TritonRuntime:
         except ValueError as exc:
             raise RuntimeUnavailable(self.endpoint, f"unparsable metrics: {exc}") from exc
 
-    async def memory_bytes(self) -> int:
-        """``nv_cpu_memory_used_bytes`` (raises ``RuntimeUnavailable`` if the family is missing)."""
-        used = (await self.metrics()).cpu_memory_used_bytes
-        if used is None:
-            raise RuntimeUnavailable(self.endpoint, "no nv_cpu_memory_used_bytes in metrics")
-        return used
+    async def memory_bytes(self) -> int | None:
+        """``nv_cpu_memory_used_bytes`` (host memory in use as Triton reports it), or ``None``
+        until Triton's first CPU-metrics poll. Raises ``RuntimeUnavailable``."""
+        return (await self.metrics()).cpu_memory_used_bytes
 
     # ---- lifecycle ------------------------------------------------------------------
 

@@ -1,0 +1,131 @@
+"""Triton model repositories of token-generator models (any names, written on demand).
+
+``write_model_repository(root, ["tinyllama-fp16", "tinyllama-int4"])`` writes, per name,
+``<root>/<name>/config.pbtxt`` (a full config: the server runs with
+``--disable-auto-complete-config``) and ``<root>/<name>/1/model.py`` (a copy of
+``token_model.py``). The committed repository ``e2e/runtime/models/`` is this function's output
+for :data:`DEFAULT_MODELS` (a test checks it does not drift).
+
+Triton model names follow the operator's convention ``<model.name>-<variant.name>``; the
+variant suffix picks the precision and a hidden size (int4 is smaller than fp16), the model
+part seeds the weights, so ``tinyllama-fp16`` and ``tinyllama-int4`` give different tokens.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "COMMITTED_REPOSITORY",
+    "DEFAULT_MODELS",
+    "TOKEN_MODEL_SOURCE",
+    "TokenModelSpec",
+    "render_config",
+    "spec_for",
+    "write_model_repository",
+    "write_token_model",
+]
+
+HERE = Path(__file__).resolve().parent
+TOKEN_MODEL_SOURCE = HERE / "token_model.py"
+COMMITTED_REPOSITORY = HERE / "models"
+DEFAULT_MODELS: tuple[str, ...] = ("tinyllama-fp16", "tinyllama-int4")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_HIDDEN = {"fp32": 96, "fp16": 64, "bf16": 64, "int8": 48, "int4": 32}
+
+
+@dataclass(frozen=True)
+class TokenModelSpec:
+    """Parameters of one token-generator model (become config.pbtxt ``parameters``)."""
+
+    precision: str = "fp32"
+    hidden_size: int = 96
+    vocab_size: int = 4096
+    seed: int = 0
+    max_tokens_limit: int = 512
+    delay_ms_per_token: float = 0.0
+    ballast_mib: int = 0
+    instance_count: int = 1
+
+
+def spec_for(name: str) -> TokenModelSpec:
+    """Default spec for a Triton model name ``<model>-<variant>``.
+
+    A variant suffix that names a precision (fp32, fp16, bf16, int8, int4) sets precision and
+    hidden size; anything else is fp32. The seed is a CRC32 of the model part.
+    """
+    base, _, variant = name.rpartition("-")
+    precision = variant.lower() if base and variant.lower() in _HIDDEN else "fp32"
+    model_part = base if base and variant.lower() in _HIDDEN else name
+    return TokenModelSpec(
+        precision=precision,
+        hidden_size=_HIDDEN[precision],
+        seed=zlib.crc32(model_part.encode()),
+    )
+
+
+def render_config(name: str, spec: TokenModelSpec) -> str:
+    """A complete config.pbtxt for the token model ``name``."""
+    params = {
+        "precision": spec.precision,
+        "hidden_size": str(spec.hidden_size),
+        "vocab_size": str(spec.vocab_size),
+        "seed": str(spec.seed),
+        "max_tokens_limit": str(spec.max_tokens_limit),
+        "delay_ms_per_token": f"{spec.delay_ms_per_token:g}",
+        "ballast_mib": str(spec.ballast_mib),
+    }
+    lines = [
+        f'name: "{name}"',
+        'backend: "python"',
+        "max_batch_size: 0",
+        "input [",
+        '  { name: "PROMPT" data_type: TYPE_INT32 dims: [ -1 ] },',
+        '  { name: "MAX_TOKENS" data_type: TYPE_INT32 dims: [ 1 ] }',
+        "]",
+        "output [",
+        '  { name: "TOKENS" data_type: TYPE_INT32 dims: [ -1 ] }',
+        "]",
+        f"instance_group [ {{ count: {spec.instance_count} kind: KIND_CPU }} ]",
+        "version_policy: { latest: { num_versions: 1 } }",
+    ]
+    for key, value in params.items():
+        lines.append(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
+    return "\n".join(lines) + "\n"
+
+
+def write_token_model(root: Path, name: str, spec: TokenModelSpec | None = None) -> Path:
+    """Write (replacing) the model directory ``root/name``; returns it."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"bad Triton model name {name!r}")
+    spec = spec or spec_for(name)
+    model_dir = Path(root) / name
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text(render_config(name, spec))
+    shutil.copyfile(TOKEN_MODEL_SOURCE, model_dir / "1" / "model.py")
+    return model_dir
+
+
+def write_model_repository(
+    root: Path,
+    models: Iterable[str] | Mapping[str, TokenModelSpec | None] = DEFAULT_MODELS,
+) -> Path:
+    """Write one token model per name into ``root`` (created if needed); returns ``root``.
+
+    ``models`` is a list of names (default specs from :func:`spec_for`) or a mapping
+    name -> spec (``None`` for the default).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    items = models.items() if isinstance(models, Mapping) else ((n, None) for n in models)
+    for name, spec in items:
+        write_token_model(root, name, spec)
+    return root
