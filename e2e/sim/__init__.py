@@ -1,0 +1,1 @@
+"""Simulators for the local fleet: a Redfish-shaped immersion tank endpoint (:mod:`.tank`)."""
