@@ -431,7 +431,7 @@ class Variant(WireModel):
     name: Name
     """Unique within the job, e.g. fp16 or int4."""
     precision: Precision
-    memory_mib: Annotated[int, Field(gt=0, le=1048576)]
+    memory_mib: Annotated[int, Field(ge=1, le=1048576)]
     """Memory one replica needs, MiB."""
     tokens_per_second: Annotated[float, Field(gt=0, le=1000000)]
     """Throughput of one replica, tokens/s."""
