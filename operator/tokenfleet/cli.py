@@ -30,6 +30,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness URL")
     run.add_argument("--log-format", choices=["plain", "json"], default="json")
     run.add_argument("--verbose", action="store_true")
+
+    from tokenfleet.agent.runner import add_agent_arguments
+
+    agent = sub.add_parser("agent", help="node agent: publish vehicle telemetry on this Node")
+    add_agent_arguments(agent)
     return parser
 
 
@@ -43,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenfleet.controllers.main import run_command
 
         return run_command(args)
+    if args.command == "agent":
+        from tokenfleet.agent.runner import run_agent
+
+        return run_agent(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
