@@ -1,0 +1,719 @@
+"""Fast greedy placement: keep what still fits, fill jobs by priority, trim what is redundant.
+
+Cost: one pass over nodes to compile (:func:`~tokenfleet.placement.state.build_fleet`), then per
+job a few vectorised passes over the node arrays (numpy) and a short Python walk over the best
+candidates.  The incremental path (:func:`replan_node`) re-checks one node and re-places only the
+replicas that had to leave it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from tokenfleet.placement.model import (
+    Eviction,
+    JobShortfall,
+    Placement,
+    Plan,
+    RackNode,
+    Reason,
+    Snapshot,
+    UnusedNode,
+    Variant,
+    VehicleNode,
+)
+from tokenfleet.placement.state import (
+    CODE,
+    EPS,
+    INF,
+    BoolArr,
+    FloatArr,
+    Fleet,
+    IntArr,
+    JobInfo,
+    _fill_state,
+    build_fleet,
+    compat_codes,
+    compat_scalar,
+    rack_state,
+    reason_of,
+    vehicle_state,
+)
+
+Unit = tuple[str, int, str]
+"""(job name, node index, variant name): one replica."""
+
+
+@dataclass
+class Work:
+    """Mutable capacity state during one solve."""
+
+    fleet: Fleet
+    mem_free: FloatArr
+    e_used: FloatArr
+    tank_used: FloatArr
+    pool_used: FloatArr
+    units: dict[Unit, int] = field(default_factory=dict)
+    """Units in the plan: count per (job, node, variant)."""
+    current: dict[Unit, int] = field(default_factory=dict)
+    """Units in the snapshot's current placements (after mapping names)."""
+    served: dict[str, float] = field(default_factory=dict)
+    count: dict[str, int] = field(default_factory=dict)
+    job_node: dict[tuple[str, int], int] = field(default_factory=dict)
+    job_tank: dict[tuple[str, int], int] = field(default_factory=dict)
+    job_pool: dict[tuple[str, int], int] = field(default_factory=dict)
+    node_units: dict[int, dict[Unit, int]] = field(default_factory=dict)
+    evictions: list[Eviction] = field(default_factory=list)
+    compat: dict[str, IntArr] = field(default_factory=dict)
+    bonus: float = 1.0
+    """Preference bonus per replica (``ObjectiveWeights.preference_bonus``)."""
+
+    def copy(self) -> Work:
+        return Work(
+            self.fleet,
+            self.mem_free.copy(),
+            self.e_used.copy(),
+            self.tank_used.copy(),
+            self.pool_used.copy(),
+            dict(self.units),
+            dict(self.current),
+            dict(self.served),
+            dict(self.count),
+            dict(self.job_node),
+            dict(self.job_tank),
+            dict(self.job_pool),
+            {k: dict(v) for k, v in self.node_units.items()},
+            [],
+            self.compat,
+            self.bonus,
+        )
+
+    # -- capacity checks -------------------------------------------------------------------
+    def fits(self, info: JobInfo, k: int, var: Variant, new: bool) -> Reason | None:
+        """Why one more unit of ``var`` for ``info`` on node ``k`` does not fit (None = fits).
+        ``new``: use the hysteresis band (new placement) instead of the hard limit."""
+        f = self.fleet
+        job = info.job
+        kw = var.watts / 1000.0
+        if self.mem_free[k] + EPS < var.memory_mib:
+            return Reason.INSUFFICIENT_MEMORY
+        e_cap = f.energy_new[k] if new else f.energy_hard[k]
+        if self.e_used[k] + kw > e_cap + EPS:
+            return Reason.INSUFFICIENT_ENERGY_FOR_TARGET
+        t = int(f.tank[k])
+        t_cap = f.tank_free_new[t] if new else f.tank_free_hard[t]
+        if self.tank_used[t] + kw > t_cap + EPS:
+            return f.tank_new_reason[t] if new else f.tank_hard_reason[t]
+        p = int(f.pool[k])
+        p_cap = f.pool_free_new[p] if new else f.pool_free_hard[p]
+        if self.pool_used[p] + kw * f.hours_today[k] > p_cap + EPS:
+            return Reason.POOL_ENERGY_BUDGET
+        sp = job.spread
+        if self.job_node.get((job.name, k), 0) >= sp.max_replicas_per_node:
+            return Reason.SPREAD_LIMIT
+        if (
+            sp.max_replicas_per_tank is not None
+            and not f.is_vehicle[k]
+            and self.job_tank.get((job.name, t), 0) >= sp.max_replicas_per_tank
+        ):
+            return Reason.SPREAD_LIMIT
+        if (
+            sp.max_replicas_per_pool is not None
+            and f.is_vehicle[k]
+            and self.job_pool.get((job.name, p), 0) >= sp.max_replicas_per_pool
+        ):
+            return Reason.SPREAD_LIMIT
+        return None
+
+    def add(self, info: JobInfo, k: int, var: Variant, n: int = 1) -> None:
+        f = self.fleet
+        name = info.job.name
+        kw = var.watts / 1000.0 * n
+        self.mem_free[k] -= var.memory_mib * n
+        self.e_used[k] += kw
+        t, p = int(f.tank[k]), int(f.pool[k])
+        self.tank_used[t] += kw
+        self.pool_used[p] += kw * f.hours_today[k]
+        u = (name, k, var.name)
+        self.units[u] = self.units.get(u, 0) + n
+        self.node_units.setdefault(k, {})[u] = self.node_units.get(k, {}).get(u, 0) + n
+        self.served[name] = self.served.get(name, 0.0) + var.tokens_per_second * n
+        self.count[name] = self.count.get(name, 0) + n
+        self.job_node[(name, k)] = self.job_node.get((name, k), 0) + n
+        if not f.is_vehicle[k]:
+            self.job_tank[(name, t)] = self.job_tank.get((name, t), 0) + n
+        else:
+            self.job_pool[(name, p)] = self.job_pool.get((name, p), 0) + n
+
+    def remove(self, info: JobInfo, k: int, var: Variant, n: int = 1) -> None:
+        f = self.fleet
+        name = info.job.name
+        kw = var.watts / 1000.0 * n
+        self.mem_free[k] += var.memory_mib * n
+        self.e_used[k] -= kw
+        t, p = int(f.tank[k]), int(f.pool[k])
+        self.tank_used[t] -= kw
+        self.pool_used[p] -= kw * f.hours_today[k]
+        u = (name, k, var.name)
+        self.units[u] -= n
+        if self.units[u] <= 0:
+            del self.units[u]
+        nu = self.node_units[k]
+        nu[u] -= n
+        if nu[u] <= 0:
+            del nu[u]
+        self.served[name] -= var.tokens_per_second * n
+        self.count[name] -= n
+        self.job_node[(name, k)] -= n
+        if not f.is_vehicle[k]:
+            self.job_tank[(name, t)] -= n
+        else:
+            self.job_pool[(name, p)] -= n
+
+    def compat_of(self, info: JobInfo) -> IntArr:
+        c = self.compat.get(info.job.name)
+        if c is None:
+            c = compat_codes(self.fleet, info)
+            self.compat[info.job.name] = c
+        return c
+
+
+def new_work(fleet: Fleet) -> Work:
+    return Work(
+        fleet,
+        fleet.mem_cap.copy(),
+        np.zeros(len(fleet.names)),
+        np.zeros(len(fleet.tank_free_hard)),
+        np.zeros(len(fleet.pool_free_hard)),
+    )
+
+
+def _target(fleet: Fleet, k: int) -> str:
+    return "Vehicle" if fleet.is_vehicle[k] else "Rack"
+
+
+# -- phase 1: keep ------------------------------------------------------------------------------
+
+
+def keep_phase(snapshot: Snapshot, work: Work, order: list[str]) -> None:
+    """Keep every current placement that still meets the hard limits, by job priority."""
+    f = work.fleet
+    rank = {name: i for i, name in enumerate(order)}
+    ps = sorted(
+        snapshot.placements,
+        key=lambda p: (rank.get(p.job, -1), p.job, p.node, p.variant),
+    )
+    for p in ps:
+        info = f.jobs.get(p.job)
+        k = f.index.get(p.node)
+        if k is not None:
+            u = (p.job, k, p.variant)
+            work.current[u] = work.current.get(u, 0) + p.replicas
+        reason: Reason | None = None
+        var: Variant | None = None
+        if info is None:
+            reason = Reason.JOB_REMOVED
+        elif k is None:
+            reason = Reason.NODE_REMOVED
+        else:
+            var = info.variants.get(p.variant)
+            if var is None:
+                reason = Reason.VARIANT_REMOVED
+            elif _target(f, k) not in var.targets:
+                reason = Reason.TARGET_NOT_ALLOWED
+            elif f.hard_code[k]:
+                reason = reason_of(int(f.hard_code[k]))
+            else:
+                reason = compat_scalar(f, info, k)
+        if reason is not None or info is None or k is None or var is None:
+            work.evictions.append(
+                Eviction(p.job, p.node, p.variant, p.replicas, reason or Reason.NODE_REMOVED)
+            )
+            continue
+        lost: Counter[Reason] = Counter()
+        for _ in range(p.replicas):
+            why: Reason | None
+            if work.count.get(p.job, 0) >= info.job.max_replicas:
+                why = Reason.SCALED_DOWN
+            else:
+                why = work.fits(info, k, var, new=False)
+            if why is None:
+                work.add(info, k, var)
+            else:
+                lost[why] += 1
+        for why, n in sorted(lost.items()):
+            work.evictions.append(Eviction(p.job, p.node, p.variant, n, why))
+
+
+# -- phase 2: fill ------------------------------------------------------------------------------
+
+
+def _pass_candidates(
+    work: Work, info: JobInfo, need: float
+) -> tuple[IntArr, FloatArr, IntArr, list[Variant]]:
+    """Vectorised scoring of every node for one more replica of ``info``.
+
+    Returns candidate node indices (best first), their scores, the chosen variant index per
+    candidate, and the variant list the index refers to."""
+    f = work.fleet
+    job = info.job
+    ok = (work.compat_of(info) == 0) & (f.new_code == 0)
+    e_room = f.energy_new - work.e_used
+    tank_room = (f.tank_free_new - work.tank_used)[f.tank]
+    pool_room = (f.pool_free_new - work.pool_used)[f.pool]
+    n = len(f.names)
+    choice = np.full(n, -1, dtype=np.int64)
+    score = np.full(n, -INF)
+    variants: list[Variant] = []
+    bonus = work.bonus
+    memmax = float(f.mem_cap.max()) if n else 1.0
+    for t, is_v in (("Rack", False), ("Vehicle", True)):
+        ranked = info.ranked.get(t)
+        if not ranked:
+            continue
+        group = ok & (f.is_vehicle == is_v)
+        if not group.any():
+            continue
+        pref = bonus if info.preferred == t else 0.0
+        for var in ranked:
+            kw = var.watts / 1000.0
+            fit = (
+                group
+                & (choice < 0)
+                & (work.mem_free + EPS >= var.memory_mib)
+                & (e_room + EPS >= kw)
+                & (tank_room + EPS >= kw)
+                & (pool_room + EPS >= kw * f.hours_today)
+            )
+            if not fit.any():
+                continue
+            vi = len(variants)
+            variants.append(var)
+            choice[fit] = vi
+            s = (
+                info.weight * min(var.tokens_per_second, need)
+                - kw * f.cost[fit]
+                + pref
+                - 1e-6 * (work.mem_free[fit] - var.memory_mib) / memmax
+            )
+            score[fit] = s
+    cand = np.flatnonzero(score > 0)
+    if job.spread.max_replicas_per_node <= 0:
+        cand = cand[:0]
+    s_c = score[cand]
+    order = np.lexsort((cand, -s_c))
+    cand = cand[order]
+    return cand, score[cand], choice[cand], variants
+
+
+def fill_job(work: Work, info: JobInfo) -> None:
+    """Add replicas of one job toward its target, best marginal value first."""
+    job = info.job
+    name = job.name
+    while True:
+        need = job.target_tokens_per_second - work.served.get(name, 0.0)
+        slots = job.max_replicas - work.count.get(name, 0)
+        if need <= EPS or slots <= 0:
+            return
+        cand, _scores, choice, variants = _pass_candidates(work, info, need)
+        if len(cand) == 0:
+            return
+        placed = 0
+        for i in range(len(cand)):
+            k = int(cand[i])
+            var = variants[int(choice[i])]
+            need = job.target_tokens_per_second - work.served.get(name, 0.0)
+            if need <= EPS or work.count.get(name, 0) >= job.max_replicas:
+                return
+            if var.tokens_per_second > need + EPS and placed > 0:
+                break  # scores were computed for a larger need: rescore
+            while (
+                need > EPS
+                and work.count.get(name, 0) < job.max_replicas
+                and work.fits(info, k, var, new=True) is None
+            ):
+                work.add(info, k, var)
+                placed += 1
+                need = job.target_tokens_per_second - work.served.get(name, 0.0)
+                if var.tokens_per_second > need + EPS:
+                    break
+        if placed == 0:
+            return
+
+
+# -- phase 3: trim ------------------------------------------------------------------------------
+
+
+def trim_job(work: Work, info: JobInfo) -> None:
+    """Remove replicas the job does not need (its target is met without them): new ones first,
+    then the costliest.  An existing replica removed here is a ``ScaledDown`` eviction."""
+    job = info.job
+    name = job.name
+    f = work.fleet
+    while True:
+        served = work.served.get(name, 0.0)
+        if served <= job.target_tokens_per_second + EPS:
+            return
+        best: tuple[tuple[int, float, float, int, str], Unit] | None = None
+        for u, n in work.units.items():
+            if u[0] != name or n <= 0:
+                continue
+            var = info.variants[u[2]]
+            if served - var.tokens_per_second < job.target_tokens_per_second - EPS:
+                continue
+            existing = work.current.get(u, 0) >= n
+            key = (
+                1 if existing else 0,
+                -var.watts * float(f.cost[u[1]]),
+                -var.watts,
+                -u[1],
+                u[2],
+            )
+            if best is None or key < best[0]:
+                best = (key, u)
+        if best is None:
+            return
+        u = best[1]
+        var = info.variants[u[2]]
+        if work.current.get(u, 0) >= work.units[u]:
+            work.evictions.append(Eviction(name, f.names[u[1]], u[2], 1, Reason.SCALED_DOWN))
+        work.remove(info, u[1], var)
+
+
+# -- explanations -------------------------------------------------------------------------------
+
+
+def job_reason_codes(work: Work, info: JobInfo) -> IntArr:
+    """Per node, why one more replica of the job cannot go there now (0 = it could)."""
+    f = work.fleet
+    job = info.job
+    code = work.compat_of(info).copy()
+    free = code == 0
+    code[free & (f.new_code != 0)] = f.new_code[free & (f.new_code != 0)]
+    free = code == 0
+    if not free.any():
+        return code
+    # smallest variant per target decides memory/energy/tank/pool reasons
+    e_room = f.energy_new - work.e_used
+    tank_room = (f.tank_free_new - work.tank_used)[f.tank]
+    pool_room = (f.pool_free_new - work.pool_used)[f.pool]
+    tank_reason = np.array(
+        [CODE[r] for r in f.tank_new_reason] + [CODE[Reason.TANK_POWER_BUDGET]], dtype=np.int64
+    )
+    for t, is_v in (("Rack", False), ("Vehicle", True)):
+        ranked = info.ranked.get(t)
+        if not ranked:
+            continue
+        g = free & (f.is_vehicle == is_v)
+        mem = min(v.memory_mib for v in ranked)
+        kw = min(v.watts for v in ranked) / 1000.0
+        checks: list[tuple[BoolArr, IntArr | int]] = [
+            (work.mem_free + EPS < mem, CODE[Reason.INSUFFICIENT_MEMORY]),
+            (e_room + EPS < kw, CODE[Reason.INSUFFICIENT_ENERGY_FOR_TARGET]),
+            (tank_room + EPS < kw, tank_reason[f.tank]),
+            (pool_room + EPS < kw * f.hours_today, CODE[Reason.POOL_ENERGY_BUDGET]),
+        ]
+        for bad, c in checks:
+            sel = g & bad
+            if isinstance(c, int):
+                code[sel] = c
+            else:
+                code[sel] = c[sel]
+            g = g & ~bad
+    # spread: nodes where the job is at its per-node limit
+    for (jn, k), n in work.job_node.items():
+        if jn == job.name and n >= job.spread.max_replicas_per_node and code[k] == 0:
+            code[k] = CODE[Reason.SPREAD_LIMIT]
+    return code
+
+
+def explain(work: Work, order: list[str]) -> tuple[list[JobShortfall], list[UnusedNode]]:
+    f = work.fleet
+    shortfalls: list[JobShortfall] = []
+    first_codes: IntArr | None = None
+    for name in order:
+        info = f.jobs[name]
+        job = info.job
+        served = work.served.get(name, 0.0)
+        count = work.count.get(name, 0)
+        if served + EPS >= job.target_tokens_per_second and count >= job.min_replicas:
+            continue
+        if count >= job.max_replicas:
+            shortfalls.append(
+                JobShortfall(
+                    name,
+                    Reason.MAX_REPLICAS,
+                    served,
+                    job.target_tokens_per_second,
+                    count,
+                    ((Reason.MAX_REPLICAS, count),),
+                )
+            )
+            continue
+        codes = job_reason_codes(work, info)
+        if first_codes is None:
+            first_codes = codes
+        counts = np.bincount(codes, minlength=len(CODE) + 1)
+        pairs = sorted(
+            ((reason_of(c), int(counts[c])) for c in range(1, len(counts)) if counts[c] > 0),
+            key=lambda x: (-x[1], x[0].value),
+        )
+        if not pairs:
+            primary = Reason.NO_ELIGIBLE_NODE
+        elif int(counts[0]) > 0:
+            primary = pairs[0][0]
+        else:
+            capacity = {
+                Reason.INSUFFICIENT_MEMORY,
+                Reason.INSUFFICIENT_ENERGY_FOR_TARGET,
+                Reason.TANK_POWER_BUDGET,
+                Reason.TANK_THERMAL_HEADROOM,
+                Reason.POOL_ENERGY_BUDGET,
+                Reason.SPREAD_LIMIT,
+            }
+            has_capacity_reason = any(r in capacity for r, _ in pairs)
+            primary = pairs[0][0] if has_capacity_reason else Reason.NO_ELIGIBLE_NODE
+            if has_capacity_reason:
+                primary = next(r for r, _ in pairs if r in capacity)
+        shortfalls.append(
+            JobShortfall(name, primary, served, job.target_tokens_per_second, count, tuple(pairs))
+        )
+    unused: list[UnusedNode] = []
+    used = np.zeros(len(f.names), dtype=np.bool_)
+    for k, us in work.node_units.items():
+        if us:
+            used[k] = True
+    hard_or_new = np.where(f.hard_code != 0, f.hard_code, f.new_code)
+    for k in np.flatnonzero(~used):
+        c = int(hard_or_new[k])
+        if c == 0 and first_codes is not None:
+            c = int(first_codes[k])
+        unused.append(UnusedNode(f.names[k], reason_of(c) if c else Reason.NO_DEMAND))
+    return shortfalls, unused
+
+
+# -- assemble -----------------------------------------------------------------------------------
+
+
+def job_order(snapshot: Snapshot) -> list[str]:
+    """Jobs by priority (highest first), then name."""
+    return [j.name for j in sorted(snapshot.jobs, key=lambda j: (-j.priority, j.name))]
+
+
+def objective(snapshot: Snapshot, assignments: tuple[Placement, ...] | list[Placement]) -> float:
+    """Objective of a set of assignments against the snapshot (see ``ObjectiveWeights``)."""
+    w = snapshot.weights
+    jobs = {j.name: j for j in snapshot.jobs}
+    pools = {p.name: p for p in snapshot.pools}
+    tanks = {t.name: t for t in snapshot.tanks}
+    cost_of: dict[str, float] = {}
+    target_of: dict[str, str] = {}
+    for r in snapshot.racks:
+        t = tanks.get(r.tank)
+        cost_of[r.name] = t.energy_cost_per_kwh if t else 0.0
+        target_of[r.name] = "Rack"
+    for v in snapshot.vehicles:
+        p = pools.get(v.pool)
+        cost_of[v.name] = (p.energy_cost_per_kwh + p.wear_cost_per_kwh) if p else 0.0
+        target_of[v.name] = "Vehicle"
+    served: dict[str, float] = {}
+    total = 0.0
+    planned: Counter[tuple[str, str, str]] = Counter()
+    for a in assignments:
+        job = jobs[a.job]
+        var = next(v for v in job.variants if v.name == a.variant)
+        served[a.job] = served.get(a.job, 0.0) + var.tokens_per_second * a.replicas
+        total -= var.watts / 1000.0 * cost_of.get(a.node, 0.0) * a.replicas
+        pref = (
+            "Rack"
+            if job.preference == "PreferRack"
+            else "Vehicle"
+            if job.preference == "PreferVehicle"
+            else None
+        )
+        if pref is not None and target_of.get(a.node) == pref:
+            total += w.preference_bonus * a.replicas
+        planned[(a.job, a.node, a.variant)] += a.replicas
+    for name, s in served.items():
+        job = jobs[name]
+        total += (
+            w.value_per_token_per_second
+            * job.priority
+            / 100.0
+            * min(s, job.target_tokens_per_second)
+        )
+    cur: Counter[tuple[str, str, str]] = Counter()
+    for p in snapshot.placements:
+        cur[(p.job, p.node, p.variant)] += p.replicas
+    removed = sum(max(n - planned.get(key, 0), 0) for key, n in cur.items())
+    total -= w.move_cost * removed
+    return total
+
+
+def assemble(
+    snapshot: Snapshot, work: Work, order: list[str], solver: str, explain_all: bool = True
+) -> Plan:
+    f = work.fleet
+    assignments = tuple(
+        Placement(j, f.names[k], v, n)
+        for (j, k, v), n in sorted(work.units.items(), key=lambda x: (x[0][0], x[0][1], x[0][2]))
+        if n > 0
+    )
+    added: list[Placement] = []
+    for (j, k, v), n in sorted(work.units.items(), key=lambda x: (x[0][0], x[0][1], x[0][2])):
+        extra = n - work.current.get((j, k, v), 0)
+        if extra > 0:
+            added.append(Placement(j, f.names[k], v, extra))
+    evictions = _pair_moves(work.evictions, added)
+    shortfalls, unused = explain(work, order) if explain_all else ([], [])
+    return Plan(
+        assignments=assignments,
+        added=tuple(added),
+        evictions=tuple(evictions),
+        job_shortfalls=tuple(shortfalls),
+        unused_nodes=tuple(unused),
+        objective=objective(snapshot, assignments),
+        solver=solver,
+        cache=(snapshot, work, order),
+    )
+
+
+def _pair_moves(evictions: list[Eviction], added: list[Placement]) -> list[Eviction]:
+    """Mark an eviction as a move when the same job got a new replica elsewhere."""
+    free: dict[str, list[str]] = {}
+    for a in added:
+        free.setdefault(a.job, []).extend([a.node] * a.replicas)
+    out: list[Eviction] = []
+    for e in sorted(evictions, key=lambda e: (e.job, e.node, e.variant, e.reason.value)):
+        spots = free.get(e.job)
+        if spots and e.reason not in (Reason.JOB_REMOVED, Reason.SCALED_DOWN):
+            out.append(replace(e, moved_to=spots.pop(0)))
+        else:
+            out.append(e)
+    return out
+
+
+def plan_heuristic(snapshot: Snapshot) -> Plan:
+    fleet = build_fleet(snapshot)
+    work = new_work(fleet)
+    work.bonus = snapshot.weights.preference_bonus
+    order = job_order(snapshot)
+    keep_phase(snapshot, work, order)
+    for _round in range(3):
+        before = dict(work.units)
+        for name in order:
+            info = fleet.jobs[name]
+            fill_job(work, info)
+            trim_job(work, info)
+        if work.units == before:
+            break
+    return assemble(snapshot, work, order, "heuristic")
+
+
+# -- incremental --------------------------------------------------------------------------------
+
+
+def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) -> Plan | None:
+    """Incremental path; ``None`` when the cache cannot be used (caller falls back)."""
+    cache = previous.cache
+    if not isinstance(cache, tuple) or len(cache) != 3:
+        return None
+    _old_snap, old_work, order = cache
+    if not isinstance(old_work, Work):
+        return None
+    f0 = old_work.fleet
+    k = f0.index.get(node_name)
+    if k is None:
+        return None
+    if len(snapshot.jobs) != len(f0.jobs):
+        return None
+    # new state for this node only
+    node = _find_node(snapshot, node_name)
+    if node is None:
+        return None  # the node left the snapshot: full plan
+    if isinstance(node, VehicleNode):
+        pools = {p.name: p for p in snapshot.pools}
+        st = vehicle_state(node, pools.get(node.pool), snapshot.now)
+    else:
+        tanks = {t.name: t for t in snapshot.tanks}
+        st = rack_state(node, tanks.get(node.tank), snapshot.now)
+    f = replace(
+        f0,
+        hard_code=f0.hard_code.copy(),
+        new_code=f0.new_code.copy(),
+        energy_hard=f0.energy_hard.copy(),
+        energy_new=f0.energy_new.copy(),
+        hours_today=f0.hours_today.copy(),
+        cost=f0.cost.copy(),
+        mem_cap=f0.mem_cap.copy(),
+    )
+    _fill_state(k, st, f.hard_code, f.new_code, f.energy_hard, f.energy_new, f.hours_today, f.cost)
+    f.mem_cap[k] = node.memory_mib
+    work = old_work.copy()
+    work.fleet = f
+    work.current = dict(old_work.units)
+    # take everything off the node, then put back what still fits under the hard limits
+    rank = {name: i for i, name in enumerate(order)}
+    here = sorted(work.node_units.get(k, {}).items(), key=lambda x: (rank[x[0][0]], x[0][2]))
+    # old hours_today were used when these units were added: remove with old figures
+    for u, n in here:
+        info = f.jobs[u[0]]
+        var = info.variants[u[2]]
+        _remove_with(work, f0, info, k, var, n)
+    work.mem_free[k] += f.mem_cap[k] - f0.mem_cap[k]
+    affected: list[str] = []
+    for u, n in here:
+        info = f.jobs[u[0]]
+        var = info.variants[u[2]]
+        why: Reason | None = reason_of(int(f.hard_code[k])) if f.hard_code[k] else None
+        lost: Counter[Reason] = Counter()
+        for _ in range(n):
+            r = why or work.fits(info, k, var, new=False)
+            if r is None:
+                work.add(info, k, var)
+            else:
+                lost[r] += 1
+        for r, m in sorted(lost.items()):
+            work.evictions.append(Eviction(u[0], node_name, u[2], m, r))
+        if lost:
+            affected.append(u[0])
+    for name in order:
+        if name in affected:
+            fill_job(work, f.jobs[name])
+    plan = assemble(snapshot, work, order, "heuristic-incremental", explain_all=False)
+    # explanations: reuse the previous ones, refresh affected jobs and the touched nodes
+    shortfalls = [s for s in previous.job_shortfalls if s.job not in affected]
+    if affected:
+        sub, _ = explain(work, [n for n in order if n in affected])
+        shortfalls.extend(sub)
+        shortfalls.sort(key=lambda s: rank[s.job])
+    used_now = {f.names[kk] for kk, us in work.node_units.items() if us}
+    unused = [u for u in previous.unused_nodes if u.node not in used_now]
+    known = {u.node for u in unused}
+    if node_name not in used_now and node_name not in known:
+        c = int(f.hard_code[k]) or int(f.new_code[k])
+        unused.append(UnusedNode(node_name, reason_of(c) if c else Reason.NO_DEMAND))
+    return replace(plan, job_shortfalls=tuple(shortfalls), unused_nodes=tuple(unused))
+
+
+def _remove_with(work: Work, f_old: Fleet, info: JobInfo, k: int, var: Variant, n: int) -> None:
+    saved = work.fleet
+    work.fleet = f_old
+    try:
+        work.remove(info, k, var, n)
+    finally:
+        work.fleet = saved
+
+
+def _find_node(snapshot: Snapshot, name: str) -> VehicleNode | RackNode | None:
+    for v in snapshot.vehicles:
+        if v.name == name:
+            return v
+    for r in snapshot.racks:
+        if r.name == name:
+            return r
+    return None
+

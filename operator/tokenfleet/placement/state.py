@@ -1,0 +1,465 @@
+"""Eligibility of nodes and tanks, and the array form of a snapshot the solvers work on.
+
+Scalar rules (one node at a time) live here so the full plan and the incremental path share
+them; the independent checker (:mod:`tokenfleet.placement.checker`) re-derives them on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenfleet.placement.model import (
+    Job,
+    PoolPolicy,
+    RackNode,
+    Reason,
+    Snapshot,
+    Tank,
+    Target,
+    Variant,
+    VehicleNode,
+)
+
+FloatArr = npt.NDArray[np.float64]
+IntArr = npt.NDArray[np.int64]
+BoolArr = npt.NDArray[np.bool_]
+
+REASONS: tuple[Reason, ...] = tuple(Reason)
+"""Reason codes: ``code = index + 1``; code 0 means "no objection"."""
+CODE: dict[Reason, int] = {r: i + 1 for i, r in enumerate(REASONS)}
+INF = math.inf
+EPS = 1e-9
+
+
+def reason_of(code: int) -> Reason:
+    return REASONS[code - 1]
+
+
+def seconds_to_next_utc_midnight(now: float) -> float:
+    """Seconds from ``now`` (epoch s) to the next 00:00 UTC."""
+    return 86400.0 - (now % 86400.0)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """Eligibility of one node.
+
+    ``hard`` is the reason the node may keep nothing (``None`` = may keep), ``new`` the reason it
+    may take no new work (``None`` = may take new).  Energy caps are kW of replica draw a
+    vehicle can carry (``inf`` for racks): ``energy_hard_kw`` for what it keeps,
+    ``energy_new_kw`` once a new replica lands.  ``hours_today`` converts vehicle draw (kW) to
+    today's pool energy (kWh).
+    """
+
+    hard: Reason | None
+    new: Reason | None
+    energy_hard_kw: float = INF
+    energy_new_kw: float = INF
+    hours_today: float = 0.0
+    cost_per_kwh: float = 0.0
+
+
+def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeState:
+    """Eligibility of a vehicle under its pool's policy at ``now`` (see model docstring)."""
+    if pool is None:
+        return NodeState(Reason.UNKNOWN_POOL, Reason.UNKNOWN_POOL)
+    h = pool.hysteresis_percent
+    cost = pool.energy_cost_per_kwh + pool.wear_cost_per_kwh
+    # values a rule needs; missing = ineligible (unknown never counts as good)
+    if (
+        v.soc_percent is None
+        or v.battery_temp_c is None
+        or v.compute_temp_c is None
+        or v.departure_time is None
+        or (pool.require_plugged_in and v.plugged_in is None)
+        or (pool.min_bandwidth_mbps > 0 and v.bandwidth_mbps is None)
+    ):
+        return NodeState(Reason.MISSING_TELEMETRY, Reason.MISSING_TELEMETRY)
+    hard: Reason | None = None
+    new: Reason | None = None
+
+    def fail(reason: Reason, is_hard: bool) -> None:
+        nonlocal hard, new
+        if is_hard and hard is None:
+            hard = reason
+        if new is None:
+            new = reason
+
+    plugged = bool(v.plugged_in)
+    if pool.require_plugged_in and not plugged:
+        fail(Reason.NOT_PLUGGED_IN, True)
+    if v.soc_percent < pool.min_soc_percent:
+        fail(Reason.BELOW_RESERVE_SOC, True)
+    elif v.soc_percent < pool.min_soc_percent + h:
+        fail(Reason.BELOW_RESERVE_SOC, False)
+    lead = v.departure_time - now
+    if lead <= pool.drain_lead_seconds:
+        fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, True)
+    elif lead <= pool.drain_lead_seconds * (1 + h / 100):
+        fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, False)
+    if v.battery_temp_c > pool.max_battery_temp_c:
+        fail(Reason.BATTERY_TOO_HOT, True)
+    elif v.battery_temp_c > pool.max_battery_temp_c - abs(pool.max_battery_temp_c) * h / 100:
+        fail(Reason.BATTERY_TOO_HOT, False)
+    if v.compute_temp_c > pool.max_compute_temp_c:
+        fail(Reason.COMPUTE_TOO_HOT, True)
+    elif v.compute_temp_c > pool.max_compute_temp_c - abs(pool.max_compute_temp_c) * h / 100:
+        fail(Reason.COMPUTE_TOO_HOT, False)
+    if pool.min_bandwidth_mbps > 0:
+        bw = v.bandwidth_mbps if v.bandwidth_mbps is not None else 0.0
+        if bw < pool.min_bandwidth_mbps:
+            fail(Reason.LOW_BANDWIDTH, True)
+        elif bw < pool.min_bandwidth_mbps * (1 + h / 100):
+            fail(Reason.LOW_BANDWIDTH, False)
+    if v.observed_at is None or now - v.observed_at > pool.stale_after_seconds:
+        fail(Reason.STALE_TELEMETRY, False)
+    if v.cordoned:
+        fail(Reason.NODE_CORDONED, False)
+    # energy: (charger - draw) * hours >= need  =>  draw <= charger - need / hours
+    hours = max(lead, 0.0) / 3600.0
+    if hours <= 0:
+        return NodeState(hard or Reason.DEPARTURE_WITHIN_DRAIN_LEAD, new, 0.0, 0.0, 0.0, cost)
+    charger = (v.charger_kw or 0.0) if plugged else 0.0
+    capacity = v.battery_capacity_kwh if v.battery_capacity_kwh is not None else (
+        pool.battery_capacity_kwh
+    )
+    target = v.target_soc_percent if v.target_soc_percent is not None else pool.target_soc_percent
+    need_kwh = (target - v.soc_percent) / 100.0 * capacity
+    e_hard = charger - need_kwh / hours
+    e_new = charger - (need_kwh + h / 100.0 * capacity) / hours
+    hours_today = min(lead, seconds_to_next_utc_midnight(now)) / 3600.0
+    return NodeState(hard, new, e_hard, e_new, hours_today, cost)
+
+
+def rack_state(r: RackNode, tank: Tank | None, now: float) -> NodeState:
+    """Eligibility of a rack node (node- and tank-level flags; tank capacity is separate)."""
+    if tank is None:
+        return NodeState(Reason.UNKNOWN_TANK, Reason.UNKNOWN_TANK)
+    cost = tank.energy_cost_per_kwh
+    if tank.leak_state == "Critical" and tank.leak_action == "Drain":
+        return NodeState(Reason.TANK_LEAK, Reason.TANK_LEAK, cost_per_kwh=cost)
+    new: Reason | None = None
+    if tank.leak_state != "OK":
+        new = Reason.TANK_LEAK
+    elif tank.cordoned:
+        new = Reason.TANK_CORDONED
+    elif r.cordoned:
+        new = Reason.NODE_CORDONED
+    elif tank.observed_at is None or now - tank.observed_at > tank.stale_after_seconds:
+        new = Reason.STALE_TELEMETRY
+    elif (tank.supply_temp_c is not None and tank.supply_temp_c > tank.max_supply_temp_c) or (
+        tank.return_temp_c is not None and tank.return_temp_c >= tank.max_return_temp_c
+    ):
+        new = Reason.TANK_THERMAL_HEADROOM
+    return NodeState(None, new, cost_per_kwh=cost)
+
+
+def thermal_capacity_kw(tank: Tank) -> float:
+    """Heat the loop can reject now, kW (= IT load it can carry)."""
+    flow = tank.flow_lpm if tank.flow_lpm is not None else tank.design_flow_lpm
+    supply = tank.supply_temp_c if tank.supply_temp_c is not None else tank.max_supply_temp_c
+    delta = max(tank.max_return_temp_c - supply, 0.0)
+    loop = flow / 60.0 * tank.density_kg_per_l * tank.specific_heat_kj_per_kg_k * delta
+    return min(tank.heat_rejection_kw, loop)
+
+
+@dataclass(frozen=True, slots=True)
+class TankCaps:
+    """kW free for replicas on a tank under the hard limit and for new placements (band)."""
+
+    free_hard_kw: float
+    free_new_kw: float
+    hard_reason: Reason
+    new_reason: Reason
+
+
+def tank_caps(tank: Tank, background_kw: float) -> TankCaps:
+    power = tank.power_capacity_kw * (1 - tank.safety_margin_percent / 100)
+    thermal = thermal_capacity_kw(tank)
+    band = 1 - tank.hysteresis_percent / 100
+    hard_reason = Reason.TANK_POWER_BUDGET if power <= thermal else Reason.TANK_THERMAL_HEADROOM
+    new_reason = (
+        Reason.TANK_POWER_BUDGET if power * band <= thermal * band else Reason.TANK_THERMAL_HEADROOM
+    )
+    return TankCaps(
+        min(power, thermal) - background_kw,
+        min(power, thermal) * band - background_kw,
+        hard_reason,
+        new_reason,
+    )
+
+
+@dataclass
+class JobInfo:
+    """Per-job data the solvers use."""
+
+    job: Job
+    index: int
+    weight: float
+    """Value per token/s (``value_per_token_per_second × priority / 100``)."""
+    ranked: dict[str, list[Variant]]
+    """Variants allowed per target, best first (tokens/s desc, memory asc)."""
+    variants: dict[str, Variant]
+    preferred: Target | None
+
+
+def job_info(job: Job, index: int, value_per_tps: float) -> JobInfo:
+    ranked: dict[str, list[Variant]] = {}
+    for t in ("Rack", "Vehicle"):
+        if t in job.targets:
+            vs = [v for v in job.variants if t in v.targets]
+            vs.sort(key=lambda v: (-v.tokens_per_second, v.memory_mib, v.name))
+            ranked[t] = vs
+    preferred: Target | None = (
+        "Rack"
+        if job.preference == "PreferRack"
+        else "Vehicle"
+        if job.preference == "PreferVehicle"
+        else None
+    )
+    return JobInfo(
+        job,
+        index,
+        value_per_tps * job.priority / 100.0,
+        ranked,
+        {v.name: v for v in job.variants},
+        preferred,
+    )
+
+
+@dataclass
+class Fleet:
+    """Array form of a snapshot's nodes, tanks and pools (index order: racks, then vehicles)."""
+
+    names: list[str]
+    index: dict[str, int]
+    is_vehicle: BoolArr
+    mem_cap: FloatArr
+    region: IntArr
+    owner: IntArr
+    attested: BoolArr
+    tank: IntArr
+    """Tank index, or ``n_tanks`` (a sentinel slot with infinite room) for vehicles."""
+    pool: IntArr
+    """Pool index, or ``n_pools`` (sentinel) for racks."""
+    hard_code: IntArr
+    new_code: IntArr
+    energy_hard: FloatArr
+    energy_new: FloatArr
+    hours_today: FloatArr
+    cost: FloatArr
+    tank_names: list[str]
+    tank_free_hard: FloatArr
+    tank_free_new: FloatArr
+    tank_hard_reason: list[Reason]
+    tank_new_reason: list[Reason]
+    pool_names: list[str]
+    pool_free_hard: FloatArr
+    pool_free_new: FloatArr
+    region_ids: dict[str, int]
+    owner_ids: dict[str, int]
+    jobs: dict[str, JobInfo]
+    node_states: list[NodeState] = field(default_factory=list)
+
+
+def current_watts(snapshot: Snapshot) -> dict[str, float]:
+    """Watts of the snapshot's current placements per node (unknown job/variant = 0 W)."""
+    variants = {(j.name, v.name): v for j in snapshot.jobs for v in j.variants}
+    out: dict[str, float] = {}
+    for p in snapshot.placements:
+        var = variants.get((p.job, p.variant))
+        if var is not None:
+            out[p.node] = out.get(p.node, 0.0) + var.watts * p.replicas
+    return out
+
+
+def build_fleet(snapshot: Snapshot) -> Fleet:
+    """Compile a snapshot into arrays (O(nodes + tanks + pools + placements))."""
+    now = snapshot.now
+    tanks = {t.name: t for t in snapshot.tanks}
+    pools = {p.name: p for p in snapshot.pools}
+    tank_names = [t.name for t in snapshot.tanks]
+    tank_idx = {n: i for i, n in enumerate(tank_names)}
+    pool_names = [p.name for p in snapshot.pools]
+    pool_idx = {n: i for i, n in enumerate(pool_names)}
+    nt, npool = len(tank_names), len(pool_names)
+    region_ids: dict[str, int] = {}
+    owner_ids: dict[str, int] = {}
+
+    def rid(r: str | None) -> int:
+        if r is None:
+            return -1
+        return region_ids.setdefault(r, len(region_ids))
+
+    def oid(o: str | None) -> int:
+        if o is None:
+            return -1
+        return owner_ids.setdefault(o, len(owner_ids))
+
+    n_nodes = len(snapshot.racks) + len(snapshot.vehicles)
+    names: list[str] = []
+    is_vehicle = np.zeros(n_nodes, dtype=np.bool_)
+    mem_cap = np.zeros(n_nodes)
+    region = np.full(n_nodes, -1, dtype=np.int64)
+    owner = np.full(n_nodes, -1, dtype=np.int64)
+    attested = np.zeros(n_nodes, dtype=np.bool_)
+    tank_of = np.full(n_nodes, nt, dtype=np.int64)
+    pool_of = np.full(n_nodes, npool, dtype=np.int64)
+    hard_code = np.zeros(n_nodes, dtype=np.int64)
+    new_code = np.zeros(n_nodes, dtype=np.int64)
+    energy_hard = np.full(n_nodes, INF)
+    energy_new = np.full(n_nodes, INF)
+    hours_today = np.zeros(n_nodes)
+    cost = np.zeros(n_nodes)
+    states: list[NodeState] = []
+    baseline_kw = np.zeros(nt + 1)
+    i = 0
+    for r in snapshot.racks:
+        st = rack_state(r, tanks.get(r.tank), now)
+        names.append(r.name)
+        mem_cap[i] = r.memory_mib
+        region[i] = rid(r.region)
+        attested[i] = r.attested
+        t = tank_idx.get(r.tank, nt)
+        tank_of[i] = t
+        baseline_kw[t] += r.baseline_watts / 1000.0
+        _fill_state(i, st, hard_code, new_code, energy_hard, energy_new, hours_today, cost)
+        states.append(st)
+        i += 1
+    for v in snapshot.vehicles:
+        pool = pools.get(v.pool)
+        st = vehicle_state(v, pool, now)
+        names.append(v.name)
+        is_vehicle[i] = True
+        mem_cap[i] = v.memory_mib
+        region[i] = rid(v.region)
+        owner[i] = oid(pool.ownership if pool is not None else None)
+        attested[i] = v.attested
+        pool_of[i] = pool_idx.get(v.pool, npool)
+        _fill_state(i, st, hard_code, new_code, energy_hard, energy_new, hours_today, cost)
+        states.append(st)
+        i += 1
+    index = {n: k for k, n in enumerate(names)}
+    # tank background load and capacities
+    placed_kw = np.zeros(nt + 1)
+    for node, w in current_watts(snapshot).items():
+        k = index.get(node)
+        if k is not None:
+            placed_kw[tank_of[k]] += w / 1000.0
+    tank_free_hard = np.full(nt + 1, INF)
+    tank_free_new = np.full(nt + 1, INF)
+    hard_reasons: list[Reason] = []
+    new_reasons: list[Reason] = []
+    for t_i, t in enumerate(snapshot.tanks):
+        base = float(baseline_kw[t_i])
+        background = max(t.it_load_kw - placed_kw[t_i], base) if t.it_load_kw is not None else base
+        caps = tank_caps(t, background)
+        tank_free_hard[t_i] = caps.free_hard_kw
+        tank_free_new[t_i] = caps.free_new_kw
+        hard_reasons.append(caps.hard_reason)
+        new_reasons.append(caps.new_reason)
+    pool_free_hard = np.full(npool + 1, INF)
+    pool_free_new = np.full(npool + 1, INF)
+    for p_i, p in enumerate(snapshot.pools):
+        if p.daily_energy_budget_kwh is not None:
+            left = p.daily_energy_budget_kwh - p.energy_used_today_kwh
+            pool_free_hard[p_i] = left
+            pool_free_new[p_i] = left - p.daily_energy_budget_kwh * p.hysteresis_percent / 100
+    value = snapshot.weights.value_per_token_per_second
+    jobs = {j.name: job_info(j, k, value) for k, j in enumerate(snapshot.jobs)}
+    return Fleet(
+        names,
+        index,
+        is_vehicle,
+        mem_cap,
+        region,
+        owner,
+        attested,
+        tank_of,
+        pool_of,
+        hard_code,
+        new_code,
+        energy_hard,
+        energy_new,
+        hours_today,
+        cost,
+        tank_names,
+        tank_free_hard,
+        tank_free_new,
+        hard_reasons,
+        new_reasons,
+        pool_names,
+        pool_free_hard,
+        pool_free_new,
+        region_ids,
+        owner_ids,
+        jobs,
+        states,
+    )
+
+
+def _fill_state(
+    i: int,
+    st: NodeState,
+    hard_code: IntArr,
+    new_code: IntArr,
+    energy_hard: FloatArr,
+    energy_new: FloatArr,
+    hours_today: FloatArr,
+    cost: FloatArr,
+) -> None:
+    hard_code[i] = CODE[st.hard] if st.hard is not None else 0
+    new_code[i] = CODE[st.new] if st.new is not None else 0
+    energy_hard[i] = st.energy_hard_kw
+    energy_new[i] = st.energy_new_kw
+    hours_today[i] = st.hours_today
+    cost[i] = st.cost_per_kwh
+
+
+def compat_codes(fleet: Fleet, info: JobInfo) -> IntArr:
+    """Per node, the first job-policy objection (target, residency, ownership, attestation),
+    0 where the job may use the node at all (capacity aside)."""
+    job = info.job
+    n = len(fleet.names)
+    code = np.zeros(n, dtype=np.int64)
+    if job.require_attestation:
+        code[~fleet.attested] = CODE[Reason.NOT_ATTESTED]
+    if job.ownership:
+        ids = [fleet.owner_ids[o] for o in job.ownership if o in fleet.owner_ids]
+        bad = (fleet.owner >= 0) & ~np.isin(fleet.owner, ids)
+        code[bad] = CODE[Reason.OWNERSHIP]
+    if job.regions:
+        ids = [fleet.region_ids[r] for r in job.regions if r in fleet.region_ids]
+        code[~np.isin(fleet.region, ids)] = CODE[Reason.RESIDENCY]
+    for t, is_v in (("Rack", False), ("Vehicle", True)):
+        group = fleet.is_vehicle == is_v
+        if t not in job.targets:
+            code[group] = CODE[Reason.TARGET_NOT_ALLOWED]
+        elif not info.ranked.get(t):
+            code[group] = CODE[Reason.NO_VARIANT_FOR_TARGET]
+    return code
+
+
+def compat_scalar(fleet: Fleet, info: JobInfo, k: int) -> Reason | None:
+    """:func:`compat_codes` for one node."""
+    job = info.job
+    t = "Vehicle" if fleet.is_vehicle[k] else "Rack"
+    if t not in job.targets:
+        return Reason.TARGET_NOT_ALLOWED
+    if not info.ranked.get(t):
+        return Reason.NO_VARIANT_FOR_TARGET
+    if job.regions:
+        r = int(fleet.region[k])
+        if r < 0 or not any(fleet.region_ids.get(x) == r for x in job.regions):
+            return Reason.RESIDENCY
+    if job.ownership:
+        o = int(fleet.owner[k])
+        if o >= 0 and not any(fleet.owner_ids.get(x) == o for x in job.ownership):
+            return Reason.OWNERSHIP
+    if job.require_attestation and not fleet.attested[k]:
+        return Reason.NOT_ATTESTED
+    return None
