@@ -226,25 +226,44 @@ def parse_metrics(text: str) -> RuntimeMetrics:
     )
 
 
-class _Limits:
-    """Acquires the per-endpoint semaphore, then the global one; counts calls in flight."""
+class _Gauge:
+    """Calls in flight and the high-water mark."""
 
-    def __init__(self, semaphores: Sequence[asyncio.Semaphore]) -> None:
-        self._semaphores = tuple(semaphores)
+    def __init__(self) -> None:
         self.in_flight = 0
         self.high_water = 0
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.high_water = max(self.high_water, self.in_flight)
+
+    def exit(self) -> None:
+        self.in_flight -= 1
+
+    @property
+    def stats(self) -> ConcurrencyStats:
+        return ConcurrencyStats(self.in_flight, self.high_water)
+
+
+class _Limits:
+    """Acquires the semaphores in order (per-endpoint, then global); counts calls in flight."""
+
+    def __init__(self, semaphores: Sequence[asyncio.Semaphore], gauges: Sequence[_Gauge]) -> None:
+        self._semaphores = tuple(semaphores)
+        self._gauges = tuple(gauges)
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             for sem in self._semaphores:
                 await stack.enter_async_context(sem)
-            self.in_flight += 1
-            self.high_water = max(self.high_water, self.in_flight)
+            for gauge in self._gauges:
+                gauge.enter()
             try:
                 yield
             finally:
-                self.in_flight -= 1
+                for gauge in self._gauges:
+                    gauge.exit()
 
 
 class TritonRuntime:
@@ -262,13 +281,15 @@ class TritonRuntime:
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
         metrics_url: str | None = None,
         limits: Sequence[asyncio.Semaphore] = (),
+        gauges: Sequence[_Gauge] = (),
     ) -> None:
         host, port = parse_host_port(endpoint)  # raises EndpointError on garbage
         self.endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.timeout = timeout
         self.load_timeout = load_timeout
         self.metrics_url = metrics_url or default_metrics_url(self.endpoint)
-        self._limits = _Limits(limits)
+        self._gauge = _Gauge()
+        self._limits = _Limits(limits, (self._gauge, *gauges))
         self._client: InferenceServerClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
@@ -278,7 +299,7 @@ class TritonRuntime:
     @property
     def stats(self) -> ConcurrencyStats:
         """Calls in flight on this client now and the most seen at once."""
-        return ConcurrencyStats(self._limits.in_flight, self._limits.high_water)
+        return self._gauge.stats
 
     def _triton(self) -> InferenceServerClient:
         if self._closed:
@@ -324,7 +345,12 @@ class TritonRuntime:
             return False
 
     async def is_ready(self) -> bool:
-        """``GET /v2/health/ready``. False (never an exception) when unreachable or timed out."""
+        """``GET /v2/health/ready``. False (never an exception) when unreachable or timed out.
+
+        Triton's readiness is strict by default: it is False while any model is LOADING or
+        UNLOADING (measured: ~1.3 s after each unload), so use :meth:`is_live` as the runtime's
+        health signal and per-model state for replicas.
+        """
         try:
             async with self._call("ready"):
                 return bool(await self._triton().is_server_ready())
@@ -565,6 +591,7 @@ class RuntimePool:
         self.max_concurrency = max_concurrency
         self.per_endpoint_concurrency = per_endpoint_concurrency
         self._global = asyncio.Semaphore(max_concurrency)
+        self._global_gauge = _Gauge()
         self._runtimes: dict[str, TritonRuntime] = {}
         self._closed = False
 
@@ -584,6 +611,7 @@ class RuntimePool:
                 load_timeout=self.load_timeout,
                 metrics_url=metrics_url,
                 limits=(asyncio.Semaphore(self.per_endpoint_concurrency), self._global),
+                gauges=(self._global_gauge,),
             )
             self._runtimes[key] = runtime
         return runtime
@@ -602,6 +630,11 @@ class RuntimePool:
         """In-flight / high-water call counts of the endpoint's client (zeros if none)."""
         runtime = self._runtimes.get(self._key(endpoint))
         return runtime.stats if runtime is not None else ConcurrencyStats(0, 0)
+
+    @property
+    def global_stats(self) -> ConcurrencyStats:
+        """In-flight / high-water call counts over all endpoints of the pool."""
+        return self._global_gauge.stats
 
     async def discard(self, endpoint: str) -> None:
         """Close and forget the endpoint's client (runtime recycled, node gone)."""
