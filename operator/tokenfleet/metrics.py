@@ -58,6 +58,11 @@ MOVES = Counter(
     "Replicas moved or shed, by reason (the reason named in the Event).",
     ["reason"],
 )
+SERVED_TOKENS = Gauge(
+    "tokenfleet_served_tokens_per_second",
+    "Estimated tokens/s served by a job's ready replicas (sum of their variants' rates).",
+    ["namespace", "job"],
+)
 TRITON_REQUESTS = Counter(
     "tokenfleet_triton_requests_total",
     "Requests to Triton runtimes by operation and result.",

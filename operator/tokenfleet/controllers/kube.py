@@ -1,0 +1,178 @@
+"""The few direct Kubernetes API calls the controllers make (official client, run in threads).
+
+kopf does the watching; these are writes: a job's status, its Service and EndpointSlice. Each is
+a single request, run with :func:`asyncio.to_thread` so the event loop never blocks, and counted
+in ``tokenfleet_api_writes_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from tokenfleet import GROUP, VERSION, metrics
+from tokenfleet.controllers.settings import FIELD_MANAGER
+
+MERGE_PATCH = "application/merge-patch+json"
+_lock = threading.Lock()
+_client: kubernetes.client.ApiClient | None = None
+
+
+def api_client() -> kubernetes.client.ApiClient:
+    """One shared ApiClient: in-cluster config when available, else $KUBECONFIG."""
+    global _client
+    with _lock:
+        if _client is None:
+            configuration = kubernetes.client.Configuration()
+            config: Any = kubernetes.config  # type: ignore[attr-defined]
+            if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+                config.load_incluster_config(client_configuration=configuration)
+            else:
+                config.load_kube_config(client_configuration=configuration)
+            client: Any = kubernetes.client.ApiClient(configuration)
+            client.user_agent = "tokenfleet-operator"
+            _client = client
+        return _client
+
+
+def _api(cls: Any) -> Any:
+    """An API class bound to the shared client, untyped: the stubs lack ``_content_type`` and
+    ``_preload_content`` (raw JSON avoids the client's slow model deserialisation)."""
+    return cls(api_client())
+
+
+def _count(resource: str, verb: str) -> None:
+    metrics.API_WRITES.labels(resource=resource, verb=verb).inc()
+
+
+async def patch_job_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch ``status`` of an InferenceJob (the status subresource)."""
+
+    def call() -> dict[str, Any]:
+        api = _api(kubernetes.client.CustomObjectsApi)
+        result: dict[str, Any] = api.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "inferencejobs",
+            name,
+            {"status": status},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+        )
+        return result
+
+    _count("inferencejobs/status", "patch")
+    return await asyncio.to_thread(call)
+
+
+async def read_service(namespace: str, name: str) -> dict[str, Any] | None:
+    def call() -> dict[str, Any] | None:
+        api = _api(kubernetes.client.CoreV1Api)
+        try:
+            obj = api.read_namespaced_service(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(obj)
+
+    return await asyncio.to_thread(call)
+
+
+async def read_endpoint_slice(namespace: str, name: str) -> dict[str, Any] | None:
+    def call() -> dict[str, Any] | None:
+        api = _api(kubernetes.client.DiscoveryV1Api)
+        try:
+            obj = api.read_namespaced_endpoint_slice(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(obj)
+
+    return await asyncio.to_thread(call)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+async def apply_service(body: dict[str, Any], exists: bool) -> dict[str, Any]:
+    """Create the Service, or patch its labels/ports/ownerReferences when it exists."""
+    namespace = body["metadata"]["namespace"]
+    name = body["metadata"]["name"]
+
+    def call() -> dict[str, Any]:
+        api = _api(kubernetes.client.CoreV1Api)
+        if not exists:
+            try:
+                return _json(
+                    api.create_namespaced_service(
+                        namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
+                    )
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        patch = {"metadata": body["metadata"], "spec": {"ports": body["spec"]["ports"]}}
+        return _json(
+            api.patch_namespaced_service(
+                name,
+                namespace,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        )
+
+    _count("services", "patch" if exists else "create")
+    return await asyncio.to_thread(call)
+
+
+async def apply_endpoint_slice(body: dict[str, Any], exists: bool) -> dict[str, Any]:
+    """Create the EndpointSlice, or replace its endpoints/ports/labels when it exists."""
+    namespace = body["metadata"]["namespace"]
+    name = body["metadata"]["name"]
+
+    def call() -> dict[str, Any]:
+        api = _api(kubernetes.client.DiscoveryV1Api)
+        if not exists:
+            try:
+                return _json(
+                    api.create_namespaced_endpoint_slice(
+                        namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
+                    )
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        patch = {
+            "metadata": {
+                "labels": body["metadata"]["labels"],
+                "ownerReferences": body["metadata"]["ownerReferences"],
+            },
+            "ports": body["ports"],
+            "endpoints": body["endpoints"],
+        }
+        return _json(
+            api.patch_namespaced_endpoint_slice(
+                name,
+                namespace,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        )
+
+    _count("endpointslices", "patch" if exists else "create")
+    return await asyncio.to_thread(call)

@@ -1,0 +1,667 @@
+"""The fleet planner: ONE placement decision for the whole fleet, recomputed on change.
+
+Placement is fleet-wide (jobs compete for the same nodes and tank budgets), so a single
+background task owns it:
+
+* kopf indexes hold the picture (nodes + runtime pods from ``nodes.py``; tanks, pools and jobs
+  here), so a plan costs no API call;
+* watch events that matter (a node's parsed facts changed, a tank's or pool's spec/status
+  changed, a job's spec changed or it was deleted) *signal* the planner; it debounces
+  (``plan_debounce_seconds``) and also replans every ``plan_resync_seconds`` (staleness is a
+  matter of time, not of events);
+* a single-node change with an unchanged rest replans incrementally (``replan_node``);
+  anything else runs the full heuristic ``plan``;
+* the result is cut into one :class:`JobSlice` per job, and the job's daemon
+  (``inferencejob.py``) is woken when its slice changed. The daemons do the Triton work.
+
+Current placements fed to the engine are the planner's own previous assignments (stable: an
+unchanged input moves nothing); on a cold start they come from each job's ``status.placements``
+(the decision record), so a restart recomputes the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from tokenfleet import GROUP, metrics
+from tokenfleet.controllers.nodes import RuntimePod, index_values
+from tokenfleet.controllers.settings import OperatorConfig, get_config
+from tokenfleet.controllers.snapshot import (
+    JobView,
+    NodeSite,
+    PoolView,
+    SnapshotParts,
+    TankView,
+    build_snapshot,
+)
+from tokenfleet.placement import Placement, Plan, Reason, plan, replan_node
+from tokenfleet.telemetry.node import NodeInfo
+
+log = logging.getLogger(__name__)
+
+#: eviction reason the operator adds when a runtime failed (not an engine reason)
+RUNTIME_FAILED = "RuntimeFailed"
+#: eviction reasons where the old node is unsafe *now*: unload first, then re-place (drain)
+DRAIN_NOW = frozenset(
+    {
+        str(Reason.NODE_REMOVED),
+        str(Reason.TANK_LEAK),
+        str(Reason.BATTERY_TOO_HOT),
+        str(Reason.COMPUTE_TOO_HOT),
+        RUNTIME_FAILED,
+    }
+)
+
+NodeKey = tuple[str, str]  # (node, variant)
+
+
+@dataclass(frozen=True)
+class DesiredPlacement:
+    node: str
+    variant: str
+    target: str
+    pool: str | None
+    tank: str | None
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class Removal:
+    reason: str
+    moved_to: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSlice:
+    """What the planner wants for one job."""
+
+    desired: Mapping[NodeKey, DesiredPlacement]
+    removals: Mapping[NodeKey, Removal]
+    desired_replicas: int
+    shortfall_reason: str | None
+    shortfall_message: str | None
+    plan_id: int
+
+    def same_decision(self, other: JobSlice | None) -> bool:
+        return (
+            other is not None
+            and dict(self.desired) == dict(other.desired)
+            and self.desired_replicas == other.desired_replicas
+            and self.shortfall_reason == other.shortfall_reason
+        )
+
+
+@dataclass
+class _Signals:
+    triggers: set[str] = field(default_factory=set)
+    nodes: set[str] = field(default_factory=set)
+    full: bool = False
+
+
+class Planner:
+    """The one planner of this operator process (see the module docstring)."""
+
+    def __init__(self, config: OperatorConfig) -> None:
+        self.config = config
+        self.indices: Mapping[str, Any] = {}
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._signals = _Signals()
+        self._plan: Plan | None = None
+        self._sites: dict[str, NodeSite] = {}
+        self._slices: dict[str, JobSlice] = {}
+        self._job_events: dict[str, asyncio.Event] = {}
+        self._failed_until: dict[str, float] = {}
+        self._plan_id = 0
+        self._task: asyncio.Task[None] | None = None
+        self.last_plan_monotonic: float | None = None
+        self.last_error: str | None = None
+
+    # ---- wiring ---------------------------------------------------------------------------
+
+    def attach(self, indices: Mapping[str, Any]) -> None:
+        self.indices = indices
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="tokenfleet-planner")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    def mark_ready(self) -> None:
+        """Called from resource handlers: kopf runs them only once every index is populated."""
+        if not self._ready.is_set():
+            self._ready.set()
+            self.signal("startup", full=True)
+
+    def signal(self, trigger: str, *, node: str | None = None, full: bool = False) -> None:
+        self._signals.triggers.add(trigger)
+        if node is not None:
+            self._signals.nodes.add(node)
+        if full:
+            self._signals.full = True
+        self._wake.set()
+
+    def job_event(self, key: str) -> asyncio.Event:
+        event = self._job_events.get(key)
+        if event is None:
+            event = self._job_events[key] = asyncio.Event()
+        return event
+
+    def forget_job(self, key: str) -> None:
+        self._job_events.pop(key, None)
+        self._slices.pop(key, None)
+
+    def kick_jobs(self, keys: Iterable[str] | None = None) -> None:
+        """Wake job daemons without a replan (e.g. a runtime pod changed its address)."""
+        for key in self._job_events if keys is None else keys:
+            event = self._job_events.get(key)
+            if event is not None:
+                event.set()
+
+    def slice_for(self, key: str) -> JobSlice | None:
+        return self._slices.get(key)
+
+    def site_of(self, node: str) -> NodeSite | None:
+        return self._sites.get(node)
+
+    def report_runtime_failure(self, node: str, why: str) -> None:
+        """A runtime failed (load failed, runtime unreachable, model dropped): no new work there
+        for ``runtime_failure_backoff_seconds`` and its placements are re-placed."""
+        until = time.monotonic() + self.config.runtime_failure_backoff_seconds
+        first = self._failed_until.get(node, 0.0) < time.monotonic()
+        self._failed_until[node] = until
+        if first:
+            log.warning("runtime on node %s failed (%s): re-placing its replicas", node, why)
+        self.signal("runtime-failed", full=True)
+
+    def runtime_failed(self, node: str) -> bool:
+        return self._failed_until.get(node, 0.0) > time.monotonic()
+
+    # ---- the index views --------------------------------------------------------------------
+
+    def _index(self, name: str) -> Mapping[str, Iterable[Any]]:
+        index = self.indices.get(name)
+        return index if index is not None else {}
+
+    def nodes(self) -> list[NodeInfo]:
+        return list(index_values(self._index("nodes_by_name")))
+
+    def node(self, name: str) -> NodeInfo | None:
+        store = self._index("nodes_by_name").get(name)
+        return next(iter(store), None) if store is not None else None
+
+    def runtime_pods(self, node: str) -> list[RuntimePod]:
+        store = self._index("runtime_pods_by_node").get(node)
+        return list(store) if store is not None else []
+
+    def jobs(self) -> list[JobView]:
+        return list(index_values(self._index("planner_jobs")))
+
+    def job_views(self) -> dict[str, JobView]:
+        return {j.key: j for j in self.jobs()}
+
+    def runtime_endpoint(self, node: str) -> str | None:
+        """HOST:PORT of the node's Triton HTTP port: the annotation wins, else the runtime pod."""
+        info = self.node(node)
+        if info is not None and info.runtime_endpoint:
+            return info.runtime_endpoint
+        pod = self.runtime_pod(node)
+        if pod is not None and pod.pod_ip:
+            return f"{pod.pod_ip}:{self.config.runtime_http_port}"
+        return None
+
+    def runtime_pod(self, node: str) -> RuntimePod | None:
+        pods = [p for p in self.runtime_pods(node) if p.pod_ip and not p.deleting]
+        if not pods:
+            return None
+        return max(pods, key=lambda p: (p.ready, p.name))
+
+    # ---- planning -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await self._ready.wait()
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.config.plan_resync_seconds)
+            except TimeoutError:
+                self.signal("resync", full=True)
+            await asyncio.sleep(self.config.plan_debounce_seconds)
+            self._wake.clear()
+            signals, self._signals = self._signals, _Signals()
+            try:
+                await self.replan(signals)
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let one bad plan kill the planner; keep old slices
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("fleet plan failed; keeping the previous decision")
+                await asyncio.sleep(min(5.0, self.config.plan_resync_seconds))
+
+    def _unusable_nodes(self, nodes: Iterable[NodeInfo]) -> dict[str, str]:
+        unusable: dict[str, str] = {}
+        for info in nodes:
+            if self.runtime_failed(info.name):
+                unusable[info.name] = RUNTIME_FAILED
+            elif self.runtime_endpoint(info.name) is None:
+                unusable[info.name] = "NoRuntime"
+        return unusable
+
+    def _current(self, jobs: Iterable[JobView]) -> dict[str, list[Placement]]:
+        """Previous assignments per job (jobs new since then fall back to their record)."""
+        current: dict[str, list[Placement]] = {}
+        if self._plan is None:
+            return current
+        keys = {j.key for j in jobs}
+        for key in keys:
+            if key in self._slices:
+                current[key] = []
+        for a in self._plan.assignments:
+            if a.job in current:
+                current[a.job].append(a)
+        return current
+
+    async def replan(self, signals: _Signals) -> None:
+        start = time.perf_counter()
+        now = time.time()
+        nodes = self.nodes()
+        jobs = self.jobs()
+        unusable = self._unusable_nodes(nodes)
+        current = self._current(jobs)
+        failed = {n for n, why in unusable.items() if why == RUNTIME_FAILED}
+        forced: dict[str, dict[NodeKey, Removal]] = {}
+        if failed:
+            for key, placements in current.items():
+                kept = []
+                for p in placements:
+                    if p.node in failed:
+                        forced.setdefault(key, {})[(p.node, p.variant)] = Removal(RUNTIME_FAILED)
+                    else:
+                        kept.append(p)
+                current[key] = kept
+        parts = build_snapshot(
+            now=now,
+            nodes=nodes,
+            tanks=index_values(self._index("planner_tanks")),
+            pools=index_values(self._index("planner_pools")),
+            jobs=jobs,
+            current=current if self._plan is not None else None,
+            unusable_nodes=unusable,
+        )
+        previous = self._plan
+        incremental = (
+            previous is not None
+            and not signals.full
+            and len(signals.nodes) == 1
+            and signals.triggers <= {"node"}
+            and not forced
+            and tuple(sorted(map(_pkey, parts.snapshot.placements)))
+            == tuple(sorted(map(_pkey, previous.assignments)))
+        )
+        snapshot = parts.snapshot
+        if incremental and previous is not None:
+            node_name = next(iter(signals.nodes))
+            result = await asyncio.to_thread(replan_node, snapshot, previous, node_name)
+            mode = "incremental"
+        else:
+            result = await asyncio.to_thread(plan, snapshot)
+            mode = "full"
+        self._plan = result
+        self._sites = parts.sites
+        self._plan_id += 1
+        elapsed = time.perf_counter() - start
+        metrics.PLAN_DURATION.labels(mode=mode).observe(elapsed)
+        for trigger in signals.triggers or {"unknown"}:
+            metrics.PLANS.labels(trigger=trigger).inc()
+        self.last_plan_monotonic = time.monotonic()
+        self._publish(parts, result, forced, {j.key for j in jobs if not j.deleting})
+        log.debug(
+            "plan %d (%s, %.3fs, triggers=%s): %d assignments, %d added, %d evicted",
+            self._plan_id,
+            mode,
+            elapsed,
+            sorted(signals.triggers),
+            len(result.assignments),
+            len(result.added),
+            len(result.evictions),
+        )
+
+    def _publish(
+        self,
+        parts: SnapshotParts,
+        result: Plan,
+        forced: Mapping[str, Mapping[NodeKey, Removal]],
+        live_jobs: set[str],
+    ) -> None:
+        desired: dict[str, dict[NodeKey, DesiredPlacement]] = {k: {} for k in live_jobs}
+        for a in result.assignments:
+            site = parts.sites.get(a.node, NodeSite("Rack"))
+            desired.setdefault(a.job, {})[(a.node, a.variant)] = DesiredPlacement(
+                node=a.node,
+                variant=a.variant,
+                target=site.target,
+                pool=site.pool,
+                tank=site.tank,
+                replicas=a.replicas,
+            )
+        removals: dict[str, dict[NodeKey, Removal]] = {}
+        for ev in result.evictions:
+            removals.setdefault(ev.job, {})[(ev.node, ev.variant)] = Removal(
+                str(ev.reason), ev.moved_to
+            )
+        for key, forced_removals in forced.items():
+            removals.setdefault(key, {}).update(forced_removals)
+        shortfalls = {s.job: s for s in result.job_shortfalls}
+        for key in live_jobs | set(desired):
+            if key in parts.invalid_jobs:
+                new = JobSlice({}, {}, 0, "InvalidSpec", parts.invalid_jobs[key], self._plan_id)
+            else:
+                want = desired.get(key, {})
+                shortfall = shortfalls.get(key)
+                new = JobSlice(
+                    desired=want,
+                    removals=removals.get(key, {}),
+                    desired_replicas=sum(d.replicas for d in want.values()),
+                    shortfall_reason=str(shortfall.reason) if shortfall else None,
+                    shortfall_message=(
+                        f"serving {shortfall.served_tokens_per_second:g} of "
+                        f"{shortfall.target_tokens_per_second:g} tokens/s with "
+                        f"{shortfall.replicas} replicas: "
+                        + ", ".join(f"{r}={n}" for r, n in shortfall.reasons[:5])
+                        if shortfall
+                        else None
+                    ),
+                    plan_id=self._plan_id,
+                )
+            old = self._slices.get(key)
+            if old is not None and new.same_decision(old):
+                # keep the removal reasons of the decision being carried out
+                new = JobSlice(
+                    new.desired,
+                    {**old.removals, **new.removals},
+                    new.desired_replicas,
+                    new.shortfall_reason,
+                    new.shortfall_message,
+                    old.plan_id,
+                )
+                self._slices[key] = new
+                continue
+            self._slices[key] = new
+            self.job_event(key).set()
+        for key in list(self._slices):
+            if key not in live_jobs and key not in desired:
+                self._slices.pop(key, None)
+
+
+def _pkey(p: Placement) -> tuple[str, str, str, int]:
+    return (p.job, p.node, p.variant, p.replicas)
+
+
+# ---- the process-wide planner and its kopf wiring ---------------------------------------------
+
+_PLANNER: Planner | None = None
+
+
+def get_planner() -> Planner:
+    global _PLANNER
+    if _PLANNER is None:
+        _PLANNER = Planner(get_config())
+    return _PLANNER
+
+
+def reset_planner() -> None:
+    """Forget the process-wide planner (tests that run the operator several times in-process)."""
+    global _PLANNER
+    _PLANNER = None
+
+
+@kopf.on.startup()
+async def start_planner(logger: kopf.Logger, **kwargs: Any) -> None:
+    planner = get_planner()
+    # kopf passes every index as a keyword argument; they are live views.
+    planner.attach({k: v for k, v in kwargs.items() if isinstance(v, Mapping)})
+    planner.start()
+    logger.info("fleet planner started (indexes: %s)", sorted(planner.indices))
+
+
+@kopf.on.cleanup()
+async def stop_planner(**_: Any) -> None:
+    if _PLANNER is not None:
+        await _PLANNER.stop()
+
+
+@kopf.on.probe(id="planner")
+def planner_probe(**_: Any) -> dict[str, Any]:
+    planner = get_planner()
+    task = planner.task
+    if task is not None and task.done():
+        raise RuntimeError(
+            f"planner task ended: {task.exception() if not task.cancelled() else ''}"
+        )
+    age = (
+        None
+        if planner.last_plan_monotonic is None
+        else round(time.monotonic() - planner.last_plan_monotonic, 3)
+    )
+    return {"lastPlanAgeSeconds": age, "lastError": planner.last_error}
+
+
+# ---- indexes of the three kinds --------------------------------------------------------------
+
+
+def _status(body: kopf.Body) -> dict[str, Any]:
+    return dict(body.get("status") or {})
+
+
+@kopf.index(GROUP, "immersionpods", id="planner_tanks")
+def planner_tanks(body: kopf.Body, name: str, meta: kopf.Meta, **_: Any) -> dict[str, TankView]:
+    return {
+        name: TankView(
+            name=name,
+            uid=str(meta.get("uid", "")),
+            generation=int(meta.get("generation") or 0),
+            spec=dict(body.get("spec") or {}),
+            status=_status(body),
+            deleting=meta.get("deletionTimestamp") is not None,
+        )
+    }
+
+
+@kopf.index(GROUP, "vehiclepools", id="planner_pools")
+def planner_pools(body: kopf.Body, name: str, meta: kopf.Meta, **_: Any) -> dict[str, PoolView]:
+    return {
+        name: PoolView(
+            name=name,
+            uid=str(meta.get("uid", "")),
+            generation=int(meta.get("generation") or 0),
+            spec=dict(body.get("spec") or {}),
+            status=_status(body),
+            deleting=meta.get("deletionTimestamp") is not None,
+        )
+    }
+
+
+@kopf.index(GROUP, "inferencejobs", id="planner_jobs")
+def planner_jobs(
+    body: kopf.Body, name: str, namespace: str | None, meta: kopf.Meta, **_: Any
+) -> dict[str, JobView]:
+    placements = tuple(dict(p) for p in (_status(body).get("placements") or ()))
+    view = JobView(
+        namespace=str(namespace or ""),
+        name=name,
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        spec=dict(body.get("spec") or {}),
+        placements=placements,
+        deleting=meta.get("deletionTimestamp") is not None,
+    )
+    return {view.key: view}
+
+
+# ---- signals ----------------------------------------------------------------------------------
+
+# The last planning-relevant facts seen per object, so heartbeats and our own status writes do
+# not trigger replans.
+_seen_nodes: dict[str, NodeInfo] = {}
+_seen_tanks: dict[str, tuple[Any, ...]] = {}
+_seen_pools: dict[str, tuple[Any, ...]] = {}
+_seen_jobs: dict[str, tuple[Any, ...]] = {}
+_seen_pods: dict[str, tuple[Any, ...]] = {}
+
+_TANK_STATUS_KEYS = (
+    "itLoadKW",
+    "supplyTempC",
+    "returnTempC",
+    "flowLitersPerMinute",
+    "leakState",
+    "lastReadingTime",
+)
+
+
+@kopf.on.event("nodes", labels={"tokenfleet.io/role": kopf.PRESENT})
+def node_changed(
+    name: str,
+    type: str | None,  # noqa: A002
+    body: kopf.Body,
+    nodes_by_name: Any = None,
+    **_: Any,
+) -> None:
+    planner = get_planner()
+    planner.mark_ready()
+    if type == "DELETED":
+        if _seen_nodes.pop(name, None) is not None:
+            planner.signal("node", node=name, full=True)
+        return
+    info = planner.node(name)
+    if info is None:
+        return
+    previous = _seen_nodes.get(name)
+    if previous is not None and previous == info:
+        return
+    _seen_nodes[name] = info
+    planner.signal("node", node=name, full=previous is None)
+
+
+@kopf.on.event(GROUP, "immersionpods")
+def tank_changed(
+    name: str,
+    type: str | None,  # noqa: A002
+    body: kopf.Body,
+    meta: kopf.Meta,
+    **_: Any,
+) -> None:
+    planner = get_planner()
+    planner.mark_ready()
+    status = body.get("status") or {}
+    facts = (
+        type == "DELETED",
+        meta.get("generation"),
+        meta.get("deletionTimestamp") is not None,
+        *(status.get(k) for k in _TANK_STATUS_KEYS),
+    )
+    if _seen_tanks.get(name) == facts:
+        return
+    _seen_tanks[name] = facts
+    if type == "DELETED":
+        _seen_tanks.pop(name, None)
+    planner.signal("tank", full=True)
+
+
+@kopf.on.event(GROUP, "vehiclepools")
+def pool_changed(
+    name: str,
+    type: str | None,  # noqa: A002
+    body: kopf.Body,
+    meta: kopf.Meta,
+    **_: Any,
+) -> None:
+    planner = get_planner()
+    planner.mark_ready()
+    status = body.get("status") or {}
+    facts = (
+        type == "DELETED",
+        meta.get("generation"),
+        meta.get("deletionTimestamp") is not None,
+        status.get("energyUsedTodayKWh"),
+    )
+    if _seen_pools.get(name) == facts:
+        return
+    _seen_pools[name] = facts
+    if type == "DELETED":
+        _seen_pools.pop(name, None)
+    planner.signal("pool", full=True)
+
+
+@kopf.on.event(GROUP, "inferencejobs")
+def job_changed(
+    name: str,
+    namespace: str | None,
+    type: str | None,  # noqa: A002
+    meta: kopf.Meta,
+    **_: Any,
+) -> None:
+    planner = get_planner()
+    planner.mark_ready()
+    key = f"{namespace}/{name}"
+    facts = (type == "DELETED", meta.get("generation"), meta.get("deletionTimestamp") is not None)
+    if _seen_jobs.get(key) == facts:
+        return
+    _seen_jobs[key] = facts
+    if type == "DELETED":
+        _seen_jobs.pop(key, None)
+    planner.signal("job", full=True)
+
+
+@kopf.on.event("pods", labels={"app.kubernetes.io/name": "tokenfleet-runtime"})
+def runtime_pod_changed(
+    name: str,
+    namespace: str | None,
+    type: str | None,  # noqa: A002
+    body: kopf.Body,
+    **_: Any,
+) -> None:
+    """A runtime pod appeared, moved, became (un)ready or vanished: endpoints may change."""
+    planner = get_planner()
+    planner.mark_ready()
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    key = f"{namespace}/{name}"
+    facts = (
+        type == "DELETED",
+        spec.get("nodeName"),
+        status.get("podIP"),
+        ready,
+        (body.get("metadata") or {}).get("deletionTimestamp") is not None,
+    )
+    if _seen_pods.get(key) == facts:
+        return
+    first = key not in _seen_pods
+    _seen_pods[key] = facts
+    if type == "DELETED":
+        _seen_pods.pop(key, None)
+    # A node that just got its runtime can take work: replan. Otherwise only endpoints move.
+    if first or type == "DELETED":
+        planner.signal("runtime", full=True)
+    planner.kick_jobs()

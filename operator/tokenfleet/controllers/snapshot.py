@@ -1,0 +1,393 @@
+"""From the operator's in-memory picture (kopf indexes) to the placement engine's plain data.
+
+Pure functions: no kopf, no Kubernetes client, no clock (``now`` is passed in), so the mapping is
+unit-tested without a cluster. The controllers hold the views below in kopf indexes:
+
+* :class:`TankView` / :class:`PoolView` / :class:`JobView` — spec and status dicts of the three
+  kinds (``planner.py`` indexes them);
+* :class:`~tokenfleet.telemetry.node.NodeInfo` — parsed Nodes (``nodes.py``, TELEMETRY).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from tokenfleet.api import (
+    InferenceJobSpec,
+    parse_immersionpod_spec,
+    parse_inferencejob_spec,
+    parse_vehiclepool_spec,
+)
+from tokenfleet.placement import (
+    Job,
+    Placement,
+    PoolPolicy,
+    RackNode,
+    Snapshot,
+    Spread,
+    Tank,
+    Variant,
+    VehicleNode,
+)
+from tokenfleet.placement.model import LeakState
+from tokenfleet.telemetry.node import NodeInfo, selector_matches
+from tokenfleet.telemetry.vehicle import parse_time
+
+#: placement states that occupy a node (the decision record's live entries)
+ACTIVE_STATES = frozenset({"Loading", "Loaded"})
+
+
+@dataclass(frozen=True)
+class TankView:
+    name: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class PoolView:
+    name: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class JobView:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    placements: tuple[Mapping[str, Any], ...] = ()
+    deleting: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NodeSite:
+    """Where a node sits, as the engine sees it (what status.placements records)."""
+
+    target: str  # Rack | Vehicle
+    pool: str | None = None
+    tank: str | None = None
+
+
+@dataclass
+class SnapshotParts:
+    """A snapshot plus what was left out and why (for Events and logs)."""
+
+    snapshot: Snapshot
+    sites: dict[str, NodeSite] = field(default_factory=dict)
+    invalid_jobs: dict[str, str] = field(default_factory=dict)
+    invalid_tanks: dict[str, str] = field(default_factory=dict)
+    invalid_pools: dict[str, str] = field(default_factory=dict)
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None (status fields the telemetry side wrote; never trust blindly)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        parsed = parse_time(value)
+        return parsed.timestamp() if parsed is not None else None
+    return None
+
+
+_SPEC_CACHE: dict[tuple[str, str, int], Any] = {}
+
+
+def _cached(kind: str, uid: str, generation: int, parse: Callable[[Any], Any], spec: Any) -> Any:
+    """Parse a spec once per (uid, generation); a validation error is cached too."""
+    key = (kind, uid, generation)
+    if uid and key in _SPEC_CACHE:
+        hit = _SPEC_CACHE[key]
+        if isinstance(hit, Exception):
+            raise hit
+        return hit
+    try:
+        parsed = parse(dict(spec))
+    except (ValidationError, ValueError, TypeError) as exc:
+        if uid:
+            _SPEC_CACHE[key] = exc
+        raise
+    if uid:
+        if len(_SPEC_CACHE) > 4096:
+            _SPEC_CACHE.clear()
+        _SPEC_CACHE[key] = parsed
+    return parsed
+
+
+def job_spec(view: JobView) -> InferenceJobSpec:
+    """The job's parsed spec (pydantic; raises ValidationError/ValueError when invalid)."""
+    spec: InferenceJobSpec = _cached(
+        "job", view.uid, view.generation, parse_inferencejob_spec, view.spec
+    )
+    return spec
+
+
+def tank_of(view: TankView) -> Tank:
+    spec = _cached("tank", view.uid, view.generation, parse_immersionpod_spec, view.spec)
+    status = view.status
+    leak = status.get("leakState")
+    leak_state: LeakState = leak if leak in ("OK", "Warning", "Critical", "Unknown") else "Unknown"
+    return Tank(
+        name=view.name,
+        power_capacity_kw=float(spec.power.capacity_kw),
+        safety_margin_percent=float(spec.power.safety_margin_percent),
+        max_supply_temp_c=float(spec.coolant.max_supply_temp_c),
+        max_return_temp_c=float(spec.coolant.max_return_temp_c),
+        design_flow_lpm=float(spec.coolant.design_flow_liters_per_minute),
+        heat_rejection_kw=float(spec.coolant.heat_rejection_kw),
+        specific_heat_kj_per_kg_k=float(spec.coolant.specific_heat_kj_per_kg_k),
+        density_kg_per_l=float(spec.coolant.density_kg_per_liter),
+        region=str(spec.region),
+        it_load_kw=_num(status.get("itLoadKW")),
+        supply_temp_c=_num(status.get("supplyTempC")),
+        return_temp_c=_num(status.get("returnTempC")),
+        flow_lpm=_num(status.get("flowLitersPerMinute")),
+        leak_state=leak_state,
+        leak_action=str(spec.leak_policy.action.value),  # type: ignore[arg-type]
+        cordoned=bool(spec.cordoned) or view.deleting,
+        observed_at=_epoch(status.get("lastReadingTime")),
+        stale_after_seconds=float(spec.telemetry.stale_after_seconds),
+        hysteresis_percent=float(spec.hysteresis_percent),
+    )
+
+
+def pool_of(view: PoolView) -> tuple[PoolPolicy, Mapping[str, str], bool]:
+    """(policy, nodeSelector, cordoned) of a VehiclePool."""
+    spec = _cached("pool", view.uid, view.generation, parse_vehiclepool_spec, view.spec)
+    battery = spec.battery
+    policy = PoolPolicy(
+        name=view.name,
+        min_soc_percent=float(battery.min_state_of_charge_percent),
+        target_soc_percent=float(battery.target_state_of_charge_percent),
+        region=str(spec.region),
+        ownership=str(spec.ownership),
+        require_plugged_in=bool(battery.require_plugged_in),
+        max_battery_temp_c=float(battery.max_battery_temp_c),
+        max_compute_temp_c=float(spec.max_compute_temp_c),
+        min_bandwidth_mbps=float(spec.min_bandwidth_mbps),
+        drain_lead_seconds=float(spec.drain_lead_seconds),
+        daily_energy_budget_kwh=(
+            None
+            if battery.daily_energy_budget_kwh is None
+            else float(battery.daily_energy_budget_kwh)
+        ),
+        energy_used_today_kwh=_num(view.status.get("energyUsedTodayKWh")) or 0.0,
+        energy_cost_per_kwh=float(battery.energy_cost_per_kwh),
+        wear_cost_per_kwh=float(battery.wear_cost_per_kwh),
+        stale_after_seconds=float(spec.stale_after_seconds),
+        hysteresis_percent=float(spec.hysteresis_percent),
+    )
+    cordoned = bool(getattr(spec, "cordoned", False)) or view.deleting
+    return policy, dict(spec.node_selector), cordoned
+
+
+def job_of(view: JobView) -> Job:
+    spec = job_spec(view)
+    variants = tuple(
+        Variant(
+            name=v.name,
+            memory_mib=int(v.memory_mib),
+            tokens_per_second=float(v.tokens_per_second),
+            watts=float(v.watts),
+            targets=frozenset(str(t.value) for t in v.targets),  # type: ignore[misc]
+            precision=str(v.precision.value),
+        )
+        for v in spec.variants
+    )
+    policy = spec.placement
+    target_tps = spec.throughput.target_tokens_per_second
+    return Job(
+        name=view.key,
+        target_tokens_per_second=float(target_tps) if target_tps is not None else 0.0,
+        variants=variants,
+        min_replicas=int(spec.replicas.min),
+        max_replicas=int(spec.replicas.max),
+        priority=int(spec.priority),
+        targets=frozenset(str(t.value) for t in policy.targets),  # type: ignore[misc]
+        preference=str(policy.preference.value),  # type: ignore[arg-type]
+        regions=frozenset(str(r) for r in policy.regions),
+        ownership=frozenset(str(o) for o in policy.ownership),
+        require_attestation=bool(policy.require_attestation),
+        spread=Spread(
+            max_replicas_per_node=int(policy.spread.max_replicas_per_node),
+            max_replicas_per_tank=policy.spread.max_replicas_per_tank,
+            max_replicas_per_pool=policy.spread.max_replicas_per_pool,
+        ),
+    )
+
+
+def recorded_placements(view: JobView) -> list[Placement]:
+    """The job's live placements from its decision record (status.placements)."""
+    counts: dict[tuple[str, str], int] = {}
+    for entry in view.placements:
+        if entry.get("state") in ACTIVE_STATES and entry.get("node") and entry.get("variant"):
+            key = (str(entry["node"]), str(entry["variant"]))
+            counts[key] = counts.get(key, 0) + 1
+    return [
+        Placement(job=view.key, node=node, variant=variant, replicas=n)
+        for (node, variant), n in sorted(counts.items())
+    ]
+
+
+def _owner(
+    info: NodeInfo, candidates: Iterable[tuple[str, Mapping[str, str]]], label: str | None
+) -> str | None:
+    """The tank/pool whose nodeSelector matches the node (first by name), else its label."""
+    for name, selector in candidates:
+        if selector and selector_matches(selector, info.labels):
+            return name
+    return label
+
+
+def build_snapshot(
+    *,
+    now: float,
+    nodes: Iterable[NodeInfo],
+    tanks: Iterable[TankView],
+    pools: Iterable[PoolView],
+    jobs: Iterable[JobView],
+    current: Mapping[str, Iterable[Placement]] | None = None,
+    unusable_nodes: Mapping[str, str] | None = None,
+) -> SnapshotParts:
+    """The engine's snapshot of the fleet now.
+
+    ``current``: the current placements per job key (the planner's previous plan); jobs missing
+    from it use their status record. ``unusable_nodes``: node -> why it takes no new work (no
+    runtime endpoint, runtime failed): such nodes are passed as cordoned.
+    """
+    unusable = unusable_nodes or {}
+    parts = SnapshotParts(snapshot=Snapshot(now=now))
+
+    tank_objs: list[Tank] = []
+    tank_selectors: list[tuple[str, Mapping[str, str]]] = []
+    for tv in sorted(tanks, key=lambda t: t.name):
+        try:
+            tank_objs.append(tank_of(tv))
+            tank_selectors.append((tv.name, dict(tv.spec.get("nodeSelector") or {})))
+        except (ValidationError, ValueError, TypeError) as exc:
+            parts.invalid_tanks[tv.name] = str(exc).splitlines()[0]
+
+    pool_objs: list[PoolPolicy] = []
+    pool_selectors: list[tuple[str, Mapping[str, str]]] = []
+    cordoned_pools: set[str] = set()
+    for pv in sorted(pools, key=lambda p: p.name):
+        try:
+            policy, selector, cordoned = pool_of(pv)
+        except (ValidationError, ValueError, TypeError) as exc:
+            parts.invalid_pools[pv.name] = str(exc).splitlines()[0]
+            continue
+        pool_objs.append(policy)
+        pool_selectors.append((pv.name, selector))
+        if cordoned:
+            cordoned_pools.add(pv.name)
+
+    racks: list[RackNode] = []
+    vehicles: list[VehicleNode] = []
+    for info in sorted(nodes, key=lambda n: n.name):
+        if info.role is None or info.deleting:
+            continue  # gone (or never ours): its placements are evicted as NodeRemoved
+        memory = info.allocatable_memory_mib or 0
+        blocked = info.unschedulable or info.ready is False or info.name in unusable
+        if info.is_rack:
+            tank = _owner(info, tank_selectors, info.tank)
+            if tank is None:
+                continue
+            racks.append(
+                RackNode(
+                    name=info.name,
+                    tank=tank,
+                    memory_mib=memory,
+                    accelerator=info.accelerator,
+                    baseline_watts=info.baseline_watts,
+                    region=info.region,
+                    attested=info.attested,
+                    cordoned=blocked,
+                )
+            )
+            parts.sites[info.name] = NodeSite("Rack", tank=tank)
+        elif info.is_vehicle:
+            pool = _owner(info, pool_selectors, info.pool)
+            if pool is None:
+                continue
+            reading = info.vehicle
+            vehicles.append(
+                VehicleNode(
+                    name=info.name,
+                    pool=pool,
+                    memory_mib=memory,
+                    accelerator=info.accelerator,
+                    region=info.region,
+                    attested=info.attested,
+                    soc_percent=reading.soc_percent if reading else None,
+                    plugged_in=reading.plugged_in if reading else None,
+                    charger_kw=reading.charger_power_kw if reading else None,
+                    battery_temp_c=reading.battery_temp_c if reading else None,
+                    compute_temp_c=reading.compute_temp_c if reading else None,
+                    departure_time=(
+                        reading.departure_time.timestamp()
+                        if reading and reading.departure_time
+                        else None
+                    ),
+                    target_soc_percent=reading.target_soc_percent if reading else None,
+                    bandwidth_mbps=reading.bandwidth_mbps if reading else None,
+                    observed_at=(
+                        reading.observed_at.timestamp() if reading and reading.observed_at else None
+                    ),
+                    cordoned=blocked or pool in cordoned_pools,
+                )
+            )
+            parts.sites[info.name] = NodeSite("Vehicle", pool=pool)
+
+    job_objs: list[Job] = []
+    placements: list[Placement] = []
+    for jv in sorted(jobs, key=lambda j: j.key):
+        if jv.deleting:
+            continue
+        try:
+            job_objs.append(job_of(jv))
+        except (ValidationError, ValueError, TypeError) as exc:
+            parts.invalid_jobs[jv.key] = str(exc).splitlines()[0]
+            continue
+        if current is not None and jv.key in current:
+            placements.extend(current[jv.key])
+        else:
+            placements.extend(recorded_placements(jv))
+
+    parts.snapshot = Snapshot(
+        now=now,
+        tanks=tuple(tank_objs),
+        racks=tuple(racks),
+        pools=tuple(pool_objs),
+        vehicles=tuple(vehicles),
+        jobs=tuple(job_objs),
+        placements=tuple(placements),
+    )
+    return parts
