@@ -131,6 +131,12 @@ def test_schema_is_structural_and_bounded(plural: str) -> None:
                     problems.append(f"{path}: required {required!r} is not a property")
             if node.get("nullable") and "default" in node:
                 problems.append(f"{path}: nullable with a default")
+            if kind == "object" and isinstance(node.get("default"), dict):
+                # The API server checks a default against CEL as written (before nested
+                # defaulting), so an object default must spell out its fields' defaults.
+                for name, sub in node.get("properties", {}).items():
+                    if "default" in sub and node["default"].get(name) != sub["default"]:
+                        problems.append(f"{path}: default lacks {name}={sub['default']!r}")
     assert walked > 30
     assert not problems, "\n".join(problems)
 
@@ -404,7 +410,7 @@ def test_contract_enums_and_defaults() -> None:
         ("ImmersionPod", "spec.telemetry.pollIntervalSeconds"): 15,
         ("ImmersionPod", "spec.telemetry.staleAfterSeconds"): 60,
         ("ImmersionPod", "spec.leakPolicy.action"): "Drain",
-        ("ImmersionPod", "spec.leakPolicy"): {},
+        ("ImmersionPod", "spec.leakPolicy"): {"action": "Drain"},
         ("ImmersionPod", "spec.cordoned"): False,
         ("ImmersionPod", "spec.hysteresisPercent"): 5,
         ("VehiclePool", "spec.battery.requirePluggedIn"): True,
@@ -414,7 +420,15 @@ def test_contract_enums_and_defaults() -> None:
         ("VehiclePool", "spec.hysteresisPercent"): 2,
         ("InferenceJob", "spec.priority"): 100,
         ("InferenceJob", "spec.placement.spread.maxReplicasPerNode"): 1,
-        ("InferenceJob", "spec.placement"): {},
+        ("InferenceJob", "spec.replicas"): {"min": 1, "max": 1},
+        ("InferenceJob", "spec.placement"): {
+            "targets": ["Rack", "Vehicle"],
+            "preference": "PreferRack",
+            "regions": [],
+            "ownership": [],
+            "requireAttestation": False,
+            "spread": {"maxReplicasPerNode": 1},
+        },
     }
     for (kind, path), value in defaults.items():
         assert at(crds[kind], path).get("default") == value, path

@@ -35,7 +35,9 @@ class CelRule:
     """A cross-field rule: CEL for the API server, ``check`` for pydantic. One message for both.
 
     ``rule`` sees ``self`` as the object the rule is attached to (wire names); ``field_path`` is
-    relative to it (``.min``), as in ``x-kubernetes-validations[].fieldPath``.
+    relative to it (``.min``), as in ``x-kubernetes-validations[].fieldPath``. ``reason`` is
+    FieldValueInvalid or FieldValueRequired: with FieldValueDuplicate the API server prints
+    "Duplicate value" and drops the message.
     """
 
     rule: str

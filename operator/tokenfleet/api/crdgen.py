@@ -4,8 +4,8 @@ pydantic's JSON Schema is not a Kubernetes structural schema; this module turns 
 ``$ref``/``$defs`` are inlined, ``anyOf [X, null]`` becomes ``X`` + ``nullable: true``, ``title``
 and ``additionalProperties: false`` are dropped (the API server prunes and, with strict field
 validation, rejects unknown fields), draft-2020 ``exclusiveMinimum: n`` becomes OpenAPI 3.0
-``minimum: n, exclusiveMinimum: true``, and object fields with a default factory get
-``default: {}`` so the API server fills in their nested defaults. The output is deterministic
+``minimum: n, exclusiveMinimum: true``, and object fields with a default factory get a
+``default`` made of their fields' defaults. The output is deterministic
 (fixed key order), so the committed ``crds/`` can be diffed against it.
 """
 
@@ -123,7 +123,9 @@ def structural(node: Schema, defs: Schema, where: str = "") -> Schema:
         out["nullable"] = True
     if "type" not in out:
         raise SchemaError(f"{where or '<root>'}: no type")
-    # Object fields built by a default factory: let the API server fill in nested defaults.
+    # Object fields built by a default factory default to their fields' defaults. Spelled out
+    # rather than `{}`: the API server checks a default against the CEL rules as written, before
+    # nested defaulting, so `{}` would fail `self.min <= self.max` with "no such key: min".
     if out["type"] == "object" and "properties" in out:
         required = set(out.get("required", []))
         for name, sub in out["properties"].items():
@@ -135,7 +137,8 @@ def structural(node: Schema, defs: Schema, where: str = "") -> Schema:
                 and "properties" in sub
                 and not sub.get("required")
             ):
-                out["properties"][name] = _ordered({**sub, "default": {}})
+                default = {k: v["default"] for k, v in sub["properties"].items() if "default" in v}
+                out["properties"][name] = _ordered({**sub, "default": default})
     return _ordered(out)
 
 

@@ -524,7 +524,6 @@ class InferenceJobSpec(WireModel):
             rule="self.variants.all(v, self.variants.exists_one(w, w.name == v.name))",
             message="variants[].name must be unique",
             field_path=".variants",
-            reason="FieldValueDuplicate",
             check=lambda s: _variant_names_unique(s.variants),
         ),
         CelRule(
