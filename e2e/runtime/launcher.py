@@ -399,6 +399,15 @@ class TritonServer:
         # Always KILL the group: the python-backend stubs live in it too.
         self._signal_group(signal.SIGKILL)
         code = proc.wait()
+        # The python-backend stubs are reparented when the server dies; wait (briefly) until
+        # the whole group is gone so callers never see half-dead runtimes.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.01)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -1,0 +1,184 @@
+"""Per-job Service and EndpointSlice builders (pure)."""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+from typing import Any
+
+import pytest
+
+from tokenfleet.serving import (
+    ReadyReplica,
+    RoutingError,
+    build_endpoint_slice,
+    build_service,
+    endpoint_slice_name,
+    needs_update,
+    service_name,
+)
+
+JOB: dict[str, Any] = {
+    "apiVersion": "tokenfleet.io/v1alpha1",
+    "kind": "InferenceJob",
+    "metadata": {"name": "chat", "namespace": "team-a", "uid": "uid-123", "generation": 4},
+    "spec": {},
+}
+OWNER = {
+    "apiVersion": "tokenfleet.io/v1alpha1",
+    "kind": "InferenceJob",
+    "name": "chat",
+    "uid": "uid-123",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+
+
+def _replica(node: str, ip: str, pod: str | None = None) -> ReadyReplica:
+    return ReadyReplica(
+        node_name=node,
+        pod_name=pod or f"runtime-{node}",
+        pod_namespace="tokenfleet",
+        pod_ip=ip,
+        pod_uid=f"uid-{node}",
+    )
+
+
+REPLICAS = [
+    _replica("rack-2", "10.0.2.9"),
+    _replica("ev-17", "10.0.7.3"),
+    _replica("rack-10", "10.0.1.4"),
+]
+
+
+def test_service_shape() -> None:
+    svc = build_service(JOB)
+    assert svc == {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "chat",
+            "namespace": "team-a",
+            "labels": {"app.kubernetes.io/managed-by": "tokenfleet", "tokenfleet.io/job": "chat"},
+            "ownerReferences": [OWNER],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "ports": [
+                {"name": "http", "port": 8000, "protocol": "TCP", "targetPort": 8000},
+                {"name": "grpc", "port": 8001, "protocol": "TCP", "targetPort": 8001},
+            ],
+        },
+    }
+    assert "selector" not in svc["spec"]
+
+
+def test_endpoint_slice_shape_and_order() -> None:
+    es = build_endpoint_slice(JOB, REPLICAS)
+    assert es["apiVersion"] == "discovery.k8s.io/v1"
+    assert es["kind"] == "EndpointSlice"
+    assert es["metadata"]["name"] == endpoint_slice_name("chat") == "chat-tokenfleet"
+    assert es["metadata"]["namespace"] == "team-a"
+    assert es["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "tokenfleet",
+        "endpointslice.kubernetes.io/managed-by": "tokenfleet.io/operator",
+        "kubernetes.io/service-name": "chat",
+        "tokenfleet.io/job": "chat",
+    }
+    assert es["metadata"]["ownerReferences"] == [OWNER]
+    assert es["addressType"] == "IPv4"
+    assert es["ports"] == [
+        {"name": "http", "port": 8000, "protocol": "TCP"},
+        {"name": "grpc", "port": 8001, "protocol": "TCP"},
+    ]
+    assert [e["nodeName"] for e in es["endpoints"]] == ["ev-17", "rack-10", "rack-2"]
+    assert es["endpoints"][0] == {
+        "addresses": ["10.0.7.3"],
+        "conditions": {"ready": True, "serving": True, "terminating": False},
+        "nodeName": "ev-17",
+        "targetRef": {
+            "kind": "Pod",
+            "namespace": "tokenfleet",
+            "name": "runtime-ev-17",
+            "uid": "uid-ev-17",
+        },
+    }
+
+
+def test_output_is_deterministic_regardless_of_input_order() -> None:
+    expected = build_endpoint_slice(JOB, REPLICAS)
+    rng = random.Random(7)
+    for _ in range(20):
+        shuffled = REPLICAS[:]
+        rng.shuffle(shuffled)
+        assert build_endpoint_slice(JOB, shuffled) == expected
+    assert build_service(JOB) == build_service(copy.deepcopy(JOB))
+
+
+def test_duplicate_pod_ip_collapses_and_empty_is_empty() -> None:
+    dup = [*REPLICAS, _replica("rack-2", "10.0.2.9")]
+    assert build_endpoint_slice(JOB, dup) == build_endpoint_slice(JOB, REPLICAS)
+    assert build_endpoint_slice(JOB, [])["endpoints"] == []
+
+
+@pytest.mark.parametrize(
+    "ip", ["127.0.0.1", "127.9.9.9", "169.254.1.1", "224.0.0.1", "0.0.0.0", "::1", "fd00::1", "x"]
+)
+def test_addresses_the_api_server_rejects_are_refused(ip: str) -> None:
+    with pytest.raises(RoutingError):
+        build_endpoint_slice(JOB, [_replica("n1", ip)])
+
+
+def test_job_identity_required() -> None:
+    with pytest.raises(RoutingError, match=r"metadata\.uid"):
+        build_service({"metadata": {"name": "x", "namespace": "y"}})
+
+
+def test_long_or_odd_job_names_give_valid_service_names() -> None:
+    assert service_name("chat-7") == "chat-7"
+    for job in ["a" * 80, "7b.chat.model", "llm.v2", "x" * 63 + ".y"]:
+        name = service_name(job)
+        assert len(name) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
+        assert service_name(job) == name
+    assert service_name("a" * 80) != service_name("a" * 81)
+    long_job = {**JOB, "metadata": {**JOB["metadata"], "name": "b" * 100}}
+    es = build_endpoint_slice(long_job, REPLICAS)
+    assert all(len(v) <= 63 for v in es["metadata"]["labels"].values())
+
+
+def _as_live(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the API server returns: server-set fields added."""
+    live = copy.deepcopy(obj)
+    live["metadata"].update(
+        resourceVersion="42", uid="svc-uid", creationTimestamp="2026-01-01T00:00:00Z"
+    )
+    live["metadata"]["labels"]["extra"] = "kept"
+    if live["kind"] == "Service":
+        live["spec"].update(clusterIP="10.96.0.12", sessionAffinity="None")
+    return live
+
+
+def test_needs_update() -> None:
+    svc, es = build_service(JOB), build_endpoint_slice(JOB, REPLICAS)
+    assert needs_update(None, svc)
+    assert not needs_update(_as_live(svc), svc)
+    assert not needs_update(_as_live(es), es)
+    assert needs_update(_as_live(es), build_endpoint_slice(JOB, REPLICAS[:2]))
+    assert needs_update(
+        _as_live(es), build_endpoint_slice(JOB, [*REPLICAS, _replica("n", "10.9.9.9")])
+    )
+    moved = [_replica("rack-2", "10.0.2.10"), *REPLICAS[1:]]
+    assert needs_update(_as_live(es), build_endpoint_slice(JOB, moved))
+    empty = build_endpoint_slice(JOB, [])
+    assert needs_update(_as_live(es), empty)
+    assert not needs_update(_as_live(empty), empty)
+    live_null = _as_live(empty)
+    live_null["endpoints"] = None  # the API server drops an empty list
+    assert not needs_update(live_null, empty)
+    relabelled = _as_live(svc)
+    relabelled["metadata"]["labels"]["tokenfleet.io/job"] = "other"
+    assert needs_update(relabelled, svc)
+    unowned = _as_live(svc)
+    unowned["metadata"]["ownerReferences"] = []
+    assert needs_update(unowned, svc)
