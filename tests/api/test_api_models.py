@@ -368,3 +368,12 @@ def test_status_still_checks_values() -> None:
             InferenceJobStatus,
             {"placements": [{"node": "n", "target": "Rack", "variant": "v", "state": "Up"}]},
         )
+
+
+def test_readme_examples_are_valid() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    manifests = [yaml.safe_load(b) for b in blocks if "apiVersion: tokenfleet.io/" in b]
+    assert manifests
+    for data in manifests:
+        KIND_MODELS[data["kind"]].model_validate(data)
