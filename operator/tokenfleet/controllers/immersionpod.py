@@ -1,0 +1,548 @@
+"""ImmersionPod telemetry: poll the tank's Redfish endpoint, publish headroom and health in status.
+
+One kopf timer per ImmersionPod ticks every :data:`TICK_SECONDS` and polls when
+``spec.telemetry.pollIntervalSeconds`` have passed. Each poll computes the status the tank should
+have (:func:`desired_status`, pure) and patches it only when something moved beyond the deadband
+(:func:`needs_write`), or to refresh ``lastReadingTime`` before consumers would judge it stale.
+
+Rules:
+
+* bad fields (NaN, out of range, garbage, missing) are dropped one by one: the status field is
+  removed (unknown), a Warning Event names the field and the value (once per change of the problem
+  set) and ``tokenfleet_telemetry_rejected_total{kind="tank"}`` counts it;
+* a failed poll keeps the last reading (``TelemetryFresh`` stays True, the message says the poll
+  failed) until it is older than ``staleAfterSeconds``; then ``TelemetryFresh=False``
+  (``TelemetryUnreachable``/``TelemetryStale``) and ``Ready=False``. The measured values stay with
+  their old ``lastReadingTime`` so consumers judge them by age: the placement takes nothing new
+  there and nothing is evicted on a guess;
+* a leak (any detector Warning/Critical): ``LeakDetected=True`` and ``Cordoned=True`` (reason
+  ``LeakDetected``), ``leakState`` says which; the placement engine applies ``leakPolicy``
+  (Drain evicts). Unreadable detectors: ``LeakDetected=Unknown``, ``leakState: Unknown``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiohttp
+import kopf
+from pydantic import ValidationError
+
+from tokenfleet.api import parse_immersionpod_spec
+from tokenfleet.api.conditions import rfc3339, set_condition
+from tokenfleet.api.models import GROUP, VERSION, ImmersionPodSpec, TelemetrySource
+from tokenfleet.controllers.nodes import select_nodes
+from tokenfleet.telemetry.immersion import (
+    F_LEAK,
+    LeakState,
+    RedfishClient,
+    RedfishError,
+    TankReading,
+    compute_headroom,
+)
+from tokenfleet.telemetry.metrics import (
+    TANK_HEADROOM,
+    TANK_IT_LOAD,
+    TANK_LEAK,
+    TELEMETRY_AGE,
+    TELEMETRY_POLLS,
+    TELEMETRY_REJECTED,
+    clear_gauge,
+)
+from tokenfleet.telemetry.node import NodeInfo, NodeRole
+from tokenfleet.telemetry.problems import TelemetryProblem
+from tokenfleet.telemetry.vehicle import parse_time
+
+__all__ = [
+    "CONDITION_CORDONED",
+    "CONDITION_LEAK",
+    "CONDITION_TELEMETRY_FRESH",
+    "TICK_SECONDS",
+    "TankPoller",
+    "desired_status",
+    "needs_write",
+]
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS: Final = 1.0
+CONDITION_TELEMETRY_FRESH: Final = "TelemetryFresh"
+CONDITION_LEAK: Final = "LeakDetected"
+CONDITION_CORDONED: Final = "Cordoned"
+CONDITION_READY: Final = "Ready"
+
+# Deadband for status writes.
+DEADBAND_C: Final = 0.5
+DEADBAND_KW: Final = 0.5
+DEADBAND_FLOW_FRACTION: Final = 0.01
+DEADBAND_HEADROOM_FRACTION: Final = 0.02
+REFRESH_FRACTION: Final = 1 / 3
+"""``lastReadingTime`` is rewritten once older than this fraction of ``staleAfterSeconds``."""
+
+_MEASURED: Final = (
+    "itLoadKW",
+    "powerHeadroomKW",
+    "thermalHeadroomKW",
+    "supplyTempC",
+    "returnTempC",
+    "flowLitersPerMinute",
+)
+
+Warn = Callable[[str, str], None]
+"""(reason, message) -> post a Warning Event on the ImmersionPod."""
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 2)
+
+
+@dataclass
+class PollOutcome:
+    """What the last poll produced (kept between ticks)."""
+
+    reading: TankReading | None = None
+    """The last successful reading (kept across failed polls)."""
+    error: str | None = None
+    """The last poll's error, ``None`` when it succeeded."""
+    polled_at: datetime | None = None
+
+
+def desired_status(
+    *,
+    spec: ImmersionPodSpec,
+    generation: int | None,
+    current: Mapping[str, Any],
+    outcome: PollOutcome,
+    now: datetime,
+    nodes: int | None,
+) -> dict[str, Any]:
+    """The status this tank should have now (pure). ``None`` values delete fields.
+
+    Measured fields come from the latest *successful* reading; on a failed poll the previous
+    values (and their ``lastReadingTime``) are kept, so consumers judge them by age.
+    """
+    conditions: Iterable[Mapping[str, Any]] | None = current.get("conditions")
+    status: dict[str, Any] = {"observedGeneration": generation}
+    reading = outcome.reading
+    stale_after = float(spec.telemetry.stale_after_seconds)
+
+    if reading is not None:
+        head = compute_headroom(
+            reading,
+            capacity_kw=spec.power.capacity_kw,
+            safety_margin_percent=spec.power.safety_margin_percent,
+            heat_rejection_kw=spec.coolant.heat_rejection_kw,
+            max_return_temp_c=spec.coolant.max_return_temp_c,
+            density_kg_per_l=spec.coolant.density_kg_per_liter,
+            specific_heat_kj_per_kg_k=spec.coolant.specific_heat_kj_per_kg_k,
+        )
+        status.update(
+            {
+                "itLoadKW": _round(head.it_load_kw),
+                "powerHeadroomKW": _round(head.power_headroom_kw),
+                "thermalHeadroomKW": _round(head.thermal_headroom_kw),
+                "supplyTempC": _round(reading.supply_temp_c),
+                "returnTempC": _round(reading.return_temp_c),
+                "flowLitersPerMinute": _round(reading.flow_lpm),
+                "leakState": reading.leak_state.value,
+                "lastReadingTime": rfc3339(reading.observed_at),
+            }
+        )
+        last_reading: datetime | None = reading.observed_at
+    else:
+        for key in (*_MEASURED, "leakState", "lastReadingTime"):
+            if key in current:
+                status[key] = current[key]
+        raw_time = current.get("lastReadingTime")
+        last_reading = parse_time(raw_time) if isinstance(raw_time, str) else None
+        if last_reading is None:
+            status["leakState"] = LeakState.UNKNOWN.value
+
+    age = None if last_reading is None else max(0.0, (now - last_reading).total_seconds())
+    status["telemetryAgeSeconds"] = None if age is None else int(age)
+    if nodes is not None:
+        status["nodes"] = nodes
+
+    # TelemetryFresh
+    if outcome.polled_at is None and last_reading is None:
+        fresh = ("Unknown", "AwaitingFirstPoll", "no reading yet")
+    elif age is not None and age <= stale_after:
+        problems = reading.problems if reading is not None else ()
+        message = (
+            "all fields valid"
+            if not problems
+            else "rejected: " + "; ".join(p.describe() for p in problems)[:1000]
+        )
+        if outcome.error is not None:
+            message += f"; last poll failed: {outcome.error[:500]}"
+        fresh = ("True", "ReadingFresh" if not problems else "PartialReading", message)
+    elif outcome.error is not None:
+        fresh = ("False", "TelemetryUnreachable", outcome.error[:1000])
+    elif age is None:
+        fresh = ("False", "NoReading", "no successful reading")
+    else:
+        fresh = ("False", "TelemetryStale", f"no reading within {int(stale_after)}s")
+
+    # LeakDetected / Cordoned
+    leak = LeakState(status.get("leakState", LeakState.UNKNOWN.value))
+    if leak.is_leak:
+        leak_cond = ("True", f"Leak{leak.value}", _leak_message(reading))
+    elif leak is LeakState.OK:
+        leak_cond = ("False", "NoLeak", "all leak detectors OK")
+    else:
+        leak_cond = ("Unknown", "LeakDetectorsUnreadable", "leak detectors could not be read")
+    action = spec.leak_policy.action.value
+    if leak.is_leak:
+        cordon = (
+            "True",
+            "LeakDetected",
+            f"leak {leak.value}: no new placements"
+            + ("; replicas are drained" if action == "Drain" else "; replicas stay (Cordon)"),
+        )
+    elif spec.cordoned:
+        cordon = ("True", "SpecCordoned", "spec.cordoned is true: no new placements")
+    else:
+        cordon = ("False", "NotCordoned", "")
+
+    # Ready: accepting new placements
+    if leak.is_leak:
+        ready = ("False", "LeakDetected", cordon[2])
+    elif spec.cordoned:
+        ready = ("False", "Cordoned", cordon[2])
+    elif fresh[0] != "True":
+        ready = ("False", fresh[1], fresh[2])
+    elif leak is not LeakState.OK:
+        ready = ("False", "LeakDetectorsUnreadable", leak_cond[2])
+    elif status.get("powerHeadroomKW") is None or status.get("thermalHeadroomKW") is None:
+        ready = ("False", "HeadroomUnknown", "power or thermal headroom cannot be computed")
+    else:
+        ready = ("True", "Accepting", "telemetry fresh, no leak, headroom known")
+
+    for type_, (value, reason, message) in (
+        (CONDITION_READY, ready),
+        (CONDITION_TELEMETRY_FRESH, fresh),
+        (CONDITION_LEAK, leak_cond),
+        (CONDITION_CORDONED, cordon),
+    ):
+        conditions = set_condition(
+            conditions, type_, value, reason, message, observed_generation=generation, now=now
+        )
+    status["conditions"] = conditions
+    return status
+
+
+def _leak_message(reading: TankReading | None) -> str:
+    if reading is None:
+        return "leak reported"
+    wet = [f"{d.name}={d.state.value}" for d in reading.leak_detectors if d.state is not None]
+    return "detectors: " + ", ".join(w for w in wet if not w.endswith("=OK"))
+
+
+def _moved(old: Any, new: Any, key: str) -> bool:
+    if old is None or new is None:
+        return old is not new
+    if not isinstance(old, int | float) or not isinstance(new, int | float):
+        return bool(old != new)
+    if key in ("supplyTempC", "returnTempC"):
+        return abs(new - old) >= DEADBAND_C
+    if key == "flowLitersPerMinute":
+        return abs(new - old) >= max(1.0, abs(old) * DEADBAND_FLOW_FRACTION)
+    if key in ("powerHeadroomKW", "thermalHeadroomKW"):
+        # derived (thermal headroom swings ~2.5 kW per 0.3 °C of supply): a relative band
+        return abs(new - old) >= max(DEADBAND_KW, abs(old) * DEADBAND_HEADROOM_FRACTION)
+    return abs(new - old) >= DEADBAND_KW
+
+
+def _conditions_key(conditions: Any) -> list[tuple[Any, ...]]:
+    return sorted(
+        (
+            c.get("type"),
+            c.get("status"),
+            c.get("reason"),
+            c.get("message"),
+            c.get("observedGeneration"),
+        )
+        for c in conditions or ()
+        if isinstance(c, Mapping)
+    )
+
+
+def needs_write(
+    current: Mapping[str, Any], desired: Mapping[str, Any], *, now: datetime, stale_after: float
+) -> bool:
+    """Write when a condition, the leak state, the generation or the node count changed, a
+    measured value moved beyond its deadband or appeared/disappeared, or the stored
+    ``lastReadingTime`` is older than a third of ``staleAfterSeconds`` while a newer exists."""
+    if _conditions_key(current.get("conditions")) != _conditions_key(desired.get("conditions")):
+        return True
+    for key in ("observedGeneration", "leakState", "nodes"):
+        if key in desired and current.get(key) != desired[key]:
+            return True
+    for key in _MEASURED:
+        if _moved(current.get(key), desired.get(key), key):
+            return True
+    stored, wanted = current.get("lastReadingTime"), desired.get("lastReadingTime")
+    if wanted != stored and isinstance(wanted, str):
+        stored_time = parse_time(stored) if isinstance(stored, str) else None
+        if stored_time is None:
+            return True
+        return (now - stored_time).total_seconds() >= stale_after * REFRESH_FRACTION
+    return False
+
+
+def _problem_metric_field(problem: TelemetryProblem) -> str:
+    # detector names are unbounded: fold "LeakDetectors/<name>" into "LeakDetectors"
+    return F_LEAK if problem.field.startswith(F_LEAK) else problem.field
+
+
+@dataclass
+class TankPoller:
+    """Per-ImmersionPod poll state (kept in the object's kopf memo)."""
+
+    name: str
+    warn: Warn
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    monotonic: Callable[[], float] = time.monotonic
+    session: Callable[[], Awaitable[aiohttp.ClientSession]] | None = None
+    outcome: PollOutcome = field(default_factory=PollOutcome)
+    next_poll: float = 0.0
+    reported_problems: frozenset[TelemetryProblem] = frozenset()
+    reported_error: str | None = None
+    reported_spec_error: str | None = None
+    was_leaking: bool = False
+    writes: int = 0
+
+    def due(self) -> bool:
+        return self.monotonic() >= self.next_poll
+
+    async def poll(self, spec: ImmersionPodSpec) -> None:
+        """One Redfish read; never raises (errors become the outcome)."""
+        redfish = spec.telemetry.redfish
+        self.next_poll = self.monotonic() + spec.telemetry.poll_interval_seconds
+        if redfish is None:  # CEL forbids this for source Redfish; be safe anyway
+            self.outcome = PollOutcome(None, "spec.telemetry.redfish is not set", self.clock())
+            return
+        session = await self.session() if self.session is not None else None
+        client = RedfishClient(
+            redfish.endpoint,
+            redfish.unit_id,
+            redfish.connector_id,
+            session=session,
+            timeout_s=float(redfish.timeout_seconds),
+            clock=self.clock,
+        )
+        try:
+            reading = await client.read()
+        except RedfishError as error:
+            TELEMETRY_POLLS.labels(self.name, "error").inc()
+            # keep the last good reading: it stays valid until it is older than staleAfter
+            self.outcome = PollOutcome(self.outcome.reading, str(error), self.clock())
+            if self.reported_error != str(error):
+                self.warn("TelemetryUnreachable", str(error)[:1000])
+                self.reported_error = str(error)
+            return
+        finally:
+            await client.close()
+        TELEMETRY_POLLS.labels(self.name, "ok").inc()
+        self.reported_error = None
+        self.outcome = PollOutcome(reading, None, self.clock())
+        for problem in reading.problems:
+            TELEMETRY_REJECTED.labels("tank", _problem_metric_field(problem), problem.kind).inc()
+        problems = frozenset(reading.problems)
+        new = problems - self.reported_problems
+        if new:
+            self.warn(
+                "TelemetryRejected",
+                "ignored invalid tank telemetry: "
+                + "; ".join(p.describe() for p in sorted(new, key=lambda p: p.field)),
+            )
+        self.reported_problems = problems
+        if reading.leak_state.is_leak and not self.was_leaking:
+            self.warn("LeakDetected", f"leak {reading.leak_state.value}: {_leak_message(reading)}")
+        self.was_leaking = reading.leak_state.is_leak
+
+    async def tick(
+        self,
+        *,
+        spec: Mapping[str, Any],
+        status: Mapping[str, Any],
+        generation: int | None,
+        nodes: int | None,
+        force: bool = False,
+    ) -> dict[str, Any] | None:
+        """Poll if due; return the status patch to apply, or ``None`` (no write)."""
+        try:
+            parsed = parse_immersionpod_spec(spec)
+        except (ValidationError, ValueError) as error:
+            message = str(error).splitlines()[0][:1000]
+            if self.reported_spec_error != message:
+                self.warn("InvalidSpec", message)
+                self.reported_spec_error = message
+            conditions = set_condition(
+                status.get("conditions"),
+                CONDITION_READY,
+                False,
+                "InvalidSpec",
+                message,
+                observed_generation=generation,
+                now=self.clock(),
+            )
+            if _conditions_key(conditions) == _conditions_key(status.get("conditions")):
+                return None
+            return {"observedGeneration": generation, "conditions": conditions}
+        self.reported_spec_error = None
+        if parsed.telemetry.source is not TelemetrySource.REDFISH:
+            return self._unsupported_source(status, generation)
+        if force or self.due():
+            await self.poll(parsed)
+        now = self.clock()
+        desired = desired_status(
+            spec=parsed,
+            generation=generation,
+            current=status,
+            outcome=self.outcome,
+            now=now,
+            nodes=nodes,
+        )
+        self._export(desired)
+        stale_after = float(parsed.telemetry.stale_after_seconds)
+        if not needs_write(status, desired, now=now, stale_after=stale_after):
+            return None
+        self.writes += 1
+        return desired
+
+    def _unsupported_source(
+        self, status: Mapping[str, Any], generation: int | None
+    ) -> dict[str, Any] | None:
+        conditions = status.get("conditions")
+        for type_, value, reason, message in (
+            (
+                CONDITION_READY,
+                False,
+                "UnsupportedTelemetrySource",
+                "telemetry.source NodeAnnotations is not implemented: no tank telemetry",
+            ),
+            (
+                CONDITION_TELEMETRY_FRESH,
+                "Unknown",
+                "UnsupportedTelemetrySource",
+                "telemetry.source NodeAnnotations is not implemented",
+            ),
+        ):
+            conditions = set_condition(
+                conditions, type_, value, reason, message, observed_generation=generation
+            )
+        if _conditions_key(conditions) == _conditions_key(status.get("conditions")):
+            return None
+        return {"observedGeneration": generation, "conditions": conditions}
+
+    def _export(self, desired: Mapping[str, Any]) -> None:
+        age = desired.get("telemetryAgeSeconds")
+        if age is None:
+            clear_gauge(TELEMETRY_AGE, "tank", self.name)
+        else:
+            TELEMETRY_AGE.labels("tank", self.name).set(age)
+        for resource, key in (("power", "powerHeadroomKW"), ("thermal", "thermalHeadroomKW")):
+            value = desired.get(key)
+            if value is None:
+                clear_gauge(TANK_HEADROOM, self.name, resource)
+            else:
+                TANK_HEADROOM.labels(self.name, resource).set(value)
+        load = desired.get("itLoadKW")
+        if load is None:
+            clear_gauge(TANK_IT_LOAD, self.name)
+        else:
+            TANK_IT_LOAD.labels(self.name).set(load)
+        leak = desired.get("leakState")
+        if leak in (None, LeakState.UNKNOWN.value):
+            clear_gauge(TANK_LEAK, self.name)
+        else:
+            TANK_LEAK.labels(self.name).set(1 if LeakState(leak).is_leak else 0)
+
+    def forget(self) -> None:
+        """Drop this tank's metric series."""
+        clear_gauge(TELEMETRY_AGE, "tank", self.name)
+        clear_gauge(TANK_HEADROOM, self.name, "power")
+        clear_gauge(TANK_HEADROOM, self.name, "thermal")
+        clear_gauge(TANK_IT_LOAD, self.name)
+        clear_gauge(TANK_LEAK, self.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# kopf wiring
+
+_session: aiohttp.ClientSession | None = None
+
+
+async def shared_session() -> aiohttp.ClientSession:
+    """One aiohttp session for all Redfish polls (closed on operator cleanup)."""
+    global _session
+    if _session is None or _session.closed:
+        _session = aiohttp.ClientSession()
+    return _session
+
+
+@kopf.on.cleanup(id="immersionpod_close_session")
+async def close_session(**_: Any) -> None:
+    global _session
+    if _session is not None:
+        await _session.close()
+        _session = None
+
+
+def _count_nodes(spec: Mapping[str, Any], indexes: Mapping[str, Any]) -> int | None:
+    by_name = indexes.get("nodes_by_name")
+    if by_name is None:
+        return None
+    selector = spec.get("nodeSelector") or {}
+    nodes: list[NodeInfo] = select_nodes(
+        selector, by_name=by_name, by_tank=indexes.get("nodes_by_tank"), role=NodeRole.RACK
+    )
+    return sum(1 for n in nodes if not n.deleting)
+
+
+@kopf.timer(GROUP, VERSION, "immersionpods", interval=TICK_SECONDS, id="immersionpod_telemetry")
+async def immersionpod_telemetry(
+    name: str,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **kwargs: Any,
+) -> None:
+    """Poll (when due) and patch status only on a meaningful change."""
+    if meta.get("deletionTimestamp"):
+        return
+    poller = memo.get("tokenfleet_tank_poller")
+    if not isinstance(poller, TankPoller):
+
+        def warn(reason: str, message: str) -> None:
+            kopf.warn(body, reason=reason, message=message)
+
+        poller = TankPoller(name=name, warn=warn, session=shared_session)
+        memo["tokenfleet_tank_poller"] = poller
+    generation = meta.get("generation")
+    desired = await poller.tick(
+        spec=spec,
+        status=status,
+        generation=int(generation) if generation is not None else None,
+        nodes=_count_nodes(spec, kwargs),
+    )
+    if desired is not None:
+        for key, value in desired.items():
+            patch.status[key] = value
+
+
+@kopf.on.delete(GROUP, VERSION, "immersionpods", optional=True, id="immersionpod_forget")
+def immersionpod_forget(name: str, memo: kopf.Memo, **_: Any) -> None:
+    poller = memo.get("tokenfleet_tank_poller")
+    if isinstance(poller, TankPoller):
+        poller.forget()
