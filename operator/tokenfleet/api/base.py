@@ -87,7 +87,11 @@ class WireModel(BaseModel):
         return schema
 
     def to_wire(self, *, exclude_none: bool = True) -> dict[str, Any]:
-        """The JSON-ready dict with camelCase keys (what goes into a patch or a manifest)."""
+        """The JSON-ready dict with camelCase keys (what goes into a patch or a manifest).
+
+        With ``exclude_none`` (the default) unset fields are left out, so a merge patch leaves
+        them alone; to clear a status field, put ``None`` in the patch explicitly.
+        """
         return self.model_dump(mode="json", by_alias=True, exclude_none=exclude_none)
 
 

@@ -131,7 +131,7 @@ class ConditionStatus(StrEnum):
 # ---------------------------------------------------------------------------------------------
 
 
-class Condition(WireModel):
+class Condition(StatusModel):
     """metav1.Condition: one aspect of the object's state."""
 
     type: Annotated[str, Field(min_length=1, max_length=316, pattern=CONDITION_TYPE)]
@@ -154,7 +154,7 @@ Conditions = Annotated[
 ]
 
 
-class ReasonCount(WireModel):
+class ReasonCount(StatusModel):
     """How many objects are in a state for a reason."""
 
     reason: Reason
