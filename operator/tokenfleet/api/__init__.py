@@ -3,6 +3,9 @@
 Group ``tokenfleet.io``, version ``v1alpha1``. ``tokenfleet crds`` renders ``crds/`` from these.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 from tokenfleet.api.base import CelRule, StatusModel, WireModel, wire_name
 from tokenfleet.api.kinds import (
     CATEGORY,
@@ -59,19 +62,19 @@ from tokenfleet.api.models import (
 )
 
 
-def parse_immersionpod_spec(spec: object) -> ImmersionPodSpec:
+def parse_immersionpod_spec(spec: Mapping[str, Any]) -> ImmersionPodSpec:
     """kopf ``spec`` (a Mapping) -> ImmersionPodSpec; raises pydantic.ValidationError."""
-    return parse_spec(ImmersionPodSpec, spec)  # type: ignore[arg-type]
+    return parse_spec(ImmersionPodSpec, spec)
 
 
-def parse_vehiclepool_spec(spec: object) -> VehiclePoolSpec:
+def parse_vehiclepool_spec(spec: Mapping[str, Any]) -> VehiclePoolSpec:
     """kopf ``spec`` (a Mapping) -> VehiclePoolSpec; raises pydantic.ValidationError."""
-    return parse_spec(VehiclePoolSpec, spec)  # type: ignore[arg-type]
+    return parse_spec(VehiclePoolSpec, spec)
 
 
-def parse_inferencejob_spec(spec: object) -> InferenceJobSpec:
+def parse_inferencejob_spec(spec: Mapping[str, Any]) -> InferenceJobSpec:
     """kopf ``spec`` (a Mapping) -> InferenceJobSpec; raises pydantic.ValidationError."""
-    return parse_spec(InferenceJobSpec, spec)  # type: ignore[arg-type]
+    return parse_spec(InferenceJobSpec, spec)
 
 
 __all__ = [
