@@ -14,10 +14,13 @@ from e2e.runtime.launcher import (
     TritonStartError,
     allocate_ports,
     default_triton_venv,
+    live_group_members,
 )
 from e2e.runtime.repository import (
     COMMITTED_REPOSITORY,
     DEFAULT_MODELS,
+    EXAMPLE_MODELS,
+    TEST_MODELS,
     TokenModelSpec,
     render_config,
     spec_for,
@@ -28,6 +31,8 @@ from e2e.runtime.repository import (
 __all__ = [
     "COMMITTED_REPOSITORY",
     "DEFAULT_MODELS",
+    "EXAMPLE_MODELS",
+    "TEST_MODELS",
     "TokenModelSpec",
     "TritonFleet",
     "TritonInstall",
@@ -35,6 +40,7 @@ __all__ = [
     "TritonStartError",
     "allocate_ports",
     "default_triton_venv",
+    "live_group_members",
     "render_config",
     "spec_for",
     "write_model_repository",

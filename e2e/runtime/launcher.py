@@ -48,6 +48,7 @@ __all__ = [
     "TritonStartError",
     "allocate_ports",
     "default_triton_venv",
+    "live_group_members",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -176,6 +177,20 @@ def allocate_ports(count: int = 3) -> tuple[int, ...]:
                 _reserved_ports.update(ports)
                 return ports
     raise RuntimeError("could not find consecutive free loopback ports")
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """PIDs in process group ``pgid`` that are not zombies (from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return sorted(members)
 
 
 _live_servers: weakref.WeakSet[TritonServer] = weakref.WeakSet()
@@ -325,6 +340,8 @@ class TritonServer:
         if self._fixed_ports is None:
             p = allocate_ports(3)
             self.ports = (p[0], p[1], p[2])
+        else:
+            self.ports = self._fixed_ports
         assert self.log_path is not None
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -400,13 +417,10 @@ class TritonServer:
         self._signal_group(signal.SIGKILL)
         code = proc.wait()
         # The python-backend stubs are reparented when the server dies; wait (briefly) until
-        # the whole group is gone so callers never see half-dead runtimes.
+        # no live member of the group is left. Zombies do not count: here PID 1 reaps
+        # reparented children only every ~2 s, but a zombie holds no ports, memory or shm.
         deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except (ProcessLookupError, PermissionError):
-                break
+        while live_group_members(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.01)
         if self._log_file is not None:
             self._log_file.close()
@@ -416,6 +430,17 @@ class TritonServer:
                 region.unlink()
         _live_servers.discard(self)
         return code
+
+    def restart(self, timeout: float = 30.0) -> TritonServer:
+        """Kill the server and start it again on the same ports (a runtime crash and recovery:
+        its endpoint stays valid, every model is gone until loaded again)."""
+        self._terminate(graceful=False)
+        ports = self.ports
+        fixed, self._fixed_ports = self._fixed_ports, ports
+        try:
+            return self.start(timeout, attempts=1)
+        finally:
+            self._fixed_ports = fixed
 
     def kill(self) -> None:
         """SIGKILL the process group now (simulates a crashed runtime); keeps the home dir."""

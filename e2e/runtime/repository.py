@@ -4,7 +4,8 @@
 ``<root>/<name>/config.pbtxt`` (a full config: the server runs with
 ``--disable-auto-complete-config``) and ``<root>/<name>/1/model.py`` (a copy of
 ``token_model.py``). The committed repository ``e2e/runtime/models/`` is this function's output
-for :data:`DEFAULT_MODELS` (a test checks it does not drift).
+for :data:`DEFAULT_MODELS` (the test models plus the examples' models; a test checks it does
+not drift, and that every variant in ``examples/*.yaml`` has a model here).
 
 Triton model names follow the operator's convention ``<model.name>-<variant.name>``; the
 variant suffix picks the precision and a hidden size (int4 is smaller than fp16), the model
@@ -23,6 +24,8 @@ from pathlib import Path
 __all__ = [
     "COMMITTED_REPOSITORY",
     "DEFAULT_MODELS",
+    "EXAMPLE_MODELS",
+    "TEST_MODELS",
     "TOKEN_MODEL_SOURCE",
     "TokenModelSpec",
     "render_config",
@@ -34,7 +37,15 @@ __all__ = [
 HERE = Path(__file__).resolve().parent
 TOKEN_MODEL_SOURCE = HERE / "token_model.py"
 COMMITTED_REPOSITORY = HERE / "models"
-DEFAULT_MODELS: tuple[str, ...] = ("tinyllama-fp16", "tinyllama-int4")
+TEST_MODELS: tuple[str, ...] = ("tinyllama-fp16", "tinyllama-int4")
+"""Model names for tests: model ``tinyllama``, variants ``fp16`` and ``int4``."""
+EXAMPLE_MODELS: tuple[str, ...] = (
+    "llama-3.1-8b-instruct-fp16",
+    "qwen2.5-7b-instruct-fp16",
+    "qwen2.5-7b-instruct-int4-awq",
+)
+"""Triton model names of the variants in ``examples/*.yaml`` (a test keeps this in sync)."""
+DEFAULT_MODELS: tuple[str, ...] = TEST_MODELS + EXAMPLE_MODELS
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HIDDEN = {"fp32": 96, "fp16": 64, "bf16": 64, "int8": 48, "int4": 32}
@@ -57,12 +68,19 @@ class TokenModelSpec:
 def spec_for(name: str) -> TokenModelSpec:
     """Default spec for a Triton model name ``<model>-<variant>``.
 
-    A variant suffix that names a precision (fp32, fp16, bf16, int8, int4) sets precision and
-    hidden size; anything else is fp32. The seed is a CRC32 of the model part.
+    The last dash-separated part that names a precision (fp32, fp16, bf16, int8, int4) sets
+    precision and hidden size (``qwen2.5-7b-instruct-int4-awq`` is int4); without one the
+    model is fp32. The seed is a CRC32 of the part before the precision (the model), so the
+    variants of one model share a seed but differ in size and rounding.
     """
-    base, _, variant = name.rpartition("-")
-    precision = variant.lower() if base and variant.lower() in _HIDDEN else "fp32"
-    model_part = base if base and variant.lower() in _HIDDEN else name
+    parts = name.split("-")
+    for i in range(len(parts) - 1, 0, -1):
+        precision = parts[i].lower()
+        if precision in _HIDDEN:
+            model_part = "-".join(parts[:i])
+            break
+    else:
+        precision, model_part = "fp32", name
     return TokenModelSpec(
         precision=precision,
         hidden_size=_HIDDEN[precision],

@@ -13,12 +13,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from e2e.runtime import (
     COMMITTED_REPOSITORY,
     DEFAULT_MODELS,
+    EXAMPLE_MODELS,
     TritonInstall,
     TritonServer,
     allocate_ports,
+    live_group_members,
     spec_for,
     write_model_repository,
 )
@@ -39,6 +42,21 @@ def test_committed_repository_matches_the_generator(tmp_path: Path) -> None:
             )
 
 
+def test_every_example_variant_has_a_model_in_the_committed_repository() -> None:
+    names = set()
+    for path in sorted((REPO_ROOT / "examples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "InferenceJob":
+                continue
+            model = doc["spec"]["model"]["name"]
+            for variant in doc["spec"]["variants"]:
+                names.add(variant.get("tritonModelName") or f"{model}-{variant['name']}")
+    assert names, "examples/ should hold InferenceJobs"
+    missing = sorted(n for n in names if not (COMMITTED_REPOSITORY / n / "config.pbtxt").exists())
+    assert not missing, f"add {missing} to e2e.runtime.repository.EXAMPLE_MODELS and regenerate"
+    assert names <= set(EXAMPLE_MODELS)
+
+
 def test_variant_specs() -> None:
     fp16, int4 = spec_for("tinyllama-fp16"), spec_for("tinyllama-int4")
     assert (fp16.precision, int4.precision) == ("fp16", "int4")
@@ -46,6 +64,8 @@ def test_variant_specs() -> None:
     assert fp16.seed == int4.seed  # same model, different variant
     assert spec_for("mistral-fp16").seed != fp16.seed
     assert spec_for("plain").precision == "fp32"
+    awq = spec_for("qwen2.5-7b-instruct-int4-awq")
+    assert awq.precision == "int4" and awq.seed == spec_for("qwen2.5-7b-instruct-fp16").seed
     with pytest.raises(ValueError, match="bad Triton model name"):
         write_model_repository(Path("/nonexistent-never-written"), ["../escape"])
 
@@ -67,6 +87,7 @@ def test_server_lifecycle_leaves_nothing_behind(
     ready_s = time.monotonic() - t0
     pid, home, prefix = server.pid, server.home, server.shm_prefix
     assert pid is not None and home is not None
+    assert len(live_group_members(pid)) == 2, "tritonserver and one python stub"
     assert server.http_endpoint.startswith("127.0.0.1:")
     url = f"http://{server.http_endpoint}/v2/models/tinyllama-int4/ready"
     with urllib.request.urlopen(url, timeout=2) as resp:
@@ -76,8 +97,7 @@ def test_server_lifecycle_leaves_nothing_behind(
         assert b"nv_inference_count" in resp.read()
     server.stop()
     assert not server.running
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)  # the whole group (server + stubs) is gone
+    assert live_group_members(pid) == []  # server and stub are gone
     assert not home.exists()
     assert not list(Path("/dev/shm").glob(f"{prefix}*"))
     assert ready_s < 10

@@ -146,7 +146,8 @@ async def test_killed_server_gives_runtime_unavailable_within_timeout(
         async with RuntimePool(timeout=1.0, load_timeout=10.0) as pool:
             rt = pool.get(server.http_endpoint)
             await rt.load(model)
-            assert len(await rt.generate(model, [3], 4)) == 4
+            tokens = await rt.generate(model, [3], 4)
+            assert len(tokens) == 4
 
             # A hung runtime (SIGSTOP): every call gives up after the 1 s timeout.
             os.killpg(server.pid or 0, signal.SIGSTOP)
@@ -179,6 +180,16 @@ async def test_killed_server_gives_runtime_unavailable_within_timeout(
                 assert info.value.endpoint == server.http_endpoint
             assert not await rt.is_live()
             assert not await rt.is_ready()
+
+            # Recovery on the same endpoint: the same client works again, the model is gone
+            # until loaded again, and it generates the same tokens as before the crash.
+            before = server.http_endpoint
+            server.restart()
+            assert server.http_endpoint == before
+            assert await rt.is_live()
+            assert await rt.model_state(model) is ModelState.ABSENT
+            await rt.load(model)
+            assert await rt.generate(model, [3], 4) == tokens
 
 
 async def test_concurrency_bounds_are_respected(
