@@ -41,7 +41,7 @@ crds: install
 crds-check: install
 	$(BIN)/tokenfleet crds --check
 
-unit: install
+unit: install triton-venv
 	$(BIN)/pytest tests
 
 bench: install
