@@ -353,7 +353,9 @@ class TankPoller:
         self.reported_error = None
         self.outcome = PollOutcome(reading, None, self.clock())
         for problem in reading.problems:
-            TELEMETRY_REJECTED.labels("tank", _problem_metric_field(problem), problem.kind).inc()
+            TELEMETRY_REJECTED.labels(
+                "tank", _problem_metric_field(problem), problem.kind.value
+            ).inc()
         problems = frozenset(reading.problems)
         new = problems - self.reported_problems
         if new:

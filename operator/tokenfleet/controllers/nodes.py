@@ -23,6 +23,7 @@ from typing import Any, Final, TypeVar
 
 import kopf
 
+from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
 from tokenfleet.telemetry.node import NodeInfo, NodeRole, parse_node, selector_matches
 from tokenfleet.telemetry.vehicle import POOL_LABEL, ROLE_LABEL, TANK_LABEL
 
@@ -80,6 +81,9 @@ def node_info(body: Mapping[str, Any]) -> NodeInfo:
         _cache.move_to_end(key)
         return cached
     info = parse_node(body)
+    if info.vehicle is not None:  # counted once per received version of the node
+        for problem in info.vehicle.problems:
+            TELEMETRY_REJECTED.labels("vehicle", problem.field, problem.kind.value).inc()
     _cache[key] = info
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)

@@ -1,0 +1,289 @@
+"""VehiclePool status: vehicles total / eligible / serving, why the rest are not, capacity.
+
+A kopf timer per VehiclePool (every :data:`INTERVAL_SECONDS`) aggregates the pool's vehicles from
+the node indexes (selected by ``spec.nodeSelector``; no LIST) and patches status only when the
+aggregate changed. Eligibility is the placement engine's own rule
+(:func:`tokenfleet.placement.state.vehicle_state`, fed the same ``PoolPolicy`` the planner builds
+with :func:`tokenfleet.controllers.snapshot.pool_of`), so the reasons here are exactly the ones the
+planner acts on: a vehicle counts as *eligible* when it may take new work (``state.new is None``),
+otherwise it is counted under that reason (``NotPluggedIn``, ``BelowReserveSoC``,
+``DepartureWithinDrainLead``, ``BatteryTooHot``, ``ComputeTooHot``, ``LowBandwidth``,
+``StaleTelemetry``, ``MissingTelemetry``, ``NodeCordoned``, ...).
+
+*Serving* vehicles host at least one ``Loaded`` replica according to the InferenceJobs' decision
+record (``status.placements``), indexed here by node (:func:`serving_by_node`).
+``capacity.memoryMiB`` is the allocatable memory of the eligible vehicles,
+``capacity.tokensPerSecond`` the tokens/s of the replicas loaded on the pool's vehicles.
+``energyUsedTodayKWh`` and ``evictions`` are the operator's (inferencejob) to write.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kopf
+from pydantic import ValidationError
+
+from tokenfleet.api.conditions import set_condition
+from tokenfleet.api.models import GROUP, VERSION
+from tokenfleet.controllers.nodes import select_nodes
+from tokenfleet.controllers.snapshot import PoolView, pool_of
+from tokenfleet.placement.model import PoolPolicy, VehicleNode
+from tokenfleet.placement.state import vehicle_state
+from tokenfleet.telemetry.metrics import POOL_INELIGIBLE, POOL_VEHICLES, TELEMETRY_AGE, clear_gauge
+from tokenfleet.telemetry.node import NodeInfo, NodeRole
+
+__all__ = [
+    "INTERVAL_SECONDS",
+    "ServingReplica",
+    "pool_status",
+    "serving_by_node",
+    "status_changed",
+    "vehicle_node",
+]
+
+INTERVAL_SECONDS: Final = 10.0
+MAX_REASONS: Final = 32
+SERVING_STATES: Final = frozenset({"Loaded"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServingReplica:
+    """Replicas of one job loaded on one node (from the job's ``status.placements``)."""
+
+    job: str
+    """``namespace/name``."""
+    replicas: int
+    tokens_per_second: float
+    """Sum over those replicas of their variant's ``tokensPerSecond``."""
+
+
+def serving_from_job(
+    namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> dict[str, ServingReplica]:
+    """node -> the job's Loaded replicas there (pure; tolerant of malformed entries)."""
+    tps: dict[str, float] = {}
+    for variant in spec.get("variants") or ():
+        if isinstance(variant, Mapping):
+            try:
+                tps[str(variant.get("name"))] = float(variant.get("tokensPerSecond") or 0.0)
+            except (TypeError, ValueError):
+                continue
+    counts: dict[str, list[float]] = {}
+    for entry in status.get("placements") or ():
+        if not isinstance(entry, Mapping) or entry.get("state") not in SERVING_STATES:
+            continue
+        node = entry.get("node")
+        if not node:
+            continue
+        counts.setdefault(str(node), []).append(tps.get(str(entry.get("variant")), 0.0))
+    job = f"{namespace}/{name}"
+    return {node: ServingReplica(job, len(v), sum(v)) for node, v in counts.items()}
+
+
+@kopf.index(GROUP, "inferencejobs", id="serving_by_node")
+def serving_by_node(
+    name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[str, ServingReplica] | None:
+    """node name -> [ServingReplica per job]."""
+    return serving_from_job(str(namespace or ""), name, spec, status) or None
+
+
+def vehicle_node(info: NodeInfo, pool: str) -> VehicleNode:
+    """The placement engine's view of a vehicle node (same mapping as the planner's snapshot)."""
+    r = info.vehicle
+    return VehicleNode(
+        name=info.name,
+        pool=pool,
+        memory_mib=info.allocatable_memory_mib or 0,
+        accelerator=info.accelerator,
+        region=info.region,
+        attested=info.attested,
+        soc_percent=r.soc_percent if r else None,
+        plugged_in=r.plugged_in if r else None,
+        charger_kw=r.charger_power_kw if r else None,
+        battery_temp_c=r.battery_temp_c if r else None,
+        compute_temp_c=r.compute_temp_c if r else None,
+        departure_time=r.departure_time.timestamp() if r and r.departure_time else None,
+        target_soc_percent=r.target_soc_percent if r else None,
+        bandwidth_mbps=r.bandwidth_mbps if r else None,
+        observed_at=r.observed_at.timestamp() if r and r.observed_at else None,
+        cordoned=info.unschedulable or info.ready is False,
+    )
+
+
+def pool_status(
+    *,
+    policy: PoolPolicy,
+    cordoned: bool,
+    generation: int | None,
+    conditions: Iterable[Mapping[str, Any]] | None,
+    nodes: Sequence[NodeInfo],
+    serving: Mapping[str, Iterable[ServingReplica]],
+    now: datetime,
+) -> tuple[dict[str, Any], float | None]:
+    """The pool's status fields (pure) and the age in seconds of its oldest vehicle reading."""
+    now_s = now.timestamp()
+    total = eligible = serving_count = 0
+    memory = 0
+    tokens = 0.0
+    reasons: Counter[str] = Counter()
+    oldest: float | None = None
+    for info in nodes:
+        if info.deleting or not info.is_vehicle:
+            continue
+        total += 1
+        vehicle = vehicle_node(info, policy.name)
+        state = vehicle_state(vehicle, policy, now_s)
+        if state.new is None:
+            eligible += 1
+            memory += vehicle.memory_mib
+        else:
+            reasons[state.new.value] += 1
+        replicas = list(serving.get(info.name, ()))
+        if any(r.replicas > 0 for r in replicas):
+            serving_count += 1
+            tokens += sum(r.tokens_per_second for r in replicas)
+        if vehicle.observed_at is not None:
+            age = max(0.0, now_s - vehicle.observed_at)
+            oldest = age if oldest is None else max(oldest, age)
+    ineligible = [
+        {"reason": reason, "count": count}
+        for reason, count in sorted(reasons.items(), key=lambda rc: (-rc[1], rc[0]))
+    ][:MAX_REASONS]
+
+    if cordoned:
+        ready = (False, "Cordoned", "spec.cordoned is true: no new placements")
+    elif total == 0:
+        ready = (False, "NoVehicles", "no node matches spec.nodeSelector")
+    elif eligible == 0:
+        top = ", ".join(f"{r['reason']}={r['count']}" for r in ineligible[:3])
+        ready = (False, "NoEligibleVehicles", f"0/{total} vehicles eligible ({top})")
+    else:
+        ready = (True, "VehiclesEligible", f"{eligible}/{total} vehicles eligible")
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "vehicles": {"total": total, "eligible": eligible, "serving": serving_count},
+        "ineligible": ineligible,
+        "capacity": {"memoryMiB": memory, "tokensPerSecond": round(tokens, 2)},
+        "conditions": set_condition(
+            conditions,
+            "Ready",
+            ready[0],
+            ready[1],
+            ready[2],
+            observed_generation=generation,
+            now=now,
+        ),
+    }
+    return status, oldest
+
+
+def _conditions_key(conditions: Any) -> list[tuple[Any, ...]]:
+    return sorted(
+        tuple(c.get(k) for k in ("type", "status", "reason", "message", "observedGeneration"))
+        for c in conditions or ()
+        if isinstance(c, Mapping)
+    )
+
+
+def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """True when any field this controller owns differs from the stored status."""
+    for key, value in desired.items():
+        if key == "conditions":
+            if _conditions_key(current.get(key)) != _conditions_key(value):
+                return True
+        elif current.get(key) != value:
+            return True
+    return False
+
+
+def _export(name: str, status: Mapping[str, Any], oldest: float | None, seen: set[str]) -> set[str]:
+    for state in ("total", "eligible", "serving"):
+        POOL_VEHICLES.labels(name, state).set(status["vehicles"][state])
+    reasons = {r["reason"] for r in status["ineligible"]}
+    for r in status["ineligible"]:
+        POOL_INELIGIBLE.labels(name, r["reason"]).set(r["count"])
+    for gone in seen - reasons:
+        clear_gauge(POOL_INELIGIBLE, name, gone)
+    if oldest is None:
+        clear_gauge(TELEMETRY_AGE, "vehiclepool", name)
+    else:
+        TELEMETRY_AGE.labels("vehiclepool", name).set(oldest)
+    return reasons
+
+
+@kopf.timer(GROUP, VERSION, "vehiclepools", interval=INTERVAL_SECONDS, id="vehiclepool_status")
+async def vehiclepool_status(
+    name: str,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **kwargs: Any,
+) -> None:
+    """Aggregate the pool's vehicles; patch status only when it changed."""
+    if meta.get("deletionTimestamp"):
+        return
+    generation = meta.get("generation")
+    gen = int(generation) if generation is not None else None
+    view = PoolView(
+        name=name,
+        uid=str(meta.get("uid", "")),
+        generation=gen or 0,
+        spec=dict(spec),
+        status=dict(status),
+    )
+    try:
+        policy, selector, cordoned = pool_of(view)
+    except (ValidationError, ValueError, TypeError) as error:
+        message = str(error).splitlines()[0][:1000]
+        conditions = set_condition(
+            status.get("conditions"),
+            "Ready",
+            False,
+            "InvalidSpec",
+            message,
+            observed_generation=gen,
+        )
+        if _conditions_key(conditions) != _conditions_key(status.get("conditions")):
+            kopf.warn(body, reason="InvalidSpec", message=message)
+            patch.status["observedGeneration"] = gen
+            patch.status["conditions"] = conditions
+        return
+    by_name = kwargs.get("nodes_by_name") or {}
+    nodes = select_nodes(
+        selector, by_name=by_name, by_pool=kwargs.get("nodes_by_pool"), role=NodeRole.VEHICLE
+    )
+    desired, oldest = pool_status(
+        policy=policy,
+        cordoned=cordoned,
+        generation=gen,
+        conditions=status.get("conditions"),
+        nodes=nodes,
+        serving=kwargs.get("serving_by_node") or {},
+        now=datetime.now(UTC),
+    )
+    seen = memo.get("tokenfleet_pool_reasons")
+    memo["tokenfleet_pool_reasons"] = _export(
+        name, desired, oldest, seen if isinstance(seen, set) else set()
+    )
+    if status_changed(status, desired):
+        for key, value in desired.items():
+            patch.status[key] = value
+
+
+@kopf.on.delete(GROUP, VERSION, "vehiclepools", optional=True, id="vehiclepool_forget")
+def vehiclepool_forget(name: str, memo: kopf.Memo, **_: Any) -> None:
+    for state in ("total", "eligible", "serving"):
+        clear_gauge(POOL_VEHICLES, name, state)
+    seen = memo.get("tokenfleet_pool_reasons")
+    for reason in seen if isinstance(seen, set) else ():
+        clear_gauge(POOL_INELIGIBLE, name, reason)
+    clear_gauge(TELEMETRY_AGE, "vehiclepool", name)
