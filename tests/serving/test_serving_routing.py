@@ -82,7 +82,7 @@ def test_endpoint_slice_shape_and_order() -> None:
     assert es["metadata"]["namespace"] == "team-a"
     assert es["metadata"]["labels"] == {
         "app.kubernetes.io/managed-by": "tokenfleet",
-        "endpointslice.kubernetes.io/managed-by": "tokenfleet.io/operator",
+        "endpointslice.kubernetes.io/managed-by": "operator.tokenfleet.io",
         "kubernetes.io/service-name": "chat",
         "tokenfleet.io/job": "chat",
     }
@@ -182,3 +182,22 @@ def test_needs_update() -> None:
     unowned = _as_live(svc)
     unowned["metadata"]["ownerReferences"] = []
     assert needs_update(unowned, svc)
+
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+@pytest.mark.parametrize("job_name", ["chat", "b" * 100, "llm.v2"])
+def test_labels_pass_kubernetes_validation(job_name: str) -> None:
+    # The API server's own rules (a "/" in a label value once slipped through: caught by a
+    # server-side dry run against the local kube-apiserver, which both objects now pass).
+    job = {**JOB, "metadata": {**JOB["metadata"], "name": job_name}}
+    for obj in (build_service(job), build_endpoint_slice(job, REPLICAS)):
+        for key, value in obj["metadata"]["labels"].items():
+            prefix, _, name = key.rpartition("/")
+            assert len(name) <= 63 and _LABEL_NAME.match(name), key
+            assert len(prefix) <= 253, key
+            assert len(value) <= 63 and _LABEL_VALUE.match(value), (key, value)
+        limit = 63 if obj["kind"] == "Service" else 253  # DNS-1035 label / DNS subdomain
+        assert len(obj["metadata"]["name"]) <= limit

@@ -47,7 +47,7 @@ MANAGED_BY_VALUE = "tokenfleet"
 JOB_LABEL = "tokenfleet.io/job"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ENDPOINTSLICE_MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
-ENDPOINTSLICE_MANAGED_BY = "tokenfleet.io/operator"
+ENDPOINTSLICE_MANAGED_BY = "operator.tokenfleet.io"  # a label value: no "/"
 MAX_ENDPOINTS_PER_SLICE = 1000
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
