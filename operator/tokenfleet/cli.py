@@ -1,4 +1,7 @@
-"""The `tokenfleet` command: `crds` (generate/check CRD YAML), `run` (the operator), `agent` (node agent)."""
+"""The `tokenfleet` command.
+
+`crds` generates or checks the CRD YAML, `run` runs the operator, `agent` the node agent.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     crds = sub.add_parser("crds", help="write the CRD YAML in crds/ from the API models")
     crds.add_argument("--out", default="crds", help="output directory (default: crds)")
+    crds.add_argument(
+        "--chart-dir",
+        default="charts/tokenfleet/templates/crds",
+        help="the Helm chart's CRD templates (default: %(default)s; empty to skip)",
+    )
     crds.add_argument(
         "--check",
         action="store_true",
@@ -43,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "crds":
         from tokenfleet.api.crdgen import crds_command
 
-        return crds_command(out_dir=args.out, check=args.check)
+        return crds_command(out_dir=args.out, check=args.check, chart_dir=args.chart_dir)
     if args.command == "run":
         from tokenfleet.controllers.main import run_command
 
