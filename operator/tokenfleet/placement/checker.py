@@ -107,10 +107,10 @@ def check_plan(snapshot: Snapshot, plan: Plan) -> list[Violation]:
     for (name, node), n in per_job_node.items():
         if n > jobs[name].spread.max_replicas_per_node:
             bad("SpreadPerNode", node, f"{name}: {n}")
-    for (name, tank), n in per_job_tank.items():
+    for (name, tank_name), n in per_job_tank.items():
         lim = jobs[name].spread.max_replicas_per_tank
         if lim is not None and n > lim:
-            bad("SpreadPerTank", tank, f"{name}: {n}")
+            bad("SpreadPerTank", tank_name, f"{name}: {n}")
     for (name, pool_name), n in per_job_pool.items():
         lim = jobs[name].spread.max_replicas_per_pool
         if lim is not None and n > lim:
@@ -124,30 +124,30 @@ def check_plan(snapshot: Snapshot, plan: Plan) -> list[Violation]:
 
     # racks and tanks
     cur_watts: dict[str, float] = defaultdict(float)
-    for p in snapshot.placements:
-        job = jobs.get(p.job)
-        var = next((v for v in job.variants if v.name == p.variant), None) if job else None
-        if var is not None:
-            cur_watts[p.node] += var.watts * p.replicas
+    for cp in snapshot.placements:
+        cjob = jobs.get(cp.job)
+        cvar = next((v for v in cjob.variants if v.name == cp.variant), None) if cjob else None
+        if cvar is not None:
+            cur_watts[cp.node] += cvar.watts * cp.replicas
     for node, r in racks.items():
         used = watts_on.get(node, 0.0) > 0 or mem_used.get(node, 0.0) > 0
-        tank = tanks.get(r.tank)
-        if tank is None:
+        tk = tanks.get(r.tank)
+        if tk is None:
             if used:
                 bad("UnknownTank", node, r.tank)
             continue
-        if used and tank.leak_state == "Critical" and tank.leak_action == "Drain":
-            bad("TankLeak", node, tank.name)
+        if used and tk.leak_state == "Critical" and tk.leak_action == "Drain":
+            bad("TankLeak", node, tk.name)
         if new_on.get(node, 0) > 0:
-            stale = tank.observed_at is None or now - tank.observed_at > tank.stale_after_seconds
-            if tank.leak_state != "OK":
-                bad("TankLeakNew", node, tank.leak_state)
-            if tank.cordoned:
-                bad("TankCordoned", node, tank.name)
+            stale = tk.observed_at is None or now - tk.observed_at > tk.stale_after_seconds
+            if tk.leak_state != "OK":
+                bad("TankLeakNew", node, tk.leak_state)
+            if tk.cordoned:
+                bad("TankCordoned", node, tk.name)
             if r.cordoned:
                 bad("NodeCordoned", node)
             if stale:
-                bad("StaleTankNew", node, tank.name)
+                bad("StaleTankNew", node, tk.name)
     tank_nodes: dict[str, list[str]] = defaultdict(list)
     for node, r in racks.items():
         tank_nodes[r.tank].append(node)
@@ -169,8 +169,8 @@ def check_plan(snapshot: Snapshot, plan: Plan) -> list[Violation]:
         flow = tank.flow_lpm if tank.flow_lpm is not None else tank.design_flow_lpm
         supply = tank.supply_temp_c if tank.supply_temp_c is not None else tank.max_supply_temp_c
         kg_per_s = flow * tank.density_kg_per_l / 60.0
-        loop_kw = kg_per_s * tank.specific_heat_kj_per_kg_k * max(
-            tank.max_return_temp_c - supply, 0.0
+        loop_kw = (
+            kg_per_s * tank.specific_heat_kj_per_kg_k * max(tank.max_return_temp_c - supply, 0.0)
         )
         heat_cap = min(tank.heat_rejection_kw, loop_kw)
         if load > heat_cap + TOL:
@@ -224,8 +224,8 @@ def check_plan(snapshot: Snapshot, plan: Plan) -> list[Violation]:
             if v.battery_capacity_kwh is not None
             else pool.battery_capacity_kwh
         )
-        target = v.target_soc_percent if v.target_soc_percent is not None else (
-            pool.target_soc_percent
+        target = (
+            v.target_soc_percent if v.target_soc_percent is not None else (pool.target_soc_percent)
         )
         gain_kwh = (charger - w / 1000.0) * hours
         need_kwh = (target - v.soc_percent) / 100.0 * battery

@@ -28,10 +28,9 @@ from tokenfleet.placement.model import (
 from tokenfleet.placement.state import (
     CODE,
     EPS,
-    INF,
     BoolArr,
-    FloatArr,
     Fleet,
+    FloatArr,
     IntArr,
     JobInfo,
     _fill_state,
@@ -62,34 +61,20 @@ class Work:
     """Units in the snapshot's current placements (after mapping names)."""
     served: dict[str, float] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
+    job_units: dict[str, dict[Unit, int]] = field(default_factory=dict)
     job_node: dict[tuple[str, int], int] = field(default_factory=dict)
     job_tank: dict[tuple[str, int], int] = field(default_factory=dict)
     job_pool: dict[tuple[str, int], int] = field(default_factory=dict)
     node_units: dict[int, dict[Unit, int]] = field(default_factory=dict)
     evictions: list[Eviction] = field(default_factory=list)
-    compat: dict[str, IntArr] = field(default_factory=dict)
+    compat: dict[tuple[object, ...], IntArr] = field(default_factory=dict)
+    ok: dict[tuple[object, ...], BoolArr] = field(default_factory=dict)
+    cost_total: float = 0.0
+    """Running Σ replica kW * cost - preference bonus (currency/hour)."""
     bonus: float = 1.0
     """Preference bonus per replica (``ObjectiveWeights.preference_bonus``)."""
-
-    def copy(self) -> Work:
-        return Work(
-            self.fleet,
-            self.mem_free.copy(),
-            self.e_used.copy(),
-            self.tank_used.copy(),
-            self.pool_used.copy(),
-            dict(self.units),
-            dict(self.current),
-            dict(self.served),
-            dict(self.count),
-            dict(self.job_node),
-            dict(self.job_tank),
-            dict(self.job_pool),
-            {k: dict(v) for k, v in self.node_units.items()},
-            [],
-            self.compat,
-            self.bonus,
-        )
+    consumed: bool = False
+    """Set once an incremental re-plan has taken this state over (it mutates in place)."""
 
     # -- capacity checks -------------------------------------------------------------------
     def fits(self, info: JobInfo, k: int, var: Variant, new: bool) -> Reason | None:
@@ -128,6 +113,13 @@ class Work:
             return Reason.SPREAD_LIMIT
         return None
 
+    def _rate(self, info: JobInfo, k: int, var: Variant) -> float:
+        f = self.fleet
+        rate = var.watts / 1000.0 * float(f.cost[k])
+        if info.preferred is not None and info.preferred == _target(f, k):
+            rate -= self.bonus
+        return rate
+
     def add(self, info: JobInfo, k: int, var: Variant, n: int = 1) -> None:
         f = self.fleet
         name = info.job.name
@@ -139,8 +131,11 @@ class Work:
         self.pool_used[p] += kw * f.hours_today[k]
         u = (name, k, var.name)
         self.units[u] = self.units.get(u, 0) + n
+        ju = self.job_units.setdefault(name, {})
+        ju[u] = ju.get(u, 0) + n
         self.node_units.setdefault(k, {})[u] = self.node_units.get(k, {}).get(u, 0) + n
         self.served[name] = self.served.get(name, 0.0) + var.tokens_per_second * n
+        self.cost_total += self._rate(info, k, var) * n
         self.count[name] = self.count.get(name, 0) + n
         self.job_node[(name, k)] = self.job_node.get((name, k), 0) + n
         if not f.is_vehicle[k]:
@@ -161,11 +156,16 @@ class Work:
         self.units[u] -= n
         if self.units[u] <= 0:
             del self.units[u]
+        ju = self.job_units[name]
+        ju[u] -= n
+        if ju[u] <= 0:
+            del ju[u]
         nu = self.node_units[k]
         nu[u] -= n
         if nu[u] <= 0:
             del nu[u]
         self.served[name] -= var.tokens_per_second * n
+        self.cost_total -= self._rate(info, k, var) * n
         self.count[name] -= n
         self.job_node[(name, k)] -= n
         if not f.is_vehicle[k]:
@@ -174,11 +174,22 @@ class Work:
             self.job_pool[(name, p)] -= n
 
     def compat_of(self, info: JobInfo) -> IntArr:
-        c = self.compat.get(info.job.name)
+        """Per node, the job-policy objection code (cached per policy class)."""
+        key = info.policy_key
+        c = self.compat.get(key)
         if c is None:
             c = compat_codes(self.fleet, info)
-            self.compat[info.job.name] = c
+            self.compat[key] = c
         return c
+
+    def ok_of(self, info: JobInfo) -> BoolArr:
+        """Nodes the job may take new work on (policy and node eligibility), cached."""
+        key = info.policy_key
+        ok = self.ok.get(key)
+        if ok is None:
+            ok = (self.compat_of(info) == 0) & (self.fleet.new_code == 0)
+            self.ok[key] = ok
+        return ok
 
 
 def new_work(fleet: Fleet) -> Work:
@@ -252,73 +263,92 @@ def keep_phase(snapshot: Snapshot, work: Work, order: list[str]) -> None:
 
 
 def _pass_candidates(
-    work: Work, info: JobInfo, need: float
-) -> tuple[IntArr, FloatArr, IntArr, list[Variant]]:
-    """Vectorised scoring of every node for one more replica of ``info``.
+    work: Work, info: JobInfo, need: float, limit: int
+) -> tuple[IntArr, list[Variant], IntArr, int]:
+    """Vectorised scoring of the nodes for one more replica of ``info``.
 
-    Returns candidate node indices (best first), their scores, the chosen variant index per
-    candidate, and the variant list the index refers to."""
+    Returns up to ``limit`` candidate node indices (best first), the variant list and per
+    candidate the index into it, and how many nodes were feasible in all."""
     f = work.fleet
-    job = info.job
-    ok = (work.compat_of(info) == 0) & (f.new_code == 0)
-    e_room = f.energy_new - work.e_used
-    tank_room = (f.tank_free_new - work.tank_used)[f.tank]
-    pool_room = (f.pool_free_new - work.pool_used)[f.pool]
-    n = len(f.names)
-    choice = np.full(n, -1, dtype=np.int64)
-    score = np.full(n, -INF)
+    ok = work.ok_of(info)
+    nr = f.n_racks
+    idx_parts: list[IntArr] = []
+    score_parts: list[FloatArr] = []
+    choice_parts: list[IntArr] = []
     variants: list[Variant] = []
-    bonus = work.bonus
-    memmax = float(f.mem_cap.max()) if n else 1.0
-    for t, is_v in (("Rack", False), ("Vehicle", True)):
+    memmax = f.mem_max
+    for t, lo, hi in (("Rack", 0, nr), ("Vehicle", nr, len(f.names))):
         ranked = info.ranked.get(t)
-        if not ranked:
+        if not ranked or hi <= lo:
             continue
-        group = ok & (f.is_vehicle == is_v)
-        if not group.any():
+        remaining = ok[lo:hi]
+        if not remaining.any():
             continue
-        pref = bonus if info.preferred == t else 0.0
+        memf = work.mem_free[lo:hi]
+        if t == "Rack":
+            room = (f.tank_free_new - work.tank_used)[f.tank[lo:hi]]
+        else:
+            e_room = f.energy_new[lo:hi] - work.e_used[lo:hi]
+            p_room = (f.pool_free_new - work.pool_used)[f.pool[lo:hi]]
+            hrs = f.hours_today[lo:hi]
+        pref = work.bonus if info.preferred == t else 0.0
         for var in ranked:
             kw = var.watts / 1000.0
-            fit = (
-                group
-                & (choice < 0)
-                & (work.mem_free + EPS >= var.memory_mib)
-                & (e_room + EPS >= kw)
-                & (tank_room + EPS >= kw)
-                & (pool_room + EPS >= kw * f.hours_today)
-            )
-            if not fit.any():
+            fit = remaining & (memf + EPS >= var.memory_mib)
+            if t == "Rack":
+                fit &= room + EPS >= kw
+            else:
+                fit &= (e_room + EPS >= kw) & (p_room + EPS >= kw * hrs)
+            sel = np.flatnonzero(fit)
+            if sel.size == 0:
                 continue
+            remaining = remaining & ~fit
             vi = len(variants)
             variants.append(var)
-            choice[fit] = vi
-            s = (
+            nodes = sel + lo
+            sc = (
                 info.weight * min(var.tokens_per_second, need)
-                - kw * f.cost[fit]
+                - kw * f.cost[nodes]
                 + pref
-                - 1e-6 * (work.mem_free[fit] - var.memory_mib) / memmax
+                - 1e-6 * (memf[sel] - var.memory_mib) / memmax
             )
-            score[fit] = s
-    cand = np.flatnonzero(score > 0)
-    if job.spread.max_replicas_per_node <= 0:
-        cand = cand[:0]
-    s_c = score[cand]
-    order = np.lexsort((cand, -s_c))
-    cand = cand[order]
-    return cand, score[cand], choice[cand], variants
+            idx_parts.append(nodes)
+            score_parts.append(sc)
+            choice_parts.append(np.full(sel.size, vi, dtype=np.int64))
+            if not remaining.any():
+                break
+    if not idx_parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, variants, empty, 0
+    idx = np.concatenate(idx_parts)
+    score = np.concatenate(score_parts)
+    choice = np.concatenate(choice_parts)
+    pos = np.flatnonzero(score > 0)
+    total = int(pos.size)
+    if total > limit:
+        part = np.argpartition(-score[pos], limit - 1)[:limit]
+        pos = pos[part]
+    order = np.lexsort((idx[pos], -score[pos]))
+    pos = pos[order]
+    return idx[pos], variants, choice[pos], total
 
 
 def fill_job(work: Work, info: JobInfo) -> None:
     """Add replicas of one job toward its target, best marginal value first."""
     job = info.job
     name = job.name
+    if job.spread.max_replicas_per_node <= 0:
+        return
+    limit = 0
     while True:
         need = job.target_tokens_per_second - work.served.get(name, 0.0)
         slots = job.max_replicas - work.count.get(name, 0)
         if need <= EPS or slots <= 0:
             return
-        cand, _scores, choice, variants = _pass_candidates(work, info, need)
+        min_tps = min((v.tokens_per_second for vs in info.ranked.values() for v in vs), default=1.0)
+        want = min(slots, int(need / max(min_tps, EPS)) + 1)
+        limit = max(limit, 2 * want + 16)
+        cand, variants, choice, total = _pass_candidates(work, info, need, limit)
         if len(cand) == 0:
             return
         placed = 0
@@ -341,7 +371,9 @@ def fill_job(work: Work, info: JobInfo) -> None:
                 if var.tokens_per_second > need + EPS:
                     break
         if placed == 0:
-            return
+            if total <= limit:
+                return
+            limit *= 4  # every candidate we looked at was blocked: look further
 
 
 # -- phase 3: trim ------------------------------------------------------------------------------
@@ -358,8 +390,8 @@ def trim_job(work: Work, info: JobInfo) -> None:
         if served <= job.target_tokens_per_second + EPS:
             return
         best: tuple[tuple[int, float, float, int, str], Unit] | None = None
-        for u, n in work.units.items():
-            if u[0] != name or n <= 0:
+        for u, n in work.job_units.get(name, {}).items():
+            if n <= 0:
                 continue
             var = info.variants[u[2]]
             if served - var.tokens_per_second < job.target_tokens_per_second - EPS:
@@ -424,8 +456,9 @@ def job_reason_codes(work: Work, info: JobInfo) -> IntArr:
                 code[sel] = c[sel]
             g = g & ~bad
     # spread: nodes where the job is at its per-node limit
-    for (jn, k), n in work.job_node.items():
-        if jn == job.name and n >= job.spread.max_replicas_per_node and code[k] == 0:
+    for _jn, k, _v in work.job_units.get(job.name, {}):
+        n = work.job_node.get((job.name, k), 0)
+        if n >= job.spread.max_replicas_per_node and code[k] == 0:
             code[k] = CODE[Reason.SPREAD_LIMIT]
     return code
 
@@ -487,7 +520,8 @@ def explain(work: Work, order: list[str]) -> tuple[list[JobShortfall], list[Unus
         if us:
             used[k] = True
     hard_or_new = np.where(f.hard_code != 0, f.hard_code, f.new_code)
-    for k in np.flatnonzero(~used):
+    for kk in np.flatnonzero(~used):
+        k = int(kk)
         c = int(hard_or_new[k])
         if c == 0 and first_codes is not None:
             c = int(first_codes[k])
@@ -546,38 +580,45 @@ def objective(snapshot: Snapshot, assignments: tuple[Placement, ...] | list[Plac
             * min(s, job.target_tokens_per_second)
         )
     cur: Counter[tuple[str, str, str]] = Counter()
-    for p in snapshot.placements:
-        cur[(p.job, p.node, p.variant)] += p.replicas
+    for cp in snapshot.placements:
+        cur[(cp.job, cp.node, cp.variant)] += cp.replicas
     removed = sum(max(n - planned.get(key, 0), 0) for key, n in cur.items())
     total -= w.move_cost * removed
     return total
+
+
+def work_objective(work: Work, removed: int, move_cost: float) -> float:
+    """Objective from the running totals (equals :func:`objective` on the assignments)."""
+    value = 0.0
+    for name, served in work.served.items():
+        info = work.fleet.jobs[name]
+        value += info.weight * min(served, info.job.target_tokens_per_second)
+    return value - work.cost_total - move_cost * removed
 
 
 def assemble(
     snapshot: Snapshot, work: Work, order: list[str], solver: str, explain_all: bool = True
 ) -> Plan:
     f = work.fleet
-    assignments = tuple(
-        Placement(j, f.names[k], v, n)
-        for (j, k, v), n in sorted(work.units.items(), key=lambda x: (x[0][0], x[0][1], x[0][2]))
-        if n > 0
-    )
+    keys = sorted(work.units.items(), key=lambda x: (x[0][0], x[0][1], x[0][2]))
+    assignments = tuple(Placement(j, f.names[k], v, n) for (j, k, v), n in keys if n > 0)
     added: list[Placement] = []
-    for (j, k, v), n in sorted(work.units.items(), key=lambda x: (x[0][0], x[0][1], x[0][2])):
+    for (j, k, v), n in keys:
         extra = n - work.current.get((j, k, v), 0)
         if extra > 0:
             added.append(Placement(j, f.names[k], v, extra))
     evictions = _pair_moves(work.evictions, added)
     shortfalls, unused = explain(work, order) if explain_all else ([], [])
+    removed = sum(e.replicas for e in evictions)
     return Plan(
         assignments=assignments,
         added=tuple(added),
         evictions=tuple(evictions),
         job_shortfalls=tuple(shortfalls),
         unused_nodes=tuple(unused),
-        objective=objective(snapshot, assignments),
+        objective=work_objective(work, removed, snapshot.weights.move_cost),
         solver=solver,
-        cache=(snapshot, work, order),
+        cache=(work, order),
     )
 
 
@@ -602,14 +643,24 @@ def plan_heuristic(snapshot: Snapshot) -> Plan:
     work.bonus = snapshot.weights.preference_bonus
     order = job_order(snapshot)
     keep_phase(snapshot, work, order)
+    todo = order
     for _round in range(3):
-        before = dict(work.units)
-        for name in order:
+        changed = False
+        for name in todo:
             info = fleet.jobs[name]
+            before = work.count.get(name, 0)
             fill_job(work, info)
             trim_job(work, info)
-        if work.units == before:
+            changed = changed or work.count.get(name, 0) != before
+        if not changed:
             break
+        # later rounds: only jobs still short may use capacity freed by trims
+        todo = [
+            n
+            for n in order
+            if work.served.get(n, 0.0) + EPS < fleet.jobs[n].job.target_tokens_per_second
+            and work.count.get(n, 0) < fleet.jobs[n].job.max_replicas
+        ]
     return assemble(snapshot, work, order, "heuristic")
 
 
@@ -617,29 +668,36 @@ def plan_heuristic(snapshot: Snapshot) -> Plan:
 
 
 def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) -> Plan | None:
-    """Incremental path; ``None`` when the cache cannot be used (caller falls back)."""
+    """Incremental path; ``None`` when the cache cannot be used (caller falls back).
+
+    Takes over (mutates) the previous plan's solver state, so each plan's cache serves one
+    incremental step; a second use falls back to a full plan."""
     cache = previous.cache
-    if not isinstance(cache, tuple) or len(cache) != 3:
+    if not isinstance(cache, tuple) or len(cache) != 2:
         return None
-    _old_snap, old_work, order = cache
-    if not isinstance(old_work, Work):
+    work, order = cache
+    if not isinstance(work, Work) or work.consumed:
         return None
-    f0 = old_work.fleet
+    f0 = work.fleet
     k = f0.index.get(node_name)
-    if k is None:
+    if k is None or len(snapshot.jobs) != len(f0.jobs):
         return None
-    if len(snapshot.jobs) != len(f0.jobs):
-        return None
-    # new state for this node only
-    node = _find_node(snapshot, node_name)
+    node = _find_node(snapshot, node_name, k, f0)
     if node is None:
-        return None  # the node left the snapshot: full plan
+        return None
+    work.consumed = True
     if isinstance(node, VehicleNode):
-        pools = {p.name: p for p in snapshot.pools}
-        st = vehicle_state(node, pools.get(node.pool), snapshot.now)
+        pool = next((p for p in snapshot.pools if p.name == node.pool), None)
+        st = vehicle_state(node, pool, snapshot.now)
     else:
-        tanks = {t.name: t for t in snapshot.tanks}
-        st = rack_state(node, tanks.get(node.tank), snapshot.now)
+        tank = next((t for t in snapshot.tanks if t.name == node.tank), None)
+        st = rack_state(node, tank, snapshot.now)
+    rank = {name: i for i, name in enumerate(order)}
+    here = sorted(work.node_units.get(k, {}).items(), key=lambda x: (rank[x[0][0]], x[0][2]))
+    # take everything off the node under the old figures, then switch the node's figures
+    for u, n in here:
+        info = f0.jobs[u[0]]
+        work.remove(info, k, info.variants[u[2]], n)
     f = replace(
         f0,
         hard_code=f0.hard_code.copy(),
@@ -652,22 +710,21 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
     )
     _fill_state(k, st, f.hard_code, f.new_code, f.energy_hard, f.energy_new, f.hours_today, f.cost)
     f.mem_cap[k] = node.memory_mib
-    work = old_work.copy()
-    work.fleet = f
-    work.current = dict(old_work.units)
-    # take everything off the node, then put back what still fits under the hard limits
-    rank = {name: i for i, name in enumerate(order)}
-    here = sorted(work.node_units.get(k, {}).items(), key=lambda x: (rank[x[0][0]], x[0][2]))
-    # old hours_today were used when these units were added: remove with old figures
-    for u, n in here:
-        info = f.jobs[u[0]]
-        var = info.variants[u[2]]
-        _remove_with(work, f0, info, k, var, n)
     work.mem_free[k] += f.mem_cap[k] - f0.mem_cap[k]
+    work.fleet = f
+    for key, ok in work.ok.items():
+        ok = ok.copy()
+        ok[k] = bool(work.compat[key][k] == 0 and f.new_code[k] == 0)
+        work.ok[key] = ok
+    work.current = {}
+    work.evictions = []
+    touched: set[tuple[str, str, str]] = set()
     affected: list[str] = []
     for u, n in here:
         info = f.jobs[u[0]]
         var = info.variants[u[2]]
+        work.current[u] = n
+        touched.add((u[0], node_name, u[2]))
         why: Reason | None = reason_of(int(f.hard_code[k])) if f.hard_code[k] else None
         lost: Counter[Reason] = Counter()
         for _ in range(n):
@@ -680,40 +737,62 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
             work.evictions.append(Eviction(u[0], node_name, u[2], m, r))
         if lost:
             affected.append(u[0])
-    for name in order:
-        if name in affected:
-            fill_job(work, f.jobs[name])
-    plan = assemble(snapshot, work, order, "heuristic-incremental", explain_all=False)
+    before = {name: dict(work.job_units.get(name, {})) for name in affected}
+    for name in sorted(affected, key=rank.__getitem__):
+        fill_job(work, f.jobs[name])
+    added: list[Placement] = []
+    for name in affected:
+        for u, n in work.job_units.get(name, {}).items():
+            extra = n - before[name].get(u, 0)
+            if extra > 0:
+                kk = u[1]
+                added.append(Placement(name, f.names[kk], u[2], extra))
+                work.current.setdefault(u, before[name].get(u, 0))
+                touched.add((name, f.names[kk], u[2]))
+    evictions = _pair_moves(work.evictions, added)
+    kept = [a for a in previous.assignments if (a.job, a.node, a.variant) not in touched]
+    for j, node_n, v in sorted(touched):
+        n = work.units.get((j, f.index[node_n], v), 0)
+        if n > 0:
+            kept.append(Placement(j, node_n, v, n))
     # explanations: reuse the previous ones, refresh affected jobs and the touched nodes
     shortfalls = [s for s in previous.job_shortfalls if s.job not in affected]
     if affected:
         sub, _ = explain(work, [n for n in order if n in affected])
         shortfalls.extend(sub)
         shortfalls.sort(key=lambda s: rank[s.job])
-    used_now = {f.names[kk] for kk, us in work.node_units.items() if us}
-    unused = [u for u in previous.unused_nodes if u.node not in used_now]
-    known = {u.node for u in unused}
-    if node_name not in used_now and node_name not in known:
+    now_used = {a.node for a in added}
+    unused = [u for u in previous.unused_nodes if u.node not in now_used]
+    if not work.node_units.get(k) and all(u.node != node_name for u in unused):
         c = int(f.hard_code[k]) or int(f.new_code[k])
         unused.append(UnusedNode(node_name, reason_of(c) if c else Reason.NO_DEMAND))
-    return replace(plan, job_shortfalls=tuple(shortfalls), unused_nodes=tuple(unused))
+    removed = sum(e.replicas for e in evictions)
+    return Plan(
+        assignments=tuple(kept),
+        added=tuple(added),
+        evictions=tuple(evictions),
+        job_shortfalls=tuple(shortfalls),
+        unused_nodes=tuple(unused),
+        objective=work_objective(work, removed, snapshot.weights.move_cost),
+        solver="heuristic-incremental",
+        cache=(replace_work(work), order),
+    )
 
 
-def _remove_with(work: Work, f_old: Fleet, info: JobInfo, k: int, var: Variant, n: int) -> None:
-    saved = work.fleet
-    work.fleet = f_old
-    try:
-        work.remove(info, k, var, n)
-    finally:
-        work.fleet = saved
+def replace_work(work: Work) -> Work:
+    """A fresh handle on the same (mutated) state for the next incremental step."""
+    nxt = replace(work)
+    nxt.consumed = False
+    return nxt
 
 
-def _find_node(snapshot: Snapshot, name: str) -> VehicleNode | RackNode | None:
-    for v in snapshot.vehicles:
-        if v.name == name:
-            return v
-    for r in snapshot.racks:
-        if r.name == name:
-            return r
-    return None
-
+def _find_node(snapshot: Snapshot, name: str, k: int, f: Fleet) -> VehicleNode | RackNode | None:
+    """The snapshot's node ``name`` (index ``k`` in the previous fleet is tried first)."""
+    if f.is_vehicle[k]:
+        j = k - f.n_racks
+        if j < len(snapshot.vehicles) and snapshot.vehicles[j].name == name:
+            return snapshot.vehicles[j]
+        return next((v for v in snapshot.vehicles if v.name == name), None)
+    if k < len(snapshot.racks) and snapshot.racks[k].name == name:
+        return snapshot.racks[k]
+    return next((r for r in snapshot.racks if r.name == name), None)

@@ -124,8 +124,10 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
     if hours <= 0:
         return NodeState(hard or Reason.DEPARTURE_WITHIN_DRAIN_LEAD, new, 0.0, 0.0, 0.0, cost)
     charger = (v.charger_kw or 0.0) if plugged else 0.0
-    capacity = v.battery_capacity_kwh if v.battery_capacity_kwh is not None else (
-        pool.battery_capacity_kwh
+    capacity = (
+        v.battery_capacity_kwh
+        if v.battery_capacity_kwh is not None
+        else (pool.battery_capacity_kwh)
     )
     target = v.target_soc_percent if v.target_soc_percent is not None else pool.target_soc_percent
     need_kwh = (target - v.soc_percent) / 100.0 * capacity
@@ -200,11 +202,13 @@ class JobInfo:
     job: Job
     index: int
     weight: float
-    """Value per token/s (``value_per_token_per_second × priority / 100``)."""
+    """Value per token/s (``value_per_token_per_second * priority / 100``)."""
     ranked: dict[str, list[Variant]]
     """Variants allowed per target, best first (tokens/s desc, memory asc)."""
     variants: dict[str, Variant]
     preferred: Target | None
+    policy_key: tuple[object, ...] = ()
+    """Jobs with equal keys have identical node-policy masks (targets, residency, ...)."""
 
 
 def job_info(job: Job, index: int, value_per_tps: float) -> JobInfo:
@@ -221,6 +225,14 @@ def job_info(job: Job, index: int, value_per_tps: float) -> JobInfo:
         if job.preference == "PreferVehicle"
         else None
     )
+    key = (
+        job.targets,
+        job.regions,
+        job.ownership,
+        job.require_attestation,
+        bool(ranked.get("Rack")),
+        bool(ranked.get("Vehicle")),
+    )
     return JobInfo(
         job,
         index,
@@ -228,6 +240,7 @@ def job_info(job: Job, index: int, value_per_tps: float) -> JobInfo:
         ranked,
         {v.name: v for v in job.variants},
         preferred,
+        key,
     )
 
 
@@ -264,6 +277,9 @@ class Fleet:
     owner_ids: dict[str, int]
     jobs: dict[str, JobInfo]
     node_states: list[NodeState] = field(default_factory=list)
+    n_racks: int = 0
+    """Racks occupy indices ``[0, n_racks)``, vehicles the rest."""
+    mem_max: float = 1.0
 
 
 def current_watts(snapshot: Snapshot) -> dict[str, float]:
@@ -354,10 +370,12 @@ def build_fleet(snapshot: Snapshot) -> Fleet:
     tank_free_new = np.full(nt + 1, INF)
     hard_reasons: list[Reason] = []
     new_reasons: list[Reason] = []
-    for t_i, t in enumerate(snapshot.tanks):
+    for t_i, tk in enumerate(snapshot.tanks):
         base = float(baseline_kw[t_i])
-        background = max(t.it_load_kw - placed_kw[t_i], base) if t.it_load_kw is not None else base
-        caps = tank_caps(t, background)
+        background = (
+            max(tk.it_load_kw - float(placed_kw[t_i]), base) if tk.it_load_kw is not None else base
+        )
+        caps = tank_caps(tk, background)
         tank_free_hard[t_i] = caps.free_hard_kw
         tank_free_new[t_i] = caps.free_new_kw
         hard_reasons.append(caps.hard_reason)
@@ -399,6 +417,8 @@ def build_fleet(snapshot: Snapshot) -> Fleet:
         owner_ids,
         jobs,
         states,
+        len(snapshot.racks),
+        float(mem_cap.max()) if n_nodes else 1.0,
     )
 
 

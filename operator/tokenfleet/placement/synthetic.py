@@ -11,6 +11,7 @@ from tokenfleet.placement.model import (
     Snapshot,
     Spread,
     Tank,
+    Target,
     Variant,
     VehicleNode,
 )
@@ -18,6 +19,9 @@ from tokenfleet.placement.model import (
 NOW = 1_795_000_000.0  # a fixed epoch (2026-11-18 ~ 11:06 UTC); only differences matter
 REGIONS = ("eu-central", "eu-west", "us-east")
 OWNERS = ("fleet-ops", "employees")
+RACK_ONLY: frozenset[Target] = frozenset({"Rack"})
+VEHICLE_ONLY: frozenset[Target] = frozenset({"Vehicle"})
+VEHICLE_OR_RACK: frozenset[Target] = frozenset({"Rack", "Vehicle"})
 
 
 def make_snapshot(
@@ -31,7 +35,7 @@ def make_snapshot(
     load: float = 1.0,
 ) -> Snapshot:
     """A fleet of ``n_racks`` rack nodes in ``n_tanks`` tanks and ``n_vehicles`` cars in
-    ``n_pools`` pools, with ``n_jobs`` jobs whose total target is about ``load`` × the fleet's
+    ``n_pools`` pools, with ``n_jobs`` jobs whose total target is about ``load`` * the fleet's
     rough capacity.  Telemetry is spread so that every eligibility rule bites somewhere."""
     rng = np.random.default_rng(seed)
     n_tanks = n_tanks if n_tanks is not None else max(1, n_racks // 100)
@@ -150,17 +154,13 @@ def make_snapshot(
             memory_mib=int(rng.choice([4096, 6144, 10240])),
             tokens_per_second=float(rng.uniform(15, 40)),
             watts=float(rng.uniform(40, 120)),
-            targets=frozenset({"Vehicle", "Rack"}) if rng.random() < 0.3 else frozenset({"Vehicle"}),
+            targets=frozenset({"Vehicle", "Rack"})
+            if rng.random() < 0.3
+            else frozenset({"Vehicle"}),
         )
         target = float(total_target * shares[j])
         roll = rng.random()
-        targets = (
-            frozenset({"Rack"})
-            if roll < 0.15
-            else frozenset({"Vehicle"})
-            if roll < 0.3
-            else frozenset({"Rack", "Vehicle"})
-        )
+        targets = RACK_ONLY if roll < 0.15 else VEHICLE_ONLY if roll < 0.3 else VEHICLE_OR_RACK
         jobs.append(
             Job(
                 name=f"ns-{j % 7}/job-{j:04d}",
