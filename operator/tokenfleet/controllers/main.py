@@ -30,7 +30,12 @@ CONTROLLER_MODULES = (
 
 def load_controllers() -> None:
     for name in CONTROLLER_MODULES:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            logging.getLogger(__name__).error("controller module %s is missing", name)
 
 
 def _namespaces(args: argparse.Namespace, config: OperatorConfig) -> tuple[bool, list[str]]:

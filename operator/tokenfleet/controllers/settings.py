@@ -150,7 +150,7 @@ def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig)
     settings.persistence.finalizer = FINALIZER
     # Watches: the server closes a watch after server_timeout; the client gives up a bit later,
     # so a silently dead stream (kopf#698/#204) is re-established instead of hanging forever.
-    settings.watching.server_timeout = config.watch_server_timeout_seconds
+    settings.watching.server_timeout = int(config.watch_server_timeout_seconds)  # API wants an int
     settings.watching.client_timeout = config.watch_client_timeout_seconds
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = config.request_timeout_seconds

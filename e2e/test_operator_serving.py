@@ -1,0 +1,86 @@
+"""A job reaches Ready with replicas on racks and vehicles per its variants; every placed runtime
+serves tokens; the EndpointSlice lists the runtime pods' addresses; status and metrics agree."""
+
+from __future__ import annotations
+
+from e2e.operator_kit import (  # noqa: F401  (fixtures)
+    OperatorProcess,
+    Rig,
+    operator_fixture,
+    rig_fixture,
+    wait_for,
+)
+
+RACK_VARIANT = {
+    "name": "fp16",
+    "precision": "FP16",
+    "memoryMiB": 16000,
+    "tokensPerSecond": 40,
+    "watts": 700,
+    "targets": ["Rack"],
+}
+VEHICLE_VARIANT = {
+    "name": "int4",
+    "precision": "INT4",
+    "memoryMiB": 6000,
+    "tokensPerSecond": 20,
+    "watts": 60,
+    "targets": ["Vehicle"],
+}
+
+
+def test_job_ready_on_racks_and_vehicles_and_serves_tokens(
+    rig: Rig, operator: OperatorProcess
+) -> None:
+    rig.start_tritons(4, ["tinyllama-fp16", "tinyllama-int4"])
+    rig.start_sim(["unused"])
+    tank = rig.create_tank("tank")
+    pool = rig.create_pool("pool")
+    racks = [rig.add_rack(f"rack{i}", i, tank) for i in range(2)]
+    cars = [rig.add_vehicle(f"car{i}", 2 + i, pool) for i in range(2)]
+    pod_ips = rig.wait_runtime_pods()
+
+    rig.create_job("chat", [RACK_VARIANT, VEHICLE_VARIANT], replicas=(4, 4), target_tps=120)
+    status = rig.wait_ready("chat", 4, timeout=120)
+
+    placed = {p["node"]: p for p in status["placements"]}
+    assert set(placed) == set(racks) | set(cars), placed
+    for node in racks:
+        assert placed[node]["target"] == "Rack" and placed[node]["variant"] == "fp16"
+        assert placed[node]["tank"] == tank
+    for node in cars:
+        assert placed[node]["target"] == "Vehicle" and placed[node]["variant"] == "int4"
+        assert placed[node]["pool"] == pool
+    assert status["servedTokensPerSecond"] == 2 * 40 + 2 * 20
+    assert status["serviceName"] == "chat"
+    assert status["observedGeneration"] == rig.job("chat")["metadata"]["generation"]
+
+    # The EndpointSlice lists the runtime pods' (fake, never dialled) addresses of the 4 nodes.
+    addresses = wait_for(
+        lambda: (a := rig.slice_addresses("chat")) and len(a) == 4 and a,
+        30,
+        "4 endpoints in the job's EndpointSlice",
+        describe=lambda: rig.endpoint_slice("chat"),
+    )
+    assert addresses == {n: pod_ips[n] for n in placed}
+    eps = rig.endpoint_slice("chat")
+    assert eps is not None
+    assert eps["metadata"]["labels"]["kubernetes.io/service-name"] == "chat"
+    svc = rig.core.read_namespaced_service("chat", rig.namespace)
+    assert not svc.spec.selector, "the job's Service must be selector-less"
+
+    # Every placed runtime serves tokens (through its annotation endpoint on loopback), and
+    # each runtime has exactly the variant the record says, nothing else.
+    for node, p in placed.items():
+        model = f"tinyllama-{p['variant']}"
+        assert rig.loaded_models(node) == {model}, node
+        tokens = rig.generate(node, model, [1, 2, 3], 8)
+        assert len(tokens) == 8 and all(isinstance(t, int) for t in tokens), tokens
+
+    # Metrics: placements by state and target, reconciles by kind and result.
+    assert operator.metric("tokenfleet_placements", job="chat", target="Rack", state="Loaded") == 2
+    assert (
+        operator.metric("tokenfleet_placements", job="chat", target="Vehicle", state="Loaded") == 2
+    )
+    assert operator.metric("tokenfleet_reconciles_total", kind="InferenceJob", result="ok") > 0
+    assert operator.metric("tokenfleet_served_tokens_per_second", job="chat") == 120
