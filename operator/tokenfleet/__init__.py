@@ -1,4 +1,4 @@
-"""tokenfleet: one inference fleet of immersion-cooled racks and parked EVs, run by a kopf operator."""
+"""tokenfleet: immersion-cooled racks and parked EVs as one inference fleet, run by kopf."""
 
 __version__ = "0.1.0"
 GROUP = "tokenfleet.io"
