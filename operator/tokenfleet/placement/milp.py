@@ -2,11 +2,11 @@
 
 Variables: ``x[u]`` integer replicas per unit ``u = (job, node, variant)`` the hard rules allow;
 ``s[j]`` served tokens/s counted toward the target (``0 ≤ s ≤ target``, ``s ≤ Σ tps·x``);
-``r[u]`` replicas removed from a current placement (``r ≥ current − x``); ``z`` binaries where a
+``r[u]`` replicas removed from a current placement (``r ≥ current - x``); ``z`` binaries where a
 resource (tank, vehicle energy, pool) has current replicas and a hysteresis band: new replicas
 there are allowed only when the whole load fits under the band.
 
-Objective (maximised): ``Σ weight_j s_j − Σ rate_u x_u − move_cost Σ r_u`` with the same terms
+Objective (maximised): ``Σ weight_j s_j - Σ rate_u x_u - move_cost Σ r_u`` with the same terms
 as :func:`tokenfleet.placement.heuristic.objective`.
 """
 
@@ -262,7 +262,9 @@ def _evictions(snapshot: Snapshot, fleet: Fleet, work: object, current: dict[Uni
     assert isinstance(work, Work)
     for p in snapshot.placements:
         if p.node not in fleet.index:
-            work.evictions.append(Eviction(p.job, p.node, p.variant, p.replicas, Reason.NODE_REMOVED))
+            work.evictions.append(
+                Eviction(p.job, p.node, p.variant, p.replicas, Reason.NODE_REMOVED)
+            )
     for u, n in sorted(current.items()):
         kept = work.units.get(u, 0)
         if kept >= n:
