@@ -25,14 +25,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 
-import numpy as np  # noqa: E402
-import scipy  # noqa: E402
+import numpy as np
+import scipy
 
-from tokenfleet.placement import plan, replan_node, solve_milp  # noqa: E402
-from tokenfleet.placement.baseline import plan_baseline, replan_node_baseline  # noqa: E402
-from tokenfleet.placement.checker import check_plan  # noqa: E402
-from tokenfleet.placement.model import Plan, Snapshot, Tank  # noqa: E402
-from tokenfleet.placement.synthetic import make_snapshot  # noqa: E402
+from tokenfleet.placement import plan, replan_node, solve_milp
+from tokenfleet.placement.baseline import plan_baseline, replan_node_baseline
+from tokenfleet.placement.checker import check_plan
+from tokenfleet.placement.model import Plan, Snapshot, Tank
+from tokenfleet.placement.synthetic import make_snapshot
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,7 @@ def with_load_of(snapshot: Snapshot, p: Plan) -> Snapshot:
             return t
         return replace(t, it_load_kw=t.it_load_kw - old.get(t.name, 0.0) + new.get(t.name, 0.0))
 
-    return replace(
-        snapshot, placements=p.assignments, tanks=tuple(bump(t) for t in snapshot.tanks)
-    )
+    return replace(snapshot, placements=p.assignments, tanks=tuple(bump(t) for t in snapshot.tanks))
 
 
 def run_solver(
