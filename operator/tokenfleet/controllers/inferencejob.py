@@ -810,8 +810,10 @@ async def job_daemon(
                 outcome["result"] = await worker.reconcile()
             backoff = 1.0
             timeout = worker.config.job_resync_seconds
-            if any(e.state in ("Loading", "Unloading") for e in worker.record):
-                timeout = min(timeout, 1.0)
+            if any(
+                e.state in ("Loading", "Unloading") or e.observe_failures for e in worker.record
+            ):
+                timeout = min(timeout, 1.0)  # in flight, or a runtime just missed a check
         except asyncio.CancelledError:
             raise
         except Exception as exc:
