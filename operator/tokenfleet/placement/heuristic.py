@@ -463,6 +463,19 @@ def job_reason_codes(work: Work, info: JobInfo) -> IntArr:
     return code
 
 
+CAPACITY_REASONS = frozenset(
+    {
+        Reason.INSUFFICIENT_MEMORY,
+        Reason.INSUFFICIENT_ENERGY_FOR_TARGET,
+        Reason.TANK_POWER_BUDGET,
+        Reason.TANK_THERMAL_HEADROOM,
+        Reason.POOL_ENERGY_BUDGET,
+        Reason.SPREAD_LIMIT,
+    }
+)
+"""Reasons that mean "eligible, but full"; the others mean "not eligible"."""
+
+
 def explain(work: Work, order: list[str]) -> tuple[list[JobShortfall], list[UnusedNode]]:
     f = work.fleet
     shortfalls: list[JobShortfall] = []
@@ -494,23 +507,13 @@ def explain(work: Work, order: list[str]) -> tuple[list[JobShortfall], list[Unus
             ((reason_of(c), int(counts[c])) for c in range(1, len(counts)) if counts[c] > 0),
             key=lambda x: (-x[1], x[0].value),
         )
-        if not pairs:
-            primary = Reason.NO_ELIGIBLE_NODE
+        capacity_pairs = [(r, n) for r, n in pairs if r in CAPACITY_REASONS]
+        if capacity_pairs:
+            primary = capacity_pairs[0][0]
         elif int(counts[0]) > 0:
-            primary = pairs[0][0]
+            primary = Reason.SPREAD_LIMIT  # room left, but the per-tank/pool spread forbids it
         else:
-            capacity = {
-                Reason.INSUFFICIENT_MEMORY,
-                Reason.INSUFFICIENT_ENERGY_FOR_TARGET,
-                Reason.TANK_POWER_BUDGET,
-                Reason.TANK_THERMAL_HEADROOM,
-                Reason.POOL_ENERGY_BUDGET,
-                Reason.SPREAD_LIMIT,
-            }
-            has_capacity_reason = any(r in capacity for r, _ in pairs)
-            primary = pairs[0][0] if has_capacity_reason else Reason.NO_ELIGIBLE_NODE
-            if has_capacity_reason:
-                primary = next(r for r, _ in pairs if r in capacity)
+            primary = Reason.NO_ELIGIBLE_NODE
         shortfalls.append(
             JobShortfall(name, primary, served, job.target_tokens_per_second, count, tuple(pairs))
         )
