@@ -449,7 +449,9 @@ class Rig:
         self.create_cluster_object("vehiclepools", name, spec)
         return name
 
-    def create_tank(self, base: str, **overrides: Any) -> str:
+    def create_tank(
+        self, base: str, *, sim_fields: Mapping[str, Any] | None = None, **overrides: Any
+    ) -> str:
         """An ImmersionPod reading the rig's simulator (tank id = the ImmersionPod name)."""
         assert self.sim is not None, "start_sim first"
         name = self.name(base)
@@ -481,6 +483,8 @@ class Rig:
         self.sim.add(name)
         # a small measured load: the background is the racks' baseline, independent of replicas
         self.sim.set(name, heat_kw=1.0, supply_c=32.0, return_c=38.0, flow_lpm=300.0)
+        if sim_fields:
+            self.sim.set(name, **sim_fields)
         self.create_cluster_object("immersionpods", name, spec)
         return name
 

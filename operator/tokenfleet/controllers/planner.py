@@ -42,7 +42,7 @@ from tokenfleet.controllers.snapshot import (
     TankView,
     build_snapshot,
 )
-from tokenfleet.placement import Placement, Plan, Reason, plan, replan_node
+from tokenfleet.placement import JobShortfall, Placement, Plan, Reason, plan, replan_node
 from tokenfleet.telemetry.node import NodeInfo
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ class Planner:
                     desired=want,
                     removals=removals.get(key, {}),
                     desired_replicas=sum(d.replicas for d in want.values()),
-                    shortfall_reason=str(shortfall.reason) if shortfall else None,
+                    shortfall_reason=_shortfall_reason(shortfall),
                     shortfall_message=(
                         f"serving {shortfall.served_tokens_per_second:g} of "
                         f"{shortfall.target_tokens_per_second:g} tokens/s with "
@@ -409,6 +409,16 @@ class Planner:
         for key in list(self._slices):
             if key not in live_jobs and key not in desired:
                 self._slices.pop(key, None)
+
+
+def _shortfall_reason(shortfall: JobShortfall | None) -> str | None:
+    """The engine's dominant reason; for the catch-all NoEligibleNode, the most counted node
+    reason instead (e.g. StaleTelemetry), which is what a user can act on."""
+    if shortfall is None:
+        return None
+    if shortfall.reason == Reason.NO_ELIGIBLE_NODE and shortfall.reasons:
+        return str(shortfall.reasons[0][0])
+    return str(shortfall.reason)
 
 
 def _pkey(p: Placement) -> tuple[str, str, str, int]:
