@@ -172,6 +172,7 @@ def test_tank_status_headroom_and_nodes(operator: Operator, tank: str) -> None:
         .items
     )
     assert status["nodes"] == len(racks) > 0
+    assert status["replicas"] == 0  # no InferenceJob placements in this module
     assert status["itLoadKW"] == 60.0
     assert status["powerHeadroomKW"] == 102.0
     assert status["thermalHeadroomKW"] == pytest.approx(133.2)

@@ -273,3 +273,41 @@ def test_needs_write_deadbands() -> None:
     assert needs_write(base, base | {"flowLitersPerMinute": 303.0}, now=now, stale_after=60)
     assert needs_write(base, base | {"itLoadKW": None}, now=now, stale_after=60)
     assert needs_write(base, base | {"leakState": "OK"}, now=now, stale_after=60)
+
+
+def test_count_tank_nodes_and_replicas() -> None:
+    from tokenfleet.controllers.immersionpod import count_tank
+    from tokenfleet.controllers.nodes import ServingReplica
+    from tokenfleet.telemetry.node import parse_node
+
+    def rack(name: str, tank: str, deleting: bool = False) -> Any:
+        meta: dict[str, Any] = {
+            "name": name,
+            "labels": {"tokenfleet.io/role": "rack", "tokenfleet.io/tank": tank},
+        }
+        if deleting:
+            meta["deletionTimestamp"] = "2026-11-25T12:00:00Z"
+        return parse_node({"metadata": meta, "status": {"allocatable": {"memory": "1Gi"}}})
+
+    infos = [
+        rack("r1", "tank-a"),
+        rack("r2", "tank-a"),
+        rack("r3", "tank-b"),
+        rack("r4", "tank-a", True),
+    ]
+    by_name = {i.name: [i] for i in infos}
+    serving = {
+        "r1": [ServingReplica("ns/a", 2, 10.0), ServingReplica("ns/b", 1, 5.0)],
+        "r3": [ServingReplica("ns/a", 1, 5.0)],
+        "r4": [ServingReplica("ns/a", 1, 5.0)],
+    }
+    spec = {"nodeSelector": {"tokenfleet.io/tank": "tank-a"}}
+    assert count_tank(spec, {"nodes_by_name": by_name, "serving_by_node": serving}) == (2, 3)
+    assert count_tank(spec, {"nodes_by_name": by_name}) == (2, None)
+    assert count_tank(spec, {}) == (None, None)
+
+
+async def test_replicas_written(sim: TankSimulator) -> None:
+    h = Harness(sim)
+    patch = await h.poller.tick(spec=h.spec, status={}, generation=1, nodes=3, replicas=4)
+    assert patch is not None and patch["replicas"] == 4 and patch["nodes"] == 3

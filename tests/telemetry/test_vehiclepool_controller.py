@@ -5,13 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tokenfleet.controllers.nodes import ServingReplica, serving_from_job
 from tokenfleet.controllers.snapshot import PoolView, pool_of
-from tokenfleet.controllers.vehiclepool import (
-    ServingReplica,
-    pool_status,
-    serving_from_job,
-    status_changed,
-)
+from tokenfleet.controllers.vehiclepool import pool_status, status_changed
 from tokenfleet.telemetry.node import NodeInfo, parse_node
 from tokenfleet.telemetry.vehicle import format_time
 

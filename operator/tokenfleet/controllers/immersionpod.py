@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from tokenfleet.api import parse_immersionpod_spec
 from tokenfleet.api.conditions import rfc3339, set_condition
 from tokenfleet.api.models import GROUP, VERSION, ImmersionPodSpec, TelemetrySource
-from tokenfleet.controllers.nodes import select_nodes
+from tokenfleet.controllers.nodes import ServingReplica, select_nodes
 from tokenfleet.telemetry.immersion import (
     F_LEAK,
     LeakState,
@@ -65,6 +65,7 @@ __all__ = [
     "CONDITION_TELEMETRY_FRESH",
     "TICK_SECONDS",
     "TankPoller",
+    "count_tank",
     "desired_status",
     "needs_write",
 ]
@@ -121,6 +122,7 @@ def desired_status(
     outcome: PollOutcome,
     now: datetime,
     nodes: int | None,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
     """The status this tank should have now (pure). ``None`` values delete fields.
 
@@ -168,6 +170,8 @@ def desired_status(
     status["telemetryAgeSeconds"] = None if age is None else int(age)
     if nodes is not None:
         status["nodes"] = nodes
+    if replicas is not None:
+        status["replicas"] = replicas
 
     # TelemetryFresh
     if outcome.polled_at is None and last_reading is None:
@@ -281,7 +285,7 @@ def needs_write(
     ``lastReadingTime`` is older than a third of ``staleAfterSeconds`` while a newer exists."""
     if _conditions_key(current.get("conditions")) != _conditions_key(desired.get("conditions")):
         return True
-    for key in ("observedGeneration", "leakState", "nodes"):
+    for key in ("observedGeneration", "leakState", "nodes", "replicas"):
         if key in desired and current.get(key) != desired[key]:
             return True
     for key in _MEASURED:
@@ -376,6 +380,7 @@ class TankPoller:
         status: Mapping[str, Any],
         generation: int | None,
         nodes: int | None,
+        replicas: int | None = None,
         force: bool = False,
     ) -> dict[str, Any] | None:
         """Poll if due; return the status patch to apply, or ``None`` (no write)."""
@@ -411,6 +416,7 @@ class TankPoller:
             outcome=self.outcome,
             now=now,
             nodes=nodes,
+            replicas=replicas,
         )
         self._export(desired)
         stale_after = float(parsed.telemetry.stale_after_seconds)
@@ -498,15 +504,27 @@ async def close_session(**_: Any) -> None:
         _session = None
 
 
-def _count_nodes(spec: Mapping[str, Any], indexes: Mapping[str, Any]) -> int | None:
+def count_tank(
+    spec: Mapping[str, Any], indexes: Mapping[str, Any]
+) -> tuple[int | None, int | None]:
+    """(rack nodes selected by ``spec.nodeSelector``, Loaded replicas on them) from the indexes;
+    ``None`` where an index is not there."""
     by_name = indexes.get("nodes_by_name")
     if by_name is None:
-        return None
+        return None, None
     selector = spec.get("nodeSelector") or {}
-    nodes: list[NodeInfo] = select_nodes(
-        selector, by_name=by_name, by_tank=indexes.get("nodes_by_tank"), role=NodeRole.RACK
-    )
-    return sum(1 for n in nodes if not n.deleting)
+    nodes: list[NodeInfo] = [
+        n
+        for n in select_nodes(
+            selector, by_name=by_name, by_tank=indexes.get("nodes_by_tank"), role=NodeRole.RACK
+        )
+        if not n.deleting
+    ]
+    serving: Mapping[str, Iterable[ServingReplica]] | None = indexes.get("serving_by_node")
+    if serving is None:
+        return len(nodes), None
+    replicas = sum(r.replicas for n in nodes for r in serving.get(n.name, ()))
+    return len(nodes), replicas
 
 
 @kopf.timer(GROUP, VERSION, "immersionpods", interval=TICK_SECONDS, id="immersionpod_telemetry")
@@ -532,11 +550,13 @@ async def immersionpod_telemetry(
         poller = TankPoller(name=name, warn=warn, session=shared_session)
         memo["tokenfleet_tank_poller"] = poller
     generation = meta.get("generation")
+    nodes, replicas = count_tank(spec, kwargs)
     desired = await poller.tick(
         spec=spec,
         status=status,
         generation=int(generation) if generation is not None else None,
-        nodes=_count_nodes(spec, kwargs),
+        nodes=nodes,
+        replicas=replicas,
     )
     if desired is not None:
         for key, value in desired.items():

@@ -6,6 +6,7 @@ Indexes (kopf passes each to handlers as a keyword argument of the same name)::
     nodes_by_pool:        kopf.Index[str, NodeInfo]    tokenfleet.io/pool -> [NodeInfo] (vehicles)
     nodes_by_tank:        kopf.Index[str, NodeInfo]    tokenfleet.io/tank -> [NodeInfo] (racks)
     runtime_pods_by_node: kopf.Index[str, RuntimePod]  spec.nodeName -> [RuntimePod]
+    serving_by_node:      kopf.Index[str, ServingReplica]  node -> [Loaded replicas per job]
 
 Only Nodes with the ``tokenfleet.io/role`` label are indexed; pods only with
 ``app.kubernetes.io/name: tokenfleet-runtime``. A NodeInfo's vehicle reading is parsed but not
@@ -23,6 +24,7 @@ from typing import Any, Final, TypeVar
 
 import kopf
 
+from tokenfleet.api.models import GROUP
 from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
 from tokenfleet.telemetry.node import NodeInfo, NodeRole, parse_node, selector_matches
 from tokenfleet.telemetry.vehicle import POOL_LABEL, ROLE_LABEL, TANK_LABEL
@@ -32,6 +34,7 @@ __all__ = [
     "NodeIndex",
     "RuntimePod",
     "RuntimePodIndex",
+    "ServingReplica",
     "first",
     "index_values",
     "node_info",
@@ -41,12 +44,15 @@ __all__ = [
     "parse_runtime_pod",
     "runtime_pods_by_node",
     "select_nodes",
+    "serving_by_node",
+    "serving_from_job",
 ]
 
 _V = TypeVar("_V")
 
 NodeIndex = kopf.Index[str, NodeInfo]
 RUNTIME_POD_LABELS: Final[Mapping[str, str]] = {"app.kubernetes.io/name": "tokenfleet-runtime"}
+SERVING_STATES: Final = frozenset({"Loaded"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,48 @@ def runtime_pods_by_node(body: kopf.Body, **_: Any) -> dict[str, RuntimePod] | N
     """Runtime pods by ``spec.nodeName``."""
     pod = parse_runtime_pod(body)
     return {pod.node: pod} if pod is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ServingReplica:
+    """Replicas of one job loaded on one node (from the job's ``status.placements``)."""
+
+    job: str
+    """``namespace/name``."""
+    replicas: int
+    tokens_per_second: float
+    """Sum over those replicas of their variant's ``tokensPerSecond``."""
+
+
+def serving_from_job(
+    namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> dict[str, ServingReplica]:
+    """node -> the job's Loaded replicas there (pure; tolerant of malformed entries)."""
+    tps: dict[str, float] = {}
+    for variant in spec.get("variants") or ():
+        if isinstance(variant, Mapping):
+            try:
+                tps[str(variant.get("name"))] = float(variant.get("tokensPerSecond") or 0.0)
+            except (TypeError, ValueError):
+                continue
+    counts: dict[str, list[float]] = {}
+    for entry in status.get("placements") or ():
+        if not isinstance(entry, Mapping) or entry.get("state") not in SERVING_STATES:
+            continue
+        node = entry.get("node")
+        if not node:
+            continue
+        counts.setdefault(str(node), []).append(tps.get(str(entry.get("variant")), 0.0))
+    job = f"{namespace}/{name}"
+    return {node: ServingReplica(job, len(v), sum(v)) for node, v in counts.items()}
+
+
+@kopf.index(GROUP, "inferencejobs", id="serving_by_node")
+def serving_by_node(
+    name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[str, ServingReplica] | None:
+    """node name -> [ServingReplica per job]."""
+    return serving_from_job(str(namespace or ""), name, spec, status) or None
 
 
 def index_values(index: Mapping[str, Iterable[_V]]) -> Iterator[_V]:

@@ -11,7 +11,7 @@ otherwise it is counted under that reason (``NotPluggedIn``, ``BelowReserveSoC``
 ``StaleTelemetry``, ``MissingTelemetry``, ``NodeCordoned``, ...).
 
 *Serving* vehicles host at least one ``Loaded`` replica according to the InferenceJobs' decision
-record (``status.placements``), indexed here by node (:func:`serving_by_node`).
+record (``status.placements``), from the ``serving_by_node`` index (``nodes.py``).
 ``capacity.memoryMiB`` is the allocatable memory of the eligible vehicles,
 ``capacity.tokensPerSecond`` the tokens/s of the replicas loaded on the pool's vehicles.
 ``energyUsedTodayKWh`` and ``evictions`` are the operator's (inferencejob) to write.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -30,7 +29,7 @@ from pydantic import ValidationError
 
 from tokenfleet.api.conditions import set_condition
 from tokenfleet.api.models import GROUP, VERSION
-from tokenfleet.controllers.nodes import select_nodes
+from tokenfleet.controllers.nodes import ServingReplica, select_nodes, serving_from_job
 from tokenfleet.controllers.snapshot import PoolView, pool_of
 from tokenfleet.placement.model import PoolPolicy, VehicleNode
 from tokenfleet.placement.state import vehicle_state
@@ -41,56 +40,13 @@ __all__ = [
     "INTERVAL_SECONDS",
     "ServingReplica",
     "pool_status",
-    "serving_by_node",
+    "serving_from_job",
     "status_changed",
     "vehicle_node",
 ]
 
 INTERVAL_SECONDS: Final = 10.0
 MAX_REASONS: Final = 32
-SERVING_STATES: Final = frozenset({"Loaded"})
-
-
-@dataclass(frozen=True, slots=True)
-class ServingReplica:
-    """Replicas of one job loaded on one node (from the job's ``status.placements``)."""
-
-    job: str
-    """``namespace/name``."""
-    replicas: int
-    tokens_per_second: float
-    """Sum over those replicas of their variant's ``tokensPerSecond``."""
-
-
-def serving_from_job(
-    namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
-) -> dict[str, ServingReplica]:
-    """node -> the job's Loaded replicas there (pure; tolerant of malformed entries)."""
-    tps: dict[str, float] = {}
-    for variant in spec.get("variants") or ():
-        if isinstance(variant, Mapping):
-            try:
-                tps[str(variant.get("name"))] = float(variant.get("tokensPerSecond") or 0.0)
-            except (TypeError, ValueError):
-                continue
-    counts: dict[str, list[float]] = {}
-    for entry in status.get("placements") or ():
-        if not isinstance(entry, Mapping) or entry.get("state") not in SERVING_STATES:
-            continue
-        node = entry.get("node")
-        if not node:
-            continue
-        counts.setdefault(str(node), []).append(tps.get(str(entry.get("variant")), 0.0))
-    job = f"{namespace}/{name}"
-    return {node: ServingReplica(job, len(v), sum(v)) for node, v in counts.items()}
-
-
-@kopf.index(GROUP, "inferencejobs", id="serving_by_node")
-def serving_by_node(
-    name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
-) -> dict[str, ServingReplica] | None:
-    """node name -> [ServingReplica per job]."""
-    return serving_from_job(str(namespace or ""), name, spec, status) or None
 
 
 def vehicle_node(info: NodeInfo, pool: str) -> VehicleNode:
