@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from tokenfleet.placement.model import (
     Eviction,
@@ -28,6 +29,7 @@ from tokenfleet.placement.model import (
 from tokenfleet.placement.state import (
     CODE,
     EPS,
+    INF,
     BoolArr,
     Fleet,
     FloatArr,
@@ -41,6 +43,9 @@ from tokenfleet.placement.state import (
     reason_of,
     vehicle_state,
 )
+
+FIT_WEIGHT = 0.05
+"""Score penalty per node-memory fraction a replica leaves unused (best fit packs tighter)."""
 
 Unit = tuple[str, int, str]
 """(job name, node index, variant name): one replica."""
@@ -263,7 +268,7 @@ def keep_phase(snapshot: Snapshot, work: Work, order: list[str]) -> None:
 
 
 def _pass_candidates(
-    work: Work, info: JobInfo, need: float, limit: int
+    work: Work, info: JobInfo, need: float, limit: int, only: str | None = None
 ) -> tuple[IntArr, list[Variant], IntArr, int]:
     """Vectorised scoring of the nodes for one more replica of ``info``.
 
@@ -279,7 +284,7 @@ def _pass_candidates(
     memmax = f.mem_max
     for t, lo, hi in (("Rack", 0, nr), ("Vehicle", nr, len(f.names))):
         ranked = info.ranked.get(t)
-        if not ranked or hi <= lo:
+        if not ranked or hi <= lo or (only is not None and t != only):
             continue
         remaining = ok[lo:hi]
         if not remaining.any():
@@ -310,8 +315,11 @@ def _pass_candidates(
                 info.weight * min(var.tokens_per_second, need)
                 - kw * f.cost[nodes]
                 + pref
-                - 1e-6 * (memf[sel] - var.memory_mib) / memmax
+                - FIT_WEIGHT * (memf[sel] - var.memory_mib) / memmax
             )
+            if t == "Vehicle":
+                # pool energy is spent by the hour: prefer cars whose stay costs the pool least
+                sc = sc - f.pool_price[f.pool[nodes]] * kw * hrs[sel]
             idx_parts.append(nodes)
             score_parts.append(sc)
             choice_parts.append(np.full(sel.size, vi, dtype=np.int64))
@@ -333,8 +341,9 @@ def _pass_candidates(
     return idx[pos], variants, choice[pos], total
 
 
-def fill_job(work: Work, info: JobInfo) -> None:
-    """Add replicas of one job toward its target, best marginal value first."""
+def fill_job(work: Work, info: JobInfo, only: str | None = None) -> None:
+    """Add replicas of one job toward its target, best marginal value first (on ``only``'s
+    target kind when given)."""
     job = info.job
     name = job.name
     if job.spread.max_replicas_per_node <= 0:
@@ -348,7 +357,7 @@ def fill_job(work: Work, info: JobInfo) -> None:
         min_tps = min((v.tokens_per_second for vs in info.ranked.values() for v in vs), default=1.0)
         want = min(slots, int(need / max(min_tps, EPS)) + 1)
         limit = max(limit, 2 * want + 16)
-        cand, variants, choice, total = _pass_candidates(work, info, need, limit)
+        cand, variants, choice, total = _pass_candidates(work, info, need, limit, only)
         if len(cand) == 0:
             return
         placed = 0
@@ -640,12 +649,85 @@ def _pair_moves(evictions: list[Eviction], added: list[Placement]) -> list[Evict
     return out
 
 
-def plan_heuristic(snapshot: Snapshot) -> Plan:
+def streams(work: Work, order: list[str], mode: str = "share") -> list[tuple[str, str]]:
+    """(job, target kind) pairs, densest first: value per replica divided by the share of the
+    fleet's free resources one replica uses (tank kW and memory on racks; memory and pool energy
+    on vehicles) - a multi-dimensional knapsack ordering, so scarce room goes to the jobs that
+    earn most from it."""
+    f = work.fleet
+    nr = f.n_racks
+    rack_ok = f.new_code[:nr] == 0
+    veh_ok = f.new_code[nr:] == 0
+    tank_free = float(np.clip(f.tank_free_new[:-1], 0, None).sum())
+    rack_mem = float(f.mem_cap[:nr][rack_ok].sum())
+    veh_mem = float(f.mem_cap[nr:][veh_ok].sum())
+    pool_free = f.pool_free_new[:-1]
+    finite = np.isfinite(pool_free)
+    pool_kwh = float(np.clip(pool_free[finite], 0, None).sum()) if finite.any() else 0.0
+    hours = float(f.hours_today[nr:][veh_ok].mean()) if veh_ok.any() else 0.0
+    supply = np.array([tank_free, rack_mem, veh_mem, pool_kwh if finite.any() else INF])
+    rows: list[tuple[float, int, str, str, npt.NDArray[np.float64]]] = []
+    demand = np.zeros(4)
+    for rank, name in enumerate(order):
+        info = f.jobs[name]
+        for t, vs in info.ranked.items():
+            if not vs:
+                continue
+            v = vs[0]
+            kw = v.watts / 1000.0
+            usage = np.zeros(4)
+            if t == "Rack":
+                usage[0], usage[1] = kw, v.memory_mib
+            else:
+                usage[2], usage[3] = v.memory_mib, kw * hours
+            want = min(
+                info.job.max_replicas,
+                info.job.target_tokens_per_second / max(v.tokens_per_second, EPS),
+            )
+            demand += usage * want
+            value = info.weight * min(v.tokens_per_second, info.job.target_tokens_per_second)
+            rows.append((value, rank, name, t, usage))
+    pressure = np.where(np.isfinite(supply), demand / np.maximum(supply, EPS), 0.0)
+    weight = np.maximum(pressure, 0.05) if mode == "pressure" else np.ones(4)
+    price = np.where(np.isfinite(supply), weight / np.maximum(supply, EPS), 0.0)
+    out: list[tuple[float, int, str, str]] = []
+    for value, rank, name, t, usage in rows:
+        use = float(usage @ price)
+        out.append((-value / max(use, EPS), rank, name, t))
+    out.sort()
+    return [(name, t) for _d, _r, name, t in out]
+
+
+MODES = ("share", "pressure", "priority")
+"""Fill orders tried: resource-share density, pressure-weighted density, plain priority."""
+SMALL_FLEET = 2_000_000
+"""nodes x jobs at or below which every fill order is tried and the best plan kept."""
+
+
+def plan_heuristic(snapshot: Snapshot, starts: int | None = None) -> Plan:
+    """Greedy plan; on small fleets (or with ``starts``) several fill orders, best kept."""
     fleet = build_fleet(snapshot)
+    order = job_order(snapshot)
+    if starts is None:
+        starts = len(MODES) if len(fleet.names) * len(order) <= SMALL_FLEET else 1
+    best: Plan | None = None
+    for mode in MODES[: max(1, starts)]:
+        p = _plan_once(snapshot, fleet, order, mode)
+        if best is None or p.objective > best.objective + 1e-9:
+            best = p
+    assert best is not None
+    return best
+
+
+def _plan_once(snapshot: Snapshot, fleet: Fleet, order: list[str], mode: str) -> Plan:
     work = new_work(fleet)
     work.bonus = snapshot.weights.preference_bonus
-    order = job_order(snapshot)
     keep_phase(snapshot, work, order)
+    if mode != "priority":
+        for name, t in streams(work, order, mode):
+            info = fleet.jobs[name]
+            fill_job(work, info, only=t)
+            trim_job(work, info)
     todo = order
     for _round in range(3):
         changed = False

@@ -33,6 +33,8 @@ REASONS: tuple[Reason, ...] = tuple(Reason)
 CODE: dict[Reason, int] = {r: i + 1 for i, r in enumerate(REASONS)}
 INF = math.inf
 EPS = 1e-9
+POOL_PRICE = 0.05
+"""Heuristic tie-break: currency per kWh of a budgeted pool's energy."""
 
 
 def reason_of(code: int) -> Reason:
@@ -277,6 +279,8 @@ class Fleet:
     owner_ids: dict[str, int]
     jobs: dict[str, JobInfo]
     node_states: list[NodeState] = field(default_factory=list)
+    pool_price: FloatArr = field(default_factory=lambda: np.zeros(1))
+    """Tie-break price per kWh of a pool's daily budget (0 where the pool has no budget)."""
     n_racks: int = 0
     """Racks occupy indices ``[0, n_racks)``, vehicles the rest."""
     mem_max: float = 1.0
@@ -387,6 +391,10 @@ def build_fleet(snapshot: Snapshot) -> Fleet:
             left = p.daily_energy_budget_kwh - p.energy_used_today_kwh
             pool_free_hard[p_i] = left
             pool_free_new[p_i] = left - p.daily_energy_budget_kwh * p.hysteresis_percent / 100
+    pool_price = np.zeros(npool + 1)
+    for p_i, p in enumerate(snapshot.pools):
+        if p.daily_energy_budget_kwh is not None:
+            pool_price[p_i] = POOL_PRICE
     value = snapshot.weights.value_per_token_per_second
     jobs = {j.name: job_info(j, k, value) for k, j in enumerate(snapshot.jobs)}
     return Fleet(
@@ -417,6 +425,7 @@ def build_fleet(snapshot: Snapshot) -> Fleet:
         owner_ids,
         jobs,
         states,
+        pool_price,
         len(snapshot.racks),
         float(mem_cap.max()) if n_nodes else 1.0,
     )
