@@ -768,8 +768,8 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
     if k is None or len(snapshot.jobs) != len(f0.jobs):
         return None
     node = _find_node(snapshot, node_name, k, f0)
-    if node is None:
-        return None
+    if node is None or not _same_identity(f0, k, node):
+        return None  # the node left, or its pool/tank/region/attestation changed: full plan
     work.consumed = True
     if isinstance(node, VehicleNode):
         pool = next((p for p in snapshot.pools if p.name == node.pool), None)
@@ -862,6 +862,20 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
         solver="heuristic-incremental",
         cache=(replace_work(work), order),
     )
+
+
+def _same_identity(f: Fleet, k: int, node: VehicleNode | RackNode) -> bool:
+    """True when only telemetry-like fields changed (what the incremental path re-derives)."""
+    region = f.region_ids.get(node.region, -2) if node.region is not None else -1
+    if int(f.region[k]) != region or bool(f.attested[k]) != node.attested:
+        return False
+    if isinstance(node, VehicleNode):
+        p = int(f.pool[k])
+        pool = f.pool_names[p] if p < len(f.pool_names) else None
+        return bool(f.is_vehicle[k]) and pool == node.pool
+    t = int(f.tank[k])
+    tank = f.tank_names[t] if t < len(f.tank_names) else None
+    return (not f.is_vehicle[k]) and tank == node.tank
 
 
 def replace_work(work: Work) -> Work:
