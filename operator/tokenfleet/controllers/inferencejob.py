@@ -115,6 +115,7 @@ class Entry:
     removal_wanted_at: float | None = None
     observe_failures: int = 0
     needs_load: bool = False
+    needs_unload: bool = False
 
     @property
     def key(self) -> NodeKey:
@@ -338,7 +339,9 @@ class JobWorker:
                 )
             elif entry.state == "Unloading":
                 if state in (ModelState.READY, ModelState.LOADING):
-                    entry.needs_load = False  # unload again in _remove
+                    entry.needs_unload = True  # e.g. killed before the unload call: again
+                elif state is ModelState.UNLOADING:
+                    entry.needs_unload = False
                 else:
                     entry.state = "Gone"
 
@@ -501,6 +504,9 @@ class JobWorker:
 
     async def _remove_replaced(self, slice_: JobSlice) -> None:
         """Make-before-break: remove placements the plan dropped once replacements settled."""
+        stuck = [e for e in self.record if e.state == "Unloading" and e.needs_unload]
+        if stuck:
+            await self._unload(stuck, slice_, drain=True)
         victims = [e for e in self._active().values() if e.key not in slice_.desired]
         if not victims:
             return
@@ -517,8 +523,13 @@ class JobWorker:
             await self._unload(ready_now, slice_, drain=False)
 
     async def _unload(self, victims: list[Entry], slice_: JobSlice, *, drain: bool) -> None:
+        removals: dict[NodeKey, Removal] = {}
         for e in victims:
-            removal = self._removal(slice_, e)
+            if e.state == "Unloading":  # resumed from the record: keep its recorded reason
+                removals[e.key] = Removal(e.reason or "ScaledDown")
+                e.needs_unload = False
+                continue
+            removal = removals[e.key] = self._removal(slice_, e)
             e.set_state(
                 "Unloading",
                 removal.reason,
@@ -528,7 +539,7 @@ class JobWorker:
         await self._publish(slice_)
 
         async def one(e: Entry) -> None:
-            removal = self._removal(slice_, e)
+            removal = removals[e.key]
             model = self._triton_name(e.variant)
             runtime = self._runtime(e.node)
             if runtime is not None and not self._shared_elsewhere(e.node, model):

@@ -567,7 +567,28 @@ def node_changed(
     if previous is not None and previous == info:
         return
     _seen_nodes[name] = info
+    _report_problems(name, body, info, previous)
     planner.signal("node", node=name, full=previous is None)
+
+
+def _problems(info: NodeInfo | None) -> frozenset[str]:
+    if info is None:
+        return frozenset()
+    problems = list(info.problems)
+    if info.vehicle is not None:
+        problems.extend(info.vehicle.problems)
+    return frozenset(p.describe() for p in problems)
+
+
+def _report_problems(name: str, body: kopf.Body, info: NodeInfo, previous: NodeInfo | None) -> None:
+    """A Warning Event on the Node when its set of rejected telemetry fields changes (the
+    values are ignored as unknown; ``tokenfleet_telemetry_rejected_total`` counts them)."""
+    now, before = _problems(info), _problems(previous)
+    if now and now != before:
+        message = "ignored telemetry (treated as unknown): " + "; ".join(sorted(now))
+        log.warning("node %s: %s", name, message)
+        with contextlib.suppress(Exception):
+            kopf.event(body, type="Warning", reason="TelemetryRejected", message=message[:1000])
 
 
 @kopf.on.event(GROUP, "immersionpods")

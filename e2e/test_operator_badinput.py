@@ -1,0 +1,199 @@
+"""Bad telemetry (NaN, -5 %, 1e9 °C, garbage strings, a missing key) is ignored with an Event and a
+metric and never crashes a handler; invalid specs are rejected by the API server with messages
+naming the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from e2e.operator_kit import (  # noqa: F401  (fixtures)
+    GROUP,
+    VERSION,
+    OperatorProcess,
+    Rig,
+    operator_fixture,
+    rig_fixture,
+    wait_for,
+)
+
+INT4 = {
+    "name": "int4",
+    "precision": "INT4",
+    "memoryMiB": 6000,
+    "tokensPerSecond": 20,
+    "watts": 60,
+    "targets": ["Vehicle"],
+}
+MODEL = "tinyllama-int4"
+
+
+def _node_events(rig: Rig, node: str) -> list[dict[str, Any]]:
+    items = rig.core.list_namespaced_event(
+        "default", field_selector=f"involvedObject.name={node}"
+    ).items
+    return [{"reason": e.reason, "message": e.message, "type": e.type} for e in items]
+
+
+def _rejected(op: OperatorProcess, kind: str, field: str) -> float:
+    return op.metric("tokenfleet_telemetry_rejected_total", kind=kind, field=field)
+
+
+BAD_VEHICLE = [
+    ("soc-percent", "NaN"),
+    ("soc-percent", "-5"),
+    ("battery-temp-c", "1e9"),
+    ("compute-temp-c", "garbage"),
+    ("bandwidth-mbps", "fast"),
+]
+
+
+def test_bad_telemetry_is_ignored_with_event_and_metric(
+    rig: Rig, operator: OperatorProcess
+) -> None:
+    rig.start_tritons(3, [MODEL])
+    rig.start_sim([])
+    tank = rig.create_tank("tank")
+    pool = rig.create_pool("pool")
+    cars = [rig.add_vehicle(f"car{i}", i, pool) for i in range(3)]
+    rig.wait_runtime_pods()
+    rig.create_job("robust", [INT4], replicas=(1, 1), target_tps=20, targets=["Vehicle"])
+    (serving,) = [p["node"] for p in rig.wait_ready("robust", 1)["placements"]]
+    idle = next(c for c in cars if c != serving)
+
+    # Vehicle telemetry: each bad value is counted, named in a Warning Event, and ignored.
+    for key, value in BAD_VEHICLE:
+        before = _rejected(operator, "vehicle", key)
+        rig.set_telemetry(idle, **{key.replace("-", "_"): value})
+        wait_for(
+            lambda key=key, before=before: _rejected(operator, "vehicle", key) > before,
+            20,
+            f"tokenfleet_telemetry_rejected_total{{kind=vehicle,field={key}}} to grow ({value!r})",
+        )
+        wait_for(
+            lambda key=key, value=value: [
+                e
+                for e in _node_events(rig, idle)
+                if e["reason"] == "TelemetryRejected" and f"{key}={value!r}" in e["message"]
+            ],
+            20,
+            f"a TelemetryRejected Event on {idle} naming {key}={value!r}",
+            describe=lambda: _node_events(rig, idle),
+        )
+        assert operator.healthy()
+    # a missing key
+    before = _rejected(operator, "vehicle", "plugged-in")
+    rig.fleet.patch_node(idle, annotations={"telemetry.tokenfleet.io/plugged-in": None})
+    wait_for(
+        lambda: _rejected(operator, "vehicle", "plugged-in") > before,
+        20,
+        "the missing plugged-in key to be counted",
+    )
+    wait_for(
+        lambda: [e for e in _node_events(rig, idle) if "plugged-in: Missing" in e["message"]],
+        20,
+        "an Event naming the missing key",
+        describe=lambda: _node_events(rig, idle),
+    )
+
+    # Unknown never counts as good: garbage SoC on the serving car moves its replica away.
+    rig.set_telemetry(serving, soc_percent="garbage")
+    wait_for(
+        lambda: [p["node"] for p in rig.placements("robust")] not in ([], [serving]),
+        40,
+        f"the replica to leave {serving} whose SoC is unknown",
+        describe=lambda: rig.status("robust"),
+    )
+    (new,) = [p["node"] for p in rig.wait_ready("robust", 1)["placements"]]
+    assert new not in (serving, idle)  # idle has no plugged-in reading either
+
+    # Tank telemetry: NaN, a negative flow, 1e9 °C, a garbage string, a missing property.
+    assert rig.sim is not None
+    rig.sim.set(
+        tank,
+        supply_c=float("nan"),
+        flow_lpm=-5.0,
+        return_c=1e9,
+        specific_heat="garbage",
+        missing=["HeatRemovedkW"],
+    )
+    wait_for(
+        lambda: (
+            _rejected(operator, "tank", "SupplyTemperatureCelsius") > 0
+            and _rejected(operator, "tank", "ReturnTemperatureCelsius") > 0
+        ),
+        20,
+        "tank rejections to be counted",
+        describe=lambda: operator.metrics_text()[-3000:],
+    )
+    wait_for(
+        lambda: [
+            e
+            for e in rig.core.list_namespaced_event(
+                "default", field_selector=f"involvedObject.name={tank}"
+            ).items
+            if e.type == "Warning"
+        ],
+        20,
+        f"a Warning Event on ImmersionPod {tank}",
+    )
+    status = rig.custom.get_cluster_custom_object(GROUP, VERSION, "immersionpods", tank)["status"]
+    assert "supplyTempC" not in status and "returnTempC" not in status, status
+
+    # Nothing crashed: the operator is alive and healthy, no handler failed, the job is Ready.
+    assert operator.healthy()
+    failures = [
+        r
+        for r in operator.log_records()
+        if r.get("severity") == "error"
+        and "failed" in str(r.get("message", ""))
+        and "Request attempt" not in str(r.get("message", ""))
+    ]
+    assert not failures, json.dumps(failures[:3], indent=1)
+    rig.wait_ready("robust", 1)
+
+
+def _create_job(rig: Rig, spec_patch: dict[str, Any]) -> ApiException:
+    body = rig.job_body("bad", [INT4], replicas=(1, 1), target_tps=20)
+    body["spec"].update(spec_patch)
+    with pytest.raises(ApiException) as info:
+        rig.custom.create_namespaced_custom_object(
+            GROUP, VERSION, rig.namespace, "inferencejobs", body
+        )
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"replicas": {"min": 3, "max": 1}}, "spec.replicas"),
+        ({"variants": []}, "spec.variants"),
+        ({"variants": [{**INT4, "precision": "FP3"}]}, "spec.variants[0].precision"),
+        ({"variants": [{**INT4, "memoryMiB": -1}]}, "spec.variants[0].memoryMiB"),
+        ({"variants": [INT4, INT4]}, "spec.variants"),
+        ({"priority": 5000}, "spec.priority"),
+        ({"placement": {"targets": ["Rack"]}}, "spec.placement.targets"),
+    ],
+)
+def test_invalid_job_specs_are_rejected_naming_the_field(
+    rig: Rig, patch: dict[str, Any], field: str
+) -> None:
+    exc = _create_job(rig, patch)
+    assert exc.status == 422, exc
+    message = json.loads(exc.body)["message"]
+    assert field in message, message
+
+
+def test_invalid_tank_and_pool_specs_are_rejected_naming_the_field(rig: Rig) -> None:
+    rig.start_sim([])
+    with pytest.raises(ApiException) as info:
+        rig.create_tank("badtank", coolant={"maxSupplyTempC": 50, "maxReturnTempC": 40})
+    assert info.value.status == 422
+    assert "spec.coolant.maxSupplyTempC" in json.loads(info.value.body)["message"]
+    with pytest.raises(ApiException) as info:
+        rig.create_pool("badpool", battery={"minStateOfChargePercent": 150})
+    assert info.value.status == 422
+    assert "spec.battery.minStateOfChargePercent" in json.loads(info.value.body)["message"]
