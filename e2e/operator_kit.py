@@ -112,8 +112,10 @@ class OperatorProcess:
         log_path: Path,
         *,
         env: Mapping[str, str] | None = None,
+        verbose: bool = True,
     ) -> None:
         self.fleet = fleet
+        self.verbose = verbose
         self.namespaces = namespaces
         self.log_path = log_path
         self.env = {**fleet.env(), **TEST_ENV, **(env or {})}
@@ -137,7 +139,7 @@ class OperatorProcess:
             f"http://127.0.0.1:{self.liveness_port}/healthz",
             "--log-format",
             "json",
-            "--verbose",
+            *(["--verbose"] if self.verbose else []),
         ]
 
     def start(self, timeout: float = 60) -> OperatorProcess:
