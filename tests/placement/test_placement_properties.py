@@ -309,6 +309,11 @@ def test_incremental_moves_only_what_must_move(case: tuple[Snapshot, str, dict[s
     nxt = replan_node(changed, prev, node)
     vs = check_plan(changed, nxt)
     assert vs == [], describe(vs)
+    assert abs(nxt.objective - objective(changed, nxt.assignments)) < 1e-6 * max(
+        1.0, abs(nxt.objective)
+    )
+    assert len(set(nxt.assignments)) == len(nxt.assignments)
+    assert {u.node for u in nxt.unused_nodes}.isdisjoint({a.node for a in nxt.assignments})
     # only replicas on the changed node were removed; everything elsewhere stays
     assert {e.node for e in nxt.evictions} <= {node}
     elsewhere = {a for a in prev.assignments if a.node != node}

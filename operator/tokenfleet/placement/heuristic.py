@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +53,17 @@ Unit = tuple[str, int, str]
 
 
 @dataclass
+class Prices:
+    """Shadow prices that steer the greedy away from scarce resources (currency per unit):
+    per tank kW, per pool kWh, per MiB of rack and of vehicle memory."""
+
+    tank: FloatArr
+    pool: FloatArr
+    mem_rack: float = 0.0
+    mem_veh: float = 0.0
+
+
+@dataclass
 class Work:
     """Mutable capacity state during one solve."""
 
@@ -78,6 +90,16 @@ class Work:
     """Running Σ replica kW * cost - preference bonus (currency/hour)."""
     bonus: float = 1.0
     """Preference bonus per replica (``ObjectiveWeights.preference_bonus``)."""
+    prices: Prices | None = None
+    """Shadow prices used while filling (None = none)."""
+    assign_list: list[Placement] = field(default_factory=list)
+    assign_pos: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    unused_list: list[UnusedNode] = field(default_factory=list)
+    unused_pos: dict[str, int] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+    value_total: float = 0.0
+    rank: dict[str, int] = field(default_factory=dict)
+    """Incremental bookkeeping: the plan's assignments / unused nodes and where each sits."""
     consumed: bool = False
     """Set once an incremental re-plan has taken this state over (it mutates in place)."""
 
@@ -320,6 +342,12 @@ def _pass_candidates(
             if t == "Vehicle":
                 # pool energy is spent by the hour: prefer cars whose stay costs the pool least
                 sc = sc - f.pool_price[f.pool[nodes]] * kw * hrs[sel]
+            pr = work.prices
+            if pr is not None:
+                if t == "Rack":
+                    sc = sc - pr.tank[f.tank[nodes]] * kw - pr.mem_rack * var.memory_mib
+                else:
+                    sc = sc - pr.pool[f.pool[nodes]] * kw * hrs[sel] - pr.mem_veh * var.memory_mib
             idx_parts.append(nodes)
             score_parts.append(sc)
             choice_parts.append(np.full(sel.size, vi, dtype=np.int64))
@@ -485,7 +513,11 @@ CAPACITY_REASONS = frozenset(
 """Reasons that mean "eligible, but full"; the others mean "not eligible"."""
 
 
-def explain(work: Work, order: list[str]) -> tuple[list[JobShortfall], list[UnusedNode]]:
+def explain(
+    work: Work, order: list[str], nodes: bool = True
+) -> tuple[list[JobShortfall], list[UnusedNode]]:
+    """Shortfall reasons for ``order``'s jobs short of target; with ``nodes``, also a reason for
+    every node left without replicas."""
     f = work.fleet
     shortfalls: list[JobShortfall] = []
     first_codes: IntArr | None = None
@@ -527,6 +559,8 @@ def explain(work: Work, order: list[str]) -> tuple[list[JobShortfall], list[Unus
             JobShortfall(name, primary, served, job.target_tokens_per_second, count, tuple(pairs))
         )
     unused: list[UnusedNode] = []
+    if not nodes:
+        return shortfalls, unused
     used = np.zeros(len(f.names), dtype=np.bool_)
     for k, us in work.node_units.items():
         if us:
@@ -599,13 +633,25 @@ def objective(snapshot: Snapshot, assignments: tuple[Placement, ...] | list[Plac
     return total
 
 
-def work_objective(work: Work, removed: int, move_cost: float) -> float:
-    """Objective from the running totals (equals :func:`objective` on the assignments)."""
-    value = 0.0
-    for name, served in work.served.items():
-        info = work.fleet.jobs[name]
-        value += info.weight * min(served, info.job.target_tokens_per_second)
-    return value - work.cost_total - move_cost * removed
+def _job_value(work: Work, name: str) -> float:
+    info = work.fleet.jobs[name]
+    return info.weight * min(work.served.get(name, 0.0), info.job.target_tokens_per_second)
+
+
+def work_objective(
+    work: Work, removed: int, move_cost: float, changed: list[str] | None = None
+) -> float:
+    """Objective from the running totals (equals :func:`objective` on the assignments).
+    With ``changed``, only those jobs' values are recomputed (the rest are cached)."""
+    if changed is None or not work.values:
+        work.values = {name: _job_value(work, name) for name in work.served}
+        work.value_total = sum(work.values.values())
+    else:
+        for name in changed:
+            new = _job_value(work, name)
+            work.value_total += new - work.values.get(name, 0.0)
+            work.values[name] = new
+    return work.value_total - work.cost_total - move_cost * removed
 
 
 def assemble(
@@ -622,6 +668,11 @@ def assemble(
     evictions = _pair_moves(work.evictions, added)
     shortfalls, unused = explain(work, order) if explain_all else ([], [])
     removed = sum(e.replicas for e in evictions)
+    work.assign_list = list(assignments)
+    work.assign_pos = {(a.job, a.node, a.variant): i for i, a in enumerate(assignments)}
+    work.unused_list = list(unused)
+    work.unused_pos = {u.node: i for i, u in enumerate(unused)}
+    work.rank = {name: i for i, name in enumerate(order)}
     return Plan(
         assignments=assignments,
         added=tuple(added),
@@ -690,10 +741,18 @@ def streams(work: Work, order: list[str], mode: str = "share") -> list[tuple[str
     pressure = np.where(np.isfinite(supply), demand / np.maximum(supply, EPS), 0.0)
     weight = np.maximum(pressure, 0.05) if mode == "pressure" else np.ones(4)
     price = np.where(np.isfinite(supply), weight / np.maximum(supply, EPS), 0.0)
+    pr = work.prices
+    shadow = np.zeros(4)
+    if pr is not None:
+        shadow = np.array(
+            [float(pr.tank[:-1].mean()) if len(pr.tank) > 1 else 0.0, pr.mem_rack, pr.mem_veh,
+             float(pr.pool[:-1].mean()) if len(pr.pool) > 1 else 0.0]
+        )  # fmt: skip
     out: list[tuple[float, int, str, str]] = []
     for value, rank, name, t, usage in rows:
         use = float(usage @ price)
-        out.append((-value / max(use, EPS), rank, name, t))
+        reduced = value - float(usage @ shadow)
+        out.append((-reduced / max(use, EPS), rank, name, t))
     out.sort()
     return [(name, t) for _d, _r, name, t in out]
 
@@ -715,19 +774,107 @@ def plan_heuristic(snapshot: Snapshot, starts: int | None = None) -> Plan:
         p = _plan_once(snapshot, fleet, order, mode)
         if best is None or p.objective > best.objective + 1e-9:
             best = p
+    if starts > 1:
+        prices = _initial_prices(fleet)
+        for _ in range(PRICE_ROUNDS):
+            p = _plan_once(snapshot, fleet, order, "priced", prices)
+            if best is None or p.objective > best.objective + 1e-9:
+                best = p
+            work = p.cache[0] if isinstance(p.cache, tuple) else None
+            if not isinstance(work, Work):
+                break
+            prices = _update_prices(fleet, work, prices)
     assert best is not None
     return best
 
 
-def _plan_once(snapshot: Snapshot, fleet: Fleet, order: list[str], mode: str) -> Plan:
+PRICE_ROUNDS = 8
+"""Price-directed re-runs on small fleets (deterministic; each is one greedy pass)."""
+
+
+def _initial_prices(fleet: Fleet) -> Prices:
+    return Prices(np.zeros(len(fleet.tank_free_new)), np.zeros(len(fleet.pool_free_new)))
+
+
+def _scale(fleet: Fleet) -> tuple[float, float, float, float]:
+    """Typical value per kW (racks), per kWh (pools), per MiB (rack, vehicle memory)."""
+    per_kw: list[float] = []
+    per_kwh: list[float] = []
+    per_mib_r: list[float] = []
+    per_mib_v: list[float] = []
+    nr = fleet.n_racks
+    hours = float(fleet.hours_today[nr:].mean()) if len(fleet.names) > nr else 1.0
+    for info in fleet.jobs.values():
+        for t, vs in info.ranked.items():
+            if not vs:
+                continue
+            v = vs[0]
+            value = info.weight * v.tokens_per_second
+            if t == "Rack":
+                per_kw.append(value / max(v.watts / 1000.0, EPS))
+                per_mib_r.append(value / max(v.memory_mib, 1))
+            else:
+                per_kwh.append(value / max(v.watts / 1000.0 * max(hours, EPS), EPS))
+                per_mib_v.append(value / max(v.memory_mib, 1))
+
+    def med(xs: list[float]) -> float:
+        return float(np.median(xs)) if xs else 0.0
+
+    return med(per_kw), med(per_kwh), med(per_mib_r), med(per_mib_v)
+
+
+def _update_prices(fleet: Fleet, work: Work, prices: Prices) -> Prices:
+    """Raise the price of saturated resources, lower it on slack ones."""
+    kw0, kwh0, mr0, mv0 = _scale(fleet)
+    start = 0.25
+
+    def step(price: float, util: float, base: float) -> float:
+        if util >= 0.97:
+            return price * 1.7 if price > 0 else base * start
+        if util < 0.85:
+            return price * 0.5
+        return price
+
+    tank = prices.tank.copy()
+    for t in range(len(tank) - 1):
+        cap = float(fleet.tank_free_new[t])
+        util = float(work.tank_used[t]) / cap if cap > EPS else 1.0
+        tank[t] = step(float(tank[t]), util, kw0)
+    pool = prices.pool.copy()
+    for p in range(len(pool) - 1):
+        cap = float(fleet.pool_free_new[p])
+        if not np.isfinite(cap):
+            continue
+        util = float(work.pool_used[p]) / cap if cap > EPS else 1.0
+        pool[p] = step(float(pool[p]), util, kwh0)
+    nr = fleet.n_racks
+    ok = fleet.new_code == 0
+    used = fleet.mem_cap - work.mem_free
+    r_cap = float(fleet.mem_cap[:nr][ok[:nr]].sum())
+    v_cap = float(fleet.mem_cap[nr:][ok[nr:]].sum())
+    r_util = float(used[:nr][ok[:nr]].sum()) / r_cap if r_cap > 0 else 0.0
+    v_util = float(used[nr:][ok[nr:]].sum()) / v_cap if v_cap > 0 else 0.0
+    return Prices(
+        tank,
+        pool,
+        step(prices.mem_rack, r_util, mr0),
+        step(prices.mem_veh, v_util, mv0),
+    )
+
+
+def _plan_once(
+    snapshot: Snapshot, fleet: Fleet, order: list[str], mode: str, prices: Prices | None = None
+) -> Plan:
     work = new_work(fleet)
     work.bonus = snapshot.weights.preference_bonus
     keep_phase(snapshot, work, order)
     if mode != "priority":
+        work.prices = prices
         for name, t in streams(work, order, mode):
             info = fleet.jobs[name]
             fill_job(work, info, only=t)
             trim_job(work, info)
+        work.prices = None
     todo = order
     for _round in range(3):
         changed = False
@@ -777,7 +924,7 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
     else:
         tank = next((t for t in snapshot.tanks if t.name == node.tank), None)
         st = rack_state(node, tank, snapshot.now)
-    rank = {name: i for i, name in enumerate(order)}
+    rank = work.rank or {name: i for i, name in enumerate(order)}
     here = sorted(work.node_units.get(k, {}).items(), key=lambda x: (rank[x[0][0]], x[0][2]))
     # take everything off the node under the old figures, then switch the node's figures
     for u, n in here:
@@ -835,33 +982,68 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
                 work.current.setdefault(u, before[name].get(u, 0))
                 touched.add((name, f.names[kk], u[2]))
     evictions = _pair_moves(work.evictions, added)
-    kept = [a for a in previous.assignments if (a.job, a.node, a.variant) not in touched]
     for j, node_n, v in sorted(touched):
         n = work.units.get((j, f.index[node_n], v), 0)
-        if n > 0:
-            kept.append(Placement(j, node_n, v, n))
+        _set_item(
+            work.assign_list,
+            work.assign_pos,
+            (j, node_n, v),
+            Placement(j, node_n, v, n) if n else None,
+        )
     # explanations: reuse the previous ones, refresh affected jobs and the touched nodes
     shortfalls = [s for s in previous.job_shortfalls if s.job not in affected]
     if affected:
-        sub, _ = explain(work, [n for n in order if n in affected])
+        sub, _ = explain(work, [n for n in order if n in affected], nodes=False)
         shortfalls.extend(sub)
         shortfalls.sort(key=lambda s: rank[s.job])
-    now_used = {a.node for a in added}
-    unused = [u for u in previous.unused_nodes if u.node not in now_used]
-    if not work.node_units.get(k) and all(u.node != node_name for u in unused):
+    for a in added:
+        _set_item(work.unused_list, work.unused_pos, a.node, None)
+    if not work.node_units.get(k):
         c = int(f.hard_code[k]) or int(f.new_code[k])
-        unused.append(UnusedNode(node_name, reason_of(c) if c else Reason.NO_DEMAND))
+        u_new = UnusedNode(node_name, reason_of(c) if c else Reason.NO_DEMAND)
+        _set_item(work.unused_list, work.unused_pos, node_name, u_new)
     removed = sum(e.replicas for e in evictions)
     return Plan(
-        assignments=tuple(kept),
+        assignments=tuple(work.assign_list),
         added=tuple(added),
         evictions=tuple(evictions),
         job_shortfalls=tuple(shortfalls),
-        unused_nodes=tuple(unused),
-        objective=work_objective(work, removed, snapshot.weights.move_cost),
+        unused_nodes=tuple(work.unused_list),
+        objective=work_objective(work, removed, snapshot.weights.move_cost, affected),
         solver="heuristic-incremental",
         cache=(replace_work(work), order),
     )
+
+
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+def _set_item(items: list[T], pos: dict[K, int], key: K, item: T | None) -> None:
+    """Set, add or (swap-)remove ``key``'s entry in ``items`` in O(1), keeping ``pos`` right."""
+    i = pos.get(key)
+    if item is not None:
+        if i is None:
+            pos[key] = len(items)
+            items.append(item)
+        else:
+            items[i] = item
+        return
+    if i is None:
+        return
+    last = items.pop()
+    del pos[key]
+    if i < len(items):
+        items[i] = last
+        pos[_key_of(last)] = i  # type: ignore[index]
+
+
+def _key_of(item: object) -> object:
+    if isinstance(item, Placement):
+        return (item.job, item.node, item.variant)
+    if isinstance(item, UnusedNode):
+        return item.node
+    raise TypeError(item)
 
 
 def _same_identity(f: Fleet, k: int, node: VehicleNode | RackNode) -> bool:
