@@ -1,0 +1,130 @@
+"""The fleet planner over in-memory indexes: slices, removal reasons, runtime failures."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from fixtures_controllers import NOW, job_view, pool_view, vehicle
+from prometheus_client import REGISTRY
+
+from tokenfleet.controllers import planner as planner_mod
+from tokenfleet.controllers.planner import Planner, _Signals
+from tokenfleet.controllers.settings import OperatorConfig
+from tokenfleet.controllers.snapshot import JobView
+from tokenfleet.telemetry.node import NodeInfo
+
+
+def _index(items: Iterable[Any], key: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        out.setdefault(key(item), []).append(item)
+    return out
+
+
+class Fleet:
+    def __init__(self, nodes: list[NodeInfo], jobs: list[JobView]) -> None:
+        self.nodes = {n.name: n for n in nodes}
+        self.jobs = jobs
+        self.planner = Planner(OperatorConfig())
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.planner.attach(
+            {
+                "nodes_by_name": _index(self.nodes.values(), lambda n: n.name),
+                "runtime_pods_by_node": {},
+                "planner_tanks": {},
+                "planner_pools": _index([pool_view()], lambda p: p.name),
+                "planner_jobs": _index(self.jobs, lambda j: j.key),
+            }
+        )
+
+    async def replan(self, *, node: str | None = None, full: bool = True) -> None:
+        self.refresh()
+        signals = _Signals(triggers={"node"} if node else {"test"}, full=full)
+        if node:
+            signals.nodes.add(node)
+        await self.planner.replan(signals)
+
+
+@pytest.fixture(autouse=True)
+def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planner_mod.time, "time", lambda: NOW.timestamp())
+
+
+async def test_slices_desired_and_job_event() -> None:
+    fleet = Fleet([vehicle(f"car-{i}") for i in range(3)], [job_view(replicas=(2, 2), target=40)])
+    event = fleet.planner.job_event("ns/chat")
+    await fleet.replan()
+    slice_ = fleet.planner.slice_for("ns/chat")
+    assert slice_ is not None and slice_.desired_replicas == 2
+    assert {d.target for d in slice_.desired.values()} == {"Vehicle"}
+    assert all(d.pool == "pool-a" for d in slice_.desired.values())
+    assert event.is_set()
+    # an unchanged fleet replans to the same decision and does not wake the job
+    event.clear()
+    await fleet.replan()
+    assert not event.is_set()
+    assert (
+        fleet.planner.slice_for("ns/chat") == slice_
+        or fleet.planner.slice_for("ns/chat").desired == slice_.desired
+    )  # type: ignore[union-attr]
+
+
+async def test_unplug_moves_with_reason_and_destination_incrementally() -> None:
+    fleet = Fleet([vehicle(f"car-{i}") for i in range(3)], [job_view(replicas=(1, 1), target=20)])
+    await fleet.replan()
+    slice_ = fleet.planner.slice_for("ns/chat")
+    assert slice_ is not None
+    ((victim, _),) = slice_.desired
+    before = (
+        REGISTRY.get_sample_value("tokenfleet_plan_duration_seconds_count", {"mode": "incremental"})
+        or 0.0
+    )
+    fleet.nodes[victim] = vehicle(victim, plugged_in="false")
+    await fleet.replan(node=victim, full=False)
+    after = REGISTRY.get_sample_value(
+        "tokenfleet_plan_duration_seconds_count", {"mode": "incremental"}
+    )
+    assert after == before + 1
+    moved = fleet.planner.slice_for("ns/chat")
+    assert moved is not None
+    ((new, _),) = moved.desired
+    assert new != victim
+    removal = moved.removals[(victim, "int4")]
+    assert removal.reason == "NotPluggedIn" and removal.moved_to == new
+
+
+async def test_runtime_failure_evicts_and_blocks_the_node() -> None:
+    fleet = Fleet([vehicle(f"car-{i}") for i in range(2)], [job_view(replicas=(1, 1), target=20)])
+    await fleet.replan()
+    slice_ = fleet.planner.slice_for("ns/chat")
+    assert slice_ is not None
+    ((victim, _),) = slice_.desired
+    fleet.planner.report_runtime_failure(victim, "connection refused")
+    assert fleet.planner.runtime_failed(victim)
+    await fleet.replan()
+    moved = fleet.planner.slice_for("ns/chat")
+    assert moved is not None
+    assert victim not in {n for n, _ in moved.desired}
+    assert moved.removals[(victim, "int4")].reason == "RuntimeFailed"
+
+
+async def test_node_without_runtime_takes_no_work_and_shortfall_names_reason() -> None:
+    car = dataclasses.replace(vehicle("car-1"), runtime_endpoint=None)
+    fleet = Fleet([car], [job_view(replicas=(1, 1), target=20)])
+    await fleet.replan()
+    slice_ = fleet.planner.slice_for("ns/chat")
+    assert slice_ is not None and not slice_.desired
+    assert slice_.shortfall_reason == "NodeCordoned"
+
+
+async def test_invalid_job_gets_an_invalid_spec_slice() -> None:
+    fleet = Fleet([vehicle("car-1")], [job_view(spec_patch={"variants": []})])
+    await fleet.replan()
+    slice_ = fleet.planner.slice_for("ns/chat")
+    assert slice_ is not None and slice_.shortfall_reason == "InvalidSpec"
+    assert slice_.desired_replicas == 0

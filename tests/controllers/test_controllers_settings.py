@@ -1,0 +1,87 @@
+"""kopf settings, config from the environment, namespaces, metrics helpers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import kopf
+import pytest
+from prometheus_client import REGISTRY
+
+from tokenfleet import metrics
+from tokenfleet.controllers.inferencejob import Entry, _same_status
+from tokenfleet.controllers.main import _namespaces
+from tokenfleet.controllers.settings import FINALIZER, OperatorConfig, apply_kopf_settings
+
+
+def test_kopf_settings_keep_state_out_of_status() -> None:
+    settings = kopf.OperatorSettings()
+    apply_kopf_settings(settings, OperatorConfig())
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert settings.persistence.finalizer == FINALIZER == "tokenfleet.io/finalizer"
+    assert settings.posting.level == logging.WARNING
+    assert settings.watching.server_timeout == 300 and isinstance(
+        settings.watching.server_timeout, int
+    )
+    assert settings.watching.client_timeout and settings.watching.client_timeout > 300
+    assert settings.watching.label_selectors["pods"] == "app.kubernetes.io/name=tokenfleet-runtime"
+
+
+def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENFLEET_PLAN_DEBOUNCE_SECONDS", "0.1")
+    monkeypatch.setenv("TOKENFLEET_TRITON_CONCURRENCY", "3")
+    monkeypatch.setenv("TOKENFLEET_JOB_RESYNC_SECONDS", "not-a-number")
+    config = OperatorConfig.from_env(runtime_namespace="rt")
+    assert config.plan_debounce_seconds == 0.1
+    assert config.triton_concurrency == 3
+    assert config.job_resync_seconds == OperatorConfig().job_resync_seconds
+    assert config.runtime_namespace == "rt"
+
+
+def test_namespaces_include_the_runtime_namespace() -> None:
+    config = OperatorConfig()
+    args = argparse.Namespace(namespace=["a", "b"], all_namespaces=False)
+    assert _namespaces(args, config) == (False, ["a", "b", "tokenfleet-system"])
+    args = argparse.Namespace(namespace=[], all_namespaces=True)
+    assert _namespaces(args, config) == (True, [])
+
+
+def test_reconcile_timer_counts_results() -> None:
+    def count(result: str) -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "tokenfleet_reconciles_total", {"kind": "Test", "result": result}
+            )
+            or 0.0
+        )
+
+    with metrics.reconcile_timer("Test") as outcome:
+        outcome["result"] = "noop"
+    with pytest.raises(RuntimeError), metrics.reconcile_timer("Test"):
+        raise RuntimeError("boom")
+    assert count("noop") == 1 and count("error") == 1
+
+
+def test_record_entries_round_trip_and_reject_garbage() -> None:
+    raw = {
+        "node": "car-1",
+        "target": "Vehicle",
+        "pool": "p",
+        "variant": "int4",
+        "state": "Loaded",
+        "since": "2026-11-25T12:00:00Z",
+        "reason": "Placed",
+    }
+    entry = Entry.from_wire(raw)
+    assert entry is not None and entry.to_wire() == raw
+    assert Entry.from_wire({**raw, "state": "Exploded"}) is None
+    assert Entry.from_wire({**raw, "node": ""}) is None
+
+
+def test_same_status_ignores_nothing_it_sets() -> None:
+    current = {"readyReplicas": 1, "shortfallReason": "X", "extra": 1}
+    assert _same_status(current, {"readyReplicas": 1, "shortfallReason": "X"})
+    assert not _same_status(current, {"readyReplicas": 2, "shortfallReason": "X"})
+    assert not _same_status(current, {"readyReplicas": 1, "shortfallReason": None})

@@ -1,0 +1,114 @@
+"""The mapping from the operator's indexes to the placement engine's plain data (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fixtures_controllers import (
+    FP16,
+    INT4,
+    NOW,
+    job_view,
+    pool_view,
+    rack,
+    tank_view,
+    vehicle,
+)
+
+from tokenfleet.controllers.snapshot import build_snapshot, recorded_placements
+from tokenfleet.placement import Placement, plan
+
+
+def _build(**kwargs: object) -> object:
+    defaults: dict[str, object] = {
+        "now": NOW.timestamp(),
+        "nodes": [vehicle("car-1"), vehicle("car-2"), rack("rack-1")],
+        "tanks": [tank_view()],
+        "pools": [pool_view()],
+        "jobs": [job_view()],
+    }
+    defaults.update(kwargs)
+    return build_snapshot(**defaults)  # type: ignore[arg-type]
+
+
+def test_tank_status_and_spec_map_to_engine_fields() -> None:
+    parts = _build(tanks=[tank_view(status={"leakState": "Critical", "supplyTempC": "NaN"})])
+    (tank,) = parts.snapshot.tanks  # type: ignore[attr-defined]
+    assert tank.power_capacity_kw == 100 and tank.safety_margin_percent == 10
+    assert tank.max_supply_temp_c == 40 and tank.max_return_temp_c == 50
+    assert tank.it_load_kw == 5.0 and tank.return_temp_c == 38.0
+    assert tank.supply_temp_c is None  # NaN in status is unknown, never a number
+    assert tank.leak_state == "Critical" and tank.leak_action == "Drain"
+    assert tank.observed_at == NOW.timestamp()
+    assert tank.stale_after_seconds == 60
+
+
+def test_unknown_leak_state_and_missing_reading_stay_unknown() -> None:
+    parts = _build(tanks=[tank_view(status={"leakState": "Soggy", "lastReadingTime": None})])
+    (tank,) = parts.snapshot.tanks  # type: ignore[attr-defined]
+    assert tank.leak_state == "Unknown"
+    assert tank.observed_at is None
+
+
+def test_vehicle_reading_maps_with_times_as_epoch_seconds() -> None:
+    parts = _build(nodes=[vehicle("car-1", soc_percent="55", plugged_in="false")])
+    (car,) = parts.snapshot.vehicles  # type: ignore[attr-defined]
+    assert car.pool == "pool-a" and car.memory_mib == 32 * 1024
+    assert car.soc_percent == 55 and car.plugged_in is False
+    assert car.departure_time == NOW.timestamp() + 8 * 3600
+    assert car.observed_at == NOW.timestamp()
+    assert car.region == "eu" and car.attested
+    assert parts.sites["car-1"].target == "Vehicle"  # type: ignore[attr-defined]
+
+
+def test_garbage_vehicle_values_are_unknown() -> None:
+    parts = _build(nodes=[vehicle("car-1", soc_percent="garbage", battery_temp_c="1e9")])
+    (car,) = parts.snapshot.vehicles  # type: ignore[attr-defined]
+    assert car.soc_percent is None and car.battery_temp_c is None
+
+
+def test_cordoned_unusable_and_deleting_nodes() -> None:
+    gone = replace(rack("rack-gone"), deleting=True)
+    parts = _build(
+        nodes=[rack("rack-1", unschedulable=True), rack("rack-2"), gone, vehicle("car-1")],
+        unusable_nodes={"rack-2": "RuntimeFailed"},
+    )
+    racks = {r.name: r for r in parts.snapshot.racks}  # type: ignore[attr-defined]
+    assert racks["rack-1"].cordoned and racks["rack-2"].cordoned
+    assert "rack-gone" not in racks  # its placements are evicted as NodeRemoved
+    assert parts.sites["rack-1"].tank == "tank-a"  # type: ignore[attr-defined]
+
+
+def test_invalid_job_is_left_out_and_named() -> None:
+    parts = _build(jobs=[job_view("bad", spec_patch={"variants": []}), job_view("ok")])
+    assert [j.name for j in parts.snapshot.jobs] == ["ns/ok"]  # type: ignore[attr-defined]
+    assert "ns/bad" in parts.invalid_jobs  # type: ignore[attr-defined]
+
+
+def test_current_placements_come_from_the_record_on_a_cold_start() -> None:
+    record = (
+        {"node": "car-1", "variant": "int4", "state": "Loaded", "target": "Vehicle"},
+        {"node": "car-2", "variant": "int4", "state": "Loading", "target": "Vehicle"},
+        {"node": "car-3", "variant": "int4", "state": "Unloading", "target": "Vehicle"},
+        {"node": "car-4", "variant": "int4", "state": "Failed", "target": "Vehicle"},
+    )
+    job = job_view(placements=record)
+    assert recorded_placements(job) == [
+        Placement("ns/chat", "car-1", "int4"),
+        Placement("ns/chat", "car-2", "int4"),
+    ]
+    parts = _build(jobs=[job])
+    assert len(parts.snapshot.placements) == 2  # type: ignore[attr-defined]
+    # the planner's own previous assignments win over the record once it has planned
+    parts = _build(jobs=[job], current={"ns/chat": [Placement("ns/chat", "car-2", "int4")]})
+    assert parts.snapshot.placements == (Placement("ns/chat", "car-2", "int4"),)  # type: ignore[attr-defined]
+
+
+def test_snapshot_plans_racks_and_vehicles_per_variant() -> None:
+    parts = _build(
+        nodes=[rack("rack-1"), rack("rack-2"), vehicle("car-1"), vehicle("car-2")],
+        jobs=[job_view(variants=[FP16, INT4], replicas=(4, 4), target=120)],
+    )
+    result = plan(parts.snapshot)  # type: ignore[attr-defined]
+    by_node = {a.node: a.variant for a in result.assignments}
+    assert by_node == {"rack-1": "fp16", "rack-2": "fp16", "car-1": "int4", "car-2": "int4"}
