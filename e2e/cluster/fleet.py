@@ -86,10 +86,9 @@ NODE_IP_BASE = (10, 250)  # node InternalIPs 10.250.x.y; data only, never dialle
 ADMIN_USER = "tokenfleet-admin"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
-# Debian's etcd 3.4.23 lacks progress notifications, so the API server disables RequestWatchProgress
-# and refuses "watch-list" streams; client-go >= 1.35 (kwok, KCM, scheduler) asks for them by default
-# and its informers then restart in a loop. Turn that client feature off (client-go reads
-# KUBE_FEATURE_<gate> from the environment).
+# Debian's etcd 3.4.23 lacks watch progress requests, so the API server refuses "watch-list"
+# streams; client-go >= 1.35 (kwok, KCM, scheduler) asks for them first and falls back to LIST.
+# Skip the failing round trip (client-go reads KUBE_FEATURE_<gate> from the environment).
 CLIENT_GO_ENV = {"KUBE_FEATURE_WatchListClient": "false"}
 
 Log = Callable[[str], None]
@@ -266,8 +265,10 @@ class Fleet:
         tanks: int = 2,
         bin_dir: Path | str = BIN_DIR,
         seed: int = 42,
-        node_lease_seconds: int = 40,
-        node_monitor_grace_seconds: int = 50,
+        node_lease_seconds: int | None = None,
+        node_monitor_grace_seconds: int | None = None,
+        node_status_seconds: int = 300,
+        kwok_parallelism: int = 8,
         die_with_parent: bool = False,
         log: Log = _default_log,
     ) -> None:
@@ -278,8 +279,15 @@ class Fleet:
         self.tanks = tanks
         self.bin_dir = Path(bin_dir).resolve()
         self.rng = random.Random(seed)
-        self.node_lease_seconds = node_lease_seconds
-        self.node_monitor_grace_seconds = node_monitor_grace_seconds
+        # kubelet defaults (lease 40 s, renewed every 10 s; KCM grace 50 s) up to 1,000 nodes;
+        # bigger fleets renew less often so 2 cores keep up (5,000 nodes: lease 120 s, grace 180 s).
+        big = vehicles + racks > 1000
+        self.node_lease_seconds = node_lease_seconds or (120 if big else 40)
+        self.node_monitor_grace_seconds = node_monitor_grace_seconds or (
+            self.node_lease_seconds * 3 // 2 if big else 50
+        )
+        self.node_status_seconds = node_status_seconds
+        self.kwok_parallelism = kwok_parallelism
         self.die_with_parent = die_with_parent
         self.log = log
         self.ports: dict[str, int] = {}
@@ -607,23 +615,28 @@ class Fleet:
         self.patch_node(name, annotations=annotations)
 
     def wait_nodes_ready(self, names: Iterable[str], *, timeout: float = 60) -> None:
+        """Wait until kwok reports every named node Ready (raw JSON lists: fast for thousands)."""
         pending = set(names)
         total = len(pending)
         api = self.core_v1()
         deadline = time.monotonic() + timeout
         last_report = time.monotonic()
         while pending:
+            items: list[dict[str, Any]] = []
             if len(pending) <= 20:
-                items = []
                 for name in list(pending):
                     with contextlib.suppress(Exception):
-                        items.append(api.read_node(name))
+                        response = api.read_node(name, _preload_content=False)
+                        items.append(json.loads(response.data))
             else:
-                items = list(api.list_node(label_selector="type=kwok").items)
+                response = api.list_node(
+                    label_selector="type=kwok", resource_version="0", _preload_content=False
+                )
+                items = json.loads(response.data)["items"]
             for node in items:
-                conditions = (node.status.conditions if node.status else None) or []
-                if any(c.type == "Ready" and c.status == "True" for c in conditions):
-                    pending.discard(node.metadata.name)
+                conditions = node.get("status", {}).get("conditions") or []
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                    pending.discard(node["metadata"]["name"])
             if not pending:
                 break
             if time.monotonic() > deadline:
@@ -631,7 +644,7 @@ class Fleet:
             if total > 100 and time.monotonic() - last_report > 5:
                 self.log(f"  {total - len(pending)}/{total} nodes Ready")
                 last_report = time.monotonic()
-            time.sleep(0.2 if len(pending) <= 20 else 1.0)
+            time.sleep(0.1 if len(pending) <= 20 else 1.0)
 
     # ----------------------------------------------------------------- clients and tools
     def api_client(self) -> Any:
@@ -904,15 +917,28 @@ class Fleet:
         )
 
     def _write_kwok_config(self) -> Path:
-        """kwok's stages: the pinned upstream defaults (copied to .bin/kwok-stages by build.sh),
-        node heartbeat (status) every ~node_lease_seconds; leases renew every lease/4."""
-        docs: list[dict[str, Any]] = []
+        """kwok's config: worker parallelism plus the pinned upstream default stages (copied to
+        .bin/kwok-stages by build.sh). Like a kubelet with leases, kwok renews each node's Lease
+        every node_lease_seconds/4 (what KCM's node lifecycle controller watches) and rewrites the
+        node status (Ready heartbeat) only every node_status_seconds."""
+        par = self.kwok_parallelism
+        docs: list[dict[str, Any]] = [
+            {
+                "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+                "kind": "KwokConfiguration",
+                "options": {
+                    "nodeLeaseParallelism": par,
+                    "nodePlayStageParallelism": par,
+                    "podPlayStageParallelism": par,
+                },
+            }
+        ]
         for path in sorted((self.bin_dir / "kwok-stages").glob("*.yaml")):
             for doc in yaml.safe_load_all(path.read_text()):
                 if not doc:
                     continue
                 if doc.get("metadata", {}).get("name") == "node-heartbeat-with-lease":
-                    ms = self.node_lease_seconds * 1000
+                    ms = self.node_status_seconds * 1000
                     doc["spec"]["delay"] = {
                         "durationMilliseconds": ms,
                         "jitterDurationMilliseconds": ms + ms // 10,
@@ -1073,6 +1099,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         tanks=args.tanks,
         node_lease_seconds=args.node_lease_seconds,
         node_monitor_grace_seconds=args.node_monitor_grace_seconds,
+        node_status_seconds=args.node_status_seconds,
+        kwok_parallelism=args.kwok_parallelism,
     )
     fleet.start()
     print(f"export KUBECONFIG={fleet.kubeconfig}")
@@ -1123,12 +1151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--racks", type=int, default=int(os.environ.get("RACKS", 16)))
             p.add_argument("--tanks", type=int, default=int(os.environ.get("TANKS", 2)))
             p.add_argument(
-                "--node-lease-seconds", type=int, default=int(os.environ.get("NODE_LEASE", 40))
+                "--node-lease-seconds",
+                type=int,
+                default=int(os.environ.get("NODE_LEASE", 0)),
+                help="kwok node Lease duration (renewed every 1/4); 0: 40, or 120 above 1000 nodes",
             )
             p.add_argument(
                 "--node-monitor-grace-seconds",
                 type=int,
-                default=int(os.environ.get("NODE_GRACE", 50)),
+                default=int(os.environ.get("NODE_GRACE", 0)),
+                help="KCM --node-monitor-grace-period; 0: 50, or 1.5 x lease above 1000 nodes",
+            )
+            p.add_argument(
+                "--node-status-seconds", type=int, default=int(os.environ.get("NODE_STATUS", 300))
+            )
+            p.add_argument(
+                "--kwok-parallelism", type=int, default=int(os.environ.get("KWOK_PARALLELISM", 8))
             )
     args = parser.parse_args(argv)
     handler = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status}[args.command]
