@@ -12,13 +12,14 @@ Progress goes to stderr; with --json, stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import scipy
 from tokenfleet.placement import plan, replan_node, solve_milp
 from tokenfleet.placement.baseline import plan_baseline, replan_node_baseline
 from tokenfleet.placement.checker import check_plan
+from tokenfleet.placement.heuristic import plan_heuristic
 from tokenfleet.placement.model import Plan, Snapshot, Tank
 from tokenfleet.placement.synthetic import make_snapshot
 
@@ -61,6 +63,20 @@ FULL = Sizes(
     60.0,
 )
 SMOKE = Sizes(800, 200, 4, 4, 100, 5, 20, ((48, 12, 8), (120, 30, 15)), 10.0)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """HiGHS prints debug lines on the C-level stdout; keep stdout for the JSON alone."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def log(msg: str) -> None:
@@ -99,6 +115,7 @@ def run_solver(
     snapshot: Snapshot,
     milp_cases: list[tuple[Snapshot, Plan]],
     seed: int,
+    single: Callable[[Snapshot], Plan] | None = None,
 ) -> dict[str, Any]:
     violations = 0
     by_rule: dict[str, int] = {}
@@ -156,10 +173,18 @@ def run_solver(
 
     # quality against the MILP bound
     ratios = []
+    single_ratios = []
+    small_times = []
     for s, m in milp_cases:
+        t = time.perf_counter()
         p = full(s)
+        small_times.append(round(time.perf_counter() - t, 4))
         count(s, p)
         ratios.append(round(p.objective / m.bound, 5) if m.bound else None)
+        if single is not None:
+            q = single(s)
+            count(s, q)
+            single_ratios.append(round(q.objective / m.bound, 5) if m.bound else None)
     valid = [r for r in ratios if r is not None]
     return {
         "full_plan_seconds": round(statistics.median(times), 4),
@@ -171,6 +196,8 @@ def run_solver(
         "replicas_evicted_by_departures": moved,
         "milp_ratio_min": min(valid) if valid else None,
         "milp_ratios": ratios,
+        "milp_instance_plan_seconds": small_times,
+        **({"milp_ratios_single_pass": single_ratios} if single is not None else {}),
         "violations": violations,
         "violations_by_rule": dict(sorted(by_rule.items())),
         "full_plan_replicas": sum(a.replicas for a in p0.assignments),
@@ -201,7 +228,8 @@ def main() -> int:
     for i, (nv, nr, nj) in enumerate(sizes.milp):
         s = make_snapshot(args.seed + 1 + i, nv, nr, nj)
         t = time.perf_counter()
-        m = solve_milp(s, time_limit_s=sizes.milp_time_limit_s)
+        with stdout_to_stderr():
+            m = solve_milp(s, time_limit_s=sizes.milp_time_limit_s)
         dt = time.perf_counter() - t
         milp_violations += len(check_plan(s, m))
         milp_cases.append((s, m))
@@ -216,7 +244,16 @@ def main() -> int:
         )
         log(f"milp {nv + nr} nodes x {nj} jobs: {dt:.1f} s, obj {m.objective:.1f} bound {m.bound}")
 
-    heur = run_solver("heuristic", plan, replan_node, sizes, snapshot, milp_cases, args.seed)
+    heur = run_solver(
+        "heuristic",
+        plan,
+        replan_node,
+        sizes,
+        snapshot,
+        milp_cases,
+        args.seed,
+        single=lambda s: plan_heuristic(s, starts=1),
+    )
     base = run_solver(
         "baseline", plan_baseline, replan_node_baseline, sizes, snapshot, milp_cases, args.seed
     )

@@ -759,24 +759,27 @@ def streams(work: Work, order: list[str], mode: str = "share") -> list[tuple[str
 
 MODES = ("share", "pressure", "priority")
 """Fill orders tried: resource-share density, pressure-weighted density, plain priority."""
-SMALL_FLEET = 2_000_000
-"""nodes x jobs at or below which every fill order is tried and the best plan kept."""
+WORK_BUDGET = 3_000_000
+"""Greedy passes per plan = WORK_BUDGET // (nodes x jobs), at least one: small fleets try every
+fill order and the price-directed re-runs and keep the best plan; 10,000 x 1,000 gets one pass."""
 
 
 def plan_heuristic(snapshot: Snapshot, starts: int | None = None) -> Plan:
-    """Greedy plan; on small fleets (or with ``starts``) several fill orders, best kept."""
+    """Greedy plan.  ``starts`` greedy passes (default from :data:`WORK_BUDGET`): first the fill
+    orders in :data:`MODES`, then price-directed re-runs; the best objective is kept."""
     fleet = build_fleet(snapshot)
     order = job_order(snapshot)
     if starts is None:
-        starts = len(MODES) if len(fleet.names) * len(order) <= SMALL_FLEET else 1
+        starts = WORK_BUDGET // max(1, len(fleet.names) * len(order))
+    starts = max(1, min(starts, len(MODES) + PRICE_ROUNDS))
     best: Plan | None = None
-    for mode in MODES[: max(1, starts)]:
+    for mode in MODES[:starts]:
         p = _plan_once(snapshot, fleet, order, mode)
         if best is None or p.objective > best.objective + 1e-9:
             best = p
-    if starts > 1:
+    if starts > len(MODES):
         prices = _initial_prices(fleet)
-        for _ in range(PRICE_ROUNDS):
+        for _ in range(starts - len(MODES)):
             p = _plan_once(snapshot, fleet, order, "priced", prices)
             if best is None or p.objective > best.objective + 1e-9:
                 best = p
@@ -788,6 +791,10 @@ def plan_heuristic(snapshot: Snapshot, starts: int | None = None) -> Plan:
     return best
 
 
+PRICE_START = 0.25
+"""First price of a saturated resource, as a fraction of the typical value per unit of it."""
+PRICE_UP = 1.7
+PRICE_DOWN = 0.5
 PRICE_ROUNDS = 8
 """Price-directed re-runs on small fleets (deterministic; each is one greedy pass)."""
 
@@ -826,13 +833,12 @@ def _scale(fleet: Fleet) -> tuple[float, float, float, float]:
 def _update_prices(fleet: Fleet, work: Work, prices: Prices) -> Prices:
     """Raise the price of saturated resources, lower it on slack ones."""
     kw0, kwh0, mr0, mv0 = _scale(fleet)
-    start = 0.25
 
     def step(price: float, util: float, base: float) -> float:
         if util >= 0.97:
-            return price * 1.7 if price > 0 else base * start
+            return price * PRICE_UP if price > 0 else base * PRICE_START
         if util < 0.85:
-            return price * 0.5
+            return price * PRICE_DOWN
         return price
 
     tank = prices.tank.copy()
