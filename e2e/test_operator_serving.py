@@ -84,3 +84,58 @@ def test_job_ready_on_racks_and_vehicles_and_serves_tokens(
     )
     assert operator.metric("tokenfleet_reconciles_total", kind="InferenceJob", result="ok") > 0
     assert operator.metric("tokenfleet_served_tokens_per_second", job="chat") == 120
+
+
+def test_deleting_a_job_unloads_its_replicas_and_releases_the_finalizer(
+    rig: Rig, operator: OperatorProcess
+) -> None:
+    rig.start_tritons(2, ["tinyllama-int4"])
+    pool = rig.create_pool("pool")
+    cars = [rig.add_vehicle(f"car{i}", i, pool) for i in range(2)]
+    rig.wait_runtime_pods()
+    rig.create_job("gone", [VEHICLE_VARIANT], replicas=(2, 2), target_tps=40)
+    rig.wait_ready("gone", 2)
+    assert "tokenfleet.io/finalizer" in rig.job("gone")["metadata"]["finalizers"]
+    assert all("tinyllama-int4" in rig.loaded_models(c) for c in cars)
+
+    rig.custom.delete_namespaced_custom_object(
+        "tokenfleet.io", "v1alpha1", rig.namespace, "inferencejobs", "gone"
+    )
+
+    def gone() -> bool:
+        try:
+            rig.job("gone")
+        except Exception as exc:  # 404 once the finalizer is released
+            return getattr(exc, "status", None) == 404
+        return False
+
+    wait_for(gone, 30, "the job to be deleted (finalizer released)")
+    for car in cars:
+        assert "tinyllama-int4" not in rig.loaded_models(car), car
+    # Service and EndpointSlice are owned by the job: the garbage collector removes them.
+    wait_for(
+        lambda: rig.endpoint_slice("gone") is None,
+        60,
+        "the job's EndpointSlice to be garbage-collected",
+    )
+
+
+def test_job_without_capacity_is_stalled(rig: Rig, operator: OperatorProcess) -> None:
+    pool = rig.create_pool("empty")  # no vehicle in it
+    del pool
+    rig.create_job("nowhere", [VEHICLE_VARIANT], replicas=(1, 2), target_tps=40)
+
+    def stalled() -> dict[str, object] | None:
+        st = rig.status("nowhere")
+        conds = {c["type"]: c for c in st.get("conditions") or ()}
+        ok = (
+            conds.get("Stalled", {}).get("status") == "True"
+            and conds.get("Ready", {}).get("status") == "False"
+            and "Reconciling" not in conds
+            and st.get("observedGeneration") == rig.job("nowhere")["metadata"]["generation"]
+        )
+        return st if ok else None
+
+    st = wait_for(stalled, 30, "Ready=False, Stalled=True", describe=lambda: rig.status("nowhere"))
+    assert st["desiredReplicas"] == 0 and st["readyReplicas"] == 0
+    assert st["shortfallReason"], st
