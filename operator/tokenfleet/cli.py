@@ -33,6 +33,11 @@ def _build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces")
     run.add_argument("--peering", default=None, help="kopf peering name (HA); standalone if unset")
     run.add_argument("--priority", type=int, default=0, help="peering priority")
+    run.add_argument(
+        "--runtime-namespace",
+        default=None,
+        help="namespace of the Triton runtime DaemonSet's pods (default: tokenfleet-system)",
+    )
     run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port")
     run.add_argument("--metrics-address", default="0.0.0.0", help="Prometheus metrics address")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness URL")
