@@ -128,3 +128,15 @@ async def test_invalid_job_gets_an_invalid_spec_slice() -> None:
     slice_ = fleet.planner.slice_for("ns/chat")
     assert slice_ is not None and slice_.shortfall_reason == "InvalidSpec"
     assert slice_.desired_replicas == 0
+
+
+async def test_spec_change_with_the_same_decision_still_wakes_the_job() -> None:
+    fleet = Fleet([vehicle("car-1")], [job_view(replicas=(1, 1), target=20)])
+    await fleet.replan()
+    event = fleet.planner.job_event("ns/chat")
+    event.clear()
+    await fleet.replan()
+    assert not event.is_set()
+    fleet.jobs = [job_view(replicas=(1, 1), target=20, generation=2, spec_patch={"priority": 7})]
+    await fleet.replan()
+    assert event.is_set()  # so status.observedGeneration catches up

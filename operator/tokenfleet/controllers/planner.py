@@ -120,6 +120,7 @@ class Planner:
         self._slices: dict[str, JobSlice] = {}
         self._job_events: dict[str, asyncio.Event] = {}
         self._failed_until: dict[str, float] = {}
+        self._generations: dict[str, int] = {}
         self._plan_id = 0
         self._task: asyncio.Task[None] | None = None
         self.last_plan_monotonic: float | None = None
@@ -332,7 +333,13 @@ class Planner:
         for trigger in signals.triggers or {"unknown"}:
             metrics.PLANS.labels(trigger=trigger).inc()
         self.last_plan_monotonic = time.monotonic()
+        generations = {j.key: j.generation for j in jobs}
         self._publish(parts, result, forced, {j.key for j in jobs if not j.deleting})
+        # a spec change the decision does not depend on still wakes the job (observedGeneration)
+        for key, generation in generations.items():
+            if self._generations.get(key, generation) != generation:
+                self.kick_jobs([key])
+        self._generations = generations
         log.debug(
             "plan %d (%s, %.3fs, triggers=%s): %d assignments, %d added, %d evicted",
             self._plan_id,
