@@ -65,8 +65,10 @@ e2e: install triton-venv cluster-build
 
 test: lint typecheck crds-check unit bench-smoke e2e
 
-dev: cluster-up
-	@echo ">> local fleet is up: export KUBECONFIG=$(CURDIR)/.cluster/kubeconfig"
+## dev: the local fleet — control plane, simulated racks and cars, real tritonservers, a tank
+## simulator, an example job, and the operator in the foreground (Ctrl-C to stop)
+dev: install triton-venv cluster-build
+	$(PY) -m e2e.dev
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .cluster .mypy_cache .ruff_cache .pytest_cache
