@@ -40,11 +40,14 @@ from tokenfleet.placement.state import (
     build_fleet,
     compat_codes,
     compat_scalar,
+    node_popularity,
     rack_state,
     reason_of,
     vehicle_state,
 )
 
+POP_WEIGHT = 0.5
+"""Score penalty for a node every job could use (see ``Fleet.popularity``)."""
 FIT_WEIGHT = 0.05
 """Score penalty per node-memory fraction a replica leaves unused (best fit packs tighter)."""
 
@@ -55,12 +58,12 @@ Unit = tuple[str, int, str]
 @dataclass
 class Prices:
     """Shadow prices that steer the greedy away from scarce resources (currency per unit):
-    per tank kW, per pool kWh, per MiB of rack and of vehicle memory."""
+    per tank kW, per pool kWh, per MiB of each node's memory."""
 
     tank: FloatArr
     pool: FloatArr
-    mem_rack: float = 0.0
-    mem_veh: float = 0.0
+    mem: FloatArr
+    """Per node, per MiB of memory."""
 
 
 @dataclass
@@ -342,12 +345,16 @@ def _pass_candidates(
             if t == "Vehicle":
                 # pool energy is spent by the hour: prefer cars whose stay costs the pool least
                 sc = sc - f.pool_price[f.pool[nodes]] * kw * hrs[sel]
+            if len(f.popularity):
+                # leave nodes that many (restricted) jobs can use to those jobs
+                sc = sc - POP_WEIGHT * f.popularity[nodes]
             pr = work.prices
             if pr is not None:
                 if t == "Rack":
-                    sc = sc - pr.tank[f.tank[nodes]] * kw - pr.mem_rack * var.memory_mib
+                    sc = sc - pr.tank[f.tank[nodes]] * kw - pr.mem[nodes] * var.memory_mib
                 else:
-                    sc = sc - pr.pool[f.pool[nodes]] * kw * hrs[sel] - pr.mem_veh * var.memory_mib
+                    sc = sc - pr.pool[f.pool[nodes]] * kw * hrs[sel]
+                    sc = sc - pr.mem[nodes] * var.memory_mib
             idx_parts.append(nodes)
             score_parts.append(sc)
             choice_parts.append(np.full(sel.size, vi, dtype=np.int64))
@@ -742,16 +749,21 @@ def streams(work: Work, order: list[str], mode: str = "share") -> list[tuple[str
     weight = np.maximum(pressure, 0.05) if mode == "pressure" else np.ones(4)
     price = np.where(np.isfinite(supply), weight / np.maximum(supply, EPS), 0.0)
     pr = work.prices
-    shadow = np.zeros(4)
-    if pr is not None:
-        shadow = np.array(
-            [float(pr.tank[:-1].mean()) if len(pr.tank) > 1 else 0.0, pr.mem_rack, pr.mem_veh,
-             float(pr.pool[:-1].mean()) if len(pr.pool) > 1 else 0.0]
-        )  # fmt: skip
+    tank_p = float(pr.tank[:-1].mean()) if pr is not None and len(pr.tank) > 1 else 0.0
+    pool_p = float(pr.pool[:-1].mean()) if pr is not None and len(pr.pool) > 1 else 0.0
     out: list[tuple[float, int, str, str]] = []
     for value, rank, name, t, usage in rows:
         use = float(usage @ price)
-        reduced = value - float(usage @ shadow)
+        reduced = value
+        if pr is not None:
+            # memory priced over the nodes this stream may use
+            lo, hi = (0, nr) if t == "Rack" else (nr, len(f.names))
+            ok = work.ok_of(f.jobs[name])[lo:hi]
+            mem_p = float(pr.mem[lo:hi][ok].mean()) if ok.any() else 0.0
+            if t == "Rack":
+                reduced -= usage[0] * tank_p + usage[1] * mem_p
+            else:
+                reduced -= usage[2] * mem_p + usage[3] * pool_p
         out.append((-reduced / max(use, EPS), rank, name, t))
     out.sort()
     return [(name, t) for _d, _r, name, t in out]
@@ -768,6 +780,7 @@ def plan_heuristic(snapshot: Snapshot, starts: int | None = None) -> Plan:
     """Greedy plan.  ``starts`` greedy passes (default from :data:`WORK_BUDGET`): first the fill
     orders in :data:`MODES`, then price-directed re-runs; the best objective is kept."""
     fleet = build_fleet(snapshot)
+    fleet.popularity = node_popularity(fleet)
     order = job_order(snapshot)
     if starts is None:
         starts = WORK_BUDGET // max(1, len(fleet.names) * len(order))
@@ -800,7 +813,11 @@ PRICE_ROUNDS = 8
 
 
 def _initial_prices(fleet: Fleet) -> Prices:
-    return Prices(np.zeros(len(fleet.tank_free_new)), np.zeros(len(fleet.pool_free_new)))
+    return Prices(
+        np.zeros(len(fleet.tank_free_new)),
+        np.zeros(len(fleet.pool_free_new)),
+        np.zeros(len(fleet.names)),
+    )
 
 
 def _scale(fleet: Fleet) -> tuple[float, float, float, float]:
@@ -853,19 +870,24 @@ def _update_prices(fleet: Fleet, work: Work, prices: Prices) -> Prices:
             continue
         util = float(work.pool_used[p]) / cap if cap > EPS else 1.0
         pool[p] = step(float(pool[p]), util, kwh0)
-    nr = fleet.n_racks
-    ok = fleet.new_code == 0
+    # per node memory: "full" = no room for the smallest replica that could go there
+    smallest = {"Rack": INF, "Vehicle": INF}
+    for info in fleet.jobs.values():
+        for kind, vs in info.ranked.items():
+            for v in vs:
+                smallest[kind] = min(smallest[kind], float(v.memory_mib))
+    need = np.where(fleet.is_vehicle, smallest["Vehicle"], smallest["Rack"])
     used = fleet.mem_cap - work.mem_free
-    r_cap = float(fleet.mem_cap[:nr][ok[:nr]].sum())
-    v_cap = float(fleet.mem_cap[nr:][ok[nr:]].sum())
-    r_util = float(used[:nr][ok[:nr]].sum()) / r_cap if r_cap > 0 else 0.0
-    v_util = float(used[nr:][ok[nr:]].sum()) / v_cap if v_cap > 0 else 0.0
-    return Prices(
-        tank,
-        pool,
-        step(prices.mem_rack, r_util, mr0),
-        step(prices.mem_veh, v_util, mv0),
+    mem_util = np.where(fleet.mem_cap > 0, used / np.maximum(fleet.mem_cap, 1.0), 1.0)
+    full = (work.mem_free < need) & (used > 0)
+    base = np.where(fleet.is_vehicle, mv0, mr0) * PRICE_START
+    mem = np.where(
+        full,
+        np.where(prices.mem > 0, prices.mem * PRICE_UP, base),
+        np.where(mem_util < 0.85, prices.mem * PRICE_DOWN, prices.mem),
     )
+    mem[fleet.new_code != 0] = 0.0
+    return Prices(tank, pool, mem)
 
 
 def _plan_once(

@@ -284,6 +284,9 @@ class Fleet:
     n_racks: int = 0
     """Racks occupy indices ``[0, n_racks)``, vehicles the rest."""
     mem_max: float = 1.0
+    popularity: FloatArr = field(default_factory=lambda: np.zeros(0))
+    """Per node, 0..1: how many jobs' policies admit it (scarce special nodes score higher);
+    the greedy steers flexible jobs away from popular nodes."""
 
 
 def current_watts(snapshot: Snapshot) -> dict[str, float]:
@@ -447,6 +450,20 @@ def _fill_state(
     energy_new[i] = st.energy_new_kw
     hours_today[i] = st.hours_today
     cost[i] = st.cost_per_kwh
+
+
+def node_popularity(fleet: Fleet) -> FloatArr:
+    """How many jobs may use each node (policy and eligibility), scaled to 0..1."""
+    counts: dict[tuple[object, ...], tuple[int, JobInfo]] = {}
+    for info in fleet.jobs.values():
+        n, first = counts.get(info.policy_key, (0, info))
+        counts[info.policy_key] = (n + 1, first)
+    pop = np.zeros(len(fleet.names))
+    for n, info in counts.values():
+        pop += n * (compat_codes(fleet, info) == 0)
+    pop *= fleet.new_code == 0
+    top = float(pop.max()) if len(pop) else 0.0
+    return pop / top if top > 0 else pop
 
 
 def compat_codes(fleet: Fleet, info: JobInfo) -> IntArr:
