@@ -12,6 +12,7 @@ Entry points:
 Inputs and outputs are the frozen dataclasses in :mod:`tokenfleet.placement.model`.
 """
 
+from tokenfleet.placement.checker import Violation, check_plan
 from tokenfleet.placement.model import (
     Eviction,
     Job,
@@ -47,6 +48,8 @@ __all__ = [
     "UnusedNode",
     "Variant",
     "VehicleNode",
+    "Violation",
+    "check_plan",
     "plan",
     "replan_node",
     "solve_milp",
