@@ -140,3 +140,19 @@ async def test_spec_change_with_the_same_decision_still_wakes_the_job() -> None:
     fleet.jobs = [job_view(replicas=(1, 1), target=20, generation=2, spec_patch={"priority": 7})]
     await fleet.replan()
     assert event.is_set()  # so status.observedGeneration catches up
+
+
+def test_shortfall_reason_skips_nodes_the_job_could_never_use() -> None:
+    from tokenfleet.placement import JobShortfall, Reason
+
+    def short(*reasons: tuple[Reason, int]) -> JobShortfall:
+        return JobShortfall("ns/j", Reason.NO_ELIGIBLE_NODE, 0, 40, 0, tuple(reasons))
+
+    pick = planner_mod._shortfall_reason
+    assert pick(None) is None
+    assert pick(short((Reason.TARGET_NOT_ALLOWED, 200), (Reason.STALE_TELEMETRY, 2))) == (
+        "StaleTelemetry"
+    )
+    assert pick(short((Reason.RESIDENCY, 3))) == "NoEligibleNode"
+    tank = JobShortfall("ns/j", Reason.TANK_THERMAL_HEADROOM, 40, 80, 1, ())
+    assert pick(tank) == "TankThermalHeadroom"

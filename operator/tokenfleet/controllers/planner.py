@@ -423,9 +423,26 @@ def _shortfall_reason(shortfall: JobShortfall | None) -> str | None:
     reason instead (e.g. StaleTelemetry), which is what a user can act on."""
     if shortfall is None:
         return None
-    if shortfall.reason == Reason.NO_ELIGIBLE_NODE and shortfall.reasons:
-        return str(shortfall.reasons[0][0])
+    if shortfall.reason == Reason.NO_ELIGIBLE_NODE:
+        # nodes the job could never use (other targets, regions, owners) say nothing about why
+        # it is short now; the most counted condition of the others does (e.g. StaleTelemetry)
+        for reason, _count in shortfall.reasons:
+            if reason not in _POLICY_MISMATCH:
+                return str(reason)
     return str(shortfall.reason)
+
+
+_POLICY_MISMATCH = frozenset(
+    {
+        Reason.TARGET_NOT_ALLOWED,
+        Reason.NO_VARIANT_FOR_TARGET,
+        Reason.RESIDENCY,
+        Reason.OWNERSHIP,
+        Reason.NOT_ATTESTED,
+        Reason.UNKNOWN_POOL,
+        Reason.UNKNOWN_TANK,
+    }
+)
 
 
 def _pkey(p: Placement) -> tuple[str, str, str, int]:
