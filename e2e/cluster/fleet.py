@@ -268,7 +268,7 @@ class Fleet:
         node_lease_seconds: int | None = None,
         node_monitor_grace_seconds: int | None = None,
         node_status_seconds: int = 300,
-        kwok_parallelism: int = 8,
+        kwok_parallelism: int | None = None,
         die_with_parent: bool = False,
         log: Log = _default_log,
     ) -> None:
@@ -287,7 +287,7 @@ class Fleet:
             self.node_lease_seconds * 3 // 2 if big else 50
         )
         self.node_status_seconds = node_status_seconds
-        self.kwok_parallelism = kwok_parallelism
+        self.kwok_parallelism = kwok_parallelism or (16 if big else 8)
         self.die_with_parent = die_with_parent
         self.log = log
         self.ports: dict[str, int] = {}
@@ -1166,7 +1166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--node-status-seconds", type=int, default=int(os.environ.get("NODE_STATUS", 300))
             )
             p.add_argument(
-                "--kwok-parallelism", type=int, default=int(os.environ.get("KWOK_PARALLELISM", 8))
+                "--kwok-parallelism",
+                type=int,
+                default=int(os.environ.get("KWOK_PARALLELISM", 0)),
+                help="kwok node/lease/pod workers; 0: 8, or 16 above 1000 nodes",
             )
     args = parser.parse_args(argv)
     handler = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status}[args.command]
