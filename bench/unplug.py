@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import ssl
 import statistics
 import sys
@@ -204,10 +205,14 @@ def measure_idle_writes(
 ) -> dict[str, Any]:
     settle()
     own_before = op.metric("tokenfleet_api_writes_total")
+    plans_before = op.metric("tokenfleet_plans_total")
+    cpu_before = _cpu_seconds(op)
     before = _apiserver_writes(fleet)
     time.sleep(seconds)
     after = _apiserver_writes(fleet)
+    cpu_after = _cpu_seconds(op)
     own_after = op.metric("tokenfleet_api_writes_total")
+    plans_after = op.metric("tokenfleet_plans_total")
     with_operator = _delta(after, before)
     op.stop()
     before = _apiserver_writes(fleet)
@@ -230,7 +235,17 @@ def measure_idle_writes(
         "cluster_writes_per_minute_with_operator": _per_minute(with_operator, seconds),
         "cluster_writes_per_minute_without_operator": _per_minute(without, seconds),
         "operator_controller_writes_counted_in_process": own_after - own_before,
+        "operator_plans_per_minute": round((plans_after - plans_before) * 60.0 / seconds, 2),
+        "operator_cpu_seconds_per_minute": round((cpu_after - cpu_before) * 60.0 / seconds, 3),
     }
+
+
+def _cpu_seconds(op: OperatorProcess) -> float:
+    """User+system CPU of the operator process (Linux /proc), seconds."""
+    assert op.process is not None
+    fields = Path(f"/proc/{op.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / float(os.sysconf("SC_CLK_TCK"))
 
 
 def main(argv: list[str] | None = None) -> int:

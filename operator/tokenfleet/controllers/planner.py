@@ -248,7 +248,8 @@ class Planner:
             self._wake.clear()
             signals, self._signals = self._signals, _Signals()
             try:
-                await self.replan(signals)
+                with metrics.reconcile_timer("FleetPlan"):
+                    await self.replan(signals)
                 self.last_error = None
             except asyncio.CancelledError:
                 raise
