@@ -406,9 +406,31 @@ class Rig:
             if p.spec.node_name in self.nodes and p.status and p.status.pod_ip
         }
 
-    def wait_runtime_pods(self, timeout: float = 60) -> dict[str, str]:
+    def wait_runtime_pods(self, timeout: float = 90) -> dict[str, str]:
+        """Wait for the DaemonSet's pod (with a kwok address) on every rig node.
+
+        KCM's DaemonSet controller sometimes misses a node added in a burst (it ignores later
+        status-only node updates), so a node still without its pod after 10 s gets a label
+        touch, which makes the controller look at it again.
+        """
+        nudges = 0
+        last_nudge = time.monotonic()
+
+        def check() -> dict[str, str] | None:
+            nonlocal nudges, last_nudge
+            ips = self.runtime_pod_ips()
+            missing = [n for n in self.nodes if n not in ips]
+            if not missing:
+                return ips
+            if time.monotonic() - last_nudge > 10:
+                nudges += 1
+                last_nudge = time.monotonic()
+                for node in missing:
+                    self.fleet.patch_node(node, labels={"e2e.tokenfleet.io/nudge": str(nudges)})
+            return None
+
         return wait_for(
-            lambda: (ips := self.runtime_pod_ips()) and len(ips) == len(self.nodes) and ips,
+            check,
             timeout,
             f"runtime pods with addresses on {len(self.nodes)} rig nodes",
             interval=0.5,
