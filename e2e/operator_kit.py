@@ -409,9 +409,9 @@ class Rig:
     def wait_runtime_pods(self, timeout: float = 90) -> dict[str, str]:
         """Wait for the DaemonSet's pod (with a kwok address) on every rig node.
 
-        KCM's DaemonSet controller sometimes misses a node added in a burst (it ignores later
-        status-only node updates), so a node still without its pod after 10 s gets a label
-        touch, which makes the controller look at it again.
+        KCM's DaemonSet controller sometimes misses a node added in a burst (later node updates
+        that do not change whether the pod should run are ignored), so while a node is still
+        without its pod after 10 s the DaemonSet's metadata is touched, which re-queues it.
         """
         nudges = 0
         last_nudge = time.monotonic()
@@ -425,8 +425,11 @@ class Rig:
             if time.monotonic() - last_nudge > 10:
                 nudges += 1
                 last_nudge = time.monotonic()
-                for node in missing:
-                    self.fleet.patch_node(node, labels={"e2e.tokenfleet.io/nudge": str(nudges)})
+                client.AppsV1Api(self.api).patch_namespaced_daemon_set(
+                    "tokenfleet-runtime",
+                    RUNTIME_NS,
+                    {"metadata": {"annotations": {"e2e.tokenfleet.io/nudge": str(nudges)}}},
+                )
             return None
 
         return wait_for(
