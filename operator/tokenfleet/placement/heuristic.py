@@ -41,12 +41,16 @@ from tokenfleet.placement.state import (
     compat_codes,
     compat_scalar,
     node_popularity,
+    pool_references,
     rack_state,
     reason_of,
     vehicle_state,
 )
 
 POP_WEIGHT = 0.5
+RANK_WEIGHT = 1.0
+"""Score weight (currency per kW per hour squared) of the kW x stay rearrangement term on
+budgeted pools (see ``Fleet.pool_kw_ref``)."""
 """Score penalty for a node every job could use (see ``Fleet.popularity``)."""
 FIT_WEIGHT = 0.05
 """Score penalty per node-memory fraction a replica leaves unused (best fit packs tighter)."""
@@ -345,6 +349,13 @@ def _pass_candidates(
             if t == "Vehicle":
                 # pool energy is spent by the hour: prefer cars whose stay costs the pool least
                 sc = sc - f.pool_price[f.pool[nodes]] * kw * hrs[sel]
+                if len(f.pool_kw_ref):
+                    # rearrangement: on a budgeted pool, hungrier replicas take the cars that
+                    # leave soonest and frugal ones the long stays (sum of kW x h is smallest)
+                    pn = f.pool[nodes]
+                    sc = sc - RANK_WEIGHT * (f.pool_price[pn] > 0) * (kw - f.pool_kw_ref[pn]) * (
+                        hrs[sel] - f.pool_h_ref[pn]
+                    )
             if len(f.popularity):
                 # leave nodes that many (restricted) jobs can use to those jobs
                 sc = sc - POP_WEIGHT * f.popularity[nodes]
@@ -776,11 +787,14 @@ WORK_BUDGET = 3_000_000
 fill order and the price-directed re-runs and keep the best plan; 10,000 x 1,000 gets one pass."""
 
 
-def plan_heuristic(snapshot: Snapshot, starts: int | None = None) -> Plan:
+def plan_heuristic(
+    snapshot: Snapshot, starts: int | None = None, improve_budget: int | None = None
+) -> Plan:
     """Greedy plan.  ``starts`` greedy passes (default from :data:`WORK_BUDGET`): first the fill
     orders in :data:`MODES`, then price-directed re-runs; the best objective is kept."""
     fleet = build_fleet(snapshot)
     fleet.popularity = node_popularity(fleet)
+    pool_references(fleet)
     order = job_order(snapshot)
     if starts is None:
         starts = WORK_BUDGET // max(1, len(fleet.names) * len(order))
@@ -801,6 +815,16 @@ def plan_heuristic(snapshot: Snapshot, starts: int | None = None) -> Plan:
                 break
             prices = _update_prices(fleet, work, prices)
     assert best is not None
+    if improve_budget is None:
+        from tokenfleet.placement.improve import LS_BUDGET
+
+        improve_budget = LS_BUDGET
+    work = best.cache[0] if isinstance(best.cache, tuple) else None
+    if improve_budget > 0 and isinstance(work, Work):
+        from tokenfleet.placement.improve import improve
+
+        if improve(work, order, improve_budget):
+            best = assemble(snapshot, work, order, "heuristic")
     return best
 
 

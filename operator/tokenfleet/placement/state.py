@@ -287,6 +287,10 @@ class Fleet:
     popularity: FloatArr = field(default_factory=lambda: np.zeros(0))
     """Per node, 0..1: how many jobs' policies admit it (scarce special nodes score higher);
     the greedy steers flexible jobs away from popular nodes."""
+    pool_kw_ref: FloatArr = field(default_factory=lambda: np.zeros(0))
+    """Per pool (+ sentinel), the demand-weighted mean kW of a vehicle replica (empty: unset)."""
+    pool_h_ref: FloatArr = field(default_factory=lambda: np.zeros(0))
+    """Per pool (+ sentinel), the mean hours to today's end of its eligible cars."""
 
 
 def current_watts(snapshot: Snapshot) -> dict[str, float]:
@@ -509,3 +513,34 @@ def compat_scalar(fleet: Fleet, info: JobInfo, k: int) -> Reason | None:
     if job.require_attestation and not fleet.attested[k]:
         return Reason.NOT_ATTESTED
     return None
+
+
+def pool_references(fleet: Fleet) -> None:
+    """Fill ``fleet.pool_kw_ref`` / ``pool_h_ref``: the demand-weighted mean kW of a vehicle
+    replica and each pool's mean stay (hours counted toward today's budget) of eligible cars."""
+    nr = fleet.n_racks
+    num = 0.0
+    den = 0.0
+    for info in fleet.jobs.values():
+        vs = info.ranked.get("Vehicle")
+        if not vs:
+            continue
+        v = vs[0]
+        want = min(
+            float(info.job.max_replicas),
+            info.job.target_tokens_per_second / max(v.tokens_per_second, EPS),
+        )
+        num += want * v.watts / 1000.0
+        den += want
+    kw_ref = num / den if den > 0 else 0.0
+    n_pools = len(fleet.pool_free_new)
+    h_ref = np.zeros(n_pools)
+    ok = fleet.new_code[nr:] == 0
+    pools = fleet.pool[nr:][ok]
+    hrs = fleet.hours_today[nr:][ok]
+    if pools.size:
+        sums = np.bincount(pools, weights=hrs, minlength=n_pools)
+        cnt = np.bincount(pools, minlength=n_pools)
+        h_ref = np.where(cnt > 0, sums / np.maximum(cnt, 1), 0.0)
+    fleet.pool_kw_ref = np.full(n_pools, kw_ref)
+    fleet.pool_h_ref = h_ref

@@ -1,0 +1,492 @@
+"""Bounded local improvement after the greedy: ejection chains that make room for short jobs.
+
+For a job short of its target, try to place one more replica on a node it may use by first
+taking off up to :data:`MAX_VICTIMS` replicas that block it - on that node (memory, the car's
+energy headroom) and in its pool or tank (the shared daily energy budget or power/heat
+headroom) - then re-placing the victims' jobs wherever they still fit (the greedy fill, which
+is how a victim *moves*: a relocation is an ejection followed by a re-insertion).  A chain is
+kept only when the plan's objective strictly improves; otherwise it is undone exactly.
+
+Stability: only replicas this plan *adds* are ever taken off; current placements (the
+snapshot's) never move here, so re-planning an unchanged world still moves nothing.
+
+Determinism: the phase is budgeted in abstract work units (node-array passes and Python steps,
+see :data:`LS_BUDGET`), never by wall clock, and every choice breaks ties by index, so a given
+snapshot always gets the same plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from tokenfleet.placement.heuristic import Unit, Work, fill_job
+from tokenfleet.placement.model import Variant
+from tokenfleet.placement.state import EPS, INF, FloatArr, JobInfo
+
+LS_BUDGET = 6_000_000
+"""Work units per plan.  A trial costs :data:`TRIAL_COST` plus the node count for every greedy
+fill it runs; rebuilding the victim index costs the number of placed units.  Small fleets run
+to a local optimum well inside this; 10,000 nodes x 1,000 jobs get a few dozen trials."""
+UNIT_COST = 40
+"""Work units per placed unit when the victim index is rebuilt (once per round)."""
+TRIAL_COST = 400
+"""Fixed work units per trial (the Python steps around the vectorised passes)."""
+CANDIDATES = 4
+"""Nodes tried per (job, variant) and round, best estimate first."""
+MAX_VICTIMS = 3
+"""Replicas taken off at most to make room for one replica (chain depth)."""
+MAX_RELOCATIONS = 4
+"""Replicas moved at most within / out of a pool or tank to make room for one replica."""
+MAX_VARIANTS = 2
+"""Variants tried per job and target kind (best first)."""
+TOL = 1e-7
+"""Smallest objective gain (currency/hour) that counts as an improvement."""
+
+
+Op = tuple[int, JobInfo, int, Variant, int]
+"""(+1 add / -1 remove, job, node index, variant, replicas): one journal entry."""
+
+
+@dataclass
+class _Victims:
+    """Replicas the phase may take off, indexed for the candidate estimate."""
+
+    by_node: dict[int, list[tuple[float, Unit]]] = field(default_factory=dict)
+    """Per node: (loss, unit), cheapest first."""
+    by_pool: dict[int, list[tuple[float, float, Unit]]] = field(default_factory=dict)
+    """Per pool: (loss per kWh freed, kWh, unit), cheapest first."""
+    by_tank: dict[int, list[tuple[float, float, Unit]]] = field(default_factory=dict)
+    """Per tank: (loss per kW freed, kW, unit), cheapest first."""
+    node_min_loss: FloatArr = field(default_factory=lambda: np.zeros(0))
+    node_free_mem: FloatArr = field(default_factory=lambda: np.zeros(0))
+    """Memory the removable replicas on each node hold, MiB."""
+    node_free_kw: FloatArr = field(default_factory=lambda: np.zeros(0))
+    pool_price: FloatArr = field(default_factory=lambda: np.zeros(0))
+    """Cheapest loss per kWh freed in each pool (inf: nothing removable)."""
+    tank_price: FloatArr = field(default_factory=lambda: np.zeros(0))
+
+
+class _Budget:
+    def __init__(self, units: int) -> None:
+        self.left = units
+
+    def spend(self, units: int) -> bool:
+        self.left -= units
+        return self.left > 0
+
+
+def removable(work: Work, u: Unit) -> int:
+    """Replicas of ``u`` this plan added (current placements are never taken off here)."""
+    return work.units.get(u, 0) - work.current.get(u, 0)
+
+
+def loss_of(work: Work, info: JobInfo, k: int, var: Variant, n: int = 1) -> float:
+    """Objective lost by taking ``n`` replicas of ``var`` off node ``k`` (value minus the
+    running cost saved)."""
+    job = info.job
+    s = work.served.get(job.name, 0.0)
+    t = job.target_tokens_per_second
+    dv = info.weight * (min(s, t) - min(s - var.tokens_per_second * n, t))
+    return dv - work._rate(info, k, var) * n
+
+
+def _victims(work: Work) -> _Victims:
+    f = work.fleet
+    n = len(f.names)
+    out = _Victims(
+        node_min_loss=np.full(n, INF),
+        node_free_mem=np.zeros(n),
+        node_free_kw=np.zeros(n),
+        pool_price=np.full(len(f.pool_free_new), INF),
+        tank_price=np.full(len(f.tank_free_new), INF),
+    )
+    for u, cnt in work.units.items():
+        r = cnt - work.current.get(u, 0)
+        if r <= 0:
+            continue
+        info = f.jobs[u[0]]
+        k = u[1]
+        var = info.variants[u[2]]
+        loss = loss_of(work, info, k, var)
+        kw = var.watts / 1000.0
+        out.by_node.setdefault(k, []).append((loss, u))
+        out.node_min_loss[k] = min(out.node_min_loss[k], loss)
+        out.node_free_mem[k] += var.memory_mib * r
+        out.node_free_kw[k] += kw * r
+        if f.is_vehicle[k]:
+            kwh = kw * float(f.hours_today[k])
+            if kwh > EPS:
+                out.by_pool.setdefault(int(f.pool[k]), []).append((loss / kwh, kwh, u))
+        elif kw > EPS:
+            out.by_tank.setdefault(int(f.tank[k]), []).append((loss / kw, kw, u))
+    for lst in out.by_node.values():
+        lst.sort()
+    for p, lst2 in out.by_pool.items():
+        lst2.sort()
+        out.pool_price[p] = max(lst2[0][0], 0.0)
+    for t, lst3 in out.by_tank.items():
+        lst3.sort()
+        out.tank_price[t] = max(lst3[0][0], 0.0)
+    return out
+
+
+class _Trial:
+    """Journal of one chain: every add/remove, and each touched job's value before its first
+    change, so the chain can be scored and undone exactly."""
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+        self.ops: list[Op] = []
+        self.values0: dict[str, float] = {}
+        self.cost0 = work.cost_total
+        self.taken: list[Unit] = []
+
+    def _touch(self, info: JobInfo) -> None:
+        if info.job.name not in self.values0:
+            self.values0[info.job.name] = _value(self.work, info)
+
+    def add(self, info: JobInfo, k: int, var: Variant) -> None:
+        self._touch(info)
+        self.work.add(info, k, var)
+        self.ops.append((1, info, k, var, 1))
+
+    def take(self, u: Unit) -> bool:
+        """Take one removable replica of ``u`` off."""
+        if removable(self.work, u) <= 0:
+            return False
+        info = self.work.fleet.jobs[u[0]]
+        self._touch(info)
+        self.work.remove(info, u[1], info.variants[u[2]])
+        self.ops.append((-1, info, u[1], info.variants[u[2]], 1))
+        self.taken.append(u)
+        return True
+
+    def fill(self, info: JobInfo) -> None:
+        """Greedy fill of one job (the fill only adds)."""
+        self._touch(info)
+        name = info.job.name
+        before = dict(self.work.job_units.get(name, {}))
+        fill_job(self.work, info)
+        for u, n in self.work.job_units.get(name, {}).items():
+            extra = n - before.get(u, 0)
+            if extra > 0:
+                self.ops.append((1, info, u[1], info.variants[u[2]], extra))
+
+    def gain(self) -> float:
+        w = self.work
+        dv = sum(_value(w, w.fleet.jobs[n]) - v0 for n, v0 in self.values0.items())
+        return dv - (w.cost_total - self.cost0)
+
+    def undo(self) -> None:
+        for sign, info, k, var, n in reversed(self.ops):
+            if sign > 0:
+                self.work.remove(info, k, var, n)
+            else:
+                self.work.add(info, k, var, n)
+        self.ops.clear()
+
+
+def _value(work: Work, info: JobInfo) -> float:
+    s = work.served.get(info.job.name, 0.0)
+    return info.weight * min(s, info.job.target_tokens_per_second)
+
+
+def is_short(work: Work, info: JobInfo) -> bool:
+    job = info.job
+    return (
+        job.spread.max_replicas_per_node > 0
+        and work.served.get(job.name, 0.0) + EPS < job.target_tokens_per_second
+        and work.count.get(job.name, 0) < job.max_replicas
+    )
+
+
+def _candidates(
+    work: Work, vic: _Victims, info: JobInfo, t: str, var: Variant, need: float
+) -> list[int]:
+    """Up to :data:`CANDIDATES` nodes for one more replica of ``var``, best estimated net gain
+    first (the gain minus the cheapest victims' loss)."""
+    f = work.fleet
+    job = info.job
+    nr = f.n_racks
+    lo, hi = (0, nr) if t == "Rack" else (nr, len(f.names))
+    if hi <= lo:
+        return []
+    kw = var.watts / 1000.0
+    ok = work.ok_of(info)[lo:hi] & (f.mem_cap[lo:hi] + EPS >= var.memory_mib)
+    if t == "Vehicle":
+        ok &= f.energy_new[lo:hi] + EPS >= kw
+    sp = job.spread
+    full_tanks: set[int] = set()
+    full_pools: set[int] = set()
+    for (_j, k, _v), _n in work.job_units.get(job.name, {}).items():
+        if lo <= k < hi and work.job_node.get((job.name, k), 0) >= sp.max_replicas_per_node:
+            ok[k - lo] = False
+    if t == "Rack" and sp.max_replicas_per_tank is not None:
+        full_tanks = {
+            tt
+            for (jn, tt), c in work.job_tank.items()
+            if jn == job.name and c >= sp.max_replicas_per_tank
+        }
+    if t == "Vehicle" and sp.max_replicas_per_pool is not None:
+        full_pools = {
+            pp
+            for (jn, pp), c in work.job_pool.items()
+            if jn == job.name and c >= sp.max_replicas_per_pool
+        }
+    if full_tanks:
+        ok &= ~np.isin(f.tank[lo:hi], list(full_tanks))
+    if full_pools:
+        ok &= ~np.isin(f.pool[lo:hi], list(full_pools))
+    sel = np.flatnonzero(ok)
+    if sel.size == 0:
+        return []
+    nodes = sel + lo
+    mem_def = var.memory_mib - work.mem_free[nodes]
+    local = mem_def > EPS
+    short_mem = local & (vic.node_free_mem[nodes] + EPS < mem_def)
+    if t == "Vehicle":
+        e_def = kw - (f.energy_new[nodes] - work.e_used[nodes])
+        local |= e_def > EPS
+        short_mem |= (e_def > EPS) & (vic.node_free_kw[nodes] + EPS < e_def)
+        p = f.pool[nodes]
+        shared = kw * f.hours_today[nodes] - (f.pool_free_new - work.pool_used)[p]
+        price = vic.pool_price[p]
+    else:
+        tk = f.tank[nodes]
+        shared = kw - (f.tank_free_new - work.tank_used)[tk]
+        price = vic.tank_price[tk]
+    local_cost = np.where(local, vic.node_min_loss[nodes], 0.0)
+    local_cost = np.where(short_mem, INF, local_cost)
+    with np.errstate(invalid="ignore"):
+        shared_cost = np.where(shared > EPS, np.maximum(shared, 0.0) * price, 0.0)
+    rate = kw * f.cost[nodes]
+    if info.preferred == t:
+        rate = rate - work.bonus
+    est = info.weight * min(var.tokens_per_second, need) - rate - local_cost - shared_cost
+    fin = np.flatnonzero(np.isfinite(est))
+    if fin.size == 0:
+        return []
+    order = np.lexsort((nodes[fin], -est[fin]))[:CANDIDATES]
+    return [int(x) for x in nodes[fin][order]]
+
+
+def _shared_deficit(work: Work, k: int, var: Variant) -> float:
+    """How much of node ``k``'s pool budget (kWh) or tank headroom (kW) one more replica of
+    ``var`` lacks (<= 0: it fits)."""
+    f = work.fleet
+    kw = var.watts / 1000.0
+    if f.is_vehicle[k]:
+        p = int(f.pool[k])
+        return float(kw * f.hours_today[k] - (f.pool_free_new[p] - work.pool_used[p]))
+    t = int(f.tank[k])
+    return float(kw - (f.tank_free_new[t] - work.tank_used[t]))
+
+
+def _relocate_for(work: Work, vic: _Victims, tr: _Trial, k: int, var: Variant) -> None:
+    """Move up to :data:`MAX_RELOCATIONS` added replicas sharing ``k``'s pool (tank) to nodes
+    where they use less of that budget - a shorter-staying car, another pool or tank - until
+    one more replica of ``var`` fits on ``k``'s share of it."""
+    f = work.fleet
+    veh = bool(f.is_vehicle[k])
+    if _shared_deficit(work, k, var) <= EPS:
+        return
+    src = int(f.pool[k]) if veh else int(f.tank[k])
+    pool_list = vic.by_pool.get(src, []) if veh else vic.by_tank.get(src, [])
+    # biggest users of the shared budget first
+    cands = sorted(pool_list, key=lambda x: (-x[1], x[2]))[: 4 * MAX_RELOCATIONS]
+    nr = f.n_racks
+    lo, hi = (nr, len(f.names)) if veh else (0, nr)
+    moved = 0
+    for _ratio, use, u in cands:
+        if moved >= MAX_RELOCATIONS or _shared_deficit(work, k, var) <= EPS:
+            return
+        if removable(work, u) <= 0:
+            continue
+        a = f.jobs[u[0]]
+        va = a.variants[u[2]]
+        k1 = u[1]
+        kw = va.watts / 1000.0
+        ok = work.ok_of(a)[lo:hi] & (work.mem_free[lo:hi] + EPS >= va.memory_mib)
+        if veh:
+            ok &= work.e_used[lo:hi] + kw <= f.energy_new[lo:hi] + EPS
+            pidx = f.pool[lo:hi]
+            h = f.hours_today[lo:hi]
+            room = (f.pool_free_new - work.pool_used)[pidx]
+            same = pidx == src
+            ok &= np.where(same, h < f.hours_today[k1] - EPS, room + EPS >= kw * h)
+            saving = np.where(same, kw * (f.hours_today[k1] - h), use)
+        else:
+            tidx = f.tank[lo:hi]
+            room = (f.tank_free_new - work.tank_used)[tidx]
+            ok &= (tidx != src) & (room + EPS >= kw)
+            saving = np.full(hi - lo, use)
+        ok[k - lo] = False
+        ok[k1 - lo] = False
+        sel = np.flatnonzero(ok)
+        if sel.size == 0:
+            continue
+        best = sel[np.lexsort((sel, -saving[sel]))]
+        for j in best[:3].tolist():
+            k2 = j + lo
+            u2 = (u[0], k2, u[2])
+            if work.current.get(u2, 0) > work.units.get(u2, 0):
+                continue
+            if work.fits(a, k2, va, new=True) is not None:
+                continue
+            tr.take(u)
+            tr.taken.pop()  # a move, not a victim
+            tr.add(a, k2, va)
+            moved += 1
+            break
+
+
+def _try_chain(
+    work: Work, vic: _Victims, info: JobInfo, k: int, var: Variant, rank: dict[str, int]
+) -> _Trial | None:
+    """Make room for one replica of ``var`` on node ``k``, place it, re-place the victims.
+    Returns the applied trial, or ``None`` (nothing changed) when no room could be made."""
+    f = work.fleet
+    name = info.job.name
+    u_new = (name, k, var.name)
+    if work.current.get(u_new, 0) > work.units.get(u_new, 0):
+        return None  # a current replica there was just evicted: do not re-add it
+    kw = var.watts / 1000.0
+    tr = _Trial(work)
+
+    def local_ok() -> bool:
+        return bool(
+            work.mem_free[k] + EPS >= var.memory_mib
+            and work.e_used[k] + kw <= f.energy_new[k] + EPS
+        )
+
+    # node-local room: memory, the car's energy headroom
+    for _loss, u in vic.by_node.get(k, []):
+        if local_ok():
+            break
+        if u[0] == name:
+            continue
+        while len(tr.taken) < MAX_VICTIMS and not local_ok() and tr.take(u):
+            pass
+    # shared room: first move replicas within / out of the pool or tank to where they use less
+    # of it (neutral for the objective), then take the cheapest ones off
+    _relocate_for(work, vic, tr, k, var)
+    if f.is_vehicle[k]:
+        p = int(f.pool[k])
+        for _ratio, _kwh, u in vic.by_pool.get(p, []):
+            room = f.pool_free_new[p] - work.pool_used[p]
+            if room + EPS >= kw * f.hours_today[k] or len(tr.taken) >= MAX_VICTIMS:
+                break
+            if u[0] != name and u[1] != k:
+                tr.take(u)
+    else:
+        t = int(f.tank[k])
+        for _ratio, _kw, u in vic.by_tank.get(t, []):
+            room = f.tank_free_new[t] - work.tank_used[t]
+            if room + EPS >= kw or len(tr.taken) >= MAX_VICTIMS:
+                break
+            if u[0] != name and u[1] != k:
+                tr.take(u)
+    if work.fits(info, k, var, new=True) is not None:
+        tr.undo()
+        return None
+    tr.add(info, k, var)
+    for vname in sorted({u[0] for u in tr.taken}, key=lambda x: (rank.get(x, 0), x)):
+        tr.fill(f.jobs[vname])
+    tr.fill(info)
+    return tr
+
+
+def improve(work: Work, order: list[str], budget: int = LS_BUDGET) -> int:
+    """Run the phase on a filled plan (mutates ``work``); returns the number of chains kept."""
+    f = work.fleet
+    n = max(1, len(f.names))
+    b = _Budget(budget)
+    rank = {name: i for i, name in enumerate(order)}
+    saved_prices = work.prices
+    work.prices = None
+    kept = 0
+    touched_units: set[Unit] = set()
+    while b.left > 0:
+        # the victim index is rebuilt once per round; within a round it goes stale (units
+        # moved or gone are skipped, new ones wait for the next round) - it only orders the
+        # tries, every chain is scored exactly
+        vic = _victims(work)
+        if not b.spend(UNIT_COST * len(work.units) + n):
+            break
+        progress = False
+        for name in order:
+            info = f.jobs[name]
+            while b.left > 0 and is_short(work, info):
+                if not _improve_job(work, vic, info, rank, b, n, touched_units):
+                    break
+                kept += 1
+                progress = True
+            if b.left <= 0:
+                break
+        if not progress:
+            break
+    work.prices = saved_prices
+    _reconcile(work, touched_units)
+    return kept
+
+
+def _improve_job(
+    work: Work,
+    vic: _Victims,
+    info: JobInfo,
+    rank: dict[str, int],
+    b: _Budget,
+    n: int,
+    touched_units: set[Unit],
+) -> bool:
+    """Try chains for one more replica of ``info``; keep the first that improves."""
+    job = info.job
+    for t in ("Rack", "Vehicle"):
+        for var in info.ranked.get(t, [])[:MAX_VARIANTS]:
+            need = job.target_tokens_per_second - work.served.get(job.name, 0.0)
+            if not b.spend(n):
+                return False
+            for k in _candidates(work, vic, info, t, var, need):
+                tr = _try_chain(work, vic, info, k, var, rank)
+                spent = b.spend(TRIAL_COST + n * (2 + len(tr.taken) if tr else 0))
+                if tr is None:
+                    if not spent:
+                        return False
+                    continue
+                if spent and tr.gain() > TOL:
+                    for _s, ji, kk, vv, _c in tr.ops:
+                        touched_units.add((ji.job.name, kk, vv.name))
+                    return True
+                tr.undo()
+                if not spent:
+                    return False
+    return False
+
+
+def _reconcile(work: Work, units: set[Unit]) -> None:
+    """A greedy re-fill may have put back a current replica that keep/trim had evicted: shrink
+    those eviction records so the plan's evictions match its assignments."""
+    f = work.fleet
+    for u in sorted(units):
+        cur = work.current.get(u, 0)
+        if cur <= 0:
+            continue
+        node = f.names[u[1]]
+        have = [
+            i
+            for i, e in enumerate(work.evictions)
+            if e.job == u[0] and e.node == node and e.variant == u[2]
+        ]
+        extra = sum(work.evictions[i].replicas for i in have) - max(cur - work.units.get(u, 0), 0)
+        for i in reversed(have):
+            if extra <= 0:
+                break
+            e = work.evictions[i]
+            cut = min(extra, e.replicas)
+            extra -= cut
+            if cut == e.replicas:
+                work.evictions.pop(i)
+            else:
+                work.evictions[i] = replace(e, replicas=e.replicas - cut)
