@@ -25,7 +25,7 @@ from tokenfleet.placement.heuristic import Unit, Work, fill_job
 from tokenfleet.placement.model import Variant
 from tokenfleet.placement.state import EPS, INF, FloatArr, JobInfo
 
-LS_BUDGET = 6_000_000
+LS_BUDGET = 3_000_000
 """Work units per plan.  A trial costs :data:`TRIAL_COST` plus the node count for every greedy
 fill it runs; rebuilding the victim index costs the number of placed units.  Small fleets run
 to a local optimum well inside this; 10,000 nodes x 1,000 jobs get a few dozen trials."""
@@ -39,6 +39,15 @@ MAX_VICTIMS = 3
 """Replicas taken off at most to make room for one replica (chain depth)."""
 MAX_RELOCATIONS = 4
 """Replicas moved at most within / out of a pool or tank to make room for one replica."""
+COMPACT_SLACK = 0.02
+"""A pool is compacted when less than this fraction of its daily budget is left."""
+COMPACT_SWEEPS = 3
+STEP_COST = 1500
+"""Fixed work units per replica examined by the compaction (a dozen small array passes)."""
+REINSERT_DEPTH = 1
+"""A victim's re-insertion may itself take one replica off, this many levels deep."""
+RUIN_JOBS = 8
+"""Jobs tried per ruin-and-recreate sweep (least value per replica first)."""
 MAX_VARIANTS = 2
 """Variants tried per job and target kind (best first)."""
 TOL = 1e-7
@@ -203,10 +212,17 @@ def is_short(work: Work, info: JobInfo) -> bool:
 
 
 def _candidates(
-    work: Work, vic: _Victims, info: JobInfo, t: str, var: Variant, need: float
+    work: Work,
+    vic: _Victims,
+    info: JobInfo,
+    t: str,
+    var: Variant,
+    need: float,
+    local: bool = True,
 ) -> list[int]:
     """Up to :data:`CANDIDATES` nodes for one more replica of ``var``, best estimated net gain
-    first (the gain minus the cheapest victims' loss)."""
+    first (the gain minus the cheapest victims' loss); with ``local`` False only nodes where it
+    fits without taking anything off the node itself."""
     f = work.fleet
     job = info.job
     nr = f.n_racks
@@ -244,11 +260,11 @@ def _candidates(
         return []
     nodes = sel + lo
     mem_def = var.memory_mib - work.mem_free[nodes]
-    local = mem_def > EPS
-    short_mem = local & (vic.node_free_mem[nodes] + EPS < mem_def)
+    local_need = mem_def > EPS
+    short_mem = local_need & (vic.node_free_mem[nodes] + EPS < mem_def)
     if t == "Vehicle":
         e_def = kw - (f.energy_new[nodes] - work.e_used[nodes])
-        local |= e_def > EPS
+        local_need |= e_def > EPS
         short_mem |= (e_def > EPS) & (vic.node_free_kw[nodes] + EPS < e_def)
         p = f.pool[nodes]
         shared = kw * f.hours_today[nodes] - (f.pool_free_new - work.pool_used)[p]
@@ -257,8 +273,10 @@ def _candidates(
         tk = f.tank[nodes]
         shared = kw - (f.tank_free_new - work.tank_used)[tk]
         price = vic.tank_price[tk]
-    local_cost = np.where(local, vic.node_min_loss[nodes], 0.0)
+    local_cost = np.where(local_need, vic.node_min_loss[nodes], 0.0)
     local_cost = np.where(short_mem, INF, local_cost)
+    if not local:
+        local_cost = np.where(local_need, INF, 0.0)
     with np.errstate(invalid="ignore"):
         shared_cost = np.where(shared > EPS, np.maximum(shared, 0.0) * price, 0.0)
     rate = kw * f.cost[nodes]
@@ -342,18 +360,181 @@ def _relocate_for(work: Work, vic: _Victims, tr: _Trial, k: int, var: Variant) -
             break
 
 
-def _try_chain(
-    work: Work, vic: _Victims, info: JobInfo, k: int, var: Variant, rank: dict[str, int]
-) -> _Trial | None:
-    """Make room for one replica of ``var`` on node ``k``, place it, re-place the victims.
-    Returns the applied trial, or ``None`` (nothing changed) when no room could be made."""
+def _compact(work: Work, b: _Budget) -> _Trial:
+    """Pool compaction: in every pool whose daily energy budget is (nearly) spent, swap added
+    replicas between cars - the hungrier replica to the car that leaves sooner - or move one to a
+    shorter-staying car with room, while that strictly lowers the pool's kW x hours.  Neutral for
+    the objective (one pool, one price); it frees budget the next chains can use."""
+    f = work.fleet
+    tr = _Trial(work)
+    for p in range(len(f.pool_free_new) - 1):
+        cap = float(f.pool_free_new[p])
+        if not np.isfinite(cap) or cap - float(work.pool_used[p]) > COMPACT_SLACK * max(cap, EPS):
+            continue
+        for _sweep in range(COMPACT_SWEEPS):
+            if not _compact_pool(work, tr, p, b):
+                break
+    return tr
+
+
+def _compact_pool(work: Work, tr: _Trial, p: int, b: _Budget) -> bool:
+    """One sweep over the pool's added replicas, biggest kWh first; True if anything moved."""
+    f = work.fleet
+    units: list[Unit] = []
+    if not b.spend(len(work.units)):
+        return False
+    for u in work.units:
+        k = u[1]
+        if f.is_vehicle[k] and int(f.pool[k]) == p and removable(work, u) > 0:
+            units.extend([u] * removable(work, u))
+    if len(units) < 1:
+        return False
+    infos = [f.jobs[u[0]] for u in units]
+    vars_ = [i.variants[u[2]] for i, u in zip(infos, units, strict=True)]
+    node = np.array([u[1] for u in units], dtype=np.int64)
+    kw = np.array([v.watts / 1000.0 for v in vars_])
+    mem = np.array([float(v.memory_mib) for v in vars_])
+    keys: dict[tuple[object, ...], int] = {}
+    pol = np.array([keys.setdefault(i.policy_key, len(keys)) for i in infos], dtype=np.int64)
+    key_info: dict[int, JobInfo] = {}
+    for ji in infos:
+        key_info.setdefault(keys[ji.policy_key], ji)
+    polmat = np.stack([work.ok_of(key_info[x]) for x in range(len(keys))])
+    jid = np.array([i.index for i in infos], dtype=np.int64)
+    nr = f.n_racks
+    cars = np.flatnonzero(f.pool[nr:] == p) + nr
+    order = sorted(range(len(units)), key=lambda i: (-kw[i] * f.hours_today[node[i]], units[i]))
+    moved = False
+    for i in order:
+        if not b.spend(STEP_COST + len(units) + len(cars)):
+            return moved
+        ki = int(node[i])
+        hi = float(f.hours_today[ki])
+        ui = (units[i][0], ki, units[i][2])
+        if removable(work, ui) <= 0:
+            continue
+        h = f.hours_today[node]
+        # swaps: i -> node j, j -> node i
+        sw = (
+            (h < hi - EPS)
+            & (kw < kw[i] - EPS)
+            & (jid != jid[i])
+            & polmat[pol[i]][node]
+            & polmat[pol, ki]
+            & (work.mem_free[node] + mem + EPS >= mem[i])
+            & (work.mem_free[ki] + mem[i] + EPS >= mem)
+            & (work.e_used[node] - kw + kw[i] <= f.energy_new[node] + EPS)
+        )
+        save_sw = np.where(sw, (kw[i] - kw) * (hi - h), -INF)
+        # relocation of i to a shorter-staying car with room
+        hc = f.hours_today[cars]
+        mv = (
+            (hc < hi - EPS)
+            & polmat[pol[i]][cars]
+            & (work.mem_free[cars] + EPS >= mem[i])
+            & (work.e_used[cars] + kw[i] <= f.energy_new[cars] + EPS)
+        )
+        save_mv = np.where(mv, kw[i] * (hi - hc), -INF)
+        tries: list[tuple[float, int, int]] = []  # (-saving, kind, index)
+        for j in np.flatnonzero(sw)[np.argsort(-save_sw[sw], kind="stable")][:3].tolist():
+            tries.append((-float(save_sw[j]), 0, j))
+        for c in np.flatnonzero(mv)[np.argsort(-save_mv[mv], kind="stable")][:3].tolist():
+            tries.append((-float(save_mv[c]), 1, c))
+        tries.sort()
+        for _neg, kind, j in tries:
+            mark = len(tr.ops)
+            if kind == 1:
+                k2 = int(cars[j])
+                if _move(work, tr, ui, k2):
+                    node[i] = k2
+                    moved = True
+                    break
+            else:
+                kj = int(node[j])
+                uj = (units[j][0], kj, units[j][2])
+                if removable(work, uj) <= 0:
+                    continue
+                if _swap(work, tr, ui, uj):
+                    node[i], node[j] = kj, ki
+                    moved = True
+                    break
+            del tr.ops[mark:]  # nothing applied
+    return moved
+
+
+def _move(work: Work, tr: _Trial, u: Unit, k2: int) -> bool:
+    """Move one added replica of ``u`` to node ``k2`` if it fits there as new work."""
+    f = work.fleet
+    info = f.jobs[u[0]]
+    var = info.variants[u[2]]
+    u2 = (u[0], k2, u[2])
+    if work.current.get(u2, 0) > work.units.get(u2, 0):
+        return False
+    mark = len(tr.ops)
+    tr.take(u)
+    tr.taken.pop()
+    if work.fits(info, k2, var, new=True) is not None:
+        _undo_to(tr, mark)
+        return False
+    tr.add(info, k2, var)
+    return True
+
+
+def _swap(work: Work, tr: _Trial, ui: Unit, uj: Unit) -> bool:
+    """Exchange the nodes of one added replica each of ``ui`` and ``uj``."""
+    f = work.fleet
+    ai, aj = f.jobs[ui[0]], f.jobs[uj[0]]
+    vi, vj = ai.variants[ui[2]], aj.variants[uj[2]]
+    ki, kj = ui[1], uj[1]
+    for u2 in ((ui[0], kj, ui[2]), (uj[0], ki, uj[2])):
+        if work.current.get(u2, 0) > work.units.get(u2, 0):
+            return False
+    mark = len(tr.ops)
+    tr.take(ui)
+    tr.take(uj)
+    del tr.taken[-2:]
+    if work.fits(ai, kj, vi, new=True) is not None:
+        _undo_to(tr, mark)
+        return False
+    tr.add(ai, kj, vi)
+    if work.fits(aj, ki, vj, new=True) is not None:
+        _undo_to(tr, mark)
+        return False
+    tr.add(aj, ki, vj)
+    return True
+
+
+def _undo_to(tr: _Trial, mark: int) -> None:
+    tail = tr.ops[mark:]
+    del tr.ops[mark:]
+    for sign, info, k, var, n in reversed(tail):
+        if sign > 0:
+            tr.work.remove(info, k, var, n)
+        else:
+            tr.work.add(info, k, var, n)
+
+
+def _place(
+    work: Work,
+    vic: _Victims,
+    tr: _Trial,
+    info: JobInfo,
+    k: int,
+    var: Variant,
+    max_victims: int,
+) -> bool:
+    """Within ``tr``: make room for one replica of ``var`` on node ``k`` (taking off at most
+    ``max_victims`` replicas, moving others out of the way of the shared budget) and place it.
+    On failure everything this call did is undone and False is returned."""
     f = work.fleet
     name = info.job.name
     u_new = (name, k, var.name)
     if work.current.get(u_new, 0) > work.units.get(u_new, 0):
-        return None  # a current replica there was just evicted: do not re-add it
+        return False  # a current replica there was just evicted: do not re-add it
     kw = var.watts / 1000.0
-    tr = _Trial(work)
+    mark = len(tr.ops)
+    n_taken = len(tr.taken)
+    limit = n_taken + max_victims
 
     def local_ok() -> bool:
         return bool(
@@ -363,12 +544,16 @@ def _try_chain(
 
     # node-local room: memory, the car's energy headroom
     for _loss, u in vic.by_node.get(k, []):
-        if local_ok():
+        if local_ok() or len(tr.taken) >= limit:
             break
         if u[0] == name:
             continue
-        while len(tr.taken) < MAX_VICTIMS and not local_ok() and tr.take(u):
+        while len(tr.taken) < limit and not local_ok() and tr.take(u):
             pass
+    if not local_ok():
+        _undo_to(tr, mark)
+        del tr.taken[n_taken:]
+        return False
     # shared room: first move replicas within / out of the pool or tank to where they use less
     # of it (neutral for the objective), then take the cheapest ones off
     _relocate_for(work, vic, tr, k, var)
@@ -376,7 +561,7 @@ def _try_chain(
         p = int(f.pool[k])
         for _ratio, _kwh, u in vic.by_pool.get(p, []):
             room = f.pool_free_new[p] - work.pool_used[p]
-            if room + EPS >= kw * f.hours_today[k] or len(tr.taken) >= MAX_VICTIMS:
+            if room + EPS >= kw * f.hours_today[k] or len(tr.taken) >= limit:
                 break
             if u[0] != name and u[1] != k:
                 tr.take(u)
@@ -384,15 +569,64 @@ def _try_chain(
         t = int(f.tank[k])
         for _ratio, _kw, u in vic.by_tank.get(t, []):
             room = f.tank_free_new[t] - work.tank_used[t]
-            if room + EPS >= kw or len(tr.taken) >= MAX_VICTIMS:
+            if room + EPS >= kw or len(tr.taken) >= limit:
                 break
             if u[0] != name and u[1] != k:
                 tr.take(u)
     if work.fits(info, k, var, new=True) is not None:
-        tr.undo()
-        return None
+        _undo_to(tr, mark)
+        del tr.taken[n_taken:]
+        return False
     tr.add(info, k, var)
-    for vname in sorted({u[0] for u in tr.taken}, key=lambda x: (rank.get(x, 0), x)):
+    return True
+
+
+def _reinsert(work: Work, vic: _Victims, tr: _Trial, info: JobInfo, b: _Budget, depth: int) -> bool:
+    """Within ``tr``: one more replica of a victim's job where it needs the least of a shared
+    budget, moving other replicas out of the way; with ``depth`` > 0 it may take one more
+    replica off (whose job is then re-inserted one level deeper)."""
+    job = info.job
+    f = work.fleet
+    n = len(f.names)
+    for t in ("Rack", "Vehicle"):
+        for var in info.ranked.get(t, [])[:MAX_VARIANTS]:
+            need = job.target_tokens_per_second - work.served.get(job.name, 0.0)
+            if need <= EPS or not b.spend(n):
+                return False
+            for k in _candidates(work, vic, info, t, var, need, local=depth > 0):
+                if not b.spend(TRIAL_COST):
+                    return False
+                first = len(tr.taken)
+                if _place(work, vic, tr, info, k, var, 1 if depth > 0 else 0):
+                    for u in tr.taken[first:]:
+                        vinfo = f.jobs[u[0]]
+                        if is_short(work, vinfo):
+                            _reinsert(work, vic, tr, vinfo, b, depth - 1)
+                    return True
+    return False
+
+
+def _try_chain(
+    work: Work,
+    vic: _Victims,
+    info: JobInfo,
+    k: int,
+    var: Variant,
+    rank: dict[str, int],
+    b: _Budget,
+) -> _Trial | None:
+    """Make room for one replica of ``var`` on node ``k``, place it, re-place the victims.
+    Returns the applied trial, or ``None`` (nothing changed) when no room could be made."""
+    f = work.fleet
+    tr = _Trial(work)
+    if not _place(work, vic, tr, info, k, var, MAX_VICTIMS):
+        return None
+    victims = sorted(tr.taken, key=lambda x: (rank.get(x[0], 0), x))
+    for u in victims:
+        vinfo = f.jobs[u[0]]
+        if is_short(work, vinfo):
+            _reinsert(work, vic, tr, vinfo, b, REINSERT_DEPTH)
+    for vname in sorted({u[0] for u in victims}, key=lambda x: (rank.get(x, 0), x)):
         tr.fill(f.jobs[vname])
     tr.fill(info)
     return tr
@@ -412,21 +646,31 @@ def improve(work: Work, order: list[str], budget: int = LS_BUDGET) -> int:
         # the victim index is rebuilt once per round; within a round it goes stale (units
         # moved or gone are skipped, new ones wait for the next round) - it only orders the
         # tries, every chain is scored exactly
+        cb = _Budget(b.left // 3)
+        comp = _compact(work, cb)
+        b.spend(b.left // 3 - max(cb.left, 0))
         vic = _victims(work)
         if not b.spend(UNIT_COST * len(work.units) + n):
+            comp.undo()
             break
         progress = False
         for name in order:
             info = f.jobs[name]
             while b.left > 0 and is_short(work, info):
-                if not _improve_job(work, vic, info, rank, b, n, touched_units):
+                if _improve_job(work, vic, info, rank, b, n, touched_units) is None:
                     break
                 kept += 1
                 progress = True
             if b.left <= 0:
                 break
         if not progress:
+            comp.undo()  # the compaction bought nothing: leave the plan as it was
+            if _ruin(work, order, b, touched_units):
+                kept += 1
+                continue
             break
+        for _s, ji, kk, vv, _c in comp.ops:
+            touched_units.add((ji.job.name, kk, vv.name))
     work.prices = saved_prices
     _reconcile(work, touched_units)
     return kept
@@ -440,29 +684,88 @@ def _improve_job(
     b: _Budget,
     n: int,
     touched_units: set[Unit],
-) -> bool:
-    """Try chains for one more replica of ``info``; keep the first that improves."""
+) -> _Trial | None:
+    """Try chains for one more replica of ``info``; keep (and return) the first that
+    improves."""
     job = info.job
     for t in ("Rack", "Vehicle"):
         for var in info.ranked.get(t, [])[:MAX_VARIANTS]:
             need = job.target_tokens_per_second - work.served.get(job.name, 0.0)
             if not b.spend(n):
-                return False
+                return None
             for k in _candidates(work, vic, info, t, var, need):
-                tr = _try_chain(work, vic, info, k, var, rank)
+                tr = _try_chain(work, vic, info, k, var, rank, b)
                 spent = b.spend(TRIAL_COST + n * (2 + len(tr.taken) if tr else 0))
                 if tr is None:
                     if not spent:
-                        return False
+                        return None
                     continue
                 if spent and tr.gain() > TOL:
                     for _s, ji, kk, vv, _c in tr.ops:
                         touched_units.add((ji.job.name, kk, vv.name))
-                    return True
+                    return tr
                 tr.undo()
                 if not spent:
-                    return False
-    return False
+                    return None
+    return None
+
+
+def _best_tps(info: JobInfo) -> float:
+    return max((vs[0].tokens_per_second for vs in info.ranked.values() if vs), default=0.0)
+
+
+def _objective(work: Work) -> float:
+    f = work.fleet
+    return sum(_value(work, f.jobs[nm]) for nm in work.served) - work.cost_total
+
+
+def _ruin(work: Work, order: list[str], b: _Budget, touched_units: set[Unit]) -> int:
+    """Ruin and recreate: for each job holding added replicas, least value per replica first,
+    take all of them off and run the chains again for the short jobs in priority order (the
+    ruined job last); keep it only if the objective strictly improves."""
+    f = work.fleet
+    n = max(1, len(f.names))
+    rank = {name: i for i, name in enumerate(order)}
+    holders: dict[str, int] = {}
+    for u in work.units:
+        r = removable(work, u)
+        if r > 0:
+            holders[u[0]] = holders.get(u[0], 0) + r
+    if not holders:
+        return 0
+
+    def density(name: str) -> tuple[float, str]:
+        info = f.jobs[name]
+        return (info.weight * _best_tps(info), name)
+
+    kept = 0
+    for x in sorted(holders, key=density)[:RUIN_JOBS]:
+        if not b.spend(UNIT_COST * len(work.units) + n):
+            break
+        obj0 = _objective(work)
+        tr = _Trial(work)
+        for u in [u for u in work.units if u[0] == x]:
+            while tr.take(u):
+                pass
+        vic = _victims(work)
+        subs: list[_Trial] = []
+        for nm in [*(o for o in order if o != x), x]:
+            info = f.jobs[nm]
+            while b.left > 0 and is_short(work, info):
+                sub = _improve_job(work, vic, info, rank, b, n, set())
+                if sub is None:
+                    break
+                subs.append(sub)
+        if _objective(work) > obj0 + TOL:
+            kept += 1
+            for t in [tr, *subs]:
+                for _s, ji, kk, vv, _c in t.ops:
+                    touched_units.add((ji.job.name, kk, vv.name))
+        else:
+            for t in reversed(subs):
+                t.undo()
+            tr.undo()
+    return kept
 
 
 def _reconcile(work: Work, units: set[Unit]) -> None:
