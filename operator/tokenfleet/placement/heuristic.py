@@ -791,7 +791,9 @@ def plan_heuristic(
     snapshot: Snapshot, starts: int | None = None, improve_budget: int | None = None
 ) -> Plan:
     """Greedy plan.  ``starts`` greedy passes (default from :data:`WORK_BUDGET`): first the fill
-    orders in :data:`MODES`, then price-directed re-runs; the best objective is kept."""
+    orders in :data:`MODES`, then price-directed re-runs; the best objective is kept and then
+    improved by the bounded local search (:mod:`tokenfleet.placement.improve`) with
+    ``improve_budget`` work units (default: scaled to the fleet's size; 0 = greedy only)."""
     fleet = build_fleet(snapshot)
     fleet.popularity = node_popularity(fleet)
     pool_references(fleet)
@@ -815,17 +817,14 @@ def plan_heuristic(
                 break
             prices = _update_prices(fleet, work, prices)
     assert best is not None
-    if improve_budget is None:
-        from tokenfleet.placement.improve import LS_BUDGET
-
-        improve_budget = LS_BUDGET
     work = best.cache[0] if isinstance(best.cache, tuple) else None
-    if improve_budget > 0 and isinstance(work, Work):
+    assert isinstance(work, Work)
+    if improve_budget is None or improve_budget > 0:
         from tokenfleet.placement.improve import improve
 
-        if improve(work, order, improve_budget):
-            best = assemble(snapshot, work, order, "heuristic")
-    return best
+        improve(work, order, improve_budget)
+    # the passes skipped the explanations; only the plan returned needs them
+    return assemble(snapshot, work, order, "heuristic")
 
 
 PRICE_START = 0.25
@@ -945,7 +944,7 @@ def _plan_once(
             if work.served.get(n, 0.0) + EPS < fleet.jobs[n].job.target_tokens_per_second
             and work.count.get(n, 0) < fleet.jobs[n].job.max_replicas
         ]
-    return assemble(snapshot, work, order, "heuristic")
+    return assemble(snapshot, work, order, "heuristic", explain_all=False)
 
 
 # -- incremental --------------------------------------------------------------------------------

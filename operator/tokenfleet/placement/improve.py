@@ -25,10 +25,15 @@ from tokenfleet.placement.heuristic import Unit, Work, fill_job
 from tokenfleet.placement.model import Variant
 from tokenfleet.placement.state import EPS, INF, FloatArr, JobInfo
 
-LS_BUDGET = 3_000_000
-"""Work units per plan.  A trial costs :data:`TRIAL_COST` plus the node count for every greedy
-fill it runs; rebuilding the victim index costs the number of placed units.  Small fleets run
-to a local optimum well inside this; 10,000 nodes x 1,000 jobs get a few dozen trials."""
+LS_BUDGET = 6_000_000
+"""Work units per plan on fleets up to :data:`LS_FULL_NODES` nodes (fewer above, see
+:func:`budget_for`).  A trial costs :data:`TRIAL_COST` plus the node count for every greedy
+fill or candidate pass it runs, a replica examined by a move :data:`STEP_COST` plus the nodes
+scanned; rebuilding the victim index costs :data:`UNIT_COST` per placed unit.  Fleets of a few
+hundred nodes run to a local optimum well inside this."""
+LS_FULL_NODES = 2_000
+"""Above this many nodes the budget shrinks in proportion (10,000 nodes get a fifth): the
+full plan there must stay fast, and the greedy's relative loss is smallest on big fleets."""
 UNIT_COST = 40
 """Work units per placed unit when the victim index is rebuilt (once per round)."""
 TRIAL_COST = 400
@@ -84,6 +89,11 @@ class _Budget:
     def spend(self, units: int) -> bool:
         self.left -= units
         return self.left > 0
+
+
+def budget_for(n_nodes: int) -> int:
+    """The phase's work budget for a fleet of ``n_nodes`` nodes (deterministic)."""
+    return int(LS_BUDGET * min(1.0, LS_FULL_NODES / max(n_nodes, 1)))
 
 
 def removable(work: Work, u: Unit) -> int:
@@ -302,7 +312,7 @@ def _shared_deficit(work: Work, k: int, var: Variant) -> float:
     return float(kw - (f.tank_free_new[t] - work.tank_used[t]))
 
 
-def _relocate_for(work: Work, vic: _Victims, tr: _Trial, k: int, var: Variant) -> None:
+def _relocate_for(work: Work, vic: _Victims, tr: _Trial, k: int, var: Variant, b: _Budget) -> None:
     """Move up to :data:`MAX_RELOCATIONS` added replicas sharing ``k``'s pool (tank) to nodes
     where they use less of that budget - a shorter-staying car, another pool or tank - until
     one more replica of ``var`` fits on ``k``'s share of it."""
@@ -313,12 +323,14 @@ def _relocate_for(work: Work, vic: _Victims, tr: _Trial, k: int, var: Variant) -
     src = int(f.pool[k]) if veh else int(f.tank[k])
     pool_list = vic.by_pool.get(src, []) if veh else vic.by_tank.get(src, [])
     # biggest users of the shared budget first
-    cands = sorted(pool_list, key=lambda x: (-x[1], x[2]))[: 4 * MAX_RELOCATIONS]
+    cands = sorted(pool_list, key=lambda x: (-x[1], x[2]))[: 2 * MAX_RELOCATIONS]
     nr = f.n_racks
     lo, hi = (nr, len(f.names)) if veh else (0, nr)
     moved = 0
     for _ratio, use, u in cands:
         if moved >= MAX_RELOCATIONS or _shared_deficit(work, k, var) <= EPS:
+            return
+        if not b.spend(STEP_COST + hi - lo):
             return
         if removable(work, u) <= 0:
             continue
@@ -522,6 +534,7 @@ def _place(
     k: int,
     var: Variant,
     max_victims: int,
+    b: _Budget,
 ) -> bool:
     """Within ``tr``: make room for one replica of ``var`` on node ``k`` (taking off at most
     ``max_victims`` replicas, moving others out of the way of the shared budget) and place it.
@@ -556,7 +569,7 @@ def _place(
         return False
     # shared room: first move replicas within / out of the pool or tank to where they use less
     # of it (neutral for the objective), then take the cheapest ones off
-    _relocate_for(work, vic, tr, k, var)
+    _relocate_for(work, vic, tr, k, var, b)
     if f.is_vehicle[k]:
         p = int(f.pool[k])
         for _ratio, _kwh, u in vic.by_pool.get(p, []):
@@ -597,7 +610,7 @@ def _reinsert(work: Work, vic: _Victims, tr: _Trial, info: JobInfo, b: _Budget, 
                 if not b.spend(TRIAL_COST):
                     return False
                 first = len(tr.taken)
-                if _place(work, vic, tr, info, k, var, 1 if depth > 0 else 0):
+                if _place(work, vic, tr, info, k, var, 1 if depth > 0 else 0, b):
                     for u in tr.taken[first:]:
                         vinfo = f.jobs[u[0]]
                         if is_short(work, vinfo):
@@ -619,7 +632,7 @@ def _try_chain(
     Returns the applied trial, or ``None`` (nothing changed) when no room could be made."""
     f = work.fleet
     tr = _Trial(work)
-    if not _place(work, vic, tr, info, k, var, MAX_VICTIMS):
+    if not _place(work, vic, tr, info, k, var, MAX_VICTIMS, b):
         return None
     victims = sorted(tr.taken, key=lambda x: (rank.get(x[0], 0), x))
     for u in victims:
@@ -632,11 +645,12 @@ def _try_chain(
     return tr
 
 
-def improve(work: Work, order: list[str], budget: int = LS_BUDGET) -> int:
-    """Run the phase on a filled plan (mutates ``work``); returns the number of chains kept."""
+def improve(work: Work, order: list[str], budget: int | None = None) -> int:
+    """Run the phase on a filled plan (mutates ``work``); returns the number of chains kept.
+    ``budget``: work units (default :func:`budget_for` the fleet's size)."""
     f = work.fleet
     n = max(1, len(f.names))
-    b = _Budget(budget)
+    b = _Budget(budget_for(n) if budget is None else budget)
     rank = {name: i for i, name in enumerate(order)}
     saved_prices = work.prices
     work.prices = None
