@@ -32,8 +32,9 @@ fill or candidate pass it runs, a replica examined by a move :data:`STEP_COST` p
 scanned; rebuilding the victim index costs :data:`UNIT_COST` per placed unit.  Fleets of a few
 hundred nodes run to a local optimum well inside this."""
 LS_FULL_NODES = 2_000
-"""Above this many nodes the budget shrinks in proportion (10,000 nodes get a fifth): the
-full plan there must stay fast, and the greedy's relative loss is smallest on big fleets."""
+"""Above this many nodes the budget shrinks with the square of the ratio (10,000 nodes get a
+25th, a few dozen trials): the full plan there must stay well under a second, and the
+greedy's relative loss is smallest on big fleets."""
 UNIT_COST = 40
 """Work units per placed unit when the victim index is rebuilt (once per round)."""
 TRIAL_COST = 400
@@ -87,13 +88,18 @@ class _Budget:
         self.left = units
 
     def spend(self, units: int) -> bool:
+        """Reserve ``units`` before doing the work; False (and the budget is used up) when
+        they are not left - the caller then skips the work."""
+        if units > self.left:
+            self.left = 0
+            return False
         self.left -= units
-        return self.left > 0
+        return True
 
 
 def budget_for(n_nodes: int) -> int:
     """The phase's work budget for a fleet of ``n_nodes`` nodes (deterministic)."""
-    return int(LS_BUDGET * min(1.0, LS_FULL_NODES / max(n_nodes, 1)))
+    return int(LS_BUDGET * min(1.0, LS_FULL_NODES / max(n_nodes, 1)) ** 2)
 
 
 def removable(work: Work, u: Unit) -> int:
@@ -660,13 +666,13 @@ def improve(work: Work, order: list[str], budget: int | None = None) -> int:
         # the victim index is rebuilt once per round; within a round it goes stale (units
         # moved or gone are skipped, new ones wait for the next round) - it only orders the
         # tries, every chain is scored exactly
-        cb = _Budget(b.left // 3)
-        comp = _compact(work, cb)
-        b.spend(b.left // 3 - max(cb.left, 0))
-        vic = _victims(work)
         if not b.spend(UNIT_COST * len(work.units) + n):
-            comp.undo()
             break
+        share = b.left // 3
+        cb = _Budget(share)
+        comp = _compact(work, cb)
+        b.spend(share - cb.left)
+        vic = _victims(work)
         progress = False
         for name in order:
             info = f.jobs[name]
@@ -708,19 +714,16 @@ def _improve_job(
             if not b.spend(n):
                 return None
             for k in _candidates(work, vic, info, t, var, need):
+                if not b.spend(TRIAL_COST + n * (2 + MAX_VICTIMS)):
+                    return None
                 tr = _try_chain(work, vic, info, k, var, rank, b)
-                spent = b.spend(TRIAL_COST + n * (2 + len(tr.taken) if tr else 0))
                 if tr is None:
-                    if not spent:
-                        return None
                     continue
-                if spent and tr.gain() > TOL:
+                if tr.gain() > TOL:
                     for _s, ji, kk, vv, _c in tr.ops:
                         touched_units.add((ji.job.name, kk, vv.name))
                     return tr
                 tr.undo()
-                if not spent:
-                    return None
     return None
 
 
