@@ -1,13 +1,23 @@
 """Bounded local improvement after the greedy: ejection chains that make room for short jobs.
 
-For a job short of its target, try to place one more replica on a node it may use by first
-taking off up to :data:`MAX_VICTIMS` replicas that block it - on that node (memory, the car's
-energy headroom) and in its pool or tank (the shared daily energy budget or power/heat
-headroom) - then re-placing the victims' jobs wherever they still fit (the greedy fill, which
-is how a victim *moves*: a relocation is an ejection followed by a re-insertion).  A chain is
-kept only when the plan's objective strictly improves; otherwise it is undone exactly.
+Moves, each scored exactly on the running plan state and undone exactly when it does not pay:
 
-Stability: only replicas this plan *adds* are ever taken off; current placements (the
+* **Ejection chain** (:func:`_try_chain`): for a job short of its target, one more replica on a
+  node it may use, after taking off up to :data:`MAX_VICTIMS` replicas that block it - on that
+  node (memory, the car's energy headroom) and in its pool or tank (the shared daily energy
+  budget, power/heat headroom) - and first moving up to :data:`MAX_RELOCATIONS` replicas to where
+  they use less of that shared budget (a car that leaves sooner, another pool or tank).  Each
+  victim's job is then re-inserted where it needs least of the shared budget (itself allowed
+  one victim, :data:`REINSERT_DEPTH`), and the greedy fill tops up.  Kept only when the
+  objective strictly improves.
+* **Pool compaction** (:func:`_compact`): on a pool whose daily budget is spent, swap replicas
+  between cars (the hungrier one to the car that leaves sooner) or move one to a shorter stay,
+  while the pool's kW x hours strictly drops - neutral for the objective; a round's compaction
+  is undone unless that round's chains then improve the objective.
+* **Ruin and recreate** (:func:`_ruin`): when the chains are stuck, take all added replicas of
+  one low-value job off and run the chains again; kept only on a strict improvement.
+
+Stability: only replicas this plan *adds* are ever taken off or moved; current placements (the
 snapshot's) never move here, so re-planning an unchanged world still moves nothing.
 
 Determinism: the phase is budgeted in abstract work units (node-array passes and Python steps,
@@ -48,6 +58,7 @@ MAX_RELOCATIONS = 4
 COMPACT_SLACK = 0.02
 """A pool is compacted when less than this fraction of its daily budget is left."""
 COMPACT_SWEEPS = 3
+"""Sweeps over a pool's replicas per compaction (each stops early when nothing moved)."""
 STEP_COST = 1500
 """Fixed work units per replica examined by the compaction (a dozen small array passes)."""
 REINSERT_DEPTH = 1
