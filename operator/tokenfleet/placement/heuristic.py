@@ -109,6 +109,8 @@ class Work:
     """Incremental bookkeeping: the plan's assignments / unused nodes and where each sits."""
     consumed: bool = False
     """Set once an incremental re-plan has taken this state over (it mutates in place)."""
+    rank_term: bool = False
+    """Apply the kW x stay rearrangement term (:data:`RANK_WEIGHT`) while filling."""
 
     # -- capacity checks -------------------------------------------------------------------
     def fits(self, info: JobInfo, k: int, var: Variant, new: bool) -> Reason | None:
@@ -349,7 +351,7 @@ def _pass_candidates(
             if t == "Vehicle":
                 # pool energy is spent by the hour: prefer cars whose stay costs the pool least
                 sc = sc - f.pool_price[f.pool[nodes]] * kw * hrs[sel]
-                if len(f.pool_kw_ref):
+                if work.rank_term and len(f.pool_kw_ref):
                     # rearrangement: on a budgeted pool, hungrier replicas take the cars that
                     # leave soonest and frugal ones the long stays (sum of kW x h is smallest)
                     pn = f.pool[nodes]
@@ -780,8 +782,10 @@ def streams(work: Work, order: list[str], mode: str = "share") -> list[tuple[str
     return [(name, t) for _d, _r, name, t in out]
 
 
-MODES = ("share", "pressure", "priority")
-"""Fill orders tried: resource-share density, pressure-weighted density, plain priority."""
+MODES = ("share", "pressure", "priority", "share+rank", "pressure+rank")
+"""Fill orders tried: resource-share density, pressure-weighted density, plain priority; then
+the two densities again with the kW x stay rearrangement term on budgeted pools (it pays where
+a pool's daily budget binds and costs where it does not, so it is a start of its own)."""
 WORK_BUDGET = 3_000_000
 """Greedy passes per plan = WORK_BUDGET // (nodes x jobs), at least one: small fleets try every
 fill order and the price-directed re-runs and keep the best plan; 10,000 x 1,000 gets one pass."""
@@ -918,6 +922,8 @@ def _plan_once(
 ) -> Plan:
     work = new_work(fleet)
     work.bonus = snapshot.weights.preference_bonus
+    mode, _, extra = mode.partition("+")
+    work.rank_term = extra == "rank"
     keep_phase(snapshot, work, order)
     if mode != "priority":
         work.prices = prices
