@@ -45,7 +45,6 @@ VERSION = "v1alpha1"
 RUNTIME_NS = "tokenfleet-system"
 RUNTIME_LABELS = {"app.kubernetes.io/name": "tokenfleet-runtime"}
 RIG_LABEL = "e2e.tokenfleet.io/rig"
-RUNTIME_NODE_LABEL = "e2e.tokenfleet.io/runtime"
 TOKENFLEET = REPO / ".venv" / "bin" / "tokenfleet"
 
 #: operator intervals for tests (seconds): quick to react, still debounced
@@ -250,45 +249,45 @@ def install_crds(fleet: Fleet) -> None:
         _setup_done.add(f"crds:{fleet.server}")
 
 
-def ensure_runtime_daemonset(fleet: Fleet, api: client.ApiClient) -> None:
-    """The runtime DaemonSet on rig nodes (kwok 'runs' its pods and hands out fake IPs)."""
-    with _setup_lock:
-        if f"ds:{fleet.server}" in _setup_done:
-            return
-        core = client.CoreV1Api(api)
-        with contextlib.suppress(ApiException):
-            core.create_namespace({"metadata": {"name": RUNTIME_NS}})
-        ds = {
-            "apiVersion": "apps/v1",
-            "kind": "DaemonSet",
-            "metadata": {"name": "tokenfleet-runtime", "namespace": RUNTIME_NS},
-            "spec": {
-                "selector": {"matchLabels": dict(RUNTIME_LABELS)},
-                "template": {
-                    "metadata": {
-                        "labels": {**RUNTIME_LABELS, "app.kubernetes.io/component": "runtime"}
-                    },
-                    "spec": {
-                        "nodeSelector": {RUNTIME_NODE_LABEL: "true"},
-                        "tolerations": [{"operator": "Exists"}],
-                        "containers": [
-                            {
-                                "name": "tritonserver",
-                                "image": "nvcr.io/nvidia/tritonserver:24.10-py3",
-                                "ports": [{"name": "http", "containerPort": 8000}],
-                            }
-                        ],
-                    },
+def ensure_runtime_namespace(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    try:
+        core.create_namespace({"metadata": {"name": RUNTIME_NS}})
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def runtime_daemonset(rig_id: str) -> dict[str, Any]:
+    """A runtime DaemonSet for one rig's nodes (kwok 'runs' its pods and hands out fake IPs)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": f"runtime-{rig_id}", "namespace": RUNTIME_NS},
+        "spec": {
+            "selector": {"matchLabels": {**RUNTIME_LABELS, RIG_LABEL: rig_id}},
+            "template": {
+                "metadata": {
+                    "labels": {
+                        **RUNTIME_LABELS,
+                        RIG_LABEL: rig_id,
+                        "app.kubernetes.io/component": "runtime",
+                    }
+                },
+                "spec": {
+                    "nodeSelector": {RIG_LABEL: rig_id},
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [
+                        {
+                            "name": "tritonserver",
+                            "image": "nvcr.io/nvidia/tritonserver:24.10-py3",
+                            "ports": [{"name": "http", "containerPort": 8000}],
+                        }
+                    ],
                 },
             },
-        }
-        apps = client.AppsV1Api(api)
-        try:
-            apps.create_namespaced_daemon_set(RUNTIME_NS, ds)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        _setup_done.add(f"ds:{fleet.server}")
+        },
+    }
 
 
 # ---------------------------------------------------------------------------- the rig
@@ -325,7 +324,8 @@ class Rig:
         self._sim_ctx: ThreadedTankSimulator | None = None
         self.sim: TankSimulator | None = None
         install_crds(fleet)
-        ensure_runtime_daemonset(fleet, self.api)
+        ensure_runtime_namespace(self.api)
+        self.daemonset: str | None = None
 
     # ---- runtimes and tanks ------------------------------------------------------------------
 
@@ -348,7 +348,7 @@ class Rig:
         return f"{base}-{self.id}"
 
     def _rig_labels(self) -> dict[str, str]:
-        return {RIG_LABEL: self.id, RUNTIME_NODE_LABEL: "true"}
+        return {RIG_LABEL: self.id}
 
     def add_vehicle(
         self,
@@ -397,9 +397,8 @@ class Rig:
 
     def runtime_pod_ips(self) -> dict[str, str]:
         """node -> runtime pod IP (fake kwok addresses: compared, never dialled)."""
-        pods = self.core.list_namespaced_pod(
-            RUNTIME_NS, label_selector="app.kubernetes.io/name=tokenfleet-runtime"
-        ).items
+        selector = f"app.kubernetes.io/name=tokenfleet-runtime,{RIG_LABEL}={self.id}"
+        pods = self.core.list_namespaced_pod(RUNTIME_NS, label_selector=selector).items
         return {
             p.spec.node_name: p.status.pod_ip
             for p in pods
@@ -407,12 +406,19 @@ class Rig:
         }
 
     def wait_runtime_pods(self, timeout: float = 90) -> dict[str, str]:
-        """Wait for the DaemonSet's pod (with a kwok address) on every rig node.
+        """Create the rig's runtime DaemonSet (once its nodes exist) and wait for its pod, with a
+        kwok address, on every rig node.
 
-        KCM's DaemonSet controller sometimes misses a node added in a burst (later node updates
-        that do not change whether the pod should run are ignored), so while a node is still
-        without its pod after 10 s the DaemonSet's metadata is touched, which re-queues it.
+        The DaemonSet is created after the nodes: KCM's DaemonSet controller was seen to miss a
+        node added in a burst right after its DaemonSet (later node updates that do not change
+        whether the pod should run are ignored). As a fallback, while a node is still without its
+        pod after 10 s the DaemonSet's metadata is touched, which re-queues it.
         """
+        apps = client.AppsV1Api(self.api)
+        if self.daemonset is None:
+            body = runtime_daemonset(self.id)
+            apps.create_namespaced_daemon_set(RUNTIME_NS, body)
+            self.daemonset = str(body["metadata"]["name"])
         nudges = 0
         last_nudge = time.monotonic()
 
@@ -425,8 +431,8 @@ class Rig:
             if time.monotonic() - last_nudge > 10:
                 nudges += 1
                 last_nudge = time.monotonic()
-                client.AppsV1Api(self.api).patch_namespaced_daemon_set(
-                    "tokenfleet-runtime",
+                apps.patch_namespaced_daemon_set(
+                    str(self.daemonset),
                     RUNTIME_NS,
                     {"metadata": {"annotations": {"e2e.tokenfleet.io/nudge": str(nudges)}}},
                 )
@@ -686,6 +692,9 @@ class Rig:
                     self.custom.delete_namespaced_custom_object(
                         GROUP, VERSION, self.namespace, "inferencejobs", name
                     )
+        if self.daemonset is not None:
+            with contextlib.suppress(ApiException):
+                client.AppsV1Api(self.api).delete_namespaced_daemon_set(self.daemonset, RUNTIME_NS)
         for plural, name in self.cluster_objects:
             with contextlib.suppress(ApiException):
                 self.custom.delete_cluster_custom_object(GROUP, VERSION, plural, name)
