@@ -49,6 +49,8 @@ TOKENFLEET = REPO / ".venv" / "bin" / "tokenfleet"
 
 #: operator intervals for tests (seconds): quick to react, still debounced
 TEST_ENV = {
+    # the rig's runtimes listen on 127.0.0.1; kwok pod addresses must never be dialled
+    "TOKENFLEET_RUNTIME_DIAL_NETWORKS": "127.0.0.0/8",
     "TOKENFLEET_PLAN_DEBOUNCE_SECONDS": "0.2",
     "TOKENFLEET_PLAN_RESYNC_SECONDS": "5",
     "TOKENFLEET_JOB_RESYNC_SECONDS": "5",

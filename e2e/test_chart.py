@@ -116,6 +116,7 @@ def test_single_replica_is_standalone_and_ha_turns_on_peering(fleet: Fleet) -> N
     args = single["spec"]["template"]["spec"]["containers"][0]["args"]
     assert single["spec"]["strategy"] == {"type": "Recreate"}
     assert "--all-namespaces" in args
+    assert f"--runtime-namespace={NAMESPACE}" in args  # where the chart's runtime pods run
     assert not any(a.startswith("--peering") for a in args)
 
     docs = render(fleet, "operator.replicas=2", "operator.watchNamespaces={ml,edge}")

@@ -156,3 +156,37 @@ def test_shortfall_reason_skips_nodes_the_job_could_never_use() -> None:
     assert pick(short((Reason.RESIDENCY, 3))) == "NoEligibleNode"
     tank = JobShortfall("ns/j", Reason.TANK_THERMAL_HEADROOM, 40, 80, 1, ())
     assert pick(tank) == "TankThermalHeadroom"
+
+
+async def test_dial_policy_refuses_addresses_outside_its_networks() -> None:
+    loopback_car = dataclasses.replace(vehicle("car-1"), runtime_endpoint="127.0.0.1:41000")
+    pod_ip_car = dataclasses.replace(vehicle("car-2"), runtime_endpoint="10.244.0.9:8000")
+    fleet = Fleet([loopback_car, pod_ip_car], [job_view(replicas=(2, 2), target=40)])
+    fleet.planner = Planner(OperatorConfig(runtime_dial_networks="127.0.0.0/8"))
+    await fleet.replan()
+    assert fleet.planner.runtime_endpoint("car-1") == "127.0.0.1:41000"
+    assert fleet.planner.runtime_endpoint("car-2") is None
+    slice_ = fleet.planner.slice_for("ns/chat")
+    assert slice_ is not None
+    assert {node for node, _ in slice_.desired} == {"car-1"}, "never place where it can't dial"
+
+
+def test_invalid_dial_networks_stop_the_planner_naming_the_value() -> None:
+    from tokenfleet.serving.errors import EndpointError
+
+    with pytest.raises(EndpointError, match="bad network 'loopback'"):
+        Planner(OperatorConfig(runtime_dial_networks="loopback"))
+
+
+def test_periodic_timer_successes_are_not_logged_but_failures_are() -> None:
+    import logging
+
+    from tokenfleet.controllers.main import QuietPeriodicSuccess
+
+    def record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+    quiet = QuietPeriodicSuccess()
+    assert not quiet.filter(record(logging.INFO, "Timer 'immersionpod_telemetry' succeeded."))
+    assert quiet.filter(record(logging.ERROR, "Timer 'immersionpod_telemetry' failed with X"))
+    assert quiet.filter(record(logging.INFO, "Handler 'job_changed' succeeded."))

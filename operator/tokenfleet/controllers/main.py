@@ -30,12 +30,19 @@ CONTROLLER_MODULES = (
 
 def load_controllers() -> None:
     for name in CONTROLLER_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            logging.getLogger(__name__).error("controller module %s is missing", name)
+        importlib.import_module(name)
+
+
+class QuietPeriodicSuccess(logging.Filter):
+    """Drop kopf's "Timer 'x' succeeded." lines: the tank and pool timers tick every few
+    seconds per object, and a success says nothing a metric does not. Failures, retries and
+    everything else pass; ``--verbose`` keeps them all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not (message.startswith("Timer '") and message.endswith("' succeeded."))
 
 
 def _namespaces(args: argparse.Namespace, config: OperatorConfig) -> tuple[bool, list[str]]:
@@ -57,6 +64,8 @@ def run_command(args: argparse.Namespace) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if not args.verbose:
+        logging.getLogger("kopf.objects").addFilter(QuietPeriodicSuccess())
 
     load_controllers()
     metrics.serve(int(args.metrics_port), str(args.metrics_address))

@@ -43,6 +43,12 @@ from tokenfleet.controllers.snapshot import (
     build_snapshot,
 )
 from tokenfleet.placement import JobShortfall, Placement, Plan, Reason, plan, replan_node
+from tokenfleet.serving.endpoints import (
+    dial_allowed,
+    format_host_port,
+    parse_host_port,
+    parse_networks,
+)
 from tokenfleet.telemetry.node import NodeInfo
 
 log = logging.getLogger(__name__)
@@ -125,6 +131,9 @@ class Planner:
         self._task: asyncio.Task[None] | None = None
         self.last_plan_monotonic: float | None = None
         self.last_error: str | None = None
+        # an invalid TOKENFLEET_RUNTIME_DIAL_NETWORKS stops the operator at start, naming it
+        self._dial_networks = parse_networks(config.runtime_dial_networks)
+        self._refused_dials: set[str] = set()
 
     # ---- wiring ---------------------------------------------------------------------------
 
@@ -220,14 +229,29 @@ class Planner:
         return {j.key: j for j in self.jobs()}
 
     def runtime_endpoint(self, node: str) -> str | None:
-        """HOST:PORT of the node's Triton HTTP port: the annotation wins, else the runtime pod."""
+        """HOST:PORT of the node's Triton HTTP port: the annotation wins, else the runtime pod.
+
+        ``None`` (no runtime) also when the dial policy forbids the address.
+        """
         info = self.node(node)
         if info is not None and info.runtime_endpoint:
-            return info.runtime_endpoint
-        pod = self.runtime_pod(node)
-        if pod is not None and pod.pod_ip:
-            return f"{pod.pod_ip}:{self.config.runtime_http_port}"
-        return None
+            endpoint = info.runtime_endpoint
+        else:
+            pod = self.runtime_pod(node)
+            if pod is None or not pod.pod_ip:
+                return None
+            endpoint = format_host_port(pod.pod_ip, self.config.runtime_http_port)
+        if not dial_allowed(parse_host_port(endpoint)[0], self._dial_networks):
+            if node not in self._refused_dials:
+                self._refused_dials.add(node)
+                log.warning(
+                    "not dialling %s for node %s: outside the runtime dial networks %s",
+                    endpoint,
+                    node,
+                    self.config.runtime_dial_networks,
+                )
+            return None
+        return endpoint
 
     def runtime_pod(self, node: str) -> RuntimePod | None:
         pods = [p for p in self.runtime_pods(node) if p.pod_ip and not p.deleting]

@@ -22,7 +22,6 @@ from tokenfleet import GROUP
 
 FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PREFIX = GROUP
-MANAGED_BY = "tokenfleet.io/operator"
 FIELD_MANAGER = "tokenfleet-operator"
 
 
@@ -70,6 +69,9 @@ class OperatorConfig:
     runtime_pod_label: str = "app.kubernetes.io/name=tokenfleet-runtime"
     #: Triton HTTP port on runtime pods (EndpointSlice port and pod-address control traffic)
     runtime_http_port: int = 8000
+    #: comma-separated CIDRs the operator may send control traffic to; empty: anywhere. The local
+    #: fleet and the tests set 127.0.0.0/8, so a fake (kwok) pod address is never dialled.
+    runtime_dial_networks: str = ""
     #: kopf watch timeouts (seconds)
     watch_server_timeout_seconds: float = 300.0
     watch_client_timeout_seconds: float = 330.0
@@ -100,6 +102,7 @@ class OperatorConfig:
             "runtime_namespace": _env_str("RUNTIME_NAMESPACE", d.runtime_namespace),
             "runtime_pod_label": _env_str("RUNTIME_POD_LABEL", d.runtime_pod_label),
             "runtime_http_port": int(_env_float("RUNTIME_HTTP_PORT", d.runtime_http_port)),
+            "runtime_dial_networks": _env_str("RUNTIME_DIAL_NETWORKS", d.runtime_dial_networks),
             "watch_server_timeout_seconds": _env_float(
                 "WATCH_SERVER_TIMEOUT_SECONDS", d.watch_server_timeout_seconds
             ),

@@ -4,8 +4,8 @@ Public API (import from the submodules or from here):
 
 - :mod:`tokenfleet.serving.runtime`: ``TritonRuntime``, ``RuntimePool``, ``ModelState``,
   ``ModelStatus``, ``RuntimeMetrics``, ``parse_metrics``, ``default_metrics_url``;
-- :mod:`tokenfleet.serving.endpoints`: ``resolve_runtime_endpoint``, ``pick_runtime_pod``,
-  ``parse_host_port``, ``RuntimeEndpoint``, ``RUNTIME_ENDPOINT_ANNOTATION``;
+- :mod:`tokenfleet.serving.endpoints`: ``parse_host_port``, ``dial_allowed``, ``parse_networks``,
+  ``RUNTIME_ENDPOINT_ANNOTATION``;
 - :mod:`tokenfleet.serving.routing`: ``build_service``, ``build_endpoint_slice``,
   ``ReadyReplica``, ``needs_update``, ``service_name``, ``endpoint_slice_name``;
 - :mod:`tokenfleet.serving.errors`: ``ServingError`` and its subclasses.
@@ -16,10 +16,9 @@ from tokenfleet.serving.endpoints import (
     TRITON_GRPC_PORT,
     TRITON_HTTP_PORT,
     TRITON_METRICS_PORT,
-    RuntimeEndpoint,
+    dial_allowed,
     parse_host_port,
-    pick_runtime_pod,
-    resolve_runtime_endpoint,
+    parse_networks,
 )
 from tokenfleet.serving.errors import (
     EndpointError,
@@ -61,7 +60,6 @@ __all__ = [
     "ModelUnloadFailed",
     "ReadyReplica",
     "RoutingError",
-    "RuntimeEndpoint",
     "RuntimeMetrics",
     "RuntimePool",
     "RuntimeUnavailable",
@@ -70,11 +68,11 @@ __all__ = [
     "WaitTimeout",
     "build_endpoint_slice",
     "build_service",
+    "dial_allowed",
     "endpoint_slice_name",
     "needs_update",
     "parse_host_port",
     "parse_metrics",
-    "pick_runtime_pod",
-    "resolve_runtime_endpoint",
+    "parse_networks",
     "service_name",
 ]

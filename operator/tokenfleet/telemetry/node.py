@@ -10,6 +10,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
+from tokenfleet.serving.endpoints import format_host_port, parse_host_port
+from tokenfleet.serving.errors import EndpointError
 from tokenfleet.telemetry.problems import ProblemKind, TelemetryProblem, raw_text
 from tokenfleet.telemetry.vehicle import (
     ACCELERATOR_LABEL,
@@ -141,12 +143,13 @@ class NodeInfo:
 
 
 def _endpoint(value: object) -> str | None:
+    """The runtime endpoint annotation, strictly ``HOST:PORT`` (else ``None``: a problem)."""
     if not isinstance(value, str):
         return None
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        return format_host_port(*parse_host_port(value))
+    except EndpointError:
         return None
-    return value.strip()
 
 
 def _ready(status: Mapping[str, Any]) -> bool | None:
