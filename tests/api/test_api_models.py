@@ -377,3 +377,26 @@ def test_readme_examples_are_valid() -> None:
     assert manifests
     for data in manifests:
         KIND_MODELS[data["kind"]].model_validate(data)
+
+
+def test_battery_capacity_default_and_bounds() -> None:
+    assert parse_vehiclepool_spec(minimal_pool()).battery.capacity_kwh == 60
+    pool = {**minimal_pool(), "battery": {"capacityKWh": 75}}
+    assert parse_vehiclepool_spec(pool).battery.capacity_kwh == 75
+    for bad in (4, 301):
+        pool = {**minimal_pool(), "battery": {"capacityKWh": bad}}
+        assert "battery.capacityKWh" in _error(VehiclePoolSpec, pool)
+
+
+def test_pool_energy_day_is_a_date() -> None:
+    status = parse_status(
+        VehiclePoolStatus,
+        {"energyUsedTodayKWh": 1.25, "energyDay": "2026-11-25", "evictions": []},
+    )
+    assert status.to_wire() == {
+        "energyUsedTodayKWh": 1.25,
+        "energyDay": "2026-11-25",
+        "evictions": [],
+    }
+    with pytest.raises(ValidationError, match="energyDay"):
+        parse_status(VehiclePoolStatus, {"energyDay": "yesterday"})

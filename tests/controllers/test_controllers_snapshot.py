@@ -112,3 +112,14 @@ def test_snapshot_plans_racks_and_vehicles_per_variant() -> None:
     result = plan(parts.snapshot)  # type: ignore[attr-defined]
     by_node = {a.node: a.variant for a in result.assignments}
     assert by_node == {"rack-1": "fp16", "rack-2": "fp16", "car-1": "int4", "car-2": "int4"}
+
+
+def test_pool_battery_capacity_and_energy_used_reach_the_engine() -> None:
+    view = pool_view()
+    default = _build(pools=[view])
+    (pool,) = default.snapshot.pools  # type: ignore[attr-defined]
+    assert pool.battery_capacity_kwh == 60.0 and pool.energy_used_today_kwh == 0.0
+    spec = {**view.spec, "battery": {**view.spec["battery"], "capacityKWh": 75}}
+    vans = replace(view, uid="vans", spec=spec, status={"energyUsedTodayKWh": 12.5})
+    (pool,) = _build(pools=[vans]).snapshot.pools  # type: ignore[attr-defined]
+    assert pool.battery_capacity_kwh == 75.0 and pool.energy_used_today_kwh == 12.5

@@ -8,7 +8,7 @@ Python attributes are snake_case, the wire is camelCase with units in the names 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -342,6 +342,9 @@ class BatteryPolicy(WireModel):
     """Energy price used by placement, currency units per kWh."""
     wear_cost_per_kwh: Annotated[float, Field(ge=0, le=100)] = 0
     """Battery wear cost of cycling, currency units per kWh of throughput."""
+    capacity_kwh: Annotated[float, Field(ge=5, le=300)] = 60
+    """Usable pack capacity of the pool's vehicles, kWh (sizes the energy a vehicle still needs
+    to reach its target state of charge by departure)."""
 
 
 class VehiclePoolSpec(WireModel):
@@ -397,9 +400,12 @@ class VehiclePoolStatus(StatusModel):
     """Vehicles not eligible, counted by reason (e.g. NotPluggedIn, LowStateOfCharge)."""
     capacity: PoolCapacity | None = None
     energy_used_today_kwh: Annotated[float, Field(ge=0)] | None = None
-    """Energy spent on compute since midnight UTC, kWh."""
+    """Energy spent on compute since midnight UTC, kWh (the watts of the replicas loaded on the
+    pool's vehicles, integrated over time)."""
+    energy_day: date | None = None
+    """UTC day (YYYY-MM-DD) that energyUsedTodayKWh and evictions count."""
     evictions: ReasonCounts | None = None
-    """Replicas moved off the pool's vehicles, counted by reason."""
+    """Replicas moved off the pool's vehicles on energyDay, counted by reason."""
 
 
 # ---------------------------------------------------------------------------------------------

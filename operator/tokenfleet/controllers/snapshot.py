@@ -204,6 +204,7 @@ def pool_of(view: PoolView) -> tuple[PoolPolicy, Mapping[str, str], bool]:
         wear_cost_per_kwh=float(battery.wear_cost_per_kwh),
         stale_after_seconds=float(spec.stale_after_seconds),
         hysteresis_percent=float(spec.hysteresis_percent),
+        battery_capacity_kwh=float(battery.capacity_kwh),
     )
     cordoned = bool(getattr(spec, "cordoned", False)) or view.deleting
     return policy, dict(spec.node_selector), cordoned
