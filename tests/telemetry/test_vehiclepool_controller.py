@@ -182,3 +182,24 @@ def test_serving_from_job() -> None:
         "car-1": ServingReplica("ns/job", 2, 80.0),
         "car-3": ServingReplica("ns/job", 1, 0.0),
     }
+
+
+def test_serving_from_job_sums_variant_watts() -> None:
+    spec = {
+        "variants": [
+            {"name": "int4", "tokensPerSecond": 20, "watts": 60},
+            {"name": "fp16", "tokensPerSecond": 40, "watts": "x"},
+        ]
+    }
+    status = {
+        "placements": [
+            {"node": "car-1", "variant": "int4", "state": "Loaded"},
+            {"node": "car-1", "variant": "fp16", "state": "Loaded"},
+            {"node": "car-2", "variant": "int4", "state": "Loaded"},
+            {"node": "car-2", "variant": "int4", "state": "Unloading"},
+        ]
+    }
+    assert serving_from_job("ns", "job", spec, status) == {
+        "car-1": ServingReplica("ns/job", 2, 60.0, 60.0),
+        "car-2": ServingReplica("ns/job", 1, 20.0, 60.0),
+    }

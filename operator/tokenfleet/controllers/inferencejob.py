@@ -48,6 +48,7 @@ from tokenfleet.controllers.planner import (
     Removal,
     get_planner,
 )
+from tokenfleet.controllers.poolstats import EVICTIONS
 from tokenfleet.controllers.settings import OperatorConfig, get_config
 from tokenfleet.controllers.snapshot import ACTIVE_STATES, JobView, job_spec
 from tokenfleet.serving.errors import (
@@ -556,6 +557,8 @@ class JobWorker:
             verb = "moved" if removal.moved_to else "removed"
             where = f" to {removal.moved_to}" if removal.moved_to else ""
             metrics.MOVES.labels(reason=removal.reason).inc()
+            if e.pool:  # the pool's status.evictions (VehiclePool timer)
+                EVICTIONS.record(e.pool, removal.reason)
             self._event(
                 "Normal" if removal.reason not in DRAIN_NOW else "Warning",
                 removal.reason,

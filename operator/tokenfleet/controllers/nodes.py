@@ -17,6 +17,7 @@ Import this module from the operator's main module so kopf registers the indexes
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -157,29 +158,46 @@ class ServingReplica:
     replicas: int
     tokens_per_second: float
     """Sum over those replicas of their variant's ``tokensPerSecond``."""
+    watts: float = 0.0
+    """Sum over those replicas of their variant's ``watts`` (declared draw while serving)."""
+
+
+def _variant_figures(variant: Mapping[str, Any]) -> tuple[float, float]:
+    try:
+        tps = float(variant.get("tokensPerSecond") or 0.0)
+    except (TypeError, ValueError):
+        tps = 0.0
+    try:
+        watts = float(variant.get("watts") or 0.0)
+    except (TypeError, ValueError):
+        watts = 0.0
+    return (
+        tps if math.isfinite(tps) and tps > 0 else 0.0,
+        watts if math.isfinite(watts) and watts > 0 else 0.0,
+    )
 
 
 def serving_from_job(
     namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
 ) -> dict[str, ServingReplica]:
     """node -> the job's Loaded replicas there (pure; tolerant of malformed entries)."""
-    tps: dict[str, float] = {}
+    figures: dict[str, tuple[float, float]] = {}
     for variant in spec.get("variants") or ():
         if isinstance(variant, Mapping):
-            try:
-                tps[str(variant.get("name"))] = float(variant.get("tokensPerSecond") or 0.0)
-            except (TypeError, ValueError):
-                continue
-    counts: dict[str, list[float]] = {}
+            figures[str(variant.get("name"))] = _variant_figures(variant)
+    counts: dict[str, list[tuple[float, float]]] = {}
     for entry in status.get("placements") or ():
         if not isinstance(entry, Mapping) or entry.get("state") not in SERVING_STATES:
             continue
         node = entry.get("node")
         if not node:
             continue
-        counts.setdefault(str(node), []).append(tps.get(str(entry.get("variant")), 0.0))
+        counts.setdefault(str(node), []).append(figures.get(str(entry.get("variant")), (0.0, 0.0)))
     job = f"{namespace}/{name}"
-    return {node: ServingReplica(job, len(v), sum(v)) for node, v in counts.items()}
+    return {
+        node: ServingReplica(job, len(v), sum(t for t, _ in v), sum(w for _, w in v))
+        for node, v in counts.items()
+    }
 
 
 @kopf.index(GROUP, "inferencejobs", id="serving_by_node")

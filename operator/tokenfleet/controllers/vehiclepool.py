@@ -14,13 +14,19 @@ otherwise it is counted under that reason (``NotPluggedIn``, ``BelowReserveSoC``
 record (``status.placements``), from the ``serving_by_node`` index (``nodes.py``).
 ``capacity.memoryMiB`` is the allocatable memory of the eligible vehicles,
 ``capacity.tokensPerSecond`` the tokens/s of the replicas loaded on the pool's vehicles.
-``energyUsedTodayKWh`` and ``evictions`` are the operator's (inferencejob) to write.
+
+``energyUsedTodayKWh`` / ``energyDay`` / ``evictions`` are the pool's daily account
+(:mod:`tokenfleet.controllers.poolstats`): the watts of those loaded replicas integrated tick by
+tick, and the removals the job daemons recorded, kept in the pool's memo, continued from status
+after a restart, reset on the first tick of a new UTC day and written with a deadband (the
+planner feeds ``energyUsedTodayKWh`` to the engine's daily energy budget).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -30,6 +36,14 @@ from pydantic import ValidationError
 from tokenfleet.api.conditions import set_condition
 from tokenfleet.api.models import GROUP, VERSION
 from tokenfleet.controllers.nodes import ServingReplica, select_nodes, serving_from_job
+from tokenfleet.controllers.poolstats import (
+    EVICTIONS,
+    PoolTally,
+    advance,
+    tally_fields,
+    tally_from_status,
+    tally_write_due,
+)
 from tokenfleet.controllers.snapshot import PoolView, pool_of
 from tokenfleet.placement.model import PoolPolicy, VehicleNode
 from tokenfleet.placement.state import vehicle_state
@@ -40,12 +54,14 @@ __all__ = [
     "INTERVAL_SECONDS",
     "ServingReplica",
     "pool_status",
+    "pool_watts",
     "serving_from_job",
     "status_changed",
     "vehicle_node",
 ]
 
 INTERVAL_SECONDS: Final = 10.0
+_TALLY: Final = "tokenfleet_pool_tally"
 MAX_REASONS: Final = 32
 
 
@@ -139,6 +155,11 @@ def pool_status(
     return status, oldest
 
 
+def pool_watts(nodes: Iterable[NodeInfo], serving: Mapping[str, Iterable[ServingReplica]]) -> float:
+    """Declared draw of the replicas loaded on the pool's vehicles now, W."""
+    return sum(r.watts for info in nodes if info.is_vehicle for r in serving.get(info.name, ()))
+
+
 def _conditions_key(conditions: Any) -> list[tuple[Any, ...]]:
     return sorted(
         tuple(c.get(k) for k in ("type", "status", "reason", "message", "observedGeneration"))
@@ -217,22 +238,33 @@ async def vehiclepool_status(
     nodes = select_nodes(
         selector, by_name=by_name, by_pool=kwargs.get("nodes_by_pool"), role=NodeRole.VEHICLE
     )
+    now = datetime.now(UTC)
+    serving = kwargs.get("serving_by_node") or {}
     desired, oldest = pool_status(
         policy=policy,
         cordoned=cordoned,
         generation=gen,
         conditions=status.get("conditions"),
         nodes=nodes,
-        serving=kwargs.get("serving_by_node") or {},
-        now=datetime.now(UTC),
+        serving=serving,
+        now=now,
     )
     seen = memo.get("tokenfleet_pool_reasons")
     memo["tokenfleet_pool_reasons"] = _export(
         name, desired, oldest, seen if isinstance(seen, set) else set()
     )
-    if status_changed(status, desired):
-        for key, value in desired.items():
+    tally = memo.get(_TALLY)
+    if not isinstance(tally, PoolTally):
+        tally = tally_from_status(status, now)
+    tally = advance(tally, now=now, watts=pool_watts(nodes, serving), evicted=EVICTIONS.take(name))
+    changed = status_changed(status, desired)
+    if changed or tally_write_due(status, tally, now):
+        # the account rides along with any write; on its own it waits for its deadband
+        fields = tally_fields(tally)
+        for key, value in ({**desired, **fields} if changed else fields).items():
             patch.status[key] = value
+        tally = replace(tally, energy_written_at=now)
+    memo[_TALLY] = tally
 
 
 @kopf.on.delete(GROUP, VERSION, "vehiclepools", optional=True, id="vehiclepool_forget")
@@ -243,3 +275,4 @@ def vehiclepool_forget(name: str, memo: kopf.Memo, **_: Any) -> None:
     for reason in seen if isinstance(seen, set) else ():
         clear_gauge(POOL_INELIGIBLE, name, reason)
     clear_gauge(TELEMETRY_AGE, "vehiclepool", name)
+    EVICTIONS.forget(name)
