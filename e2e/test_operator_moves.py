@@ -16,6 +16,7 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
     rig_fixture,
     wait_for,
 )
+from tokenfleet.api.models import GROUP, VERSION
 
 INT4 = {
     "name": "int4",
@@ -40,6 +41,11 @@ def _settled_without(rig: Rig, job: str, victim: str, replicas: int) -> set[str]
     if victim in nodes or busy or len(nodes) != replicas:
         return None
     return nodes
+
+
+def _pool_evictions(rig: Rig, pool: str) -> dict[str, int]:
+    obj = rig.custom.get_cluster_custom_object(GROUP, VERSION, "vehiclepools", pool)
+    return {e["reason"]: e["count"] for e in (obj.get("status") or {}).get("evictions") or ()}
 
 
 def _move(
@@ -95,6 +101,14 @@ def test_vehicle_moves_make_before_break(rig: Rig, operator: OperatorProcess) ->
     victim = sorted(_placed(rig, "tokens"))[0]
     _move(rig, "tokens", victim, "NotPluggedIn", {"plugged_in": "false"})
     rig.set_telemetry(victim, plugged_in="true")
+    # the pool's status counts today's evictions by reason (VehiclePool timer, 10 s)
+    evictions = wait_for(
+        lambda: _pool_evictions(rig, pool).get("NotPluggedIn"),
+        30,
+        f"VehiclePool {pool} status.evictions to list NotPluggedIn",
+        describe=lambda: _pool_evictions(rig, pool),
+    )
+    assert evictions == 1
 
     # 2. a car's state of charge drops under the pool's reserve (30 %)
     victim = sorted(_placed(rig, "tokens"))[0]
