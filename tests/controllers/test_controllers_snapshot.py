@@ -123,3 +123,11 @@ def test_pool_battery_capacity_and_energy_used_reach_the_engine() -> None:
     vans = replace(view, uid="vans", spec=spec, status={"energyUsedTodayKWh": 12.5})
     (pool,) = _build(pools=[vans]).snapshot.pools  # type: ignore[attr-defined]
     assert pool.battery_capacity_kwh == 75.0 and pool.energy_used_today_kwh == 12.5
+
+
+def test_energy_of_another_day_counts_as_zero() -> None:
+    today = NOW.date().isoformat()
+    for day, expected in ((today, 3.5), ("2000-01-01", 0.0)):
+        view = replace(pool_view(), status={"energyUsedTodayKWh": 3.5, "energyDay": day})
+        (pool,) = _build(pools=[view]).snapshot.pools  # type: ignore[attr-defined]
+        assert pool.energy_used_today_kwh == expected, day

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -179,8 +179,18 @@ def tank_of(view: TankView) -> Tank:
     )
 
 
-def pool_of(view: PoolView) -> tuple[PoolPolicy, Mapping[str, str], bool]:
-    """(policy, nodeSelector, cordoned) of a VehiclePool."""
+def _energy_today(status: Mapping[str, Any], now: float | None) -> float:
+    """``status.energyUsedTodayKWh``, or 0 when ``status.energyDay`` names another UTC day than
+    ``now`` (the VehiclePool timer has not reset it yet)."""
+    day = status.get("energyDay")
+    if now is not None and day and str(day) != datetime.fromtimestamp(now, UTC).date().isoformat():
+        return 0.0
+    return _num(status.get("energyUsedTodayKWh")) or 0.0
+
+
+def pool_of(view: PoolView, now: float | None = None) -> tuple[PoolPolicy, Mapping[str, str], bool]:
+    """(policy, nodeSelector, cordoned) of a VehiclePool (``now``, epoch s: energy of another
+    day than now's counts as 0)."""
     spec = _cached("pool", view.uid, view.generation, parse_vehiclepool_spec, view.spec)
     battery = spec.battery
     policy = PoolPolicy(
@@ -199,7 +209,7 @@ def pool_of(view: PoolView) -> tuple[PoolPolicy, Mapping[str, str], bool]:
             if battery.daily_energy_budget_kwh is None
             else float(battery.daily_energy_budget_kwh)
         ),
-        energy_used_today_kwh=_num(view.status.get("energyUsedTodayKWh")) or 0.0,
+        energy_used_today_kwh=_energy_today(view.status, now),
         energy_cost_per_kwh=float(battery.energy_cost_per_kwh),
         wear_cost_per_kwh=float(battery.wear_cost_per_kwh),
         stale_after_seconds=float(spec.stale_after_seconds),
@@ -301,7 +311,7 @@ def build_snapshot(
     cordoned_pools: set[str] = set()
     for pv in sorted(pools, key=lambda p: p.name):
         try:
-            policy, selector, cordoned = pool_of(pv)
+            policy, selector, cordoned = pool_of(pv, now)
         except (ValidationError, ValueError, TypeError) as exc:
             parts.invalid_pools[pv.name] = str(exc).splitlines()[0]
             continue
