@@ -194,7 +194,7 @@ class PoolPolicy:
     hysteresis_percent: float = 2.0
     """Band for new placements: SoC in percentage points, temperatures/lead time in percent."""
     battery_capacity_kwh: float = 60.0
-    """Default usable battery capacity, kWh (a vehicle's own value wins). Not yet in the CRD."""
+    """Usable battery capacity, kWh (``spec.battery.capacityKWh``; a vehicle's own value wins)."""
 
 
 @dataclass(frozen=True, slots=True)
