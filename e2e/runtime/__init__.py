@@ -17,7 +17,6 @@ from e2e.runtime.launcher import (
     live_group_members,
 )
 from e2e.runtime.repository import (
-    COMMITTED_REPOSITORY,
     DEFAULT_MODELS,
     EXAMPLE_MODELS,
     TEST_MODELS,
@@ -29,7 +28,6 @@ from e2e.runtime.repository import (
 )
 
 __all__ = [
-    "COMMITTED_REPOSITORY",
     "DEFAULT_MODELS",
     "EXAMPLE_MODELS",
     "TEST_MODELS",

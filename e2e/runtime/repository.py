@@ -3,9 +3,9 @@
 ``write_model_repository(root, ["tinyllama-fp16", "tinyllama-int4"])`` writes, per name,
 ``<root>/<name>/config.pbtxt`` (a full config: the server runs with
 ``--disable-auto-complete-config``) and ``<root>/<name>/1/model.py`` (a copy of
-``token_model.py``). The committed repository ``e2e/runtime/models/`` is this function's output
-for :data:`DEFAULT_MODELS` (the test models plus the examples' models; a test checks it does
-not drift, and that every variant in ``examples/*.yaml`` has a model here).
+``token_model.py``). :data:`DEFAULT_MODELS` are the test models plus the examples' models (a
+test checks that every variant in ``examples/*.yaml`` is among them); ``python -m e2e.runtime
+write-models DIR`` writes them for a hand-started tritonserver.
 
 Triton model names follow the operator's convention ``<model.name>-<variant.name>``; the
 variant suffix picks the precision and a hidden size (int4 is smaller than fp16), the model
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "COMMITTED_REPOSITORY",
     "DEFAULT_MODELS",
     "EXAMPLE_MODELS",
     "TEST_MODELS",
@@ -36,7 +35,6 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 TOKEN_MODEL_SOURCE = HERE / "token_model.py"
-COMMITTED_REPOSITORY = HERE / "models"
 TEST_MODELS: tuple[str, ...] = ("tinyllama-fp16", "tinyllama-int4")
 """Model names for tests: model ``tinyllama``, variants ``fp16`` and ``int4``."""
 EXAMPLE_MODELS: tuple[str, ...] = (
