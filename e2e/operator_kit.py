@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,8 +114,10 @@ class OperatorProcess:
         *,
         env: Mapping[str, str] | None = None,
         verbose: bool = True,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.fleet = fleet
+        self.extra_args = list(extra_args)
         self.verbose = verbose
         self.namespaces = namespaces
         self.log_path = log_path
@@ -141,6 +143,7 @@ class OperatorProcess:
             "--log-format",
             "json",
             *(["--verbose"] if self.verbose else []),
+            *self.extra_args,
         ]
 
     def start(self, timeout: float = 60) -> OperatorProcess:

@@ -126,7 +126,20 @@ def test_single_replica_is_standalone_and_ha_turns_on_peering(fleet: Fleet) -> N
     assert "--namespace=ml" in args and "--namespace=edge" in args
     assert "--all-namespaces" not in args
     (role,) = by_kind(docs, "ClusterRole")
-    assert any("kopf.dev" in rule["apiGroups"] for rule in role["rules"])
+    (peering_rule,) = [rule for rule in role["rules"] if "kopf.dev" in rule["apiGroups"]]
+    assert {"get", "list", "watch", "patch", "create"} <= set(peering_rule["verbs"])
+    # kopf's peering CRDs come with HA (the operator creates the peering objects itself).
+    kopf_crds = {
+        doc["metadata"]["name"]: doc["spec"]["scope"]
+        for doc in by_kind(docs, "CustomResourceDefinition")
+        if doc["spec"]["group"] == "kopf.dev"
+    }
+    assert kopf_crds == {
+        "clusterkopfpeerings.kopf.dev": "Cluster",
+        "kopfpeerings.kopf.dev": "Namespaced",
+    }
+    no_crds = render(fleet, "operator.replicas=2", "crds.enabled=false")
+    assert by_kind(no_crds, "CustomResourceDefinition") == []
 
 
 def test_helm_install_runs_operator_on_racks_and_runtimes_on_every_fleet_node(

@@ -27,6 +27,14 @@ def test_kopf_settings_keep_state_out_of_status() -> None:
     )
     assert settings.watching.client_timeout and settings.watching.client_timeout > 300
     assert settings.watching.label_selectors["pods"] == "app.kubernetes.io/name=tokenfleet-runtime"
+    assert settings.peering.lifetime == 60
+
+
+def test_peering_lifetime_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENFLEET_PEERING_LIFETIME_SECONDS", "8")
+    settings = kopf.OperatorSettings()
+    apply_kopf_settings(settings, OperatorConfig.from_env())
+    assert settings.peering.lifetime == 8 and isinstance(settings.peering.lifetime, int)
 
 
 def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

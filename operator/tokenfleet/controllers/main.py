@@ -53,6 +53,66 @@ def _namespaces(args: argparse.Namespace, config: OperatorConfig) -> tuple[bool,
     return False, namespaces
 
 
+PEERING_GROUP = "kopf.dev"
+PEERING_VERSION = "v1"
+
+
+class PeeringError(RuntimeError):
+    """The peering object could not be made ready (CRD missing, no permission, API down)."""
+
+
+def ensure_peering(name: str, clusterwide: bool, namespaces: list[str]) -> list[str]:
+    """Create kopf's peering object(s) for ``--peering NAME`` unless they exist.
+
+    kopf with a mandatory peering stays paused until its peering object exists, and it never
+    creates one itself: ``ClusterKopfPeering NAME`` for an operator of all namespaces, else
+    ``KopfPeering NAME`` in each watched namespace. Returns what was created (for the log).
+    """
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        config.load_config()
+    except ConfigException as exc:
+        raise PeeringError(
+            f"no Kubernetes credentials to create the peering object: {exc}"
+        ) from exc
+    api = client.CustomObjectsApi()
+    kind = "ClusterKopfPeering" if clusterwide else "KopfPeering"
+    plural = f"{kind.lower()}s"
+    created: list[str] = []
+    for namespace in [None] if clusterwide else namespaces:
+        body: dict[str, Any] = {
+            "apiVersion": f"{PEERING_GROUP}/{PEERING_VERSION}",
+            "kind": kind,
+            "metadata": {"name": name},
+        }
+        where = f"{kind} {name}" + ("" if namespace is None else f" in namespace {namespace}")
+        try:
+            if namespace is None:
+                api.create_cluster_custom_object(PEERING_GROUP, PEERING_VERSION, plural, body)
+            else:
+                api.create_namespaced_custom_object(
+                    PEERING_GROUP, PEERING_VERSION, namespace, plural, body
+                )
+        except ApiException as exc:
+            if exc.status == 409:  # AlreadyExists: another replica (or the last run) made it
+                continue
+            if exc.status == 404:
+                raise PeeringError(
+                    f"cannot create {where}: the {plural}.{PEERING_GROUP} CRD is missing (or the "
+                    f"namespace is); install the chart with operator.replicas > 1 or apply kopf's "
+                    f"peering CRDs"
+                ) from exc
+            raise PeeringError(f"cannot create {where}: {exc.status} {exc.reason}") from exc
+        except HTTPError as exc:  # connection refused, TLS, timeouts (after urllib3's retries)
+            raise PeeringError(f"cannot create {where}: {exc}") from exc
+        created.append(where)
+    return created
+
+
 def run_command(args: argparse.Namespace) -> int:
     config = OperatorConfig.from_env(
         runtime_namespace=getattr(args, "runtime_namespace", None),
@@ -75,6 +135,13 @@ def run_command(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if peering:
         kwargs.update(standalone=False, peering_name=peering, priority=int(args.priority))
+        try:
+            created = ensure_peering(peering, clusterwide, namespaces)
+        except PeeringError as exc:
+            logging.getLogger(__name__).error("%s", exc)
+            return 2
+        if created:
+            logging.getLogger(__name__).info("created the peering object: %s", ", ".join(created))
     else:
         kwargs.update(standalone=True)
     liveness = str(args.liveness or "").strip() or None

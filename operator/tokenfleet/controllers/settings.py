@@ -77,6 +77,8 @@ class OperatorConfig:
     watch_client_timeout_seconds: float = 330.0
     #: API request timeout (seconds)
     request_timeout_seconds: float = 30.0
+    #: kopf peering (HA): a replica silent this long is presumed dead and a standby takes over
+    peering_lifetime_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> OperatorConfig:
@@ -111,6 +113,9 @@ class OperatorConfig:
             ),
             "request_timeout_seconds": _env_float(
                 "REQUEST_TIMEOUT_SECONDS", d.request_timeout_seconds
+            ),
+            "peering_lifetime_seconds": _env_float(
+                "PEERING_LIFETIME_SECONDS", d.peering_lifetime_seconds
             ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -170,6 +175,8 @@ def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig)
     settings.queueing.error_delays = (1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 60)
     settings.execution.max_workers = 8
     settings.background.cancellation_polling = 5
+    # HA: keep-alives every few seconds under the lifetime; a SIGKILLed leader is replaced after it.
+    settings.peering.lifetime = max(2, int(config.peering_lifetime_seconds))
 
 
 @kopf.on.startup()
