@@ -123,6 +123,8 @@ def test_single_replica_is_standalone_and_ha_turns_on_peering(fleet: Fleet) -> N
     (ha,) = by_kind(docs, "Deployment")
     args = ha["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=tokenfleet" in args
+    env = ha["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
     assert "--namespace=ml" in args and "--namespace=edge" in args
     assert "--all-namespaces" not in args
     (role,) = by_kind(docs, "ClusterRole")
