@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
@@ -530,32 +530,28 @@ def _status(body: kopf.Body) -> dict[str, Any]:
     return dict(body.get("status") or {})
 
 
+_View = TypeVar("_View", TankView, PoolView)
+
+
+def _cluster_view(cls: type[_View], body: kopf.Body, name: str, meta: kopf.Meta) -> _View:
+    return cls(
+        name=name,
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        spec=dict(body.get("spec") or {}),
+        status=_status(body),
+        deleting=meta.get("deletionTimestamp") is not None,
+    )
+
+
 @kopf.index(GROUP, "immersionpods", id="planner_tanks")
 def planner_tanks(body: kopf.Body, name: str, meta: kopf.Meta, **_: Any) -> dict[str, TankView]:
-    return {
-        name: TankView(
-            name=name,
-            uid=str(meta.get("uid", "")),
-            generation=int(meta.get("generation") or 0),
-            spec=dict(body.get("spec") or {}),
-            status=_status(body),
-            deleting=meta.get("deletionTimestamp") is not None,
-        )
-    }
+    return {name: _cluster_view(TankView, body, name, meta)}
 
 
 @kopf.index(GROUP, "vehiclepools", id="planner_pools")
 def planner_pools(body: kopf.Body, name: str, meta: kopf.Meta, **_: Any) -> dict[str, PoolView]:
-    return {
-        name: PoolView(
-            name=name,
-            uid=str(meta.get("uid", "")),
-            generation=int(meta.get("generation") or 0),
-            spec=dict(body.get("spec") or {}),
-            status=_status(body),
-            deleting=meta.get("deletionTimestamp") is not None,
-        )
-    }
+    return {name: _cluster_view(PoolView, body, name, meta)}
 
 
 @kopf.index(GROUP, "inferencejobs", id="planner_jobs")

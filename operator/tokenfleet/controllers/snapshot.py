@@ -44,7 +44,9 @@ ACTIVE_STATES = frozenset({"Loading", "Loaded"})
 
 
 @dataclass(frozen=True)
-class TankView:
+class ClusterView:
+    """A cluster-scoped tokenfleet object as the planner's indexes hold it."""
+
     name: str
     uid: str
     generation: int
@@ -53,14 +55,12 @@ class TankView:
     deleting: bool = False
 
 
-@dataclass(frozen=True)
-class PoolView:
-    name: str
-    uid: str
-    generation: int
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any]
-    deleting: bool = False
+class TankView(ClusterView):
+    """An ImmersionPod."""
+
+
+class PoolView(ClusterView):
+    """A VehiclePool."""
 
 
 @dataclass(frozen=True)
