@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -72,59 +73,48 @@ async def patch_job_status(namespace: str, name: str, status: dict[str, Any]) ->
     return await asyncio.to_thread(call)
 
 
-async def read_service(namespace: str, name: str) -> dict[str, Any] | None:
-    def call() -> dict[str, Any] | None:
-        api = _api(kubernetes.client.CoreV1Api)
-        try:
-            obj = api.read_namespaced_service(name, namespace, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _json(obj)
-
-    return await asyncio.to_thread(call)
-
-
-async def read_endpoint_slice(namespace: str, name: str) -> dict[str, Any] | None:
-    def call() -> dict[str, Any] | None:
-        api = _api(kubernetes.client.DiscoveryV1Api)
-        try:
-            obj = api.read_namespaced_endpoint_slice(name, namespace, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _json(obj)
-
-    return await asyncio.to_thread(call)
-
-
 def _json(response: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(response.data)
     return data
 
 
-async def apply_service(body: dict[str, Any], exists: bool) -> dict[str, Any]:
-    """Create the Service, or patch its labels/ports/ownerReferences when it exists."""
+async def _read(read: Callable[..., Any], namespace: str, name: str) -> dict[str, Any] | None:
+    """GET one object; ``None`` when it does not exist."""
+
+    def call() -> dict[str, Any] | None:
+        try:
+            return _json(read(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    return await asyncio.to_thread(call)
+
+
+async def _create_or_patch(
+    kind: str,
+    create: Callable[..., Any],
+    patch_fn: Callable[..., Any],
+    body: dict[str, Any],
+    patch: dict[str, Any],
+    exists: bool,
+) -> dict[str, Any]:
+    """Create ``body`` (unless known to exist), else merge-patch it with ``patch``."""
     namespace = body["metadata"]["namespace"]
     name = body["metadata"]["name"]
 
     def call() -> dict[str, Any]:
-        api = _api(kubernetes.client.CoreV1Api)
         if not exists:
             try:
                 return _json(
-                    api.create_namespaced_service(
-                        namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
-                    )
+                    create(namespace, body, field_manager=FIELD_MANAGER, _preload_content=False)
                 )
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-        patch = {"metadata": body["metadata"], "spec": {"ports": body["spec"]["ports"]}}
         return _json(
-            api.patch_namespaced_service(
+            patch_fn(
                 name,
                 namespace,
                 patch,
@@ -134,45 +124,44 @@ async def apply_service(body: dict[str, Any], exists: bool) -> dict[str, Any]:
             )
         )
 
-    _count("services", "patch" if exists else "create")
+    _count(kind, "patch" if exists else "create")
     return await asyncio.to_thread(call)
+
+
+async def read_service(namespace: str, name: str) -> dict[str, Any] | None:
+    return await _read(_api(kubernetes.client.CoreV1Api).read_namespaced_service, namespace, name)
+
+
+async def read_endpoint_slice(namespace: str, name: str) -> dict[str, Any] | None:
+    api = _api(kubernetes.client.DiscoveryV1Api)
+    return await _read(api.read_namespaced_endpoint_slice, namespace, name)
+
+
+async def apply_service(body: dict[str, Any], exists: bool) -> dict[str, Any]:
+    """Create the Service, or patch its labels/ports/ownerReferences when it exists."""
+    api = _api(kubernetes.client.CoreV1Api)
+    patch = {"metadata": body["metadata"], "spec": {"ports": body["spec"]["ports"]}}
+    return await _create_or_patch(
+        "services", api.create_namespaced_service, api.patch_namespaced_service, body, patch, exists
+    )
 
 
 async def apply_endpoint_slice(body: dict[str, Any], exists: bool) -> dict[str, Any]:
     """Create the EndpointSlice, or replace its endpoints/ports/labels when it exists."""
-    namespace = body["metadata"]["namespace"]
-    name = body["metadata"]["name"]
-
-    def call() -> dict[str, Any]:
-        api = _api(kubernetes.client.DiscoveryV1Api)
-        if not exists:
-            try:
-                return _json(
-                    api.create_namespaced_endpoint_slice(
-                        namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
-                    )
-                )
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        patch = {
-            "metadata": {
-                "labels": body["metadata"]["labels"],
-                "ownerReferences": body["metadata"]["ownerReferences"],
-            },
-            "ports": body["ports"],
-            "endpoints": body["endpoints"],
-        }
-        return _json(
-            api.patch_namespaced_endpoint_slice(
-                name,
-                namespace,
-                patch,
-                field_manager=FIELD_MANAGER,
-                _content_type=MERGE_PATCH,
-                _preload_content=False,
-            )
-        )
-
-    _count("endpointslices", "patch" if exists else "create")
-    return await asyncio.to_thread(call)
+    api = _api(kubernetes.client.DiscoveryV1Api)
+    patch = {
+        "metadata": {
+            "labels": body["metadata"]["labels"],
+            "ownerReferences": body["metadata"]["ownerReferences"],
+        },
+        "ports": body["ports"],
+        "endpoints": body["endpoints"],
+    }
+    return await _create_or_patch(
+        "endpointslices",
+        api.create_namespaced_endpoint_slice,
+        api.patch_namespaced_endpoint_slice,
+        body,
+        patch,
+        exists,
+    )

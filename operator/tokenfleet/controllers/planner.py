@@ -636,6 +636,31 @@ def _report_problems(name: str, body: kopf.Body, info: NodeInfo, previous: NodeI
             kopf.event(body, type="Warning", reason="TelemetryRejected", message=message[:1000])
 
 
+def _signal_on_change(
+    trigger: str,
+    seen: dict[str, tuple[Any, ...]],
+    name: str,
+    type_: str | None,
+    meta: kopf.Meta,
+    status_facts: Iterable[Any],
+) -> None:
+    """Replan when what the planner reads of a tank or pool changed (not on its own writes)."""
+    planner = get_planner()
+    planner.mark_ready()
+    facts = (
+        type_ == "DELETED",
+        meta.get("generation"),
+        meta.get("deletionTimestamp") is not None,
+        *status_facts,
+    )
+    if seen.get(name) == facts:
+        return
+    seen[name] = facts
+    if type_ == "DELETED":
+        seen.pop(name, None)
+    planner.signal(trigger, full=True)
+
+
 @kopf.on.event(GROUP, "immersionpods")
 def tank_changed(
     name: str,
@@ -644,21 +669,9 @@ def tank_changed(
     meta: kopf.Meta,
     **_: Any,
 ) -> None:
-    planner = get_planner()
-    planner.mark_ready()
     status = body.get("status") or {}
-    facts = (
-        type == "DELETED",
-        meta.get("generation"),
-        meta.get("deletionTimestamp") is not None,
-        *(status.get(k) for k in _TANK_STATUS_KEYS),
-    )
-    if _seen_tanks.get(name) == facts:
-        return
-    _seen_tanks[name] = facts
-    if type == "DELETED":
-        _seen_tanks.pop(name, None)
-    planner.signal("tank", full=True)
+    facts = (status.get(k) for k in _TANK_STATUS_KEYS)
+    _signal_on_change("tank", _seen_tanks, name, type, meta, facts)
 
 
 @kopf.on.event(GROUP, "vehiclepools")
@@ -669,21 +682,9 @@ def pool_changed(
     meta: kopf.Meta,
     **_: Any,
 ) -> None:
-    planner = get_planner()
-    planner.mark_ready()
     status = body.get("status") or {}
-    facts = (
-        type == "DELETED",
-        meta.get("generation"),
-        meta.get("deletionTimestamp") is not None,
-        status.get("energyUsedTodayKWh"),
-    )
-    if _seen_pools.get(name) == facts:
-        return
-    _seen_pools[name] = facts
-    if type == "DELETED":
-        _seen_pools.pop(name, None)
-    planner.signal("pool", full=True)
+    facts = (status.get("energyUsedTodayKWh"),)
+    _signal_on_change("pool", _seen_pools, name, type, meta, facts)
 
 
 @kopf.on.event(GROUP, "inferencejobs")
