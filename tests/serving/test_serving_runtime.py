@@ -229,7 +229,13 @@ async def test_metrics_are_parsed(triton_fleet: TritonFleet, pool: RuntimePool) 
     try:
         for _ in range(5):
             await rt.generate(model, [7, 7], 3)
+        # Triton counts a request as a success after the response has gone out,
+        # so the last one can lag the client by a moment: wait for it, bounded.
+        deadline = time.monotonic() + 5
         m = await rt.metrics()
+        while m.models[model].request_success < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            m = await rt.metrics()
         assert m.models[model].request_success == 5
         assert m.models[model].request_failure == 0
         assert m.models[model].inference_count == 5
