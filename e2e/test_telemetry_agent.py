@@ -4,6 +4,7 @@ meaningful change, and what it writes parses back through the operator's contrac
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ def node_body(fleet: Fleet, name: str) -> dict[str, Any]:
     return body
 
 
+def telemetry_of(body: dict[str, Any]) -> dict[str, str]:
+    annotations: dict[str, str] = body["metadata"].get("annotations") or {}
+    return {k: v for k, v in annotations.items() if k.startswith(TELEMETRY_PREFIX)}
+
+
 def test_agent_patches_own_node_on_change_only(fleet: Fleet, tmp_path: Path) -> None:
     name = "agent-e2e-car"
     fleet.add_vehicle(name, pool="agent-pool")
@@ -32,9 +38,18 @@ def test_agent_patches_own_node_on_change_only(fleet: Fleet, tmp_path: Path) -> 
     def write(**values: Any) -> None:
         gateway.write_text(json.dumps(values | {"observed-at": clock[0].isoformat()}))
 
+    # Every patch the agent sends goes through here to the real API server. The Node's
+    # resourceVersion is no witness: kwok and the node lifecycle controller write it too.
+    patcher = node_annotation_patcher(fleet.core_v1(), name)
+    sent: list[Mapping[str, str | None]] = []
+
+    def counting_patcher(annotations: Mapping[str, str | None]) -> None:
+        sent.append(annotations)
+        patcher(annotations)
+
     agent = Agent(
         JsonFileSource(gateway),
-        node_annotation_patcher(fleet.core_v1(), name),
+        counting_patcher,
         Deadband(max_silence_seconds=60),
         clock=lambda: clock[0],
     )
@@ -66,9 +81,9 @@ def test_agent_patches_own_node_on_change_only(fleet: Fleet, tmp_path: Path) -> 
     assert info.vehicle is not None and info.vehicle.problems == ()
     assert info.vehicle.soc_percent == 64.2 and info.vehicle.target_soc_percent == 90.0
     assert info.vehicle.observed_at == clock[0]
-    version = body["metadata"]["resourceVersion"]
+    assert len(sent) == 1
 
-    # inside the deadband: no write at all (resourceVersion unchanged)
+    # inside the deadband: no patch is sent and the telemetry on the Node is unchanged
     clock[0] += timedelta(seconds=5)
     write(
         **{
@@ -84,7 +99,8 @@ def test_agent_patches_own_node_on_change_only(fleet: Fleet, tmp_path: Path) -> 
     )
     result = agent.step()
     assert result.decision is not None and not result.decision.publish
-    assert node_body(fleet, name)["metadata"]["resourceVersion"] == version
+    assert len(sent) == 1
+    assert telemetry_of(node_body(fleet, name)) == telemetry_of(body)
 
     # unplugged: immediately; a signal that disappears is removed from the node
     clock[0] += timedelta(seconds=5)
@@ -106,6 +122,7 @@ def test_agent_patches_own_node_on_change_only(fleet: Fleet, tmp_path: Path) -> 
     assert annotations[TELEMETRY_PREFIX + "plugged-in"] == "false"
     assert TELEMETRY_PREFIX + "charger-power-kw" not in annotations
     assert annotations[TELEMETRY_PREFIX + "soc-percent"] == "64.9"  # sent with the change
+    assert len(sent) == 2
 
     # heartbeat after max silence refreshes observed-at
     clock[0] += timedelta(seconds=61)
