@@ -207,9 +207,10 @@ def _kill_leftovers() -> None:
 class TritonServer:
     """One tritonserver process on 127.0.0.1 (explicit model control).
 
-    ``start()`` spawns and waits until ``/v2/health/ready``; ``stop()`` kills the process group
-    (or ``stop(graceful=True)``: SIGINT, then SIGKILL after ``timeout``) and removes its temp
-    home. Ports are picked automatically (HTTP=P, gRPC=P+1, metrics=P+2) unless ``ports``.
+    ``start()`` spawns and waits until ``/v2/health/ready`` and ``/metrics`` answer; ``stop()``
+    kills the process group (or ``stop(graceful=True)``: SIGINT, then SIGKILL after
+    ``timeout``) and removes its temp home. Ports are picked automatically (HTTP=P,
+    gRPC=P+1, metrics=P+2) unless ``ports``.
     """
 
     def __init__(
@@ -356,16 +357,20 @@ class TritonServer:
         _live_servers.add(self)
 
     def _probe_ready(self, timeout: float = 0.5) -> bool:
-        url = f"http://{self.http_endpoint}/v2/health/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                return int(resp.status) == 200
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
+        """HTTP says ready and the metrics endpoint answers: Triton opens its metrics port a
+        moment after HTTP turns ready, and clients of this launcher read both."""
+        for url in (f"http://{self.http_endpoint}/v2/health/ready", self.metrics_url):
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    if int(resp.status) != 200:
+                        return False
+            except (urllib.error.URLError, OSError, ValueError):
+                return False
+        return True
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll ``/v2/health/ready``; raise :class:`TritonStartError` (with the log tail) if the
-        process exits or ``timeout`` passes."""
+        """Poll ``/v2/health/ready`` and the metrics endpoint; raise :class:`TritonStartError`
+        (with the log tail) if the process exits or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
         while True:
             if self.process is None:
