@@ -7,8 +7,9 @@ kube-scheduler-like baseline.
     bench/placement.py --json --smoke    small and fast (< 60 s); exit 1 on any violation
 
 Progress goes to stderr; with --json, stdout is one JSON object.  ``milp_ratios`` is the full
-heuristic (greedy passes + local improvement); ``milp_ratios_single_pass`` one greedy pass +
-local improvement; ``milp_ratios_greedy_only`` the greedy passes without it.
+heuristic (greedy passes and, on small fleets, the LP-relaxation-guided start, each + local
+improvement); ``milp_ratios_single_pass`` one greedy pass + local improvement;
+``milp_ratios_greedy_only`` the greedy passes without either.
 """
 
 from __future__ import annotations
@@ -261,8 +262,8 @@ def main() -> int:
         snapshot,
         milp_cases,
         args.seed,
-        single=lambda s: plan_heuristic(s, starts=1),
-        greedy=lambda s: plan_heuristic(s, improve_budget=0),
+        single=lambda s: plan_heuristic(s, starts=1, guided=False),
+        greedy=lambda s: plan_heuristic(s, improve_budget=0, guided=False),
     )
     base = run_solver(
         "baseline", plan_baseline, replan_node_baseline, sizes, snapshot, milp_cases, args.seed

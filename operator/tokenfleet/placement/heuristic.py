@@ -792,12 +792,21 @@ fill order and the price-directed re-runs and keep the best plan; 10,000 x 1,000
 
 
 def plan_heuristic(
-    snapshot: Snapshot, starts: int | None = None, improve_budget: int | None = None
+    snapshot: Snapshot,
+    starts: int | None = None,
+    improve_budget: int | None = None,
+    guided: bool | None = None,
 ) -> Plan:
     """Greedy plan.  ``starts`` greedy passes (default from :data:`WORK_BUDGET`): first the fill
     orders in :data:`MODES`, then price-directed re-runs; the best objective is kept and then
     improved by the bounded local search (:mod:`tokenfleet.placement.improve`) with
-    ``improve_budget`` work units (default: scaled to the fleet's size; 0 = greedy only)."""
+    ``improve_budget`` work units (default: scaled to the fleet's size; 0 = greedy only).
+    ``guided`` (default: fleets of at most :data:`~tokenfleet.placement.relax.GUIDE_MAX_WORK`
+    nodes x jobs) adds the LP-relaxation-guided start (:mod:`tokenfleet.placement.relax`),
+    improved the same way; the better of the two plans is returned."""
+    from tokenfleet.placement.improve import improve
+    from tokenfleet.placement.relax import GUIDE_MAX_WORK, lp_guide, plan_guided
+
     fleet = build_fleet(snapshot)
     fleet.popularity = node_popularity(fleet)
     pool_references(fleet)
@@ -823,10 +832,18 @@ def plan_heuristic(
     assert best is not None
     work = best.cache[0] if isinstance(best.cache, tuple) else None
     assert isinstance(work, Work)
+    if guided is None:
+        guided = len(fleet.names) * len(order) <= GUIDE_MAX_WORK
+    guide = lp_guide(snapshot, fleet) if guided else None
+    candidates = [work] if guide is None else [work, plan_guided(snapshot, fleet, order, guide)]
     if improve_budget is None or improve_budget > 0:
-        from tokenfleet.placement.improve import improve
-
-        improve(work, order, improve_budget)
+        for w in candidates:
+            improve(w, order, improve_budget)
+    move_cost = snapshot.weights.move_cost
+    work = max(
+        candidates,
+        key=lambda w: work_objective(w, sum(e.replicas for e in w.evictions), move_cost),
+    )
     # the passes skipped the explanations; only the plan returned needs them
     return assemble(snapshot, work, order, "heuristic")
 
@@ -932,6 +949,14 @@ def _plan_once(
             fill_job(work, info, only=t)
             trim_job(work, info)
         work.prices = None
+    fill_rounds(work, order)
+    return assemble(snapshot, work, order, "heuristic", explain_all=False)
+
+
+def fill_rounds(work: Work, order: list[str]) -> None:
+    """Fill and trim every job by priority, then (up to two more rounds) the jobs still short,
+    which may use capacity freed by trims."""
+    fleet = work.fleet
     todo = order
     for _round in range(3):
         changed = False
@@ -943,14 +968,12 @@ def _plan_once(
             changed = changed or work.count.get(name, 0) != before
         if not changed:
             break
-        # later rounds: only jobs still short may use capacity freed by trims
         todo = [
             n
             for n in order
             if work.served.get(n, 0.0) + EPS < fleet.jobs[n].job.target_tokens_per_second
             and work.count.get(n, 0) < fleet.jobs[n].job.max_replicas
         ]
-    return assemble(snapshot, work, order, "heuristic", explain_all=False)
 
 
 # -- incremental --------------------------------------------------------------------------------

@@ -8,41 +8,71 @@ there are allowed only when the whole load fits under the band.
 
 Objective (maximised): ``Σ weight_j s_j - Σ rate_u x_u - move_cost Σ r_u`` with the same terms
 as :func:`tokenfleet.placement.heuristic.objective`.
+
+:func:`build_model` is shared with the LP relaxation that guides the heuristic on small fleets
+(:mod:`tokenfleet.placement.relax`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 
 from tokenfleet.placement.heuristic import (
     Unit,
+    Work,
     assemble,
     job_order,
     new_work,
 )
 from tokenfleet.placement.model import Eviction, Plan, Reason, Snapshot, Variant
-from tokenfleet.placement.state import EPS, Fleet, build_fleet, compat_codes, reason_of
+from tokenfleet.placement.state import EPS, Fleet, FloatArr, build_fleet, compat_codes, reason_of
+
+Resource = tuple[str, int]
+"""("t", tank) / ("p", pool) / ("e", vehicle node): a shared capacity with a hysteresis band."""
 
 
 def _clamp(x: float) -> float:
     return max(float(x), 0.0)
 
 
-def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1e-4) -> Plan:
-    fleet = build_fleet(snapshot)
-    order = job_order(snapshot)
-    weights = snapshot.weights
-    current: dict[Unit, int] = defaultdict(int)
-    for p in snapshot.placements:
-        k = fleet.index.get(p.node)
-        if k is not None:
-            current[(p.job, k, p.variant)] += p.replicas
+@dataclass
+class Model:
+    """The MILP in matrix form (minimise ``c @ v``; rows ``lb ≤ a @ v ≤ ub``) and what its
+    columns and rows stand for."""
 
-    # ---- variables ------------------------------------------------------------------------
+    fleet: Fleet
+    order: list[str]
+    current: dict[Unit, int]
+    units: list[Unit]
+    unit_var: list[Variant]
+    c: FloatArr
+    lo: FloatArr
+    hi: FloatArr
+    integrality: FloatArr
+    a: csr_matrix
+    lb: FloatArr
+    ub: FloatArr
+    forced_removed: int
+    """Current replicas no unit can keep (their node, job or variant is gone)."""
+    mem_rows: dict[int, int] = field(default_factory=dict)
+    """Node index -> its memory row (nodes with more than one unit)."""
+    res_rows: dict[Resource, int] = field(default_factory=dict)
+    """Shared resource -> its capacity row."""
+
+    @property
+    def nx(self) -> int:
+        return len(self.units)
+
+
+def _unit_columns(
+    fleet: Fleet, order: list[str], current: dict[Unit, int]
+) -> tuple[list[Unit], list[Variant], list[float]]:
+    """Every (job, node, variant) the hard rules allow, with its replica upper bound."""
     units: list[Unit] = []
     unit_var: list[Variant] = []
     ub: list[float] = []
@@ -73,6 +103,22 @@ def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1
                     units.append((name, k, var.name))
                     unit_var.append(var)
                     ub.append(float(cap))
+    return units, unit_var, ub
+
+
+def build_model(snapshot: Snapshot, fleet: Fleet | None = None) -> Model:
+    """The MILP of ``snapshot`` (``fleet``: its compiled form, built when not given)."""
+    fleet = fleet if fleet is not None else build_fleet(snapshot)
+    order = job_order(snapshot)
+    weights = snapshot.weights
+    current: dict[Unit, int] = defaultdict(int)
+    for p in snapshot.placements:
+        k = fleet.index.get(p.node)
+        if k is not None:
+            current[(p.job, k, p.variant)] += p.replicas
+
+    # ---- variables ------------------------------------------------------------------------
+    units, unit_var, ub = _unit_columns(fleet, order, current)
     nx = len(units)
     uidx = {u: i for i, u in enumerate(units)}
     job_names = order
@@ -86,13 +132,13 @@ def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1
     nr = len(cur_in)
 
     # resources with a band: tanks (index), vehicle energy (node), pools (index)
-    def resource_keys(i: int) -> list[tuple[str, int]]:
+    def resource_keys(i: int) -> list[Resource]:
         k = units[i][1]
         if fleet.is_vehicle[k]:
             return [("e", k), ("p", int(fleet.pool[k]))]
         return [("t", int(fleet.tank[k]))]
 
-    has_current: set[tuple[str, int]] = set()
+    has_current: set[Resource] = set()
     for u in cur_in:
         has_current.update(resource_keys(uidx[u]))
     z_keys = sorted(has_current)
@@ -133,7 +179,7 @@ def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1
     lb_r: list[float] = []
     ub_r: list[float] = []
 
-    def row(entries: list[tuple[int, float]], lo_v: float, hi_v: float) -> None:
+    def row(entries: list[tuple[int, float]], lo_v: float, hi_v: float) -> int:
         r = len(lb_r)
         for col, val in entries:
             rows.append(r)
@@ -141,6 +187,7 @@ def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1
             vals.append(val)
         lb_r.append(lo_v)
         ub_r.append(hi_v)
+        return r
 
     # served: s_j - Σ tps x <= 0 ; replicas per job <= max
     by_job: dict[str, list[int]] = defaultdict(list)
@@ -148,7 +195,7 @@ def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1
     by_job_node: dict[tuple[str, int], list[int]] = defaultdict(list)
     by_job_tank: dict[tuple[str, int], list[int]] = defaultdict(list)
     by_job_pool: dict[tuple[str, int], list[int]] = defaultdict(list)
-    by_res: dict[tuple[str, int], list[int]] = defaultdict(list)
+    by_res: dict[Resource, list[int]] = defaultdict(list)
     for i, u in enumerate(units):
         k = u[1]
         by_job[u[0]].append(i)
@@ -171,9 +218,12 @@ def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1
     for j, name in enumerate(job_names):
         if name not in by_job:
             hi[os_ + j] = 0.0
+    mem_rows: dict[int, int] = {}
     for k, idxs in by_node.items():
         if len(idxs) > 1:
-            row([(ox + i, float(unit_var[i].memory_mib)) for i in idxs], -np.inf, fleet.mem_cap[k])
+            mem_rows[k] = row(
+                [(ox + i, float(unit_var[i].memory_mib)) for i in idxs], -np.inf, fleet.mem_cap[k]
+            )
     for (name, _k), idxs in by_job_node.items():
         if len(idxs) > 1:
             lim = fleet.jobs[name].job.spread.max_replicas_per_node
@@ -193,6 +243,7 @@ def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1
             return kw * float(fleet.hours_today[units[i][1]])
         return kw
 
+    res_rows: dict[Resource, int] = {}
     for key, idxs in by_res.items():
         kind, ref = key
         hard, band = _caps(fleet, kind, ref)
@@ -201,11 +252,11 @@ def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1
             continue
         entries = [(ox + i, load_coef(i, kind)) for i in idxs]
         if key not in zidx:
-            row(entries, -np.inf, band)
+            res_rows[key] = row(entries, -np.inf, band)
             continue
         zi = oz + zidx[key]
         # Σ load x + (hard - band) z <= hard ; new units only when z = 1
-        row([*entries, (zi, hard - band)], -np.inf, hard)
+        res_rows[key] = row([*entries, (zi, hard - band)], -np.inf, hard)
         for i in idxs:
             cur = current.get(units[i], 0)
             row([(ox + i, 1.0), (zi, -ub[i])], -np.inf, float(cur))
@@ -213,38 +264,55 @@ def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1
     for ri, u in enumerate(cur_in):
         row([(or_ + ri, 1.0), (ox + uidx[u], 1.0)], float(current[u]), np.inf)
 
-    n_rows = len(lb_r)
-    constraints = []
-    if n_rows:
-        a = coo_matrix((vals, (rows, cols)), shape=(n_rows, n_all)).tocsr()
-        constraints.append(LinearConstraint(a, np.array(lb_r), np.array(ub_r)))
-    res = milp(
+    a = coo_matrix((vals, (rows, cols)), shape=(len(lb_r), n_all)).tocsr()
+    return Model(
+        fleet,
+        order,
+        dict(current),
+        units,
+        unit_var,
         c,
-        integrality=integrality,
-        bounds=Bounds(lo, hi),
+        lo,
+        hi,
+        integrality,
+        a,
+        np.array(lb_r),
+        np.array(ub_r),
+        forced_removed,
+        mem_rows,
+        res_rows,
+    )
+
+
+def solve(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: float = 1e-4) -> Plan:
+    m = build_model(snapshot)
+    fleet = m.fleet
+    constraints = [LinearConstraint(m.a, m.lb, m.ub)] if len(m.lb) else []
+    res = milp(
+        m.c,
+        integrality=m.integrality,
+        bounds=Bounds(m.lo, m.hi),
         constraints=constraints,
         options={"time_limit": float(time_limit_s), "mip_rel_gap": float(mip_rel_gap)},
     )
     dual = getattr(res, "mip_dual_bound", None)
-    constant = weights.move_cost * forced_removed
+    constant = snapshot.weights.move_cost * m.forced_removed
     bound = -float(dual) - constant if dual is not None and np.isfinite(dual) else None
 
     # ---- plan -----------------------------------------------------------------------------
     work = new_work(fleet)
-    work.bonus = weights.preference_bonus
-    for u, n in current.items():
+    work.bonus = snapshot.weights.preference_bonus
+    for u, n in m.current.items():
         work.current[u] = n
     if res.x is not None:
-        xs = np.rint(res.x[ox : ox + nx]).astype(np.int64)
-        for i, u in enumerate(units):
+        xs = np.rint(res.x[: m.nx]).astype(np.int64)
+        for i, u in enumerate(m.units):
             if xs[i] > 0:
-                work.add(fleet.jobs[u[0]], u[1], unit_var[i], int(xs[i]))
-    _evictions(snapshot, fleet, work, current)
-    plan = assemble(snapshot, work, order, "milp")
+                work.add(fleet.jobs[u[0]], u[1], m.unit_var[i], int(xs[i]))
+    _evictions(snapshot, fleet, work, m.current)
+    plan = assemble(snapshot, work, m.order, "milp")
     if bound is None and res.x is not None and res.status == 0:
         bound = plan.objective
-    from dataclasses import replace
-
     return replace(plan, bound=bound, cache=None)
 
 
@@ -256,10 +324,7 @@ def _caps(fleet: Fleet, kind: str, ref: int) -> tuple[float, float]:
     return float(fleet.energy_hard[ref]), float(fleet.energy_new[ref])
 
 
-def _evictions(snapshot: Snapshot, fleet: Fleet, work: object, current: dict[Unit, int]) -> None:
-    from tokenfleet.placement.heuristic import Work
-
-    assert isinstance(work, Work)
+def _evictions(snapshot: Snapshot, fleet: Fleet, work: Work, current: dict[Unit, int]) -> None:
     for p in snapshot.placements:
         if p.node not in fleet.index:
             work.evictions.append(
