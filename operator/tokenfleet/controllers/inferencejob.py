@@ -462,7 +462,8 @@ class JobWorker:
         if new:
             await self._write_status(slice_)  # write-ahead: the record knows before Triton does
         await asyncio.gather(*(self._load(e) for e in pending))
-        await self._write_status(slice_)
+        # routing first: a replica counts in status.readyReplicas only once it is in the slice
+        await self._publish(slice_)
 
     async def _load(self, entry: Entry) -> None:
         runtime = self._runtime(entry.node)
