@@ -73,6 +73,16 @@ API_WRITES = Counter(
     "Writes to the Kubernetes API made by tokenfleet's controllers (kopf's own not included).",
     ["resource", "verb"],
 )
+RUNTIME_PROBES = Counter(
+    "tokenfleet_runtime_probes_total",
+    "Readiness probes of Triton runtimes hosting active placements, by result "
+    "(ready, not_ready: answered but not ready, unreachable: refused, reset or timed out).",
+    ["result"],
+)
+FAILING_RUNTIMES = Gauge(
+    "tokenfleet_failing_runtimes",
+    "Runtimes hosting active placements whose last readiness probe failed.",
+)
 PLANS = Counter(
     "tokenfleet_plans_total",
     "Fleet plans computed, by trigger.",

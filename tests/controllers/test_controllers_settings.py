@@ -46,6 +46,14 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.triton_concurrency == 3
     assert config.job_resync_seconds == OperatorConfig().job_resync_seconds
     assert config.runtime_namespace == "rt"
+    assert config.runtime_probe_seconds == 5.0
+
+
+def test_runtime_probe_seconds_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENFLEET_RUNTIME_PROBE_SECONDS", "0")
+    assert OperatorConfig.from_env().runtime_probe_seconds == 0.0
+    monkeypatch.setenv("TOKENFLEET_RUNTIME_PROBE_SECONDS", "2.5")
+    assert OperatorConfig.from_env().runtime_probe_seconds == 2.5
 
 
 def test_namespaces_include_the_runtime_namespace() -> None:

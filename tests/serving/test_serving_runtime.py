@@ -159,9 +159,15 @@ async def test_killed_server_gives_runtime_unavailable_within_timeout(
                 t0 = time.monotonic()
                 assert not await rt.is_live()
                 assert time.monotonic() - t0 < 2.5
+                # the health probe's own timeout bounds it, not the client's
+                t0 = time.monotonic()
+                with pytest.raises(RuntimeUnavailable, match=r"ready timed out after 0\.3s"):
+                    await rt.server_ready(timeout=0.3)
+                assert time.monotonic() - t0 < 1.0
             finally:
                 os.killpg(server.pid or 0, signal.SIGCONT)
             assert await rt.is_live()
+            assert await rt.server_ready()
 
             # A crashed runtime: connection refused, reported at once.
             server.kill()
@@ -172,6 +178,7 @@ async def test_killed_server_gives_runtime_unavailable_within_timeout(
                 lambda: rt.unload(model),
                 lambda: rt.model_state(model),
                 lambda: rt.metrics(),
+                lambda: rt.server_ready(),
             ):
                 t0 = time.monotonic()
                 with pytest.raises(RuntimeUnavailable) as info:

@@ -814,6 +814,20 @@ async def job_daemon(
     planner.mark_ready()
     ns = str(namespace or "")
     worker = _worker(body, ns, name, logger, planner)
+    planner.daemon_running(worker.key, True)
+    try:
+        await _daemon_loop(worker, planner, body, stopped, logger)
+    finally:
+        planner.daemon_running(worker.key, False)
+
+
+async def _daemon_loop(
+    worker: JobWorker,
+    planner: Planner,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    logger: kopf.Logger,
+) -> None:
     wake = planner.job_event(worker.key)
     backoff = 1.0
     while not stopped:

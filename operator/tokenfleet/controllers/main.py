@@ -24,6 +24,8 @@ CONTROLLER_MODULES = (
     "tokenfleet.controllers.immersionpod",
     "tokenfleet.controllers.vehiclepool",
     "tokenfleet.controllers.planner",
+    # before inferencejob: its cleanup (stop probing) must run before the Triton pool closes
+    "tokenfleet.controllers.runtimehealth",
     "tokenfleet.controllers.inferencejob",
 )
 

@@ -125,6 +125,7 @@ class Planner:
         self._sites: dict[str, NodeSite] = {}
         self._slices: dict[str, JobSlice] = {}
         self._job_events: dict[str, asyncio.Event] = {}
+        self._daemons: dict[str, int] = {}  # job -> its daemons running here (0 or 1, briefly 2)
         self._failed_until: dict[str, float] = {}
         self._generations: dict[str, int] = {}
         self._plan_id = 0
@@ -160,6 +161,23 @@ class Planner:
         if not self._ready.is_set():
             self._ready.set()
             self.signal("startup", full=True)
+
+    async def wait_ready(self) -> None:
+        """Until a resource handler ran (kopf runs none while peering pauses the operator)."""
+        await self._ready.wait()
+
+    def daemon_running(self, key: str, running: bool) -> None:
+        """A job's daemon started or stopped here (kopf stops them all while paused)."""
+        count = self._daemons.get(key, 0) + (1 if running else -1)
+        if count > 0:
+            self._daemons[key] = count
+        else:
+            self._daemons.pop(key, None)
+
+    @property
+    def daemon_jobs(self) -> frozenset[str]:
+        """Jobs whose daemon runs in this process now."""
+        return frozenset(self._daemons)
 
     def signal(self, trigger: str, *, node: str | None = None, full: bool = False) -> None:
         self._signals.triggers.add(trigger)

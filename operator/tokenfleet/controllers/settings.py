@@ -59,6 +59,9 @@ class OperatorConfig:
     triton_request_timeout_seconds: float = 10.0
     #: concurrent requests to Triton runtimes, operator-wide
     triton_concurrency: int = 16
+    #: the runtime health prober checks the readiness of every runtime hosting an active
+    #: placement this often, and wakes the jobs placed there when one fails (seconds; 0: off)
+    runtime_probe_seconds: float = 5.0
     #: a runtime that failed is not used for new placements for this long (seconds)
     runtime_failure_backoff_seconds: float = 60.0
     #: make-before-break: how long an old replica on a still-safe node waits for its replacement
@@ -95,6 +98,7 @@ class OperatorConfig:
                 "TRITON_REQUEST_TIMEOUT_SECONDS", d.triton_request_timeout_seconds
             ),
             "triton_concurrency": int(_env_float("TRITON_CONCURRENCY", d.triton_concurrency)),
+            "runtime_probe_seconds": _env_float("RUNTIME_PROBE_SECONDS", d.runtime_probe_seconds),
             "runtime_failure_backoff_seconds": _env_float(
                 "RUNTIME_FAILURE_BACKOFF_SECONDS", d.runtime_failure_backoff_seconds
             ),

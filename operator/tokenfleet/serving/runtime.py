@@ -357,6 +357,16 @@ class TritonRuntime:
         except RuntimeUnavailable:
             return False
 
+    async def server_ready(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """``GET /v2/health/ready`` as the server answers it (True on 200, False otherwise).
+
+        Unlike :meth:`is_ready`, a server that does not answer (refused, reset, timed out after
+        ``timeout``, default the client's) raises ``RuntimeUnavailable``, so a caller can tell
+        "answered not ready" from "gone".
+        """
+        async with self._call("ready", timeout):
+            return bool(await self._triton().is_server_ready())
+
     async def server_metadata(self) -> dict[str, Any]:
         """``GET /v2`` (name, version, extensions). Raises ``RuntimeUnavailable``."""
         async with self._call("metadata"):
