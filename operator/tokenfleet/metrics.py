@@ -88,6 +88,17 @@ PLANS = Counter(
     "Fleet plans computed, by trigger.",
     ["trigger"],
 )
+TANK_LEAK_LATCHED = Gauge(
+    "tokenfleet_tank_leak_latched",
+    "1 while a tank's leak is latched (status.leakLatch; cordoned until acknowledged), else 0.",
+    ["tank"],
+)
+TANK_LEAK_ACKNOWLEDGEMENTS = Counter(
+    "tokenfleet_tank_leak_acknowledgements_total",
+    "Leak acknowledgements (tokenfleet.io/leak-acknowledged annotation) by result "
+    "(cleared, refused, notLatched).",
+    ["tank", "result"],
+)
 
 
 @contextlib.contextmanager

@@ -283,6 +283,7 @@ CONTRACT = {
         "spec.telemetry.pollIntervalSeconds",
         "spec.telemetry.staleAfterSeconds",
         "spec.leakPolicy.action",
+        "spec.leakPolicy.latchOn",
         "spec.cordoned",
         "spec.hysteresisPercent",
         "status.observedGeneration",
@@ -294,6 +295,9 @@ CONTRACT = {
         "status.returnTempC",
         "status.flowLitersPerMinute",
         "status.leakState",
+        "status.leakLatch.state",
+        "status.leakLatch.latchedAt",
+        "status.leakLatch.message",
         "status.lastReadingTime",
         "status.telemetryAgeSeconds",
         "status.nodes",
@@ -402,6 +406,9 @@ def test_contract_enums_and_defaults() -> None:
     assert at(tank, "spec.telemetry.source")["enum"] == ["Redfish", "NodeAnnotations"]
     assert at(tank, "spec.leakPolicy.action")["enum"] == ["Cordon", "Drain"]
     assert at(tank, "status.leakState")["enum"] == ["OK", "Warning", "Critical", "Unknown"]
+    assert at(tank, "spec.leakPolicy.latchOn")["enum"] == ["Warning", "Critical"]
+    assert at(tank, "status.leakLatch.state")["enum"] == ["Warning", "Critical"]
+    assert at(tank, "status.leakLatch")["required"] == ["state", "latchedAt"]
     defaults = {
         ("ImmersionPod", "spec.power.safetyMarginPercent"): 10,
         ("ImmersionPod", "spec.coolant.specificHeatKJPerKgK"): 2.1,
@@ -410,7 +417,8 @@ def test_contract_enums_and_defaults() -> None:
         ("ImmersionPod", "spec.telemetry.pollIntervalSeconds"): 15,
         ("ImmersionPod", "spec.telemetry.staleAfterSeconds"): 60,
         ("ImmersionPod", "spec.leakPolicy.action"): "Drain",
-        ("ImmersionPod", "spec.leakPolicy"): {"action": "Drain"},
+        ("ImmersionPod", "spec.leakPolicy"): {"action": "Drain", "latchOn": "Critical"},
+        ("ImmersionPod", "spec.leakPolicy.latchOn"): "Critical",
         ("ImmersionPod", "spec.cordoned"): False,
         ("ImmersionPod", "spec.hysteresisPercent"): 5,
         ("VehiclePool", "spec.battery.requirePluggedIn"): True,

@@ -15,7 +15,16 @@ import pytest
 from e2e.sim.tank import TankSimulator
 
 from tokenfleet.api.conditions import get_condition
-from tokenfleet.controllers.immersionpod import TankPoller, needs_write
+from tokenfleet.api.models import LeakSeverity
+from tokenfleet.controllers.immersionpod import (
+    PollOutcome,
+    TankPoller,
+    acknowledgement_refusal,
+    needs_write,
+    next_latch,
+)
+from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED
+from tokenfleet.telemetry.immersion import Health, LeakDetector, LeakState, TankReading
 from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -51,6 +60,7 @@ class Harness:
         self.now = T0
         self.mono = 0.0
         self.events: list[tuple[str, str]] = []
+        self.infos: list[tuple[str, str]] = []
         self.spec = tank_spec(sim.url, **spec_overrides)
         self.status: dict[str, Any] = {}
         self.writes: list[dict[str, Any]] = []
@@ -59,13 +69,26 @@ class Harness:
             warn=lambda reason, message: self.events.append((reason, message)),
             clock=lambda: self.now,
             monotonic=lambda: self.mono,
+            info=lambda reason, message: self.infos.append((reason, message)),
         )
 
-    async def tick(self, advance: float = 0.0, generation: int = 1) -> dict[str, Any] | None:
+    async def tick(
+        self,
+        advance: float = 0.0,
+        generation: int = 1,
+        *,
+        ack: str | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any] | None:
         self.now += timedelta(seconds=advance)
         self.mono += advance
         patch = await self.poller.tick(
-            spec=self.spec, status=self.status, generation=generation, nodes=3
+            spec=self.spec,
+            status=self.status,
+            generation=generation,
+            nodes=3,
+            ack=ack,
+            ack_version=version,
         )
         if patch is not None:
             self.writes.append(patch)
@@ -161,7 +184,7 @@ async def test_garbage_fields_are_dropped_one_by_one_with_events(sim: TankSimula
     assert h.events[-1][0] == "TelemetryRejected" and "HeatRemovedkW: Missing" in h.events[-1][1]
 
 
-async def test_leak_cordons_and_recovers(sim: TankSimulator) -> None:
+async def test_leak_cordons_and_a_warning_recovers(sim: TankSimulator) -> None:
     h = Harness(sim)
     await h.tick()
     sim.set_leak("tank-a", "Moisture1", "Warning")
@@ -171,6 +194,12 @@ async def test_leak_cordons_and_recovers(sim: TankSimulator) -> None:
     assert h.condition("Cordoned") == ("True", "LeakDetected")
     assert h.condition("Ready") == ("False", "LeakDetected")
     assert h.events[-1][0] == "LeakDetected" and "Moisture1=Warning" in h.events[-1][1]
+    assert "leakLatch" not in h.status  # below leakPolicy.latchOn (Critical): not latched
+    sim.set("tank-a", leak={"Moisture1": "OK", "FloatSwitch1": "OK"})
+    await h.tick(15.0)
+    assert h.status["leakState"] == "OK"
+    assert h.condition("Cordoned") == ("False", "NotCordoned")
+    assert h.condition("Ready") == ("True", "Accepting")
     sim.set_leak("tank-a", "FloatSwitch1", "Critical")
     await h.tick(15.0)
     assert h.status["leakState"] == "Critical"
@@ -178,8 +207,8 @@ async def test_leak_cordons_and_recovers(sim: TankSimulator) -> None:
     sim.set("tank-a", leak={"Moisture1": "OK", "FloatSwitch1": "OK"})
     await h.tick(15.0)
     assert h.status["leakState"] == "OK"
-    assert h.condition("Cordoned") == ("False", "NotCordoned")
-    assert h.condition("Ready") == ("True", "Accepting")
+    assert h.condition("Cordoned") == ("True", "LeakLatched")  # a Critical leak latches
+    assert h.condition("Ready") == ("False", "LeakLatched")
 
 
 async def test_leak_detectors_unreadable_is_unknown_not_ok(sim: TankSimulator) -> None:
@@ -311,3 +340,188 @@ async def test_replicas_written(sim: TankSimulator) -> None:
     h = Harness(sim)
     patch = await h.poller.tick(spec=h.spec, status={}, generation=1, nodes=3, replicas=4)
     assert patch is not None and patch["replicas"] == 4 and patch["nodes"] == 3
+
+
+# ---- leak latch ---------------------------------------------------------------------------------
+
+
+def _reading(state: LeakState, *detectors: tuple[str, Health | None]) -> TankReading:
+    return TankReading(
+        unit_id="tank-a",
+        observed_at=T0,
+        leak_state=state,
+        leak_detectors=tuple(LeakDetector(n, s) for n, s in detectors),
+    )
+
+
+def test_next_latch_sets_raises_and_never_lowers() -> None:
+    ok = _reading(LeakState.OK, ("M1", Health.OK))
+    warning = _reading(LeakState.WARNING, ("M1", Health.WARNING))
+    critical = _reading(LeakState.CRITICAL, ("M1", Health.WARNING), ("F1", Health.CRITICAL))
+    unknown = _reading(LeakState.UNKNOWN, ("M1", None))
+    later = T0 + timedelta(minutes=5)
+    on_critical, on_warning = LeakSeverity.CRITICAL, LeakSeverity.WARNING
+    assert next_latch(None, ok, latch_on=on_critical, now=T0) is None
+    assert next_latch(None, None, latch_on=on_critical, now=T0) is None
+    assert next_latch(None, warning, latch_on=on_critical, now=T0) is None
+    latch = next_latch(None, critical, latch_on=on_critical, now=T0)
+    assert latch == {
+        "state": "Critical",
+        "latchedAt": "2026-11-25T12:00:00Z",
+        "message": "detectors: M1=Warning, F1=Critical",
+    }
+    for reading in (ok, warning, unknown, critical, None):
+        assert next_latch(latch, reading, latch_on=on_critical, now=later) == latch
+    held = next_latch(None, warning, latch_on=on_warning, now=T0)
+    assert held is not None and held["state"] == "Warning"
+    raised = next_latch(held, critical, latch_on=on_warning, now=later)
+    assert raised == {**latch, "latchedAt": "2026-11-25T12:00:00Z"}  # latchedAt kept
+    assert next_latch(raised, warning, latch_on=on_warning, now=later) == raised
+
+
+def test_acknowledgement_refusal() -> None:
+    ok = _reading(LeakState.OK, ("M1", Health.OK))
+    assert acknowledgement_refusal(PollOutcome(ok, None, T0)) is None
+    refusal = acknowledgement_refusal(PollOutcome(ok, "HTTP 500", T0))
+    assert refusal is not None and "could not be read: HTTP 500" in refusal
+    assert acknowledgement_refusal(PollOutcome(None, None, T0)) == "the tank has not been read yet"
+    wet = _reading(LeakState.CRITICAL, ("M1", Health.OK), ("F1", Health.CRITICAL))
+    assert acknowledgement_refusal(PollOutcome(wet, None, T0)) == (
+        "leak detectors still read Critical (detectors: F1=Critical)"
+    )
+    blind = _reading(LeakState.UNKNOWN, ("M1", Health.OK), ("F1", None))
+    assert acknowledgement_refusal(PollOutcome(blind, None, T0)) == (
+        "leak detectors could not be read: F1"
+    )
+
+
+async def test_critical_latches_until_acknowledged_with_the_detectors_ok(
+    sim: TankSimulator,
+) -> None:
+    h = Harness(sim)
+    await h.tick()
+    sim.set_leak("tank-a", "FloatSwitch1", "Critical")
+    await h.tick(15.0)
+    latch = h.status["leakLatch"]
+    assert latch == {
+        "state": "Critical",
+        "latchedAt": "2026-11-25T12:00:15Z",
+        "message": "detectors: FloatSwitch1=Critical",
+    }
+    assert [r for r, _ in h.events[-2:]] == ["LeakDetected", "LeakLatched"]
+    assert TANK_LEAK_LATCHED.labels("tank-a")._value.get() == 1
+
+    # the sensor dries: the tank stays cordoned, and says how to clear it
+    sim.set_leak("tank-a", "FloatSwitch1", "OK")
+    await h.tick(15.0)
+    assert h.status["leakState"] == "OK" and h.status["leakLatch"] == latch
+    assert h.condition("LeakDetected") == ("False", "NoLeak")
+    assert h.condition("Cordoned") == ("True", "LeakLatched")
+    assert h.condition("Ready") == ("False", "LeakLatched")
+    message = get_condition(h.status["conditions"], "Cordoned")["message"]  # type: ignore[index]
+    assert "latched at 2026-11-25T12:00:15Z" in message and "replicas are drained" in message
+    assert "kubectl annotate immersionpod tank-a tokenfleet.io/leak-acknowledged=" in message
+
+    # acknowledged while a detector reads Critical again: refused, latch kept
+    sim.set_leak("tank-a", "Moisture1", "Critical")
+    polls = sim.tanks["tank-a"].requests
+    await h.tick(1.0, ack="alice: looks dry", version="10")
+    assert sim.tanks["tank-a"].requests > polls  # judged on a fresh reading, not due yet
+    assert h.status["leakLatch"] == latch
+    reason, text = h.events[-1]
+    assert reason == "LeakAcknowledgementRefused"
+    assert "'alice: looks dry' refused" in text and "still read Critical" in text
+    assert h.infos == []
+    # the same annotation (same resourceVersion) seen again is not judged again
+    events = len(h.events)
+    await h.tick(1.0, ack="alice: looks dry", version="10")
+    assert len(h.events) == events
+
+    # acknowledged with every detector OK: cleared, Normal event with the note
+    sim.set_leak("tank-a", "Moisture1", "OK")
+    patch = await h.tick(1.0, ack="alice: tank inspected, dry", version="12")
+    assert patch is not None and patch["leakLatch"] is None
+    assert "leakLatch" not in h.status
+    assert h.infos == [
+        (
+            "LeakLatchCleared",
+            "leak Critical latched at 2026-11-25T12:00:15Z cleared by acknowledgement "
+            "'alice: tank inspected, dry'; every leak detector reads OK",
+        )
+    ]
+    assert h.condition("Cordoned") == ("False", "NotCordoned")
+    assert h.condition("Ready") == ("True", "Accepting")
+    assert TANK_LEAK_LATCHED.labels("tank-a")._value.get() == 0
+    assert TANK_LEAK_ACKNOWLEDGEMENTS.labels("tank-a", "cleared")._value.get() >= 1
+
+    # the next leak latches again
+    sim.set_leak("tank-a", "Moisture1", "Critical")
+    await h.tick(15.0)
+    assert h.status["leakLatch"]["latchedAt"] == "2026-11-25T12:00:48Z"
+
+
+async def test_acknowledgement_refused_while_unreadable_and_without_a_latch(
+    sim: TankSimulator,
+) -> None:
+    h = Harness(sim)
+    await h.tick()
+    await h.tick(1.0, ack="nothing to see", version="3")
+    assert h.infos[-1][0] == "LeakAcknowledged" and "no leak is latched" in h.infos[-1][1]
+    assert "leakLatch" not in h.status
+    sim.set_leak("tank-a", "FloatSwitch1", "Critical")
+    await h.tick(15.0)
+    sim.set_leak("tank-a", "FloatSwitch1", "OK")
+    sim.set("tank-a", http_status=500)
+    await h.tick(1.0, ack="bob", version="5")
+    assert h.events[-1][0] == "LeakAcknowledgementRefused"
+    assert "could not be read" in h.events[-1][1]
+    sim.set("tank-a", http_status=200, missing=["LeakDetectors"])
+    await h.tick(1.0, ack="bob", version="6")
+    assert h.events[-1][0] == "LeakAcknowledgementRefused"
+    assert "leak detectors could not be read" in h.events[-1][1]
+    assert h.status["leakLatch"]["state"] == "Critical"
+    assert h.condition("Cordoned") == ("True", "LeakLatched")
+
+
+async def test_latch_survives_a_restart_and_ignores_stale_bodies(sim: TankSimulator) -> None:
+    h = Harness(sim)
+    await h.tick()
+    sim.set_leak("tank-a", "FloatSwitch1", "Critical")
+    await h.tick(15.0)
+    sim.set_leak("tank-a", "FloatSwitch1", "OK")
+    latched = dict(h.status)
+    # a restarted operator: a new poller, the detectors OK, the latch only in status
+    h2 = Harness(sim)
+    h2.now, h2.mono, h2.status = h.now, h.mono, dict(latched)
+    await h2.tick(15.0)
+    assert h2.status["leakLatch"] == latched["leakLatch"]
+    assert h2.condition("Cordoned") == ("True", "LeakLatched")
+    assert not [e for e in h2.events if e[0] == "LeakLatched"]  # not latched anew
+    # cleared; then a watch event that still carries the old latch must not bring it back
+    await h2.tick(1.0, ack="carol", version="20")
+    assert "leakLatch" not in h2.status
+    h2.status = dict(latched)
+    patch = await h2.tick(15.0)
+    assert patch is not None and patch["leakLatch"] is None
+    assert h2.condition("Cordoned") == ("False", "NotCordoned")
+
+
+async def test_latch_on_warning_cordons_without_draining(sim: TankSimulator) -> None:
+    h = Harness(sim, leakPolicy={"action": "Drain", "latchOn": "Warning"})
+    await h.tick()
+    sim.set_leak("tank-a", "Moisture1", "Warning")
+    await h.tick(15.0)
+    assert h.status["leakLatch"]["state"] == "Warning"
+    sim.set_leak("tank-a", "Moisture1", "OK")
+    await h.tick(15.0)
+    message = get_condition(h.status["conditions"], "Cordoned")["message"]  # type: ignore[index]
+    assert h.condition("Cordoned") == ("True", "LeakLatched")
+    assert "replicas stay (a Warning latch does not drain)" in message
+    sim.set_leak("tank-a", "FloatSwitch1", "Critical")
+    await h.tick(15.0)
+    sim.set_leak("tank-a", "FloatSwitch1", "OK")
+    await h.tick(15.0)
+    assert h.status["leakLatch"]["state"] == "Critical"
+    assert h.status["leakLatch"]["latchedAt"] == "2026-11-25T12:00:15Z"
+    message = get_condition(h.status["conditions"], "Cordoned")["message"]  # type: ignore[index]
+    assert "replicas are drained" in message

@@ -101,6 +101,13 @@ IMMERSIONPOD = KindInfo(
             "Thermal-kW", "number", ".status.thermalHeadroomKW", "Thermal headroom", priority=1
         ),
         PrinterColumn("Leak", "string", ".status.leakState", "Leak state", priority=1),
+        PrinterColumn(
+            "Latched",
+            "string",
+            ".status.leakLatch.state",
+            "Latched leak (cleared by the tokenfleet.io/leak-acknowledged annotation)",
+            priority=1,
+        ),
         PrinterColumn("Replicas", "integer", ".status.replicas", "Replicas hosted", priority=1),
         REASON,
         AGE,

@@ -109,6 +109,13 @@ class LeakState(StrEnum):
     UNKNOWN = "Unknown"
 
 
+class LeakSeverity(StrEnum):
+    """A leak detector state that counts as a leak (Redfish DetectorState Warning or Critical)."""
+
+    WARNING = "Warning"
+    CRITICAL = "Critical"
+
+
 class PlacementState(StrEnum):
     """Lifecycle of one replica on one node."""
 
@@ -258,6 +265,11 @@ class LeakPolicy(WireModel):
 
     action: LeakAction = LeakAction.DRAIN
     """Cordon (keep replicas, place nothing new) or Drain (also move replicas away)."""
+    latch_on: LeakSeverity = LeakSeverity.CRITICAL
+    """Detector state that latches the leak: Critical, or Warning (Warning or Critical). A latched
+    tank stays cordoned (and drained under Drain) after the detectors read OK again, until a
+    person clears it: kubectl annotate immersionpod <name> tokenfleet.io/leak-acknowledged=<note>.
+    A live Warning below the latch level still cordons while it lasts."""
 
 
 class ImmersionPodSpec(WireModel):
@@ -279,6 +291,18 @@ class ImmersionPodSpec(WireModel):
     """Headroom band, percent of capacity, that must be crossed before replicas move."""
 
 
+class LeakLatch(StatusModel):
+    """A latched leak: kept until a person acknowledges it (annotation
+    tokenfleet.io/leak-acknowledged), accepted only while every detector reads OK."""
+
+    state: LeakSeverity
+    """Worst detector state read since the leak latched."""
+    latched_at: datetime
+    """When the leak was first read (RFC 3339)."""
+    message: Annotated[str, Field(max_length=1024)] = ""
+    """The detectors that read the leak."""
+
+
 class ImmersionPodStatus(StatusModel):
     """Observed state of an immersion tank."""
 
@@ -297,6 +321,9 @@ class ImmersionPodStatus(StatusModel):
     flow_liters_per_minute: float | None = None
     """Measured coolant flow, L/min."""
     leak_state: LeakState | None = None
+    """Worst leak detector state of the last reading (live, not latched)."""
+    leak_latch: LeakLatch | None = None
+    """Set when a leak latched; the tank stays cordoned until it is acknowledged."""
     last_reading_time: datetime | None = None
     """Time of the last telemetry reading."""
     telemetry_age_seconds: Annotated[int, Field(ge=0)] | None = None

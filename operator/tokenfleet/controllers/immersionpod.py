@@ -17,7 +17,16 @@ Rules:
   there and nothing is evicted on a guess;
 * a leak (any detector Warning/Critical): ``LeakDetected=True`` and ``Cordoned=True`` (reason
   ``LeakDetected``), ``leakState`` says which; the placement engine applies ``leakPolicy``
-  (Drain evicts). Unreadable detectors: ``LeakDetected=Unknown``, ``leakState: Unknown``.
+  (Drain evicts). Unreadable detectors: ``LeakDetected=Unknown``, ``leakState: Unknown``;
+* a leak at or above ``leakPolicy.latchOn`` (default Critical) *latches*: ``status.leakLatch``
+  records it (:func:`next_latch`, pure) and the tank stays cordoned (``Cordoned``/``Ready`` reason
+  ``LeakLatched``; the snapshot hands the latched state to the placement engine) after the
+  detectors read OK again, across operator restarts (it lives in status). A person clears it with
+  ``kubectl annotate immersionpod <name> tokenfleet.io/leak-acknowledged=<note>``: the operator
+  reads the tank at once and clears the latch only when every detector reads OK
+  (:func:`acknowledgement_refusal`); either way it posts an Event (Normal ``LeakLatchCleared`` with
+  the note, or Warning ``LeakAcknowledgementRefused`` with why) and removes the annotation, so the
+  next leak latches again and a refused acknowledgement must be given again.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import EllipsisType
 from typing import Any, Final
 
 import aiohttp
@@ -36,8 +46,9 @@ from pydantic import ValidationError
 
 from tokenfleet.api import parse_immersionpod_spec
 from tokenfleet.api.conditions import rfc3339, set_condition
-from tokenfleet.api.models import GROUP, VERSION, ImmersionPodSpec, TelemetrySource
+from tokenfleet.api.models import GROUP, VERSION, ImmersionPodSpec, LeakSeverity, TelemetrySource
 from tokenfleet.controllers.nodes import ServingReplica, select_nodes
+from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED
 from tokenfleet.telemetry.immersion import (
     F_LEAK,
     LeakState,
@@ -60,14 +71,17 @@ from tokenfleet.telemetry.problems import TelemetryProblem
 from tokenfleet.telemetry.vehicle import parse_time
 
 __all__ = [
+    "ACK_ANNOTATION",
     "CONDITION_CORDONED",
     "CONDITION_LEAK",
     "CONDITION_TELEMETRY_FRESH",
     "TICK_SECONDS",
     "TankPoller",
+    "acknowledgement_refusal",
     "count_tank",
     "desired_status",
     "needs_write",
+    "next_latch",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +91,8 @@ CONDITION_TELEMETRY_FRESH: Final = "TelemetryFresh"
 CONDITION_LEAK: Final = "LeakDetected"
 CONDITION_CORDONED: Final = "Cordoned"
 CONDITION_READY: Final = "Ready"
+ACK_ANNOTATION: Final = "tokenfleet.io/leak-acknowledged"
+"""Annotation a person sets to clear a latched leak (its value, a note, goes into the Event)."""
 
 # Deadband for status writes.
 DEADBAND_C: Final = 0.5
@@ -97,6 +113,65 @@ _MEASURED: Final = (
 
 Warn = Callable[[str, str], None]
 """(reason, message) -> post a Warning Event on the ImmersionPod."""
+
+_SEVERITY: Final = {
+    LeakState.OK: 0,
+    LeakState.UNKNOWN: 1,
+    LeakState.WARNING: 2,
+    LeakState.CRITICAL: 3,
+}
+
+
+def clear_command(name: str | None) -> str:
+    """The one kubectl command that acknowledges (clears) a latched leak."""
+    return f"kubectl annotate immersionpod {name or '<name>'} {ACK_ANNOTATION}='<who/what>'"
+
+
+def _latches(state: LeakState, latch_on: LeakSeverity) -> bool:
+    return _SEVERITY[state] >= _SEVERITY[LeakState(latch_on.value)]
+
+
+def next_latch(
+    latch: Mapping[str, Any] | None,
+    reading: TankReading | None,
+    *,
+    latch_on: LeakSeverity,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The ``status.leakLatch`` after ``reading`` (pure). A reading at or above ``latch_on`` sets
+    it (``latchedAt`` = ``now``) or raises its ``state``; nothing else ever lowers or removes it
+    (only an accepted acknowledgement does, by passing ``latch=None``)."""
+    current = dict(latch) if isinstance(latch, Mapping) and latch.get("state") else None
+    if reading is None or not _latches(reading.leak_state, latch_on):
+        return current
+    state = reading.leak_state
+    if current is None:
+        return {
+            "state": state.value,
+            "latchedAt": rfc3339(now),
+            "message": _leak_message(reading)[:1024],
+        }
+    held = LeakState(current["state"]) if current["state"] in _SEVERITY else LeakState.CRITICAL
+    if _SEVERITY[state] > _SEVERITY[held]:
+        current["state"] = state.value
+        current["message"] = _leak_message(reading)[:1024]
+    return current
+
+
+def acknowledgement_refusal(outcome: PollOutcome) -> str | None:
+    """Why a leak acknowledgement must be refused after the poll in ``outcome`` (pure), or
+    ``None`` when it is accepted: only a successful reading with every detector OK clears."""
+    if outcome.error is not None:
+        return f"the tank could not be read: {outcome.error[:500]}"
+    reading = outcome.reading
+    if reading is None:
+        return "the tank has not been read yet"
+    if reading.leak_state.is_leak:
+        return f"leak detectors still read {reading.leak_state.value} ({_leak_message(reading)})"
+    if reading.leak_state is not LeakState.OK:
+        bad = [d.name for d in reading.leak_detectors if d.state is None]
+        return "leak detectors could not be read" + (f": {', '.join(bad)}" if bad else "")
+    return None
 
 
 def _round(value: float | None) -> float | None:
@@ -123,15 +198,27 @@ def desired_status(
     now: datetime,
     nodes: int | None,
     replicas: int | None = None,
+    latch: Mapping[str, Any] | EllipsisType | None = ...,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """The status this tank should have now (pure). ``None`` values delete fields.
 
     Measured fields come from the latest *successful* reading; on a failed poll the previous
-    values (and their ``lastReadingTime``) are kept, so consumers judge them by age.
+    values (and their ``lastReadingTime``) are kept, so consumers judge them by age. ``latch`` is
+    the leak latch before this reading (default: ``current["leakLatch"]``; ``None`` after an
+    accepted acknowledgement); :func:`next_latch` applies the reading to it.
     """
     conditions: Iterable[Mapping[str, Any]] | None = current.get("conditions")
     status: dict[str, Any] = {"observedGeneration": generation}
     reading = outcome.reading
+    before = current.get("leakLatch") if isinstance(latch, EllipsisType) else latch
+    leak_latch = next_latch(
+        before if isinstance(before, Mapping) else None,
+        reading,
+        latch_on=spec.leak_policy.latch_on,
+        now=now,
+    )
+    status["leakLatch"] = leak_latch
     stale_after = float(spec.telemetry.stale_after_seconds)
 
     if reading is not None:
@@ -202,12 +289,36 @@ def desired_status(
     else:
         leak_cond = ("Unknown", "LeakDetectorsUnreadable", "leak detectors could not be read")
     action = spec.leak_policy.action.value
+    latched = LeakState(leak_latch["state"]) if leak_latch is not None else None
+    # what the placement engine acts on: the worse of the live and the latched state
+    effective = latched if latched is not None and _SEVERITY[latched] > _SEVERITY[leak] else leak
+    consequence = (
+        "; replicas are drained"
+        if action == "Drain" and effective is LeakState.CRITICAL
+        else "; replicas stay (Cordon)"
+        if action == "Cordon"
+        else "; replicas stay (a Warning latch does not drain)"
+    )
+    clear = f"after inspecting the tank, clear it: {clear_command(name)}"
     if leak.is_leak:
         cordon = (
             "True",
             "LeakDetected",
             f"leak {leak.value}: no new placements"
-            + ("; replicas are drained" if action == "Drain" else "; replicas stay (Cordon)"),
+            + ("; replicas are drained" if action == "Drain" else "; replicas stay (Cordon)")
+            + (
+                f"; latched: once every detector reads OK, {clear}"
+                if leak_latch is not None
+                else ""
+            ),
+        )
+    elif leak_latch is not None:
+        cordon = (
+            "True",
+            "LeakLatched",
+            f"leak {leak_latch['state']} latched at {leak_latch['latchedAt']}"
+            + (f" ({leak_latch.get('message')})" if leak_latch.get("message") else "")
+            + f", detectors now {leak.value}: no new placements{consequence}; {clear}",
         )
     elif spec.cordoned:
         cordon = ("True", "SpecCordoned", "spec.cordoned is true: no new placements")
@@ -217,6 +328,8 @@ def desired_status(
     # Ready: accepting new placements
     if leak.is_leak:
         ready = ("False", "LeakDetected", cordon[2])
+    elif leak_latch is not None:
+        ready = ("False", "LeakLatched", cordon[2])
     elif spec.cordoned:
         ready = ("False", "Cordoned", cordon[2])
     elif fresh[0] != "True":
@@ -285,7 +398,7 @@ def needs_write(
     ``lastReadingTime`` is older than a third of ``staleAfterSeconds`` while a newer exists."""
     if _conditions_key(current.get("conditions")) != _conditions_key(desired.get("conditions")):
         return True
-    for key in ("observedGeneration", "leakState", "nodes", "replicas"):
+    for key in ("observedGeneration", "leakState", "leakLatch", "nodes", "replicas"):
         if key in desired and current.get(key) != desired[key]:
             return True
     for key in _MEASURED:
@@ -321,6 +434,16 @@ class TankPoller:
     reported_spec_error: str | None = None
     was_leaking: bool = False
     writes: int = 0
+    info: Warn | None = None
+    """(reason, message) -> post a Normal Event (``None``: not posted)."""
+    latch: dict[str, Any] | None = None
+    """The leak latch this poller last computed (authoritative once ``latch_loaded``: a body the
+    watch has not refreshed yet must not undo a latch just written or cleared)."""
+    latch_loaded: bool = False
+    cleared_latched_at: str | None = None
+    """``latchedAt`` of the latch this poller cleared (a stale body still showing it is ignored)."""
+    handled_ack: tuple[str, str | None] | None = None
+    """(annotation value, resourceVersion) of the acknowledgement last handled."""
 
     def due(self) -> bool:
         return self.monotonic() >= self.next_poll
@@ -382,8 +505,14 @@ class TankPoller:
         nodes: int | None,
         replicas: int | None = None,
         force: bool = False,
+        ack: str | None = None,
+        ack_version: str | None = None,
     ) -> dict[str, Any] | None:
-        """Poll if due; return the status patch to apply, or ``None`` (no write)."""
+        """Poll if due; return the status patch to apply, or ``None`` (no write).
+
+        ``ack`` is the value of the :data:`ACK_ANNOTATION` annotation when it is set
+        (``ack_version``: the object's resourceVersion, so one annotation is handled once); the
+        caller removes the annotation whatever the outcome."""
         try:
             parsed = parse_immersionpod_spec(spec)
         except (ValidationError, ValueError) as error:
@@ -406,7 +535,12 @@ class TankPoller:
         self.reported_spec_error = None
         if parsed.telemetry.source is not TelemetrySource.REDFISH:
             return self._unsupported_source(status, generation)
-        if force or self.due():
+        latch = self._latch_before(status.get("leakLatch"))
+        if ack is not None and (ack, ack_version) != self.handled_ack:
+            self.handled_ack = (ack, ack_version)
+            await self.poll(parsed)  # judge the acknowledgement on a fresh reading
+            latch = self._acknowledge(latch, ack)
+        elif force or self.due():
             await self.poll(parsed)
         now = self.clock()
         desired = desired_status(
@@ -417,13 +551,69 @@ class TankPoller:
             now=now,
             nodes=nodes,
             replicas=replicas,
+            latch=latch,
+            name=self.name,
         )
+        new_latch = desired.get("leakLatch")
+        if new_latch is not None and latch is None:
+            self.warn(
+                "LeakLatched",
+                f"leak {new_latch['state']} latched ({new_latch.get('message', '')}): the tank "
+                f"stays cordoned until acknowledged; once every detector reads OK, "
+                f"{clear_command(self.name)}",
+            )
+        self.latch = new_latch
         self._export(desired)
         stale_after = float(parsed.telemetry.stale_after_seconds)
         if not needs_write(status, desired, now=now, stale_after=stale_after):
             return None
         self.writes += 1
         return desired
+
+    def _latch_before(self, stored: Any) -> dict[str, Any] | None:
+        """The latch to start this tick from: the stored one on the first tick (it survives
+        restarts in status), then this poller's own, unless the stored one is a latch this poller
+        neither wrote nor cleared (another operator replica wrote it)."""
+        stored_latch = dict(stored) if isinstance(stored, Mapping) and stored.get("state") else None
+        if not self.latch_loaded:
+            self.latch_loaded = True
+            self.latch = stored_latch
+        elif stored_latch is not None and stored_latch.get("latchedAt") not in (
+            (self.latch or {}).get("latchedAt"),
+            self.cleared_latched_at,
+        ):
+            self.latch = stored_latch
+        return self.latch
+
+    def _acknowledge(self, latch: dict[str, Any] | None, note: str) -> dict[str, Any] | None:
+        """Judge an acknowledgement against the poll just made; return the latch to keep."""
+        note = note.strip()[:200] or "(empty)"
+        if latch is None:
+            TANK_LEAK_ACKNOWLEDGEMENTS.labels(self.name, "notLatched").inc()
+            if self.info is not None:
+                self.info(
+                    "LeakAcknowledged",
+                    f"no leak is latched; acknowledgement {note!r} removed",
+                )
+            return None
+        refusal = acknowledgement_refusal(self.outcome)
+        if refusal is not None:
+            TANK_LEAK_ACKNOWLEDGEMENTS.labels(self.name, "refused").inc()
+            self.warn(
+                "LeakAcknowledgementRefused",
+                f"leak latch kept, acknowledgement {note!r} refused and removed: {refusal}; "
+                f"once every detector reads OK, {clear_command(self.name)}",
+            )
+            return latch
+        TANK_LEAK_ACKNOWLEDGEMENTS.labels(self.name, "cleared").inc()
+        self.cleared_latched_at = str(latch.get("latchedAt"))
+        if self.info is not None:
+            self.info(
+                "LeakLatchCleared",
+                f"leak {latch.get('state')} latched at {latch.get('latchedAt')} cleared by "
+                f"acknowledgement {note!r}; every leak detector reads OK",
+            )
+        return None
 
     def _unsupported_source(
         self, status: Mapping[str, Any], generation: int | None
@@ -472,6 +662,7 @@ class TankPoller:
             clear_gauge(TANK_LEAK, self.name)
         else:
             TANK_LEAK.labels(self.name).set(1 if LeakState(leak).is_leak else 0)
+        TANK_LEAK_LATCHED.labels(self.name).set(1 if desired.get("leakLatch") else 0)
 
     def forget(self) -> None:
         """Drop this tank's metric series."""
@@ -480,6 +671,7 @@ class TankPoller:
         clear_gauge(TANK_HEADROOM, self.name, "thermal")
         clear_gauge(TANK_IT_LOAD, self.name)
         clear_gauge(TANK_LEAK, self.name)
+        clear_gauge(TANK_LEAK_LATCHED, self.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,20 +739,31 @@ async def immersionpod_telemetry(
         def warn(reason: str, message: str) -> None:
             kopf.warn(body, reason=reason, message=message)
 
-        poller = TankPoller(name=name, warn=warn, session=shared_session)
+        def info(reason: str, message: str) -> None:
+            # kopf.info would be dropped at posting.level WARNING: this one is for people
+            kopf.event(body, type="Normal", reason=reason, message=message)
+
+        poller = TankPoller(name=name, warn=warn, info=info, session=shared_session)
         memo["tokenfleet_tank_poller"] = poller
     generation = meta.get("generation")
     nodes, replicas = count_tank(spec, kwargs)
+    ack = (meta.get("annotations") or {}).get(ACK_ANNOTATION)
     desired = await poller.tick(
         spec=spec,
         status=status,
         generation=int(generation) if generation is not None else None,
         nodes=nodes,
         replicas=replicas,
+        ack=None if ack is None else str(ack),
+        ack_version=meta.get("resourceVersion"),
     )
     if desired is not None:
         for key, value in desired.items():
             patch.status[key] = value
+    if ack is not None:
+        # handled (cleared, refused or nothing latched): the next leak latches again, and a
+        # refused acknowledgement must be given again once the detectors read OK
+        patch.metadata.annotations[ACK_ANNOTATION] = None
 
 
 @kopf.on.delete(GROUP, VERSION, "immersionpods", optional=True, id="immersionpod_forget")

@@ -155,6 +155,12 @@ def tank_of(view: TankView) -> Tank:
     status = view.status
     leak = status.get("leakState")
     leak_state: LeakState = leak if leak in ("OK", "Warning", "Critical", "Unknown") else "Unknown"
+    # A latched leak (status.leakLatch, kept until acknowledged) counts as a live one, so the
+    # leak policy (Cordon / Drain) holds after the detectors read OK again.
+    latch = status.get("leakLatch")
+    latched = latch.get("state") if isinstance(latch, Mapping) else None
+    if latched == "Critical" or (latched == "Warning" and leak_state != "Critical"):
+        leak_state = latched
     return Tank(
         name=view.name,
         power_capacity_kw=float(spec.power.capacity_kw),
