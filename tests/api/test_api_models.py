@@ -21,6 +21,7 @@ from tokenfleet.api import (
     InferenceJobSpec,
     InferenceJobStatus,
     LeakAction,
+    LeakSeverity,
     PlacementState,
     Preference,
     Target,
@@ -400,3 +401,30 @@ def test_pool_energy_day_is_a_date() -> None:
     }
     with pytest.raises(ValidationError, match="energyDay"):
         parse_status(VehiclePoolStatus, {"energyDay": "yesterday"})
+
+
+def test_leak_latch_policy_and_status() -> None:
+    """leakPolicy.latchOn (Warning|Critical, default Critical) and status.leakLatch."""
+    assert parse_immersionpod_spec(minimal_tank()).leak_policy.latch_on is LeakSeverity.CRITICAL
+    tank = parse_immersionpod_spec({**minimal_tank(), "leakPolicy": {"latchOn": "Warning"}})
+    assert tank.leak_policy.latch_on is LeakSeverity.WARNING
+    assert tank.leak_policy.action is LeakAction.DRAIN
+    with pytest.raises(ValidationError, match=r"leakPolicy\.latchOn"):
+        parse_immersionpod_spec({**minimal_tank(), "leakPolicy": {"latchOn": "OK"}})
+    wire = {
+        "leakState": "OK",
+        "leakLatch": {
+            "state": "Critical",
+            "latchedAt": "2026-11-25T12:00:15Z",
+            "message": "detectors: FloatSwitch1=Critical",
+        },
+    }
+    status = parse_status(ImmersionPodStatus, wire)
+    assert status.leak_latch is not None and status.leak_latch.state is LeakSeverity.CRITICAL
+    assert status.to_wire() == wire
+    for latch, field in (
+        ({"state": "OK", "latchedAt": "2026-11-25T12:00:15Z"}, "state"),
+        ({"state": "Warning"}, "latchedAt"),
+    ):
+        with pytest.raises(ValidationError, match=rf"leakLatch\.{field}"):
+            parse_status(ImmersionPodStatus, {"leakLatch": latch})
