@@ -525,3 +525,15 @@ async def test_latch_on_warning_cordons_without_draining(sim: TankSimulator) -> 
     assert h.status["leakLatch"]["latchedAt"] == "2026-11-25T12:00:15Z"
     message = get_condition(h.status["conditions"], "Cordoned")["message"]  # type: ignore[index]
     assert "replicas are drained" in message
+
+
+async def test_acknowledgement_on_an_invalid_spec_is_left_for_later(sim: TankSimulator) -> None:
+    h = Harness(sim)
+    await h.tick()
+    h.spec["power"] = {"capacityKW": -1}
+    await h.tick(1.0, ack="dave", version="7")
+    assert h.poller.handled_ack is None  # the timer leaves the annotation in place
+    h.spec["power"] = {"capacityKW": 180}
+    await h.tick(1.0, ack="dave", version="7")
+    assert h.poller.handled_ack == ("dave", "7")  # now handled: the timer removes it
+    assert h.infos[-1][0] == "LeakAcknowledged"

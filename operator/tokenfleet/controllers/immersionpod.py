@@ -511,8 +511,8 @@ class TankPoller:
         """Poll if due; return the status patch to apply, or ``None`` (no write).
 
         ``ack`` is the value of the :data:`ACK_ANNOTATION` annotation when it is set
-        (``ack_version``: the object's resourceVersion, so one annotation is handled once); the
-        caller removes the annotation whatever the outcome."""
+        (``ack_version``: the object's resourceVersion, so one annotation is handled once); once
+        :attr:`handled_ack` names it, the caller removes the annotation whatever the outcome."""
         try:
             parsed = parse_immersionpod_spec(spec)
         except (ValidationError, ValueError) as error:
@@ -760,9 +760,10 @@ async def immersionpod_telemetry(
     if desired is not None:
         for key, value in desired.items():
             patch.status[key] = value
-    if ack is not None:
+    if ack is not None and poller.handled_ack == (str(ack), meta.get("resourceVersion")):
         # handled (cleared, refused or nothing latched): the next leak latches again, and a
-        # refused acknowledgement must be given again once the detectors read OK
+        # refused acknowledgement must be given again once the detectors read OK. Not handled
+        # (invalid spec, unsupported telemetry source): left in place for when it can be.
         patch.metadata.annotations[ACK_ANNOTATION] = None
 
 
