@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -108,10 +109,8 @@ def test_prober_moves_a_killed_runtimes_replica_before_the_resync(
             f"replacement took {took:.1f} s (bound {BOUND_SECONDS} s):\n{op.log_tail(40)}"
         )
         st = rig.wait_ready("solo", 1, timeout=60)
-        # Failed: RuntimeFailed, or LoadFailed when the daemon's same pass retried the load
-        # there under the plan it still held (the next plan no longer wants the node)
         failed = [p for p in st["placements"] if p["node"] == victim]
-        assert [p["state"] for p in failed] == ["Failed"], st["placements"]
+        assert [(p["state"], p["reason"]) for p in failed] == [("Failed", "RuntimeFailed")], failed
         assert MODEL in rig.loaded_models(new)
         assert len(rig.generate(new, MODEL, [5, 6], 4)) == 4
 
@@ -144,6 +143,42 @@ def test_prober_moves_a_killed_runtimes_replica_before_the_resync(
             describe=lambda: op.metric("tokenfleet_failing_runtimes"),
         )
         assert op.alive(), op.log_tail(60)
+
+
+def test_a_hung_runtimes_replica_moves_without_waiting_out_a_load_timeout(
+    fleet: Fleet, namespace: str, rig: Rig, tmp_path: Path
+) -> None:
+    """A runtime that stops answering (SIGSTOP: connections hang, nothing is refused): the probe
+    and the daemon's checks time out (3 s each here), the daemon fails the replica and moves it.
+    It must not first retry the load on the hung node under the plan it still holds, which would
+    wait out the load timeout (30 s here, 120 s in production) before the replacement."""
+    _setup(rig, 3)
+    load_timeout = 30
+    env = _env(5, TOKENFLEET_LOAD_TIMEOUT_SECONDS=str(load_timeout))
+    with operator_running(fleet, namespace, tmp_path, env=env) as op:
+        rig.wait_ready("solo", 1)
+        (victim,) = _loaded(rig, "solo")
+        assert rig.tritons is not None
+        server = rig.tritons[rig.node_runtime[victim]]
+        t0 = time.monotonic()
+        os.killpg(server.pid or 0, signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: _loaded_elsewhere(rig, "solo", victim),
+                90,
+                f"a replacement of the replica on the hung runtime of {victim}",
+                interval=0.1,
+                describe=lambda: rig.status("solo").get("placements"),
+            )
+            took = time.monotonic() - t0
+        finally:
+            os.killpg(server.pid or 0, signal.SIGCONT)
+        print(f"hang -> replacement Loaded: {took:.2f} s")
+        # probe (<= 5 s + 3 s timeout) + two timed-out checks 1 s apart + replan + load
+        assert took < load_timeout, f"took {took:.1f} s:\n{op.log_tail(40)}"
+        assert op.metric("tokenfleet_runtime_probes_total", result="unreachable") >= 1
+        failed = [p for p in rig.status("solo")["placements"] if p["node"] == victim]
+        assert [(p["state"], p["reason"]) for p in failed] == [("Failed", "RuntimeFailed")], failed
 
 
 MEASURE_REPS = int(os.environ.get("TOKENFLEET_E2E_MEASURE_REPS", "0") or 0)

@@ -438,6 +438,11 @@ class JobWorker:
         for key, want in sorted(slice_.desired.items()):
             if key in active:
                 continue
+            if self.planner.runtime_failed(want.node):
+                # failed since this plan (e.g. by this very pass's observation): the replan it
+                # triggered re-places the replica; a load here would wait out its timeout on a
+                # hung runtime first
+                continue
             # a Failed/Unloading entry for the same key is replaced by the new attempt
             self.record = [e for e in self.record if e.key != key]
             sources = moved_from.get(want.node)
