@@ -605,6 +605,7 @@ _TANK_STATUS_KEYS = (
     "returnTempC",
     "flowLitersPerMinute",
     "leakState",
+    "leakLatch",
     "lastReadingTime",
 )
 
