@@ -49,17 +49,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from e2e.cluster.fleet import Fleet  # noqa: E402
-from e2e.operator_kit import OperatorProcess, Rig, wait_for  # noqa: E402
+from e2e.operator_kit import VEHICLE_INT4, VEHICLE_MODEL, OperatorProcess, Rig, wait_for  # noqa: E402
 
-MODEL = "tinyllama-int4"
-INT4 = {
-    "name": "int4",
-    "precision": "INT4",
-    "memoryMiB": 6000,
-    "tokensPerSecond": 20,
-    "watts": 60,
-    "targets": ["Vehicle"],
-}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 #: what the operator may write (its RBAC); leases/nodes are kwok's heartbeats and the control
 #: plane's leader election, so their with/without difference is heartbeat jitter, not ours
@@ -172,7 +163,7 @@ def measure_unplugs(rig: Rig, job: str, unplugs: int, replicas: int) -> dict[str
             if (
                 t_unloaded is None
                 and victim not in {p["node"] for p in placements}
-                and MODEL not in rig.loaded_models(victim)
+                and VEHICLE_MODEL not in rig.loaded_models(victim)
             ):
                 t_unloaded = time.monotonic()
             time.sleep(0.02)
@@ -277,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fleet.core_v1().create_namespace({"metadata": {"name": namespace}})
         rig = Rig(fleet, namespace, work)
-        rig.start_tritons(args.cars, [MODEL])
+        rig.start_tritons(args.cars, [VEHICLE_MODEL])
         pool = rig.create_pool("pool")
         for i in range(args.cars):
             rig.add_vehicle(f"car{i}", i, pool)
@@ -297,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         op.start()
         job = "bench"
         rig.create_job(
-            job, [INT4], replicas=(args.replicas, args.replicas), target_tps=20 * args.replicas
+            job,
+            [VEHICLE_INT4],
+            replicas=(args.replicas, args.replicas),
+            target_tps=20 * args.replicas,
         )
         rig.wait_ready(job, args.replicas)
         result: dict[str, Any] = {

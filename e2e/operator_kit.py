@@ -47,6 +47,27 @@ RUNTIME_LABELS = {"app.kubernetes.io/name": "tokenfleet-runtime"}
 RIG_LABEL = "e2e.tokenfleet.io/rig"
 TOKENFLEET = REPO / ".venv" / "bin" / "tokenfleet"
 
+#: The scenarios' two variants of the job model ``tinyllama``: an FP16 replica for racks and an
+#: INT4 one for cars. Triton serves them as ``tinyllama-fp16`` and ``tinyllama-int4``.
+RACK_FP16: dict[str, Any] = {
+    "name": "fp16",
+    "precision": "FP16",
+    "memoryMiB": 16000,
+    "tokensPerSecond": 40,
+    "watts": 700,
+    "targets": ["Rack"],
+}
+VEHICLE_INT4: dict[str, Any] = {
+    "name": "int4",
+    "precision": "INT4",
+    "memoryMiB": 6000,
+    "tokensPerSecond": 20,
+    "watts": 60,
+    "targets": ["Vehicle"],
+}
+RACK_MODEL = "tinyllama-fp16"
+VEHICLE_MODEL = "tinyllama-int4"
+
 #: operator intervals for tests (seconds): quick to react, still debounced
 TEST_ENV = {
     # the rig's runtimes listen on 127.0.0.1; kwok pod addresses must never be dialled
@@ -573,6 +594,32 @@ class Rig:
 
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.job(name).get("status") or {})
+
+    def scale_job(self, name: str, replicas: int, tokens_per_replica: float) -> None:
+        """Set the job's max replicas and a throughput target that wants that many."""
+        self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            self.namespace,
+            "inferencejobs",
+            name,
+            {
+                "spec": {
+                    "replicas": {"min": 1, "max": replicas},
+                    "throughput": {"targetTokensPerSecond": tokens_per_replica * replicas},
+                }
+            },
+        )
+
+    def tank(self, name: str) -> dict[str, Any]:
+        """The ImmersionPod ``name`` as a dict."""
+        obj: dict[str, Any] = self.custom.get_cluster_custom_object(
+            GROUP, VERSION, "immersionpods", name
+        )
+        return obj
+
+    def tank_status(self, name: str) -> dict[str, Any]:
+        return dict(self.tank(name).get("status") or {})
 
     def condition(self, name: str, type_: str) -> dict[str, Any] | None:
         for c in self.status(name).get("conditions") or ():

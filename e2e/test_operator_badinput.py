@@ -12,6 +12,8 @@ from kubernetes.client.exceptions import ApiException
 
 from e2e.operator_kit import (  # noqa: F401  (fixtures)
     GROUP,
+    VEHICLE_INT4,
+    VEHICLE_MODEL,
     VERSION,
     OperatorProcess,
     Rig,
@@ -19,16 +21,6 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
     rig_fixture,
     wait_for,
 )
-
-INT4 = {
-    "name": "int4",
-    "precision": "INT4",
-    "memoryMiB": 6000,
-    "tokensPerSecond": 20,
-    "watts": 60,
-    "targets": ["Vehicle"],
-}
-MODEL = "tinyllama-int4"
 
 
 def _node_events(rig: Rig, node: str) -> list[dict[str, Any]]:
@@ -54,13 +46,13 @@ BAD_VEHICLE = [
 def test_bad_telemetry_is_ignored_with_event_and_metric(
     rig: Rig, operator: OperatorProcess
 ) -> None:
-    rig.start_tritons(3, [MODEL])
+    rig.start_tritons(3, [VEHICLE_MODEL])
     rig.start_sim([])
     tank = rig.create_tank("tank")
     pool = rig.create_pool("pool")
     cars = [rig.add_vehicle(f"car{i}", i, pool) for i in range(3)]
     rig.wait_runtime_pods()
-    rig.create_job("robust", [INT4], replicas=(1, 1), target_tps=20, targets=["Vehicle"])
+    rig.create_job("robust", [VEHICLE_INT4], replicas=(1, 1), target_tps=20, targets=["Vehicle"])
     (serving,) = [p["node"] for p in rig.wait_ready("robust", 1)["placements"]]
     idle = next(c for c in cars if c != serving)
 
@@ -157,7 +149,7 @@ def test_bad_telemetry_is_ignored_with_event_and_metric(
 
 
 def _create_job(rig: Rig, spec_patch: dict[str, Any]) -> ApiException:
-    body = rig.job_body("bad", [INT4], replicas=(1, 1), target_tps=20)
+    body = rig.job_body("bad", [VEHICLE_INT4], replicas=(1, 1), target_tps=20)
     body["spec"].update(spec_patch)
     with pytest.raises(ApiException) as info:
         rig.custom.create_namespaced_custom_object(
@@ -171,9 +163,9 @@ def _create_job(rig: Rig, spec_patch: dict[str, Any]) -> ApiException:
     [
         ({"replicas": {"min": 3, "max": 1}}, "spec.replicas"),
         ({"variants": []}, "spec.variants"),
-        ({"variants": [{**INT4, "precision": "FP3"}]}, "spec.variants[0].precision"),
-        ({"variants": [{**INT4, "memoryMiB": -1}]}, "spec.variants[0].memoryMiB"),
-        ({"variants": [INT4, INT4]}, "spec.variants"),
+        ({"variants": [{**VEHICLE_INT4, "precision": "FP3"}]}, "spec.variants[0].precision"),
+        ({"variants": [{**VEHICLE_INT4, "memoryMiB": -1}]}, "spec.variants[0].memoryMiB"),
+        ({"variants": [VEHICLE_INT4, VEHICLE_INT4]}, "spec.variants"),
         ({"priority": 5000}, "spec.priority"),
         ({"placement": {"targets": ["Rack"]}}, "spec.placement.targets"),
     ],

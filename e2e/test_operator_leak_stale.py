@@ -4,10 +4,11 @@ nothing new lands there); stale tank telemetry stops new placements there withou
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from e2e.operator_kit import (  # noqa: F401  (fixtures)
     GROUP,
+    RACK_FP16,
+    RACK_MODEL,
     VERSION,
     OperatorProcess,
     Rig,
@@ -16,48 +17,16 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
     wait_for,
 )
 
-FP16 = {
-    "name": "fp16",
-    "precision": "FP16",
-    "memoryMiB": 16000,
-    "tokensPerSecond": 40,
-    "watts": 700,
-    "targets": ["Rack"],
-}
-
-
-def _tank(rig: Rig, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = rig.custom.get_cluster_custom_object(
-        GROUP, VERSION, "immersionpods", name
-    )
-    return obj
-
 
 def _tank_condition(rig: Rig, name: str, type_: str) -> str | None:
-    for c in (_tank(rig, name).get("status") or {}).get("conditions") or ():
+    for c in (rig.tank_status(name) or {}).get("conditions") or ():
         if c.get("type") == type_:
             return str(c.get("status"))
     return None
 
 
-def _scale(rig: Rig, job: str, replicas: int) -> None:
-    rig.custom.patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        rig.namespace,
-        "inferencejobs",
-        job,
-        {
-            "spec": {
-                "replicas": {"min": 1, "max": replicas},
-                "throughput": {"targetTokensPerSecond": 40 * replicas},
-            }
-        },
-    )
-
-
 def test_leak_drains_or_cordons_the_tank(rig: Rig, operator: OperatorProcess) -> None:
-    rig.start_tritons(2, ["tinyllama-fp16"])
+    rig.start_tritons(2, [RACK_MODEL])
     rig.start_sim([])
     drain_tank = rig.create_tank("wet", leakPolicy={"action": "Drain"})
     # keep the replica off the Cordon-policy tank at first: it has no reading yet (stale)
@@ -69,7 +38,7 @@ def test_leak_drains_or_cordons_the_tank(rig: Rig, operator: OperatorProcess) ->
         cordon_tank: rig.add_rack("dry0", 1, cordon_tank),
     }
     rig.wait_runtime_pods()
-    rig.create_job("wet", [FP16], replicas=(1, 1), target_tps=40, targets=["Rack"])
+    rig.create_job("wet", [RACK_FP16], replicas=(1, 1), target_tps=40, targets=["Rack"])
     st = rig.wait_ready("wet", 1)
     assert st["placements"][0]["node"] == racks[drain_tank]
     assert rig.sim is not None
@@ -78,7 +47,7 @@ def test_leak_drains_or_cordons_the_tank(rig: Rig, operator: OperatorProcess) ->
         lambda: _tank_condition(rig, cordon_tank, "TelemetryFresh") == "True",
         30,
         f"{cordon_tank} telemetry fresh",
-        describe=lambda: _tank(rig, cordon_tank).get("status"),
+        describe=lambda: rig.tank_status(cordon_tank),
     )
 
     # A critical leak under the Drain policy: the tank is cordoned and its replica moves.
@@ -87,7 +56,7 @@ def test_leak_drains_or_cordons_the_tank(rig: Rig, operator: OperatorProcess) ->
         lambda: _tank_condition(rig, drain_tank, "Cordoned") == "True",
         30,
         f"{drain_tank} Cordoned after the leak reading",
-        describe=lambda: _tank(rig, drain_tank).get("status"),
+        describe=lambda: rig.tank_status(drain_tank),
     )
     wait_for(
         lambda: (
@@ -108,7 +77,7 @@ def test_leak_drains_or_cordons_the_tank(rig: Rig, operator: OperatorProcess) ->
         "a TankLeak Event naming the drained node",
         describe=lambda: rig.events("wet"),
     )
-    assert "tinyllama-fp16" not in rig.loaded_models(racks[drain_tank])
+    assert RACK_MODEL not in rig.loaded_models(racks[drain_tank])
 
     # A critical leak under the Cordon policy: cordoned, the replica stays, nothing new lands.
     rig.sim.set_leak(cordon_tank, "Moisture1", "Critical")
@@ -116,9 +85,9 @@ def test_leak_drains_or_cordons_the_tank(rig: Rig, operator: OperatorProcess) ->
         lambda: _tank_condition(rig, cordon_tank, "Cordoned") == "True",
         30,
         f"{cordon_tank} Cordoned after the leak reading",
-        describe=lambda: _tank(rig, cordon_tank).get("status"),
+        describe=lambda: rig.tank_status(cordon_tank),
     )
-    _scale(rig, "wet", 2)
+    rig.scale_job("wet", 2, tokens_per_replica=40)
     wait_for(
         lambda: (
             (job := rig.job("wet"))["status"].get("observedGeneration")
@@ -133,19 +102,19 @@ def test_leak_drains_or_cordons_the_tank(rig: Rig, operator: OperatorProcess) ->
     assert [p["node"] for p in st["placements"]] == [racks[cordon_tank]], st
     assert st["placements"][0]["state"] == "Loaded"
     assert st["desiredReplicas"] == 1 and st["shortfallReason"], st
-    assert "tinyllama-fp16" in rig.loaded_models(racks[cordon_tank])
+    assert RACK_MODEL in rig.loaded_models(racks[cordon_tank])
 
 
 def test_stale_telemetry_blocks_new_placements_without_evicting(
     rig: Rig, operator: OperatorProcess
 ) -> None:
-    rig.start_tritons(2, ["tinyllama-fp16"])
+    rig.start_tritons(2, [RACK_MODEL])
     rig.start_sim([])
     tank = rig.create_tank("tank", telemetry={"staleAfterSeconds": 4})
     rig.add_rack("rack0", 0, tank)
     rig.add_rack("rack1", 1, tank)
     rig.wait_runtime_pods()
-    rig.create_job("stale", [FP16], replicas=(1, 1), target_tps=40, targets=["Rack"])
+    rig.create_job("stale", [RACK_FP16], replicas=(1, 1), target_tps=40, targets=["Rack"])
     first = rig.wait_ready("stale", 1)["placements"][0]["node"]
 
     # The tank's Redfish endpoint stops answering: its last reading ages past staleAfterSeconds.
@@ -155,10 +124,10 @@ def test_stale_telemetry_blocks_new_placements_without_evicting(
         lambda: _tank_condition(rig, tank, "TelemetryFresh") == "False",
         30,
         "TelemetryFresh=False",
-        describe=lambda: _tank(rig, tank).get("status"),
+        describe=lambda: rig.tank_status(tank),
     )
     time.sleep(5)
-    _scale(rig, "stale", 2)
+    rig.scale_job("stale", 2, tokens_per_replica=40)
     deadline = time.monotonic() + 8
     while time.monotonic() < deadline:
         st = rig.status("stale")
@@ -168,7 +137,7 @@ def test_stale_telemetry_blocks_new_placements_without_evicting(
         time.sleep(0.3)
     st = rig.status("stale")
     assert st["desiredReplicas"] == 1 and st["shortfallReason"] == "StaleTelemetry", st
-    assert "tinyllama-fp16" in rig.loaded_models(first)
+    assert RACK_MODEL in rig.loaded_models(first)
 
     # Telemetry comes back: the second replica is placed.
     rig.sim.set(tank, http_status=200)

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from e2e.operator_kit import (  # noqa: F401  (fixtures)
+    VEHICLE_INT4,
+    VEHICLE_MODEL,
     OperatorProcess,
     Rig,
     TargetWatch,
@@ -17,16 +19,6 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
     wait_for,
 )
 from tokenfleet.api.models import GROUP, VERSION
-
-INT4 = {
-    "name": "int4",
-    "precision": "INT4",
-    "memoryMiB": 6000,
-    "tokensPerSecond": 20,
-    "watts": 60,
-    "targets": ["Vehicle"],
-}
-MODEL = "tinyllama-int4"
 
 
 def _placed(rig: Rig, job: str) -> set[str]:
@@ -75,10 +67,10 @@ def _move(
         f"EndpointSlice dipped to {watch.min_endpoints} endpoints during {reason}"
     )
     # the old runtime no longer has the model; the new one serves it
-    assert MODEL not in rig.loaded_models(victim)
+    assert VEHICLE_MODEL not in rig.loaded_models(victim)
     (new,) = after - before
-    assert MODEL in rig.loaded_models(new)
-    assert len(rig.generate(new, MODEL, [5, 6], 4)) == 4
+    assert VEHICLE_MODEL in rig.loaded_models(new)
+    assert len(rig.generate(new, VEHICLE_MODEL, [5, 6], 4)) == 4
     events = wait_for(
         lambda: [e for e in rig.events(job) if e["reason"] == reason and victim in e["message"]],
         20,
@@ -90,11 +82,11 @@ def _move(
 
 
 def test_vehicle_moves_make_before_break(rig: Rig, operator: OperatorProcess) -> None:
-    rig.start_tritons(4, [MODEL])
+    rig.start_tritons(4, [VEHICLE_MODEL])
     pool = rig.create_pool("pool")
     cars = [rig.add_vehicle(f"car{i}", i, pool) for i in range(4)]
     rig.wait_runtime_pods()
-    rig.create_job("tokens", [INT4], replicas=(2, 2), target_tps=40, targets=["Vehicle"])
+    rig.create_job("tokens", [VEHICLE_INT4], replicas=(2, 2), target_tps=40, targets=["Vehicle"])
     rig.wait_ready("tokens", 2)
 
     # 1. a car unplugs
@@ -148,12 +140,12 @@ def _event(rig: Rig, job: str, reason: str, victim: str) -> dict[str, Any]:
 def test_unsafe_nodes_drain_runtime_failure_node_loss_and_heat(
     rig: Rig, operator: OperatorProcess
 ) -> None:
-    rig.start_tritons(4, [MODEL])
+    rig.start_tritons(4, [VEHICLE_MODEL])
     pool = rig.create_pool("pool")
     for i in range(4):
         rig.add_vehicle(f"car{i}", i, pool)
     rig.wait_runtime_pods()
-    rig.create_job("solo", [INT4], replicas=(1, 1), target_tps=20, targets=["Vehicle"])
+    rig.create_job("solo", [VEHICLE_INT4], replicas=(1, 1), target_tps=20, targets=["Vehicle"])
     rig.wait_ready("solo", 1)
 
     # a car runs hot: compute above the pool's 85 C limit -> drained and re-placed
@@ -161,7 +153,7 @@ def test_unsafe_nodes_drain_runtime_failure_node_loss_and_heat(
     rig.set_telemetry(victim, compute_temp_c="95")
     _wait_moved(rig, "solo", victim, "ComputeTooHot")
     _event(rig, "solo", "ComputeTooHot", victim)
-    assert MODEL not in rig.loaded_models(victim)
+    assert VEHICLE_MODEL not in rig.loaded_models(victim)
 
     # the runtime on the serving node dies -> RuntimeFailed, re-placed on a live runtime
     (victim,) = _placed(rig, "solo")
@@ -170,7 +162,7 @@ def test_unsafe_nodes_drain_runtime_failure_node_loss_and_heat(
     after = _wait_moved(rig, "solo", victim, "runtime killed")
     _event(rig, "solo", "RuntimeFailed", victim)
     (new,) = after
-    assert MODEL in rig.loaded_models(new)
+    assert VEHICLE_MODEL in rig.loaded_models(new)
 
     # the node disappears -> NodeRemoved, re-placed
     victim = new
@@ -179,5 +171,5 @@ def test_unsafe_nodes_drain_runtime_failure_node_loss_and_heat(
     after = _wait_moved(rig, "solo", victim, "node deleted")
     _event(rig, "solo", "NodeRemoved", victim)
     (new,) = after
-    assert MODEL in rig.loaded_models(new)
+    assert VEHICLE_MODEL in rig.loaded_models(new)
     rig.wait_ready("solo", 1)

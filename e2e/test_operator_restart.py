@@ -12,21 +12,14 @@ from pathlib import Path
 
 from e2e.cluster.fleet import Fleet
 from e2e.operator_kit import (  # noqa: F401  (fixtures)
+    VEHICLE_INT4,
+    VEHICLE_MODEL,
     OperatorProcess,
     Rig,
     rig_fixture,
     wait_for,
 )
 
-INT4 = {
-    "name": "int4",
-    "precision": "INT4",
-    "memoryMiB": 6000,
-    "tokensPerSecond": 20,
-    "watts": 60,
-    "targets": ["Vehicle"],
-}
-MODEL = "tinyllama-int4"
 REPLICAS = 2
 
 
@@ -39,7 +32,7 @@ def _consistent(rig: Rig, job: str) -> dict[str, object] | None:
         return None
     if len(set(nodes)) != len(nodes):
         return None
-    serving = {n for n in rig.nodes if MODEL in rig.loaded_models(n)}
+    serving = {n for n in rig.nodes if VEHICLE_MODEL in rig.loaded_models(n)}
     if serving != set(nodes):
         return None
     if set(rig.slice_addresses(job)) != set(nodes):
@@ -82,7 +75,7 @@ def _kill_when_busy(
 def _load_orphan(rig: Rig, node: str) -> None:
     endpoint = rig.endpoint(rig.node_runtime[node])
     req = urllib.request.Request(
-        f"http://{endpoint}/v2/repository/models/{MODEL}/load", data=b"{}", method="POST"
+        f"http://{endpoint}/v2/repository/models/{VEHICLE_MODEL}/load", data=b"{}", method="POST"
     )
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 200
@@ -91,14 +84,14 @@ def _load_orphan(rig: Rig, node: str) -> None:
 def test_sigkill_mid_reconcile_converges_without_duplicates_or_losses(
     rig: Rig, fleet: Fleet, namespace: str, tmp_path: Path
 ) -> None:
-    rig.start_tritons(4, [MODEL])
+    rig.start_tritons(4, [VEHICLE_MODEL])
     pool = rig.create_pool("pool")
     cars = [rig.add_vehicle(f"car{i}", i, pool) for i in range(4)]
     rig.wait_runtime_pods()
     op = OperatorProcess(fleet, [namespace], tmp_path / "operator.log")
     op.start()
     try:
-        rig.create_job("crash", [INT4], replicas=(REPLICAS, REPLICAS), target_tps=40)
+        rig.create_job("crash", [VEHICLE_INT4], replicas=(REPLICAS, REPLICAS), target_tps=40)
         first = _kill_when_busy(rig, op, "crash")  # killed during the very first placement
         op.start()
         wait_for(
@@ -138,7 +131,7 @@ def test_sigkill_mid_reconcile_converges_without_duplicates_or_losses(
         rig.wait_ready("crash", REPLICAS)
         # The orphan was unloaded (the plan did not want a replica there) and said so.
         assert orphan is not None
-        assert MODEL not in rig.loaded_models(orphan) or orphan in {
+        assert VEHICLE_MODEL not in rig.loaded_models(orphan) or orphan in {
             p["node"] for p in rig.placements("crash")
         }
         assert any(

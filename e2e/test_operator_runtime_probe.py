@@ -22,22 +22,14 @@ import pytest
 
 from e2e.cluster.fleet import Fleet
 from e2e.operator_kit import (  # noqa: F401  (fixtures)
-    OperatorProcess,
+    VEHICLE_INT4,
+    VEHICLE_MODEL,
     Rig,
     operator_running,
     rig_fixture,
     wait_for,
 )
 
-INT4 = {
-    "name": "int4",
-    "precision": "INT4",
-    "memoryMiB": 6000,
-    "tokensPerSecond": 20,
-    "watts": 60,
-    "targets": ["Vehicle"],
-}
-MODEL = "tinyllama-int4"
 #: the production job resync: without the prober a dead runtime waits for it
 JOB_RESYNC_SECONDS = 30
 #: kill -> replacement Loaded with the prober (5 s period). The resync path cannot meet it: the
@@ -71,12 +63,12 @@ def _clean(rig: Rig, job: str) -> str | None:
 
 
 def _setup(rig: Rig, cars: int) -> None:
-    rig.start_tritons(cars, [MODEL])
+    rig.start_tritons(cars, [VEHICLE_MODEL])
     pool = rig.create_pool("pool")
     for i in range(cars):
         rig.add_vehicle(f"car{i}", i, pool)
     rig.wait_runtime_pods()
-    rig.create_job("solo", [INT4], replicas=(1, 1), target_tps=20, targets=["Vehicle"])
+    rig.create_job("solo", [VEHICLE_INT4], replicas=(1, 1), target_tps=20, targets=["Vehicle"])
 
 
 def _kill_and_time(rig: Rig, victim: str) -> tuple[float, str]:
@@ -111,8 +103,8 @@ def test_prober_moves_a_killed_runtimes_replica_before_the_resync(
         st = rig.wait_ready("solo", 1, timeout=60)
         failed = [p for p in st["placements"] if p["node"] == victim]
         assert [(p["state"], p["reason"]) for p in failed] == [("Failed", "RuntimeFailed")], failed
-        assert MODEL in rig.loaded_models(new)
-        assert len(rig.generate(new, MODEL, [5, 6], 4)) == 4
+        assert VEHICLE_MODEL in rig.loaded_models(new)
+        assert len(rig.generate(new, VEHICLE_MODEL, [5, 6], 4)) == 4
 
         # the prober found it: an unreachable probe counted, its log names the node and the job
         assert op.metric("tokenfleet_runtime_probes_total", result="unreachable") > unreachable

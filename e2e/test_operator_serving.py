@@ -4,6 +4,9 @@ serves tokens; the EndpointSlice lists the runtime pods' addresses; status and m
 from __future__ import annotations
 
 from e2e.operator_kit import (  # noqa: F401  (fixtures)
+    RACK_FP16,
+    RACK_MODEL,
+    VEHICLE_INT4,
     OperatorProcess,
     Rig,
     operator_fixture,
@@ -11,28 +14,11 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
     wait_for,
 )
 
-RACK_VARIANT = {
-    "name": "fp16",
-    "precision": "FP16",
-    "memoryMiB": 16000,
-    "tokensPerSecond": 40,
-    "watts": 700,
-    "targets": ["Rack"],
-}
-VEHICLE_VARIANT = {
-    "name": "int4",
-    "precision": "INT4",
-    "memoryMiB": 6000,
-    "tokensPerSecond": 20,
-    "watts": 60,
-    "targets": ["Vehicle"],
-}
-
 
 def test_job_ready_on_racks_and_vehicles_and_serves_tokens(
     rig: Rig, operator: OperatorProcess
 ) -> None:
-    rig.start_tritons(4, ["tinyllama-fp16", "tinyllama-int4"])
+    rig.start_tritons(4, [RACK_MODEL, "tinyllama-int4"])
     rig.start_sim(["unused"])
     tank = rig.create_tank("tank")
     pool = rig.create_pool("pool")
@@ -40,7 +26,7 @@ def test_job_ready_on_racks_and_vehicles_and_serves_tokens(
     cars = [rig.add_vehicle(f"car{i}", 2 + i, pool) for i in range(2)]
     pod_ips = rig.wait_runtime_pods()
 
-    rig.create_job("chat", [RACK_VARIANT, VEHICLE_VARIANT], replicas=(4, 4), target_tps=120)
+    rig.create_job("chat", [RACK_FP16, VEHICLE_INT4], replicas=(4, 4), target_tps=120)
     status = rig.wait_ready("chat", 4, timeout=120)
 
     placed = {p["node"]: p for p in status["placements"]}
@@ -93,7 +79,7 @@ def test_deleting_a_job_unloads_its_replicas_and_releases_the_finalizer(
     pool = rig.create_pool("pool")
     cars = [rig.add_vehicle(f"car{i}", i, pool) for i in range(2)]
     rig.wait_runtime_pods()
-    rig.create_job("gone", [VEHICLE_VARIANT], replicas=(2, 2), target_tps=40)
+    rig.create_job("gone", [VEHICLE_INT4], replicas=(2, 2), target_tps=40)
     rig.wait_ready("gone", 2)
     assert "tokenfleet.io/finalizer" in rig.job("gone")["metadata"]["finalizers"]
     assert all("tinyllama-int4" in rig.loaded_models(c) for c in cars)
@@ -123,7 +109,7 @@ def test_deleting_a_job_unloads_its_replicas_and_releases_the_finalizer(
 def test_job_without_capacity_is_stalled(rig: Rig, operator: OperatorProcess) -> None:
     pool = rig.create_pool("empty")  # no vehicle in it
     del pool
-    rig.create_job("nowhere", [VEHICLE_VARIANT], replicas=(1, 2), target_tps=40)
+    rig.create_job("nowhere", [VEHICLE_INT4], replicas=(1, 2), target_tps=40)
 
     def stalled() -> dict[str, object] | None:
         st = rig.status("nowhere")

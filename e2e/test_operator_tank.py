@@ -8,6 +8,8 @@ import time
 
 from e2e.operator_kit import (  # noqa: F401  (fixtures)
     GROUP,
+    RACK_FP16,
+    RACK_MODEL,
     VERSION,
     OperatorProcess,
     Rig,
@@ -17,14 +19,7 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
 )
 
 # 10 kW per replica, so a few °C of coolant decide how many fit.
-FP16 = {
-    "name": "fp16",
-    "precision": "FP16",
-    "memoryMiB": 16000,
-    "tokensPerSecond": 40,
-    "watts": 10000,
-    "targets": ["Rack"],
-}
+FP16 = RACK_FP16 | {"watts": 10000}
 
 # Loop capacity = flow/60 * density * c_p * (maxReturn - supply) = 8.4 kW per °C below 45 °C;
 # background = the 3 racks' baseline 3.6 kW. Keeping 3 replicas needs supply <= 41.0 °C,
@@ -50,22 +45,17 @@ def _set_coolant(rig: Rig, tank: str, supply: float) -> None:
     rig.sim.set(tank, supply_c=supply, return_c=supply + 3.0)
 
 
-def _tank_status(rig: Rig, tank: str) -> dict[str, object]:
-    obj = rig.custom.get_cluster_custom_object(GROUP, VERSION, "immersionpods", tank)
-    return dict(obj.get("status") or {})
-
-
 def _wait_supply(rig: Rig, tank: str, supply: float) -> None:
     wait_for(
-        lambda: _tank_status(rig, tank).get("supplyTempC") == supply,
+        lambda: rig.tank_status(tank).get("supplyTempC") == supply,
         20,
         f"{tank} status to report supply {supply} °C",
-        describe=lambda: _tank_status(rig, tank),
+        describe=lambda: rig.tank_status(tank),
     )
 
 
 def test_tank_sheds_and_recovers_without_thrash(rig: Rig, operator: OperatorProcess) -> None:
-    rig.start_tritons(3, ["tinyllama-fp16"])
+    rig.start_tritons(3, [RACK_MODEL])
     rig.start_sim([])
     tank = rig.create_tank(
         "tank",

@@ -31,7 +31,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -193,7 +192,9 @@ def live_group_members(pgid: int) -> list[int]:
     return sorted(members)
 
 
-_live_servers: weakref.WeakSet[TritonServer] = weakref.WeakSet()
+#: started and not yet stopped; strong references, so a server whose owner dropped it (a test
+#: that failed before its stop()) is still killed at exit: it runs in its own process group
+_live_servers: set[TritonServer] = set()
 _counter = itertools.count()
 
 

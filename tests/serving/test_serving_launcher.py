@@ -72,18 +72,20 @@ def test_server_lifecycle_leaves_nothing_behind(
     server = TritonServer(model_repository, install=triton_install, load_models=["tinyllama-int4"])
     t0 = time.monotonic()
     server.start()
-    ready_s = time.monotonic() - t0
-    pid, home, prefix = server.pid, server.home, server.shm_prefix
-    assert pid is not None and home is not None
-    assert len(live_group_members(pid)) == 2, "tritonserver and one python stub"
-    assert server.http_endpoint.startswith("127.0.0.1:")
-    url = f"http://{server.http_endpoint}/v2/models/tinyllama-int4/ready"
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        assert resp.status == 200
-    assert list(Path("/dev/shm").glob(f"{prefix}*")), "python stub should hold a shm region"
-    with urllib.request.urlopen(server.metrics_url, timeout=2) as resp:
-        assert b"nv_inference_count" in resp.read()
-    server.stop()
+    try:
+        ready_s = time.monotonic() - t0
+        pid, home, prefix = server.pid, server.home, server.shm_prefix
+        assert pid is not None and home is not None
+        assert len(live_group_members(pid)) == 2, "tritonserver and one python stub"
+        assert server.http_endpoint.startswith("127.0.0.1:")
+        url = f"http://{server.http_endpoint}/v2/models/tinyllama-int4/ready"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            assert resp.status == 200
+        assert list(Path("/dev/shm").glob(f"{prefix}*")), "python stub should hold a shm region"
+        with urllib.request.urlopen(server.metrics_url, timeout=2) as resp:
+            assert b"nv_inference_count" in resp.read()
+    finally:
+        server.stop()
     assert not server.running
     assert live_group_members(pid) == []  # server and stub are gone
     assert not home.exists()
