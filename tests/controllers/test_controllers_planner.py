@@ -11,6 +11,7 @@ from fixtures_controllers import NOW, job_view, pool_view, vehicle
 from prometheus_client import REGISTRY
 
 from tokenfleet.controllers import planner as planner_mod
+from tokenfleet.controllers.nodes import ServingReplica
 from tokenfleet.controllers.planner import Planner, _Signals
 from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import JobView
@@ -190,3 +191,17 @@ def test_periodic_timer_successes_are_not_logged_but_failures_are() -> None:
     assert not quiet.filter(record(logging.INFO, "Timer 'immersionpod_telemetry' succeeded."))
     assert quiet.filter(record(logging.ERROR, "Timer 'immersionpod_telemetry' failed with X"))
     assert quiet.filter(record(logging.INFO, "Handler 'job_changed' succeeded."))
+
+
+def test_a_runtime_pod_change_kicks_only_the_jobs_served_on_its_node() -> None:
+    planner = Planner(OperatorConfig())
+    served = {
+        "car-1": [ServingReplica("ns/chat", 1, 20.0), ServingReplica("ns/code", 2, 40.0)],
+        "car-2": [ServingReplica("ns/docs", 1, 20.0)],
+    }
+    planner.attach({"serving_by_node": served})
+    events = {k: planner.job_event(k) for k in ("ns/chat", "ns/code", "ns/docs")}
+    assert planner.jobs_serving_on("car-1") == {"ns/chat", "ns/code"}
+    assert planner.jobs_serving_on("car-9") == set()
+    planner.kick_jobs(planner.jobs_serving_on("car-1"))
+    assert {k for k, e in events.items() if e.is_set()} == {"ns/chat", "ns/code"}

@@ -197,9 +197,9 @@ class Planner:
         self._job_events.pop(key, None)
         self._slices.pop(key, None)
 
-    def kick_jobs(self, keys: Iterable[str] | None = None) -> None:
-        """Wake job daemons without a replan (e.g. a runtime pod changed its address)."""
-        for key in self._job_events if keys is None else keys:
+    def kick_jobs(self, keys: Iterable[str]) -> None:
+        """Wake these job daemons without a replan (e.g. a runtime pod changed its address)."""
+        for key in keys:
             event = self._job_events.get(key)
             if event is not None:
                 event.set()
@@ -235,6 +235,12 @@ class Planner:
     def node(self, name: str) -> NodeInfo | None:
         store = self._index("nodes_by_name").get(name)
         return next(iter(store), None) if store is not None else None
+
+    def jobs_serving_on(self, node: str) -> set[str]:
+        """Jobs (``namespace/name``) with a Loaded replica on ``node``: the ones whose
+        EndpointSlice lists that node's runtime pod."""
+        store = self._index("serving_by_node").get(node)
+        return {r.job for r in store} if store is not None else set()
 
     def runtime_pods(self, node: str) -> list[RuntimePod]:
         store = self._index("runtime_pods_by_node").get(node)
@@ -757,7 +763,9 @@ def runtime_pod_changed(
     _seen_pods[key] = facts
     if type == "DELETED":
         _seen_pods.pop(key, None)
-    # A node that just got its runtime can take work: replan. Otherwise only endpoints move.
+    # A node that just got its runtime can take work: replan. Otherwise only endpoints move,
+    # and only in the slices of the jobs served on that node.
     if first or type == "DELETED":
         planner.signal("runtime", full=True)
-    planner.kick_jobs()
+    if spec.get("nodeName"):
+        planner.kick_jobs(planner.jobs_serving_on(str(spec["nodeName"])))
