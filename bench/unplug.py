@@ -51,6 +51,8 @@ if str(REPO) not in sys.path:
 from e2e.cluster.fleet import Fleet  # noqa: E402
 from e2e.operator_kit import VEHICLE_INT4, VEHICLE_MODEL, OperatorProcess, Rig, wait_for  # noqa: E402
 
+from tokenfleet.controllers.vehiclepool import INTERVAL_SECONDS as POOL_STATUS_INTERVAL_SECONDS  # noqa: E402
+
 MUTATING = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 #: what the operator may write (its RBAC); leases/nodes are kwok's heartbeats and the control
 #: plane's leader election, so their with/without difference is heartbeat jitter, not ours
@@ -306,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_rig = rig
 
         def settle() -> None:
+            # the job is quiet, and two VehiclePool status periods pass so the pools' counts
+            # and evictions from the last unplug are written before the idle window opens
             bench_rig.wait_ready(job, args.replicas)
-            time.sleep(5)
+            time.sleep(2 * POOL_STATUS_INTERVAL_SECONDS + 1)
 
         result["idle_api_writes"] = measure_idle_writes(fleet, op, args.idle_seconds, settle)
         print(json.dumps(result, indent=2))
