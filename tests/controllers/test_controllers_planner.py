@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Iterable
 from typing import Any
@@ -205,3 +207,19 @@ def test_a_runtime_pod_change_kicks_only_the_jobs_served_on_its_node() -> None:
     assert planner.jobs_serving_on("car-9") == set()
     planner.kick_jobs(planner.jobs_serving_on("car-1"))
     assert {k for k, e in events.items() if e.is_set()} == {"ns/chat", "ns/code"}
+
+
+async def test_liveness_fails_only_when_a_background_task_has_ended() -> None:
+    async def crash() -> None:
+        raise ValueError("boom")
+
+    planner_mod.raise_if_ended(None, "planner")  # not started yet: alive
+    running = asyncio.get_running_loop().create_future()
+    task = asyncio.ensure_future(running)
+    planner_mod.raise_if_ended(task, "planner")
+    task.cancel()
+    crashed = asyncio.ensure_future(crash())
+    with contextlib.suppress(ValueError):
+        await crashed
+    with pytest.raises(RuntimeError, match="runtime prober task ended: boom"):
+        planner_mod.raise_if_ended(crashed, "runtime prober")

@@ -531,14 +531,16 @@ async def stop_planner(**_: Any) -> None:
         await _PLANNER.stop()
 
 
+def raise_if_ended(task: asyncio.Task[Any] | None, what: str) -> None:
+    """For a liveness probe: fail when a background task that should run forever has ended."""
+    if task is not None and task.done():
+        raise RuntimeError(f"{what} task ended: {task.exception() if not task.cancelled() else ''}")
+
+
 @kopf.on.probe(id="planner")
 def planner_probe(**_: Any) -> dict[str, Any]:
     planner = get_planner()
-    task = planner.task
-    if task is not None and task.done():
-        raise RuntimeError(
-            f"planner task ended: {task.exception() if not task.cancelled() else ''}"
-        )
+    raise_if_ended(planner.task, "planner")
     age = (
         None
         if planner.last_plan_monotonic is None

@@ -33,7 +33,7 @@ from typing import Any
 import kopf
 
 from tokenfleet import metrics
-from tokenfleet.controllers.planner import Planner, get_planner
+from tokenfleet.controllers.planner import Planner, get_planner, raise_if_ended
 from tokenfleet.controllers.settings import OperatorConfig, get_config
 from tokenfleet.controllers.snapshot import JobView
 from tokenfleet.serving.endpoints import format_host_port, parse_host_port
@@ -277,9 +277,5 @@ async def stop_runtime_prober(**_: Any) -> None:
 @kopf.on.probe(id="runtimeProber")
 def runtime_prober_probe(**_: Any) -> dict[str, Any]:
     prober = get_prober()
-    task = prober.task
-    if task is not None and task.done():
-        raise RuntimeError(
-            f"runtime prober task ended: {task.exception() if not task.cancelled() else ''}"
-        )
+    raise_if_ended(prober.task, "runtime prober")
     return {"enabled": prober.enabled, "failingRuntimes": len(prober.failing)}
