@@ -701,25 +701,19 @@ class Rig:
             rows = json.loads(r.read())
         return {row["name"] for row in rows if row.get("state") == "READY"}
 
-    def generate(self, node: str, model: str, prompt: list[int], max_tokens: int) -> list[int]:
+    def generate(self, node: str, model: str, prompt: str, max_tokens: int) -> list[str]:
+        """Tokens (words) of one generate call straight to the node's runtime (loopback)."""
         endpoint = self.endpoint(self.node_runtime[node])
-        body = {
-            "inputs": [
-                {"name": "PROMPT", "shape": [len(prompt)], "datatype": "INT32", "data": prompt},
-                {"name": "MAX_TOKENS", "shape": [1], "datatype": "INT32", "data": [max_tokens]},
-            ],
-            "outputs": [{"name": "TOKENS"}],
-        }
+        body = {"text_input": prompt, "max_tokens": max_tokens}
         req = urllib.request.Request(
-            f"http://{endpoint}/v2/models/{model}/infer",
+            f"http://{endpoint}/v2/models/{model}/generate",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             result = json.loads(r.read())
-        out = next(o for o in result["outputs"] if o["name"] == "TOKENS")
-        return [int(t) for t in out["data"]]
+        return str(result["text_output"]).split()
 
     # ---- teardown ------------------------------------------------------------------------------
 

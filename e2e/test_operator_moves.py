@@ -70,7 +70,7 @@ def _move(
     assert VEHICLE_MODEL not in rig.loaded_models(victim)
     (new,) = after - before
     assert VEHICLE_MODEL in rig.loaded_models(new)
-    assert len(rig.generate(new, VEHICLE_MODEL, [5, 6], 4)) == 4
+    assert len(rig.generate(new, VEHICLE_MODEL, "hello there", 4)) == 4
     events = wait_for(
         lambda: [e for e in rig.events(job) if e["reason"] == reason and victim in e["message"]],
         20,

@@ -104,7 +104,7 @@ def test_prober_moves_a_killed_runtimes_replica_before_the_resync(
         failed = [p for p in st["placements"] if p["node"] == victim]
         assert [(p["state"], p["reason"]) for p in failed] == [("Failed", "RuntimeFailed")], failed
         assert VEHICLE_MODEL in rig.loaded_models(new)
-        assert len(rig.generate(new, VEHICLE_MODEL, [5, 6], 4)) == 4
+        assert len(rig.generate(new, VEHICLE_MODEL, "hello there", 4)) == 4
 
         # the prober found it: an unreachable probe counted, its log names the node and the job
         assert op.metric("tokenfleet_runtime_probes_total", result="unreachable") > unreachable

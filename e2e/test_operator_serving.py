@@ -60,8 +60,8 @@ def test_job_ready_on_racks_and_vehicles_and_serves_tokens(
     for node, p in placed.items():
         model = f"tinyllama-{p['variant']}"
         assert rig.loaded_models(node) == {model}, node
-        tokens = rig.generate(node, model, [1, 2, 3], 8)
-        assert len(tokens) == 8 and all(isinstance(t, int) for t in tokens), tokens
+        tokens = rig.generate(node, model, "one two three", 8)
+        assert len(tokens) == 8 and all(isinstance(t, str) and t for t in tokens), tokens
 
     # Metrics: placements by state and target, reconciles by kind and result.
     assert operator.metric("tokenfleet_placements", job="chat", target="Rack", state="Loaded") == 2

@@ -47,6 +47,8 @@ DEFAULT_MODELS: tuple[str, ...] = TEST_MODELS + EXAMPLE_MODELS
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HIDDEN = {"fp32": 96, "fp16": 64, "bf16": 64, "int8": 48, "int4": 32}
+#: tokens/s of one stream per precision: a rack's full-precision variant outruns a car's int4
+RATES = {"fp32": 400.0, "fp16": 400.0, "bf16": 400.0, "int8": 200.0, "int4": 100.0}
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class TokenModelSpec:
     seed: int = 0
     max_tokens_limit: int = 512
     delay_ms_per_token: float = 0.0
+    tokens_per_second: float = 0.0
     ballast_mib: int = 0
     instance_count: int = 1
 
@@ -83,6 +86,7 @@ def spec_for(name: str) -> TokenModelSpec:
         precision=precision,
         hidden_size=_HIDDEN[precision],
         seed=zlib.crc32(model_part.encode()),
+        tokens_per_second=RATES[precision],
     )
 
 
@@ -95,18 +99,26 @@ def render_config(name: str, spec: TokenModelSpec) -> str:
         "seed": str(spec.seed),
         "max_tokens_limit": str(spec.max_tokens_limit),
         "delay_ms_per_token": f"{spec.delay_ms_per_token:g}",
+        "tokens_per_second": f"{spec.tokens_per_second:g}",
         "ballast_mib": str(spec.ballast_mib),
     }
     lines = [
         f'name: "{name}"',
         'backend: "python"',
         "max_batch_size: 0",
+        "model_transaction_policy { decoupled: true }",
         "input [",
-        '  { name: "PROMPT" data_type: TYPE_INT32 dims: [ -1 ] },',
-        '  { name: "MAX_TOKENS" data_type: TYPE_INT32 dims: [ 1 ] }',
+        '  { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] },',
+        '  { name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true },',
+        '  { name: "temperature" data_type: TYPE_FP32 dims: [ 1 ] optional: true },',
+        '  { name: "seed" data_type: TYPE_UINT64 dims: [ 1 ] optional: true },',
+        '  { name: "stream" data_type: TYPE_BOOL dims: [ 1 ] optional: true }',
         "]",
         "output [",
-        '  { name: "TOKENS" data_type: TYPE_INT32 dims: [ -1 ] }',
+        '  { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] },',
+        '  { name: "completion_tokens" data_type: TYPE_INT32 dims: [ 1 ] },',
+        '  { name: "prompt_tokens" data_type: TYPE_INT32 dims: [ 1 ] },',
+        '  { name: "finish_reason" data_type: TYPE_STRING dims: [ 1 ] }',
         "]",
         f"instance_group [ {{ count: {spec.instance_count} kind: KIND_CPU }} ]",
         "version_policy: { latest: { num_versions: 1 } }",

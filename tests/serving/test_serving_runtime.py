@@ -26,6 +26,11 @@ from tokenfleet.serving import (
 pytestmark = pytest.mark.triton
 
 
+async def gen(rt: TritonRuntime, model: str, prompt: str, max_tokens: int) -> list[str]:
+    """The generated tokens (words) of one non-streaming generate call."""
+    return (await rt.generate(model, prompt, max_tokens)).tokens
+
+
 async def test_load_ready_generate_unload_gone(
     triton_fleet: TritonFleet, pool: RuntimePool, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -44,22 +49,22 @@ async def test_load_ready_generate_unload_gone(
         assert await rt.model_state(model) is ModelState.READY
         assert await rt.is_model_ready(model)
 
-    prompt = [17, 4, 2048, 9]
+    prompt = "the quick brown fox"
     latencies = []
     outputs = []
     for rt in runtimes:
         for _ in range(10):
             t = time.monotonic()
-            outputs.append(await rt.generate(model, prompt, 16))
+            outputs.append(await gen(rt, model, prompt, 16))
             latencies.append(time.monotonic() - t)
     first = outputs[0]
     assert len(first) == 16
-    assert all(isinstance(t, int) and 0 <= t < 4096 for t in first)
+    assert all(isinstance(t, str) and t for t in first)
     assert len(set(first)) > 1, "the generator should not emit one token forever"
     assert all(o == first for o in outputs), "same prompt, same model: same tokens on any server"
-    assert await runtimes[0].generate(model, [5, 6], 16) != first
-    assert await runtimes[0].generate(model, prompt, 4) == first[:4]
-    assert await runtimes[0].generate(model, prompt, 0) == []
+    assert await gen(runtimes[0], model, "hello there", 16) != first
+    assert await gen(runtimes[0], model, prompt, 4) == first[:4]
+    assert await gen(runtimes[0], model, prompt, 0) == []
 
     t0 = time.monotonic()
     await asyncio.gather(*(rt.unload(model) for rt in runtimes))
@@ -72,7 +77,7 @@ async def test_load_ready_generate_unload_gone(
         assert status.reason == "unloaded"
         assert not await rt.is_model_ready(model)
         with pytest.raises(InferenceFailed, match=r"unknown model|not ready|not found"):
-            await rt.generate(model, prompt, 4)
+            await gen(rt, model, prompt, 4)
     with capsys.disabled():
         print(
             f"\n[serving figures] load x2 concurrent {load_s:.3f}s; generate(16 tokens) "
@@ -86,8 +91,8 @@ async def test_variants_are_distinct_models(triton_fleet: TritonFleet, pool: Run
     rt = pool.get(triton_fleet.endpoints[1])
     await asyncio.gather(rt.load("tinyllama-fp16"), rt.load("tinyllama-int4"))
     try:
-        fp16 = await rt.generate("tinyllama-fp16", [1, 2, 3], 12)
-        int4 = await rt.generate("tinyllama-int4", [1, 2, 3], 12)
+        fp16 = await gen(rt, "tinyllama-fp16", "one two three", 12)
+        int4 = await gen(rt, "tinyllama-int4", "one two three", 12)
         assert len(fp16) == len(int4) == 12
         assert fp16 != int4
         index = {s.name: s.state for s in await rt.repository_index()}
@@ -131,9 +136,9 @@ async def test_bad_inference_input_is_inference_failed(
     rt = pool.get(triton_fleet.endpoints[0])
     await rt.load("tinyllama-int4")
     try:
-        with pytest.raises(InferenceFailed, match=r"MAX_TOKENS must be in 0\.\.512"):
-            await rt.generate("tinyllama-int4", [1], 100_000)
-        assert len(await rt.generate("tinyllama-int4", [1], 3)) == 3  # still serving
+        with pytest.raises(InferenceFailed, match=r"max_tokens must be in 0\.\.512"):
+            await gen(rt, "tinyllama-int4", "one", 100_000)
+        assert len(await gen(rt, "tinyllama-int4", "one", 3)) == 3  # still serving
     finally:
         await rt.unload("tinyllama-int4")
 
@@ -146,7 +151,7 @@ async def test_killed_server_gives_runtime_unavailable_within_timeout(
         async with RuntimePool(timeout=1.0, load_timeout=10.0) as pool:
             rt = pool.get(server.http_endpoint)
             await rt.load(model)
-            tokens = await rt.generate(model, [3], 4)
+            tokens = await gen(rt, model, "three", 4)
             assert len(tokens) == 4
 
             # A hung runtime (SIGSTOP): every call gives up after the 1 s timeout.
@@ -154,7 +159,7 @@ async def test_killed_server_gives_runtime_unavailable_within_timeout(
             try:
                 t0 = time.monotonic()
                 with pytest.raises(RuntimeUnavailable, match=r"timed out after 1\.0s"):
-                    await rt.generate(model, [3], 4)
+                    await gen(rt, model, "three", 4)
                 assert 0.9 < time.monotonic() - t0 < 2.5
                 t0 = time.monotonic()
                 assert not await rt.is_live()
@@ -173,7 +178,7 @@ async def test_killed_server_gives_runtime_unavailable_within_timeout(
             server.kill()
             assert not server.running
             for call in (
-                lambda: rt.generate(model, [3], 4),
+                lambda: gen(rt, model, "three", 4),
                 lambda: rt.load(model),
                 lambda: rt.unload(model),
                 lambda: rt.model_state(model),
@@ -196,7 +201,7 @@ async def test_killed_server_gives_runtime_unavailable_within_timeout(
             assert await rt.is_live()
             assert await rt.model_state(model) is ModelState.ABSENT
             await rt.load(model)
-            assert await rt.generate(model, [3], 4) == tokens
+            assert await gen(rt, model, "three", 4) == tokens
 
 
 async def test_concurrency_bounds_are_respected(
@@ -209,7 +214,9 @@ async def test_concurrency_bounds_are_respected(
         # Per endpoint: 2 slots, 8 calls of ~60 ms each.
         async with RuntimePool(per_endpoint_concurrency=2, max_concurrency=64) as bounded:
             rt = bounded.get(triton_fleet.endpoints[0])
-            results = await asyncio.gather(*(rt.generate(SLOW, [i + 1], 6) for i in range(8)))
+            results = await asyncio.gather(
+                *(gen(rt, SLOW, f"request {i + 1}", 6) for i in range(8))
+            )
             assert all(len(r) == 6 for r in results)
             assert rt.stats.high_water == 2
             assert rt.stats.in_flight == 0
@@ -217,7 +224,7 @@ async def test_concurrency_bounds_are_respected(
         # Global: 3 slots shared by two endpoints with 3 slots each.
         async with RuntimePool(per_endpoint_concurrency=3, max_concurrency=3) as bounded:
             runtimes = [bounded.get(ep) for ep in triton_fleet.endpoints]
-            calls = [rt.generate(SLOW, [i + 1], 6) for i in range(6) for rt in runtimes]
+            calls = [gen(rt, SLOW, f"request {i + 1}", 6) for i in range(6) for rt in runtimes]
             assert len(await asyncio.gather(*calls)) == 12
             assert bounded.global_stats.high_water == 3
             assert bounded.global_stats.in_flight == 0
@@ -235,7 +242,7 @@ async def test_metrics_are_parsed(triton_fleet: TritonFleet, pool: RuntimePool) 
     await rt.load(model)
     try:
         for _ in range(5):
-            await rt.generate(model, [7, 7], 3)
+            await gen(rt, model, "seven seven", 3)
         # Triton counts a request as a success after the response has gone out,
         # so the last one can lag the client by a moment: wait for it, bounded.
         deadline = time.monotonic() + 5

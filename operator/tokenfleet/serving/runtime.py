@@ -18,8 +18,10 @@ Conventions:
 
 * The Triton model name of a variant is ``<model.name>-<variant.name>`` unless the variant
   sets ``tritonModelName`` (the operator decides; this module only takes names).
-* The token-generator contract: input ``PROMPT`` (INT32 [-1]) and ``MAX_TOKENS`` (INT32 [1]),
-  output ``TOKENS`` (INT32 [-1]).
+* The LLM-backend contract (as Triton's vLLM and TensorRT-LLM backends): a decoupled model on
+  Triton's generate extension, input ``text_input`` (+ optional ``max_tokens``, ``temperature``,
+  ``seed``, ``stream``), output ``text_output`` (+ ``completion_tokens``, ``prompt_tokens``,
+  ``finish_reason``).
 * Metrics: Triton's metrics port is its HTTP port + 2 (8000 -> 8002 in pods; the local fleet
   allocates its ports the same way), unless ``metrics_url`` is given explicitly.
   ``nv_cpu_memory_used_bytes`` is the host's used memory as Triton reports it.
@@ -39,8 +41,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
-import numpy as np
-from tritonclient.http import InferInput, InferRequestedOutput
 from tritonclient.http.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
@@ -56,10 +56,8 @@ from tokenfleet.serving.errors import (
 __all__ = [
     "DEFAULT_LOAD_TIMEOUT",
     "DEFAULT_TIMEOUT",
-    "INPUT_MAX_TOKENS",
-    "INPUT_PROMPT",
-    "OUTPUT_TOKENS",
     "ConcurrencyStats",
+    "Generation",
     "ModelMetrics",
     "ModelState",
     "ModelStatus",
@@ -77,9 +75,20 @@ DEFAULT_LOAD_TIMEOUT = 120.0
 POLL_INTERVAL = 0.05
 """Seconds between polls in ``wait_loaded`` / ``wait_unloaded``."""
 
-INPUT_PROMPT = "PROMPT"
-INPUT_MAX_TOKENS = "MAX_TOKENS"
-OUTPUT_TOKENS = "TOKENS"
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One finished generate call: the text and its token counts."""
+
+    text: str
+    completion_tokens: int
+    prompt_tokens: int
+    finish_reason: str
+
+    @property
+    def tokens(self) -> list[str]:
+        """The generated text split into its tokens (words)."""
+        return self.text.split()
 
 
 class ModelState(enum.StrEnum):
@@ -491,39 +500,49 @@ class TritonRuntime:
     async def generate(
         self,
         model_name: str,
-        prompt: Sequence[int],
+        prompt: str,
         max_tokens: int,
         *,
+        temperature: float = 0.0,
+        seed: int = 0,
         timeout: float | None = None,  # noqa: ASYNC109
-    ) -> list[int]:
-        """One non-streaming inference on a token-generator model; returns the token ids.
+    ) -> Generation:
+        """One non-streaming request on Triton's generate extension.
 
-        Sends ``PROMPT`` (INT32 [len(prompt)]) and ``MAX_TOKENS`` (INT32 [1]); reads ``TOKENS``.
+        ``POST /v2/models/{model}/generate`` with ``text_input``, ``max_tokens``,
+        ``temperature``, ``seed`` (the LLM-backend contract, see the module docstring).
         Raises ``InferenceFailed`` (Triton's message: unknown/unready model, bad input) or
         ``RuntimeUnavailable``.
         """
-        if not prompt:
-            raise ValueError("prompt must hold at least one token id")
         if max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
-        prompt_arr = np.asarray(list(prompt), dtype=np.int32)
-        max_arr = np.asarray([max_tokens], dtype=np.int32)
-        inputs = [
-            InferInput(INPUT_PROMPT, list(prompt_arr.shape), "INT32"),
-            InferInput(INPUT_MAX_TOKENS, [1], "INT32"),
-        ]
-        inputs[0].set_data_from_numpy(prompt_arr, binary_data=True)
-        inputs[1].set_data_from_numpy(max_arr, binary_data=True)
-        outputs = [InferRequestedOutput(OUTPUT_TOKENS, binary_data=True)]
-        async with self._call(f"generate {model_name}", timeout):
-            try:
-                result = await self._triton().infer(model_name, inputs, outputs=outputs)
-            except InferenceServerException as exc:
-                raise InferenceFailed(self.endpoint, model_name, self._triton_message(exc)) from exc
-        tokens = result.as_numpy(OUTPUT_TOKENS)
-        if tokens is None:
-            raise InferenceFailed(self.endpoint, model_name, f"no {OUTPUT_TOKENS} in the response")
-        return [int(t) for t in np.asarray(tokens).reshape(-1)]
+        if self._closed:
+            raise RuntimeUnavailable(self.endpoint, "client is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        body = {
+            "text_input": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": seed,
+            "stream": False,
+        }
+        url = f"http://{self.endpoint}/v2/models/{model_name}/generate"
+        async with (
+            self._call(f"generate {model_name}", timeout),
+            self._session.post(url, json=body) as resp,
+        ):
+            payload = await resp.json(content_type=None)
+            if resp.status != 200 or "error" in payload:
+                raise InferenceFailed(
+                    self.endpoint, model_name, str(payload.get("error") or resp.status)
+                )
+        return Generation(
+            text=str(payload.get("text_output") or ""),
+            completion_tokens=int(payload.get("completion_tokens") or 0),
+            prompt_tokens=int(payload.get("prompt_tokens") or 0),
+            finish_reason=str(payload.get("finish_reason") or ""),
+        )
 
     # ---- metrics --------------------------------------------------------------------
 
