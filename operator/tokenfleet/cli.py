@@ -48,6 +48,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="node agent: publish vehicle telemetry on this Node")
     add_agent_arguments(agent)
+
+    from tokenfleet.gateway.main import add_gateway_arguments
+
+    gateway = sub.add_parser("gateway", help="OpenAI-compatible gateway in front of the fleet")
+    add_gateway_arguments(gateway)
     return parser
 
 
@@ -65,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenfleet.agent.runner import run_agent
 
         return run_agent(args)
+    if args.command == "gateway":
+        from tokenfleet.gateway.main import run_gateway
+
+        return run_gateway(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

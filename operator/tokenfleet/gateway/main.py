@@ -1,0 +1,105 @@
+"""``tokenfleet gateway``: run the OpenAI-compatible gateway (one process, any number of them)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tokenfleet.gateway.keys import KeyStore
+from tokenfleet.gateway.server import Gateway, GatewaySettings
+from tokenfleet.gateway.table import RoutingTable
+from tokenfleet.gateway.watch import KubeWatcher
+from tokenfleet.serving.endpoints import parse_networks
+
+__all__ = ["add_gateway_arguments", "run_gateway"]
+
+log = logging.getLogger("tokenfleet.gateway")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address", default="0.0.0.0", help="listen address (default: %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="listen port (default: %(default)s)")
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="only serve jobs and keys of this namespace (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--dial-networks",
+        default=os.environ.get("TOKENFLEET_RUNTIME_DIAL_NETWORKS", ""),
+        help="CIDRs runtimes may be dialled in (the operator's dial policy; default: any,"
+        " or $TOKENFLEET_RUNTIME_DIAL_NETWORKS)",
+    )
+    parser.add_argument(
+        "--requests-per-second",
+        type=_positive,
+        default=50.0,
+        help="default per-key rate limit (a key's Secret may set its own; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=_positive,
+        default=300.0,
+        help="seconds one request may take end to end (default: %(default)s)",
+    )
+    parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from tokenfleet.controllers.kube import api_client
+
+    table = RoutingTable(dial_networks=parse_networks(args.dial_networks))
+    keys = KeyStore(default_rate=args.requests_per_second, clock=time.monotonic)
+    watcher = KubeWatcher(api_client(), table, keys, tuple(args.namespace))
+    gateway = Gateway(
+        table=table,
+        keys=keys,
+        settings=GatewaySettings(
+            request_timeout_seconds=args.request_timeout,
+            default_requests_per_second=args.requests_per_second,
+        ),
+        synced=watcher.synced,
+    )
+    loop = asyncio.get_running_loop()
+    watcher.start(loop)
+    runner = web.AppRunner(gateway.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.address, args.port)
+    await site.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("gateway listening on http://%s:%d/v1", args.address, args.port)
+    print(f"gateway listening on http://{args.address}:{args.port}/v1", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        watcher.stop()
+        await runner.cleanup()
+
+
+def run_gateway(args: Any) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(_serve(args))
+    return 0

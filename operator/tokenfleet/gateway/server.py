@@ -1,0 +1,445 @@
+"""The OpenAI-compatible HTTP gateway (aiohttp): auth, rate limits, routing, retries, streaming.
+
+Stateless: everything it routes by comes from Kubernetes (see :mod:`tokenfleet.gateway.table`
+and :mod:`tokenfleet.gateway.keys`), so any number of replicas can run side by side.
+
+Per request: the ``Authorization: Bearer <key>`` must match a labelled Secret (401), the key's
+rate limit must admit it (429, with ``Retry-After``), the body must parse (400, naming the
+field), ``model`` must name an InferenceJob in the key's namespace (``name`` or
+``namespace/name``: 404 for none, 403 for another namespace's), and the job must have a ready
+replica (503). The request goes to the replica with the least outstanding work per token/s on
+Triton's generate extension (``generate`` or ``generate_stream``). If it fails before its
+first byte (connection refused or reset, or Triton answering that the model is gone — the
+replica was unloaded between the pick and the call) it is retried once on another replica; no
+byte has reached the caller by then, so the retry is invisible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tokenfleet.gateway import api
+from tokenfleet.gateway.api import ApiError, GenerateRequest
+from tokenfleet.gateway.keys import ApiKey, KeyStore
+from tokenfleet.gateway.metrics import GatewayMetrics
+from tokenfleet.gateway.table import JobInfo, Replica, RoutingTable
+
+__all__ = ["Gateway", "GatewaySettings"]
+
+#: Triton's answers that mean "this replica does not serve the model (any more)": retryable
+_GONE_MARKERS = ("unknown model", "not found", "no available versions", "not ready", "unavailable")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Tunables of one gateway process."""
+
+    connect_timeout_seconds: float = 2.0
+    first_byte_timeout_seconds: float = 30.0
+    request_timeout_seconds: float = 300.0
+    max_attempts: int = 2
+    default_requests_per_second: float = 50.0
+    max_body_bytes: int = 1 << 20
+
+
+class _Retryable(Exception):
+    """The upstream failed before its first byte; another replica may serve the request."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass
+class Gateway:
+    """The gateway application: build with :meth:`app`, feed ``table``/``keys`` from watches."""
+
+    table: RoutingTable
+    keys: KeyStore
+    settings: GatewaySettings = field(default_factory=GatewaySettings)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    clock: Callable[[], float] = time.monotonic
+    synced: Callable[[], bool] = lambda: True
+    _session: aiohttp.ClientSession | None = None
+
+    # ---- wiring ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models/{model:.+}", self.model)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_handler)
+        app.on_cleanup.append(self._close)
+        return app
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.settings.request_timeout_seconds,
+                    connect=self.settings.connect_timeout_seconds,
+                ),
+            )
+        return self._session
+
+    async def _close(self, _: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ---- small handlers --------------------------------------------------------------------------
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        ready = self.synced()
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def metrics_handler(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    @staticmethod
+    def _error(exc: ApiError) -> web.Response:
+        headers = {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+        return web.json_response(exc.body(), status=exc.status, headers=headers)
+
+    def _authenticate(self, request: web.Request) -> ApiKey:
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+            )
+        found = self.keys.lookup(key.strip())
+        if found is None:
+            raise ApiError(401, "incorrect API key provided", code="invalid_api_key")
+        return found
+
+    def _resolve(self, api_key: ApiKey, model: str) -> JobInfo:
+        namespace, name = api.split_model(model)
+        if namespace is not None and namespace != api_key.namespace:
+            raise ApiError(
+                403,
+                f"model {model!r}: this key grants namespace {api_key.namespace!r} only",
+                type_="invalid_request_error",
+                param="model",
+                code="permission_denied",
+            )
+        job = self.table.job(api_key.namespace, name)
+        if job is None:
+            raise ApiError(
+                404,
+                f"the model {model!r} does not exist or you do not have access to it",
+                param="model",
+                code="model_not_found",
+            )
+        return job
+
+    def _model_entry(self, job: JobInfo) -> dict[str, Any]:
+        return {
+            "id": job.name,
+            "object": "model",
+            "created": job.created,
+            "owned_by": job.namespace,
+        }
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            api_key = self._authenticate(request)
+        except ApiError as exc:
+            return self._error(exc)
+        data = [self._model_entry(j) for j in self.table.jobs_in(api_key.namespace)]
+        return web.json_response({"object": "list", "data": data})
+
+    async def model(self, request: web.Request) -> web.Response:
+        try:
+            api_key = self._authenticate(request)
+            job = self._resolve(api_key, request.match_info["model"])
+        except ApiError as exc:
+            return self._error(exc)
+        return web.json_response(self._model_entry(job))
+
+    # ---- generation ------------------------------------------------------------------------------
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, api.parse_chat)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, api.parse_completion)
+
+    async def _generate(
+        self, request: web.Request, parse: Callable[[Any], GenerateRequest]
+    ) -> web.StreamResponse:
+        start = self.clock()
+        labels = ("", "")
+        code = 500
+        try:
+            try:
+                api_key = self._authenticate(request)
+                wait = self.keys.admit(api_key)
+                if wait > 0:
+                    raise ApiError(
+                        429,
+                        f"rate limit of {api_key.requests_per_second:g} requests/s reached for"
+                        f" this key; retry after {wait:.2f}s",
+                        type_="requests",
+                        code="rate_limit_exceeded",
+                        retry_after=wait,
+                    )
+                try:
+                    body = await request.json()
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise ApiError(400, f"body is not JSON: {exc}", code="invalid_json") from exc
+                req = parse(body)
+                job = self._resolve(api_key, req.model)
+                labels = job.key
+            except ApiError as exc:
+                code = exc.status
+                return self._error(exc)
+            gauge = self.metrics.in_flight.labels(*labels)
+            gauge.inc()
+            try:
+                response, code = await self._serve(request, job, req, start)
+                return response
+            finally:
+                gauge.dec()
+        finally:
+            self.metrics.requests.labels(labels[0], labels[1], str(code)).inc()
+            if labels[1]:
+                self.metrics.latency.labels(*labels).observe(self.clock() - start)
+
+    async def _open(
+        self, job: JobInfo, req: GenerateRequest
+    ) -> tuple[Replica, aiohttp.ClientResponse, dict[str, Any]]:
+        """Pick a replica and get the upstream's first answer (the whole one when not
+        streaming, the first event when streaming); retried once on another replica."""
+        excluded: list[tuple[str, str]] = []
+        last: _Retryable | None = None
+        for attempt in range(self.settings.max_attempts):
+            replica = self.table.pick(job, req.max_tokens, excluded)
+            if replica is None:
+                break
+            if attempt:
+                assert last is not None
+                self.metrics.retries.labels(job.namespace, job.name, last.reason).inc()
+            self.table.begin(replica, req.max_tokens)
+            try:
+                resp, first = await self._upstream(replica, req)
+            except _Retryable as exc:
+                self.table.end(replica, req.max_tokens)
+                excluded.append(replica.key)
+                last = exc
+                continue
+            except BaseException:
+                self.table.end(replica, req.max_tokens)
+                raise
+            return replica, resp, first
+        if last is not None:
+            raise ApiError(
+                503,
+                f"model {job.name!r}: no replica answered ({last})",
+                type_="server_error",
+                code="upstream_unavailable",
+                retry_after=1,
+            )
+        raise ApiError(
+            503,
+            f"model {job.name!r} has no ready replica right now",
+            type_="server_error",
+            code="no_ready_replica",
+            retry_after=1,
+        )
+
+    async def _upstream(
+        self, replica: Replica, req: GenerateRequest
+    ) -> tuple[aiohttp.ClientResponse, dict[str, Any]]:
+        path = "generate_stream" if req.stream else "generate"
+        url = f"http://{replica.endpoint}/v2/models/{replica.model}/{path}"
+        payload = {
+            "text_input": req.prompt,
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "seed": req.seed,
+            "stream": req.stream,
+        }
+        try:
+            resp = await self.session().post(url, json=payload)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise _Retryable("connect", f"{replica.endpoint}: {type(exc).__name__}: {exc}") from exc
+        try:
+            async with asyncio.timeout(self.settings.first_byte_timeout_seconds):
+                if resp.status != 200:
+                    text = await resp.text()
+                    message = _error_text(text) or f"HTTP {resp.status}"
+                    resp.release()
+                    if resp.status >= 500 or any(m in message.lower() for m in _GONE_MARKERS):
+                        raise _Retryable("model_gone", f"{replica.endpoint}: {message}")
+                    raise ApiError(400, f"rejected by the runtime: {message}", code="invalid_value")
+                if req.stream:
+                    first = await _next_event(resp)
+                    if first is None:
+                        raise _Retryable("empty_stream", f"{replica.endpoint}: stream ended")
+                else:
+                    first = await resp.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            resp.close()
+            raise _Retryable("reset", f"{replica.endpoint}: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            resp.close()
+            raise
+        if "error" in first:
+            resp.close()
+            message = str(first["error"])
+            if any(m in message.lower() for m in _GONE_MARKERS):
+                raise _Retryable("model_gone", f"{replica.endpoint}: {message}")
+            raise ApiError(400, f"rejected by the runtime: {message}", code="invalid_value")
+        return resp, first
+
+    async def _serve(
+        self, request: web.Request, job: JobInfo, req: GenerateRequest, start: float
+    ) -> tuple[web.StreamResponse, int]:
+        try:
+            replica, resp, first = await self._open(job, req)
+        except ApiError as exc:
+            return self._error(exc), exc.status
+        labels = job.key
+        rid = api.new_id(req.kind)
+        delivered = 0
+        try:
+            if not req.stream:
+                text = str(first.get("text_output") or "")
+                completion = int(first.get("completion_tokens") or 0)
+                prompt_tokens = int(first.get("prompt_tokens") or 0)
+                finish = str(first.get("finish_reason") or "length")
+                build = api.chat_response if req.kind == "chat" else api.completion_response
+                body = build(rid, req.model, text, finish, prompt_tokens, completion)
+                delivered = completion
+                self.table.progress(replica, completion)
+                self.metrics.ttft.labels(*labels).observe(self.clock() - start)
+                return web.json_response(body), 200
+            out = web.StreamResponse(
+                status=200,
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            )
+            await out.prepare(request)
+            try:
+                delivered = await self._relay(out, resp, first, req, rid, replica, start)
+            except (ConnectionResetError, asyncio.CancelledError):
+                return out, 499
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                error = ApiError(502, f"replica failed mid-stream: {exc}", type_="server_error")
+                with contextlib.suppress(ConnectionResetError):
+                    await out.write(_sse(error.body()))
+                return out, 502
+            return out, 200
+        finally:
+            resp.close()
+            self.table.end(replica, max(req.max_tokens - delivered, 0))
+            if delivered:
+                self.metrics.tokens_out.labels(*labels, replica.target).inc(delivered)
+
+    async def _relay(
+        self,
+        out: web.StreamResponse,
+        resp: aiohttp.ClientResponse,
+        first: dict[str, Any],
+        req: GenerateRequest,
+        rid: str,
+        replica: Replica,
+        start: float,
+    ) -> int:
+        """Relay Triton's events as OpenAI chunks; returns the tokens delivered."""
+        chat = req.kind == "chat"
+        event: dict[str, Any] | None = first
+        sent = 0
+        counts = (0, 0)
+        finish: str | None = None
+        accounted = 0
+        while event is not None:
+            if "error" in event:
+                raise ValueError(str(event["error"]))
+            text = str(event.get("text_output") or "")
+            finish = str(event.get("finish_reason") or "") or None
+            counts = (
+                int(event.get("prompt_tokens") or 0),
+                int(event.get("completion_tokens") or 0),
+            )
+            if text or finish or sent == 0:
+                if chat:
+                    chunk = api.chat_chunk(rid, req.model, text, finish, first=sent == 0)
+                else:
+                    chunk = api.completion_chunk(rid, req.model, text, finish)
+                await out.write(_sse(chunk))
+                if sent == 0:
+                    self.metrics.ttft.labels(replica.namespace, replica.job).observe(
+                        self.clock() - start
+                    )
+                sent += 1
+            if counts[1] > accounted:
+                self.table.progress(replica, counts[1] - accounted)
+                accounted = counts[1]
+            if finish:
+                break
+            event = await _next_event(resp)
+        if not finish:
+            raise ValueError("the replica's stream ended without a finish reason")
+        if req.include_usage:
+            maker = api.chat_chunk if chat else api.completion_chunk
+            await out.write(_sse(maker(rid, req.model, "", None, usage_counts=counts)))
+        await out.write(b"data: [DONE]\n\n")
+        await out.write_eof()
+        return counts[1]
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _error_text(text: str) -> str:
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text.strip()[:500]
+    if isinstance(parsed, dict) and "error" in parsed:
+        return str(parsed["error"])
+    return text.strip()[:500]
+
+
+async def _next_event(resp: aiohttp.ClientResponse) -> dict[str, Any] | None:
+    """The next ``data:`` event of a Triton SSE stream (``None`` at its end)."""
+    while True:
+        line = await resp.content.readline()
+        if not line:
+            return None
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if not data:
+            continue
+        parsed = json.loads(data)
+        if isinstance(parsed, dict):
+            return parsed
