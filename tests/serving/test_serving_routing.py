@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import re
 from typing import Any
@@ -120,6 +121,23 @@ def test_duplicate_pod_ip_collapses_and_empty_is_empty() -> None:
     dup = [*REPLICAS, _replica("rack-2", "10.0.2.9")]
     assert build_endpoint_slice(JOB, dup) == build_endpoint_slice(JOB, REPLICAS)
     assert build_endpoint_slice(JOB, [])["endpoints"] == []
+
+
+def test_draining_replicas_are_serving_terminating_not_ready() -> None:
+    leaving = dataclasses.replace(_replica("ev-9", "10.0.9.9"), draining=True)
+    eps = build_endpoint_slice(JOB, [*REPLICAS, leaving])["endpoints"]
+    conditions = {e["nodeName"]: e["conditions"] for e in eps}
+    assert conditions["ev-9"] == {"ready": False, "serving": True, "terminating": True}
+    assert conditions["rack-2"] == {"ready": True, "serving": True, "terminating": False}
+    # a ready replica and a draining one on the same runtime pod: the endpoint stays ready
+    same_pod = dataclasses.replace(REPLICAS[0], draining=True)
+    both = build_endpoint_slice(JOB, [same_pod, *REPLICAS])
+    assert both == build_endpoint_slice(JOB, REPLICAS)
+    # a drain is a change the operator writes
+    assert needs_update(
+        build_endpoint_slice(JOB, REPLICAS),
+        build_endpoint_slice(JOB, [dataclasses.replace(r, draining=True) for r in REPLICAS]),
+    )
 
 
 @pytest.mark.parametrize(

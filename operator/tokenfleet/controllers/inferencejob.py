@@ -531,19 +531,25 @@ class JobWorker:
 
     async def _unload(self, victims: list[Entry], slice_: JobSlice, *, drain: bool) -> None:
         removals: dict[NodeKey, Removal] = {}
+        draining = False  # a replica leaves the ready set now: give its clients the drain time
         for e in victims:
             if e.state == "Unloading":  # resumed from the record: keep its recorded reason
                 removals[e.key] = Removal(e.reason or "ScaledDown")
                 e.needs_unload = False
                 continue
             removal = removals[e.key] = self._removal(slice_, e)
+            draining = draining or removal.reason != RUNTIME_FAILED
             e.set_state(
                 "Unloading",
                 removal.reason,
                 f"moved to {removal.moved_to}" if removal.moved_to else "removed by the plan",
             )
-        # out of the EndpointSlice and recorded as Unloading before the runtime hears of it
+        # out of the ready set (draining in the EndpointSlice) and recorded as Unloading before
+        # the runtime hears of it; new requests go elsewhere, those in flight finish (Triton's
+        # unload waits for them), then the replica unloads
         await self._publish(slice_)
+        if draining and self.config.drain_seconds > 0:
+            await asyncio.sleep(self.config.drain_seconds)
 
         async def one(e: Entry) -> None:
             removal = removals[e.key]
@@ -603,9 +609,10 @@ class JobWorker:
         }
 
     def _ready_replicas(self) -> list[ReadyReplica]:
+        """Loaded replicas (ready) and Unloading ones (draining) with a routable runtime pod."""
         replicas: list[ReadyReplica] = []
         for e in self.record:
-            if e.state != "Loaded":
+            if e.state not in ("Loaded", "Unloading"):
                 continue
             pod = self.planner.runtime_pod(e.node)
             if pod is None or not pod.pod_ip:
@@ -616,7 +623,8 @@ class JobWorker:
                 continue
             if not isinstance(ip, ipaddress.IPv4Address) or ip.is_loopback or ip.is_link_local:
                 continue
-            replicas.append(ReadyReplica(e.node, pod.name, pod.namespace, str(ip)))
+            draining = e.state == "Unloading"
+            replicas.append(ReadyReplica(e.node, pod.name, pod.namespace, str(ip), None, draining))
         return replicas
 
     async def _publish_routing(self) -> None:

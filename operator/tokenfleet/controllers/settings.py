@@ -55,6 +55,10 @@ class OperatorConfig:
     load_timeout_seconds: float = 120.0
     #: how long an unload may take before the operator gives up waiting (seconds)
     unload_timeout_seconds: float = 30.0
+    #: drain: a replica the plan removes stays in its EndpointSlice as serving/terminating (not
+    #: ready: gateways send it no new requests) this long before the unload call; requests in
+    #: flight then finish inside Triton's unload, bounded by unload_timeout_seconds (seconds)
+    drain_seconds: float = 1.0
     #: timeout of one request to a Triton runtime (seconds)
     triton_request_timeout_seconds: float = 10.0
     #: concurrent requests to Triton runtimes, operator-wide
@@ -94,6 +98,7 @@ class OperatorConfig:
             "unload_timeout_seconds": _env_float(
                 "UNLOAD_TIMEOUT_SECONDS", d.unload_timeout_seconds
             ),
+            "drain_seconds": _env_float("DRAIN_SECONDS", d.drain_seconds),
             "triton_request_timeout_seconds": _env_float(
                 "TRITON_REQUEST_TIMEOUT_SECONDS", d.triton_request_timeout_seconds
             ),

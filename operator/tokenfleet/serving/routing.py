@@ -62,6 +62,8 @@ class ReadyReplica:
     pod_namespace: str
     pod_ip: str
     pod_uid: str | None = None
+    #: leaving: listed as serving/terminating, not ready, so clients finish but start nothing
+    draining: bool = False
 
 
 def service_name(job_name: str) -> str:
@@ -161,9 +163,12 @@ def _check_ip(replica: ReadyReplica) -> str:
 def build_endpoint_slice(
     job: Mapping[str, Any], replicas: Iterable[ReadyReplica]
 ) -> dict[str, Any]:
-    """The job's EndpointSlice: one ready endpoint per replica, sorted by (node, IP, pod).
+    """The job's EndpointSlice: one endpoint per replica, sorted by (node, IP, pod).
 
-    Replicas with the same pod IP collapse into one endpoint (one runtime pod serves the node).
+    A replica is ``ready`` (and ``serving``); a ``draining`` one is ``serving`` and
+    ``terminating`` but not ready, the standard way to say "finish, start nothing new".
+    Replicas with the same pod IP collapse into one endpoint (one runtime pod serves the node;
+    a ready replica wins over a draining one).
     Raises :class:`RoutingError` for a non-IPv4, loopback, link-local, multicast or unspecified
     pod IP, or more than 1000 endpoints. An empty replica list gives ``endpoints: []``.
     """
@@ -172,7 +177,8 @@ def build_endpoint_slice(
     for replica in replicas:
         ip = _check_ip(replica)
         current = by_ip.get(ip)
-        if current is None or (replica.node_name, replica.pod_name) < (
+        if current is None or (replica.draining, replica.node_name, replica.pod_name) < (
+            current.draining,
             current.node_name,
             current.pod_name,
         ):
@@ -197,7 +203,11 @@ def build_endpoint_slice(
         endpoints.append(
             {
                 "addresses": [ip],
-                "conditions": {"ready": True, "serving": True, "terminating": False},
+                "conditions": {
+                    "ready": not replica.draining,
+                    "serving": True,
+                    "terminating": replica.draining,
+                },
                 "nodeName": replica.node_name,
                 "targetRef": target,
             }
