@@ -676,9 +676,14 @@ class Rig:
         return data
 
     def slice_addresses(self, job: str) -> dict[str, str]:
-        """node -> address of the endpoints in the job's EndpointSlice."""
+        """node -> address of the ready endpoints in the job's EndpointSlice (a draining replica
+        is listed as serving/terminating, not ready, until it unloads)."""
         eps = self.endpoint_slice(job) or {}
-        return {e["nodeName"]: e["addresses"][0] for e in eps.get("endpoints") or ()}
+        return {
+            e["nodeName"]: e["addresses"][0]
+            for e in eps.get("endpoints") or ()
+            if (e.get("conditions") or {}).get("ready") is not False
+        }
 
     def events(self, involved: str) -> list[dict[str, Any]]:
         items = self.core.list_namespaced_event(

@@ -24,7 +24,7 @@ from gateway_kit import (
 )
 
 from tokenfleet.gateway.keys import KeyStore
-from tokenfleet.gateway.server import Gateway
+from tokenfleet.gateway.server import Gateway, GatewaySettings
 from tokenfleet.gateway.table import RoutingTable
 from tokenfleet.serving import RuntimePool
 from tokenfleet.serving.endpoints import parse_networks
@@ -66,7 +66,9 @@ async def gw(gateway_fleet: TritonFleet, unused_tcp_port: int) -> AsyncIterator[
         table.set_slice(slice_dict("other", "team-b", [("node-a", "10.0.0.1", True)]))
         keys.set_secret(secret_dict("key-a", NAMESPACE, KEY))
         keys.set_secret(secret_dict("key-b", "team-b", OTHER_KEY))
-        gateway = Gateway(table=table, keys=keys)
+        gateway = Gateway(
+            table=table, keys=keys, settings=GatewaySettings(replica_wait_seconds=0.5)
+        )
         runner = web.AppRunner(gateway.app())
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", unused_tcp_port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import aiohttp
 import openai
@@ -155,11 +156,19 @@ async def test_errors_are_openai_shaped(gw: GatewayUnderTest) -> None:
         ) as r:
             assert r.status == 400
             assert (await r.json())["error"]["code"] == "invalid_json"
-    # a job without a ready replica
+    # a job without a ready replica: waits replica_wait_seconds (0.5 here) for one, then 503
     gw.table.set_slice(slice_dict("chat", NAMESPACE, []))
     async with client(gw) as c:
+        t0 = time.monotonic()
         with pytest.raises(openai.InternalServerError) as unavailable:
             await c.completions.create(model="chat", prompt="hi", max_tokens=2)
+        assert time.monotonic() - t0 >= 0.5
+        # a replica that becomes ready while the request waits serves it
+        ready = slice_dict("chat", NAMESPACE, [("node-a", "10.0.0.1", True)])
+        asyncio.get_running_loop().call_later(0.2, gw.table.set_slice, ready)
+        gw.table.set_slice(slice_dict("chat", NAMESPACE, []))
+        late = await c.completions.create(model="chat", prompt="hi", max_tokens=2)
+        assert late.usage is not None and late.usage.completion_tokens == 2
     assert unavailable.value.status_code == 503
     assert unavailable.value.response.headers["Retry-After"] == "1"
     assert isinstance(unavailable.value.body, dict)

@@ -48,6 +48,9 @@ class GatewaySettings:
     first_byte_timeout_seconds: float = 30.0
     request_timeout_seconds: float = 300.0
     max_attempts: int = 2
+    #: a request for a job with no ready replica waits this long for one (a single replica
+    #: being replaced, a job scaling up from zero) before it gets 503 (seconds)
+    replica_wait_seconds: float = 5.0
     default_requests_per_second: float = 50.0
     max_body_bytes: int = 1 << 20
 
@@ -240,6 +243,8 @@ class Gateway:
         last: _Retryable | None = None
         for attempt in range(self.settings.max_attempts):
             replica = self.table.pick(job, req.max_tokens, excluded)
+            if replica is None and attempt == 0:
+                replica = await self._wait_for_replica(job, req)
             if replica is None:
                 break
             if attempt:
@@ -272,6 +277,16 @@ class Gateway:
             code="no_ready_replica",
             retry_after=1,
         )
+
+    async def _wait_for_replica(self, job: JobInfo, req: GenerateRequest) -> Replica | None:
+        deadline = self.clock() + self.settings.replica_wait_seconds
+        while self.clock() < deadline:
+            await asyncio.sleep(0.05)
+            current = self.table.job(job.namespace, job.name) or job
+            replica = self.table.pick(current, req.max_tokens)
+            if replica is not None:
+                return replica
+        return None
 
     async def _upstream(
         self, replica: Replica, req: GenerateRequest
