@@ -111,8 +111,17 @@ def test_rendered_crds_equal_the_generated_ones(fleet: Fleet) -> None:
     assert all("annotations" not in doc["metadata"] for doc in unkept)
 
 
+def component(docs: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    """Objects of ``kind`` whose ``app.kubernetes.io/component`` label is ``name``."""
+    return [
+        doc
+        for doc in by_kind(docs, kind)
+        if (doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == name
+    ]
+
+
 def test_single_replica_is_standalone_and_ha_turns_on_peering(fleet: Fleet) -> None:
-    (single,) = by_kind(render(fleet), "Deployment")
+    (single,) = component(render(fleet), "Deployment", "operator")
     args = single["spec"]["template"]["spec"]["containers"][0]["args"]
     assert single["spec"]["strategy"] == {"type": "Recreate"}
     assert "--all-namespaces" in args
@@ -120,14 +129,16 @@ def test_single_replica_is_standalone_and_ha_turns_on_peering(fleet: Fleet) -> N
     assert not any(a.startswith("--peering") for a in args)
 
     docs = render(fleet, "operator.replicas=2", "operator.watchNamespaces={ml,edge}")
-    (ha,) = by_kind(docs, "Deployment")
+    (ha,) = component(docs, "Deployment", "operator")
     args = ha["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=tokenfleet" in args
     env = ha["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
     assert "--namespace=ml" in args and "--namespace=edge" in args
     assert "--all-namespaces" not in args
-    (role,) = by_kind(docs, "ClusterRole")
+    (role,) = [
+        r for r in by_kind(docs, "ClusterRole") if not r["metadata"]["name"].endswith("-gateway")
+    ]
     (peering_rule,) = [rule for rule in role["rules"] if "kopf.dev" in rule["apiGroups"]]
     assert {"get", "list", "watch", "patch", "create"} <= set(peering_rule["verbs"])
     # kopf's peering CRDs come with HA (the operator creates the peering objects itself).
@@ -142,6 +153,32 @@ def test_single_replica_is_standalone_and_ha_turns_on_peering(fleet: Fleet) -> N
     }
     no_crds = render(fleet, "operator.replicas=2", "crds.enabled=false")
     assert by_kind(no_crds, "CustomResourceDefinition") == []
+
+
+def test_gateway_deployment_service_and_its_own_service_account(fleet: Fleet) -> None:
+    docs = render(fleet, "gateway.replicas=3", "gateway.dialNetworks=10.0.0.0/8")
+    (dep,) = component(docs, "Deployment", "gateway")
+    spec = dep["spec"]["template"]["spec"]
+    assert dep["spec"]["replicas"] == 3
+    assert spec["serviceAccountName"] == f"{RELEASE}-tokenfleet-gateway"
+    (container,) = spec["containers"]
+    assert container["args"][:3] == ["gateway", "--address=0.0.0.0", "--port=8080"]
+    assert "--dial-networks=10.0.0.0/8" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    (svc,) = component(docs, "Service", "gateway")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+    (role,) = [
+        r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-gateway")
+    ]
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert verbs == {"get", "list", "watch"}  # read-only
+    off = render(fleet, "gateway.enabled=false")
+    assert component(off, "Deployment", "gateway") == []
+    assert component(off, "Service", "gateway") == []
+    bad = helm(
+        fleet, "template", RELEASE, str(CHART), "--set", "gateway.requestsPerSecond=0", check=False
+    )
+    assert bad.returncode != 0 and "requestsPerSecond" in bad.stderr
 
 
 def test_helm_install_runs_operator_on_racks_and_runtimes_on_every_fleet_node(
@@ -210,6 +247,16 @@ def test_helm_install_runs_operator_on_racks_and_runtimes_on_every_fleet_node(
         assert not can_i("delete", "nodes")
         assert not can_i("create", "pods", "-n", "ml")
         assert not can_i("get", "secrets", "-n", "ml")
+        # the gateway's own account reads keys and routing, and writes nothing
+        gateway = f"--as=system:serviceaccount:{NAMESPACE}:{RELEASE}-tokenfleet-gateway"
+        for what in (("list", "secrets", "-n", "ml"), ("watch", "endpointslices.discovery.k8s.io")):
+            assert (
+                fleet.kubectl("auth", "can-i", *what, gateway, check=False).stdout.strip() == "yes"
+            )
+        for what in (("create", "secrets", "-n", "ml"), ("patch", "nodes")):
+            assert (
+                fleet.kubectl("auth", "can-i", *what, gateway, check=False).stdout.strip() == "no"
+            )
     finally:
         helm(fleet, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "120s")
 
