@@ -7,8 +7,10 @@
    ``tokenfleet.io/runtime-endpoint`` annotation (racks of one tank, vehicles of one pool);
 4. a Redfish-shaped tank simulator for that tank, an ImmersionPod and a VehiclePool for them;
 5. an InferenceJob with an FP16 rack variant and an INT4 vehicle variant;
-6. the operator itself, in the foreground (Ctrl-C stops the operator, the runtimes and the
-   simulator; the jobs and nodes it created are removed).
+6. the OpenAI-compatible gateway on 127.0.0.1 (``--gateway-port``, default 8088) with a dev API
+   key (Secret ``dev-api-key``: ``sk-tokenfleet-dev``); its URL and a curl line are printed;
+7. the operator itself, in the foreground (Ctrl-C stops the operator, the gateway, the runtimes
+   and the simulator; the jobs and nodes it created are removed).
 
 Only the rig's nodes have runtimes; every other node of the simulated fleet is visible to the
 pools and tanks selecting it, and reported as having no runtime.
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from e2e.cluster.fleet import DEFAULT_STATE_DIR, Fleet, FleetError
+from e2e.gateway_kit import GatewayProcess, create_api_key
 from e2e.operator_kit import TEST_ENV, TOKENFLEET, Rig
 from e2e.runtime.repository import DEFAULT_MODELS
 
@@ -98,6 +101,25 @@ def build_rig(fleet: Fleet, args: argparse.Namespace, tmp: Path) -> Rig:
     return rig
 
 
+DEV_API_KEY = "sk-tokenfleet-dev"
+
+
+def start_gateway(fleet: Fleet, rig: Rig, args: argparse.Namespace, tmp: Path) -> GatewayProcess:
+    with contextlib.suppress(Exception):  # left over from an earlier make dev
+        rig.core.delete_namespaced_secret("dev-api-key", args.namespace)
+    create_api_key(rig.core, args.namespace, "dev-api-key", DEV_API_KEY)
+    gateway = GatewayProcess(fleet.env(), tmp / "gateway.log", namespaces=(args.namespace,))
+    gateway.port = args.gateway_port
+    gateway.start()
+    log(f"gateway: {gateway.url}  (API key {DEV_API_KEY}; log {tmp / 'gateway.log'})")
+    log(
+        f"try: curl -s {gateway.url}/chat/completions -H 'Authorization: Bearer {DEV_API_KEY}'"
+        ' -H \'Content-Type: application/json\' -d \'{"model": "tinyllama", "messages":'
+        ' [{"role": "user", "content": "hello"}], "max_tokens": 16}\''
+    )
+    return gateway
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.dev", description=__doc__)
     parser.add_argument("--vehicles", type=int, default=int(os.environ.get("VEHICLES", 200)))
@@ -108,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--runtimes", type=int, default=int(os.environ.get("RUNTIMES", 4)), help="tritonservers"
     )
     parser.add_argument("--namespace", default="default")
+    parser.add_argument(
+        "--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", 8088))
+    )
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     args = parser.parse_args(argv)
     if args.runtimes < 2:
@@ -116,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fleet = control_plane(args)
     with tempfile.TemporaryDirectory(prefix="tokenfleet-dev-") as tmp:
         rig = build_rig(fleet, args, Path(tmp))
+        gateway = start_gateway(fleet, rig, args, Path(tmp))
         env = {**fleet.env(), **TEST_ENV}
         argv_run = [str(TOKENFLEET), "run", "--all-namespaces", "--log-format", "plain"]
         argv_run += [
@@ -139,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         finally:
             log("removing the dev rig (jobs, pools, tanks, nodes) and stopping the runtimes")
+            gateway.stop()
+            with contextlib.suppress(Exception):
+                rig.core.delete_namespaced_secret("dev-api-key", args.namespace)
             rig.cleanup()
 
 
