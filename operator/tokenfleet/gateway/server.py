@@ -227,6 +227,9 @@ class Gateway:
             try:
                 response, code = await self._serve(request, job, req, start)
                 return response
+            except asyncio.CancelledError:
+                code = 499  # the caller went away
+                raise
             finally:
                 gauge.dec()
         finally:
@@ -362,7 +365,7 @@ class Gateway:
             await out.prepare(request)
             try:
                 delivered = await self._relay(out, resp, first, req, rid, replica, start)
-            except (ConnectionResetError, asyncio.CancelledError):
+            except ConnectionResetError:
                 return out, 499
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 error = ApiError(502, f"replica failed mid-stream: {exc}", type_="server_error")
