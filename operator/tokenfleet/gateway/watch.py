@@ -17,12 +17,11 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import watch
 
 from tokenfleet import GROUP, VERSION
 from tokenfleet.gateway.keys import API_KEY_LABEL, KeyStore
@@ -30,6 +29,20 @@ from tokenfleet.gateway.table import RoutingTable
 from tokenfleet.serving.routing import ENDPOINTSLICE_MANAGED_BY, ENDPOINTSLICE_MANAGED_BY_LABEL
 
 __all__ = ["KubeWatcher"]
+
+
+def _events(resp: Any) -> Iterator[dict[str, Any]]:
+    """The JSON events of a watch response, one per line (raw dicts: no model decoding)."""
+    buffer = b""
+    for chunk in resp.stream(65536, decode_content=False):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    yield event
+
 
 log = logging.getLogger(__name__)
 
@@ -175,23 +188,26 @@ class KubeWatcher:
                     self._synced.add(base)
 
                 loop.call_soon_threadsafe(listed)
-                w: Any = watch.Watch()
-                stream: Any = w.stream
-                for event in stream(
-                    kind.list_call,
+                resp = kind.list_call(
                     **kind.kwargs,
+                    watch=True,
                     resource_version=version,
                     timeout_seconds=WATCH_SECONDS,
-                ):
-                    if self._stop.is_set():
-                        w.stop()
-                        break
-                    type_ = event.get("type")
-                    obj = event.get("raw_object")
-                    if type_ == "ERROR" or not isinstance(obj, dict):
-                        break  # e.g. 410 Gone: list again
-                    if type_ in ("ADDED", "MODIFIED", "DELETED"):
-                        loop.call_soon_threadsafe(kind.apply_event, obj, type_ == "DELETED")
+                    _preload_content=False,
+                    _request_timeout=WATCH_SECONDS + 10,
+                )
+                try:
+                    for event in _events(resp):
+                        if self._stop.is_set():
+                            break
+                        type_ = event.get("type")
+                        obj = event.get("object")
+                        if type_ == "ERROR" or not isinstance(obj, dict):
+                            break  # e.g. 410 Gone: list again
+                        if type_ in ("ADDED", "MODIFIED", "DELETED"):
+                            loop.call_soon_threadsafe(kind.apply_event, obj, type_ == "DELETED")
+                finally:
+                    resp.release_conn()
             except Exception as exc:
                 if self._stop.is_set():
                     return
