@@ -223,6 +223,11 @@ def _load_through_moves(rig: Rig, gateway: GatewayProcess, tank: str) -> None:
         )
         before = load.ok
         wait_for(lambda: load.ok > before + 8, 30, "requests to keep completing after the shed")
+    print(
+        f"\n[gateway e2e] {load.ok} requests complete, {len(load.failures)} failed, retries "
+        f"{gateway.metric('tokenfleet_gateway_retries_total')}, tokens out "
+        f"{gateway.metric('tokenfleet_gateway_tokens_out_total')}"
+    )
     assert load.failures == [], load.failures[:5]
     assert load.ok >= 40, load.ok
     moves = {
