@@ -45,16 +45,50 @@ def _settled(rig: Rig, job: str, replicas: int, without: str | None = None) -> s
     return loaded
 
 
+def _conditions(rig: Rig, job: str) -> dict[str, tuple[bool, bool, bool]]:
+    """node -> (ready, serving, terminating) of the job's EndpointSlice endpoints."""
+    out = {}
+    for e in (rig.endpoint_slice(job) or {}).get("endpoints") or ():
+        c = e.get("conditions") or {}
+        out[e["nodeName"]] = (
+            c.get("ready") is not False,
+            c.get("serving") is not False,
+            c.get("terminating") is True,
+        )
+    return out
+
+
 def _move(rig: Rig, load: Load, job: str, replicas: int, change: dict[str, str], what: str) -> str:
     (victim, *_) = sorted(p["node"] for p in rig.placements(job))
     before = load.ok
-    rig.set_telemetry(victim, **change)
-    wait_for(
-        lambda: _settled(rig, job, replicas, without=victim),
-        90,
-        f"{job}'s replica on {victim} to move away ({what})",
-        describe=lambda: rig.status(job).get("placements"),
-    )
+    seen: list[tuple[bool, bool, bool]] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # the victim's endpoint conditions while it leaves
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                state = _conditions(rig, job).get(victim)
+                if state is not None and (not seen or seen[-1] != state):
+                    seen.append(state)
+            stop.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        rig.set_telemetry(victim, **change)
+        wait_for(
+            lambda: _settled(rig, job, replicas, without=victim),
+            90,
+            f"{job}'s replica on {victim} to move away ({what})",
+            describe=lambda: rig.status(job).get("placements"),
+        )
+    finally:
+        stop.set()
+        sampler.join(5)
+    # drained: the endpoint left the ready set (serving, terminating) before it went away
+    assert seen and seen[0] == (True, True, False), (what, seen)
+    assert (False, True, True) in seen, (what, seen)
+    assert victim not in _conditions(rig, job)
     wait_for(lambda: load.ok > before + 4, 30, f"requests to keep completing after {what}")
     return victim
 
