@@ -66,7 +66,8 @@ e2e: install triton-venv cluster-build
 test: lint typecheck crds-check unit bench-smoke e2e
 
 ## dev: the local fleet — control plane, simulated racks and cars, real tritonservers, a tank
-## simulator, an example job, and the operator in the foreground (Ctrl-C to stop)
+## simulator, an example job, the OpenAI-compatible gateway on 127.0.0.1:8088 and the operator
+## in the foreground (Ctrl-C to stop)
 dev: install triton-venv cluster-build
 	$(PY) -m e2e.dev
 

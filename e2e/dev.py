@@ -74,6 +74,8 @@ def build_rig(fleet: Fleet, args: argparse.Namespace, tmp: Path) -> Rig:
         rig.add_vehicle(f"car-{j}", racks + j, pool)
     for node in rig.nodes:
         log(f"  node {node} -> runtime {rig.endpoint(rig.node_runtime[node])}")
+    # the runtime pods (kwok addresses) make the rig's nodes routable in EndpointSlices
+    rig.wait_runtime_pods()
     rig.create_job(
         "tinyllama",
         [
