@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gateway_kit import job_dict, node_dict, slice_dict
-
 from tokenfleet.gateway.table import RoutingTable, parse_slice
 from tokenfleet.serving.endpoints import parse_networks
 
@@ -99,3 +98,31 @@ def test_replace_drops_what_a_fresh_list_lacks() -> None:
     t.replace("jobs", [])
     t.replace("slices", [])
     assert t.jobs == {} and t.slices == {}
+
+
+def test_watch_events_are_split_on_lines_across_chunks() -> None:
+    from tokenfleet.gateway.watch import _events
+
+    class Chunks:  # the slice of urllib3's response that _events reads
+        def __init__(self, chunks: list[bytes]) -> None:
+            self.chunks = chunks
+
+        def stream(self, amt: int, decode_content: bool = False) -> list[bytes]:
+            return self.chunks
+
+    lines = [
+        b'{"type": "ADDED", "object": {"metadata": {"name": "a"}}}\n',
+        b'{"type": "MODIFIED", "object": {"metadata": {"name": "b"}}}\n',
+        b"\n",
+        b'{"type": "DELETED", "object": {"metadata": {"name": "c"}}}\n',
+    ]
+    data = b"".join(lines)
+    chunked = [data[i : i + 7] for i in range(0, len(data), 7)]  # lines cut mid-way
+    events = list(_events(Chunks(chunked)))
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "a"),
+        ("MODIFIED", "b"),
+        ("DELETED", "c"),
+    ]
+    # an unterminated last line (the server cut the watch) is not half-read
+    assert list(_events(Chunks([data[:-10]]))) == events[:2]

@@ -77,7 +77,6 @@ async def _serve(args: argparse.Namespace) -> None:
         keys=keys,
         settings=GatewaySettings(
             request_timeout_seconds=args.request_timeout,
-            default_requests_per_second=args.requests_per_second,
         ),
         synced=watcher.synced,
     )

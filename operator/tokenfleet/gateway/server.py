@@ -51,7 +51,6 @@ class GatewaySettings:
     #: a request for a job with no ready replica waits this long for one (a single replica
     #: being replaced, a job scaling up from zero) before it gets 503 (seconds)
     replica_wait_seconds: float = 5.0
-    default_requests_per_second: float = 50.0
     max_body_bytes: int = 1 << 20
 
 
