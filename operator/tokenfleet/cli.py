@@ -1,6 +1,7 @@
 """The `tokenfleet` command.
 
-`crds` generates or checks the CRD YAML, `run` runs the operator, `agent` the node agent.
+`crds` generates or checks the CRD YAML, `run` runs the operator, `agent` the node agent,
+`gateway` the OpenAI-compatible gateway in front of the fleet.
 """
 
 from __future__ import annotations
