@@ -63,7 +63,6 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="seconds one request may take end to end (default: %(default)s)",
     )
-    parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
 
 
 async def _serve(args: argparse.Namespace) -> None:
