@@ -32,7 +32,13 @@ def _build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch a namespace")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces")
     run.add_argument("--peering", default=None, help="kopf peering name (HA); standalone if unset")
-    run.add_argument("--priority", type=int, default=0, help="peering priority")
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (the highest live one is active); default: derived from the "
+        "peer identity (POD_ID, the pod name in the chart), so every replica's differs",
+    )
     run.add_argument(
         "--runtime-namespace",
         default=None,

@@ -7,8 +7,11 @@ registry), configures logging, starts the metrics endpoint and runs kopf until S
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import logging
+import os
+import socket
 import sys
 from typing import Any
 
@@ -57,6 +60,32 @@ def _namespaces(args: argparse.Namespace, config: OperatorConfig) -> tuple[bool,
 
 PEERING_GROUP = "kopf.dev"
 PEERING_VERSION = "v1"
+
+
+#: derived peering priorities lie in 1..PRIORITY_SPAN (an explicit ``--priority`` may be anything)
+PRIORITY_SPAN = 2**31 - 1
+
+
+def peer_identity() -> str:
+    """This replica's peer identity as kopf sees it: ``POD_ID`` (the chart sets it to the pod
+    name), else host and process id (a local run)."""
+    pod = os.environ.get("POD_ID", "").strip()
+    return pod or f"{socket.gethostname()}/{os.getpid()}"
+
+
+def peering_priority(explicit: int | None, identity: str) -> int:
+    """The kopf peering priority of this replica (pure).
+
+    kopf runs only the replica with the highest priority and pauses *every* replica that shares
+    the top priority ("Pausing all operators, including self"), so HA replicas need distinct
+    priorities. Unless ``--priority`` is given, it is derived from the peer identity (the pod
+    name, unique among live pods): a SHA-256 of it mapped into ``1..2**31-1``. Two pod names
+    collide with probability about 1 in 2**31 per pair.
+    """
+    if explicit is not None:
+        return explicit
+    digest = hashlib.sha256(identity.encode()).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % PRIORITY_SPAN
 
 
 class PeeringError(RuntimeError):
@@ -136,7 +165,12 @@ def run_command(args: argparse.Namespace) -> int:
     peering: str | None = args.peering
     kwargs: dict[str, Any] = {}
     if peering:
-        kwargs.update(standalone=False, peering_name=peering, priority=int(args.priority))
+        identity = peer_identity()
+        priority = peering_priority(getattr(args, "priority", None), identity)
+        kwargs.update(standalone=False, peering_name=peering, priority=priority)
+        logging.getLogger(__name__).info(
+            "peering %s as %s with priority %d", peering, identity, priority
+        )
         try:
             created = ensure_peering(peering, clusterwide, namespaces)
         except PeeringError as exc:

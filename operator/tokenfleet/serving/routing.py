@@ -111,18 +111,23 @@ def job_owner_reference(job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ports() -> list[dict[str, Any]]:
+def _ports(http_port: int, grpc_port: int) -> list[dict[str, Any]]:
     return [
-        {"name": "http", "port": TRITON_HTTP_PORT, "protocol": "TCP"},
-        {"name": "grpc", "port": TRITON_GRPC_PORT, "protocol": "TCP"},
+        {"name": "http", "port": http_port, "protocol": "TCP"},
+        {"name": "grpc", "port": grpc_port, "protocol": "TCP"},
     ]
 
 
-def build_service(job: Mapping[str, Any]) -> dict[str, Any]:
+def build_service(
+    job: Mapping[str, Any],
+    *,
+    http_port: int = TRITON_HTTP_PORT,
+    grpc_port: int = TRITON_GRPC_PORT,
+) -> dict[str, Any]:
     """The job's selector-less ClusterIP Service (``job`` is the InferenceJob body).
 
-    Ports ``http`` 8000 → 8000 and ``grpc`` 8001 → 8001 (TCP); no selector, so Kubernetes
-    leaves its endpoints to the operator's EndpointSlice.
+    Ports ``http`` and ``grpc`` (the runtimes' ports, default 8000 and 8001; TCP, target = port);
+    no selector, so Kubernetes leaves its endpoints to the operator's EndpointSlice.
     """
     name, namespace, _ = _job_identity(job)
     return {
@@ -136,7 +141,7 @@ def build_service(job: Mapping[str, Any]) -> dict[str, Any]:
         },
         "spec": {
             "type": "ClusterIP",
-            "ports": [{**p, "targetPort": p["port"]} for p in _ports()],
+            "ports": [{**p, "targetPort": p["port"]} for p in _ports(http_port, grpc_port)],
         },
     }
 
@@ -159,7 +164,11 @@ def _check_ip(replica: ReadyReplica) -> str:
 
 
 def build_endpoint_slice(
-    job: Mapping[str, Any], replicas: Iterable[ReadyReplica]
+    job: Mapping[str, Any],
+    replicas: Iterable[ReadyReplica],
+    *,
+    http_port: int = TRITON_HTTP_PORT,
+    grpc_port: int = TRITON_GRPC_PORT,
 ) -> dict[str, Any]:
     """The job's EndpointSlice: one ready endpoint per replica, sorted by (node, IP, pod).
 
@@ -215,7 +224,7 @@ def build_endpoint_slice(
             "ownerReferences": [job_owner_reference(job)],
         },
         "addressType": "IPv4",
-        "ports": _ports(),
+        "ports": _ports(http_port, grpc_port),
         "endpoints": endpoints,
     }
 
