@@ -58,7 +58,7 @@ Role's in each watched namespace). Args: ha (peering on), peering (the kopf peer
 # InferenceJobs: watched, finalized and annotated by kopf, status written by the job daemon.
 - apiGroups: [tokenfleet.io]
   resources: [inferencejobs]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [tokenfleet.io]
   resources: [inferencejobs/status]
   verbs: [patch]
@@ -78,6 +78,6 @@ Role's in each watched namespace). Args: ha (peering on), peering (the kopf peer
 # kopf peering (HA): the operator creates its peering object and keeps alive in its status.
 - apiGroups: [kopf.dev]
   resources: [{{ .peering }}]
-  verbs: [get, list, watch, patch, create]
+  verbs: [list, watch, patch, create]
 {{- end }}
 {{- end }}

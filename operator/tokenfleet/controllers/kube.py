@@ -165,3 +165,9 @@ async def apply_endpoint_slice(body: dict[str, Any], exists: bool) -> dict[str, 
         patch,
         exists,
     )
+
+
+async def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
+    """GET one Secret (a tank's Redfish credentials; the chart grants ``get`` on Secrets in the
+    operator's own namespace only). ``None`` when it does not exist."""
+    return await _read(_api(kubernetes.client.CoreV1Api).read_namespaced_secret, namespace, name)
