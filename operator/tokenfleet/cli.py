@@ -8,18 +8,36 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from tokenfleet import __version__
+
+
+def repo_root() -> Path:
+    """The source tree's root (crds/ and charts/), from any working directory: the nearest
+    ancestor of the current directory holding both, else the one this package was installed
+    from (an editable install)."""
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents, Path(__file__).resolve().parents[2]):
+        if (candidate / "crds").is_dir() and (candidate / "charts" / "tokenfleet").is_dir():
+            return candidate
+    return here
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenfleet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     crds = sub.add_parser("crds", help="write the CRD YAML in crds/ from the API models")
-    crds.add_argument("--out", default="crds", help="output directory (default: crds)")
+    crds.add_argument(
+        "--out", default=None, help="output directory (default: crds/ of the source tree)"
+    )
     crds.add_argument(
         "--chart-dir",
-        default="charts/tokenfleet/templates/crds",
-        help="the Helm chart's CRD templates (default: %(default)s; empty to skip)",
+        default=None,
+        help="the Helm chart's CRD templates (default: charts/tokenfleet/templates/crds of the "
+        "source tree; empty to skip)",
     )
     crds.add_argument(
         "--check",
@@ -47,6 +65,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port")
     run.add_argument("--metrics-address", default="0.0.0.0", help="Prometheus metrics address")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness URL")
+    run.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig (default: $KUBECONFIG, else in-cluster)"
+    )
     run.add_argument("--log-format", choices=["plain", "json"], default="json")
     run.add_argument("--verbose", action="store_true")
 
@@ -62,8 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "crds":
         from tokenfleet.api.crdgen import crds_command
 
-        return crds_command(out_dir=args.out, check=args.check, chart_dir=args.chart_dir)
+        root = repo_root()
+        out = args.out if args.out is not None else str(root / "crds")
+        chart = (
+            args.chart_dir
+            if args.chart_dir is not None
+            else str(root / "charts" / "tokenfleet" / "templates" / "crds")
+        )
+        return crds_command(out_dir=out, check=args.check, chart_dir=chart)
     if args.command == "run":
+        import os
+
+        if args.kubeconfig:  # before the client is imported: it reads $KUBECONFIG at import
+            os.environ["KUBECONFIG"] = args.kubeconfig
         from tokenfleet.controllers.main import run_command
 
         return run_command(args)

@@ -144,7 +144,54 @@ def ensure_peering(name: str, clusterwide: bool, namespaces: list[str]) -> list[
     return created
 
 
+def check_cluster(timeout: int = 10) -> str | None:
+    """``None`` when the Kubernetes API answers ``/version``; else one line saying why not
+    (no credentials, unreachable, refused)."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    kubeconfig = os.environ.get("KUBECONFIG") or None
+    try:
+        if kubeconfig is not None or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            path = kubeconfig or os.path.expanduser("~/.kube/config")
+            if not os.path.isfile(path):
+                raise ConfigException(f"kubeconfig {path} does not exist and not in a pod")
+            config.load_kube_config(config_file=path)
+        else:
+            config.load_incluster_config()
+    except ConfigException as exc:
+        return (
+            f"no Kubernetes credentials ({exc}); pass --kubeconfig, set KUBECONFIG or run "
+            f"in a pod with a ServiceAccount"
+        )
+    configuration: Any = client.Configuration
+    host = configuration.get_default_copy().host
+    api_client: Any = client.ApiClient()
+    try:
+        client.VersionApi(api_client).get_code(_request_timeout=timeout)
+    except ApiException as exc:
+        return f"the Kubernetes API at {host} answered {exc.status} {exc.reason}"
+    except (HTTPError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return f"cannot reach the Kubernetes API at {host}: {reason}"
+    finally:
+        api_client.close()
+    return None
+
+
 def run_command(args: argparse.Namespace) -> int:
+    kubeconfig = getattr(args, "kubeconfig", None)
+    if kubeconfig:
+        if not os.path.isfile(kubeconfig):
+            print(f"tokenfleet run: --kubeconfig {kubeconfig}: no such file", file=sys.stderr)
+            return 2
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf, the client and ensure_peering read it
+    problem = check_cluster()
+    if problem is not None:
+        print(f"tokenfleet run: {problem}", file=sys.stderr)
+        return 2
     config = OperatorConfig.from_env(
         runtime_namespace=getattr(args, "runtime_namespace", None),
     )
@@ -159,6 +206,7 @@ def run_command(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").addFilter(QuietPeriodicSuccess())
 
     load_controllers()
+    metrics.record_build_info()
     metrics.serve(int(args.metrics_port), str(args.metrics_address))
 
     clusterwide, namespaces = _namespaces(args, config)
