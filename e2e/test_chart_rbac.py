@@ -28,6 +28,7 @@ _KUBE_KINDS = {
     "service": ("", "services"),
     "endpoint_slice": ("discovery.k8s.io", "endpointslices"),
     "secret": ("", "secrets"),
+    "event": ("", "events"),
 }
 #: granted in the operator's own (release) namespace only, by the "-secrets" Role
 OWN_NAMESPACE_ONLY = {("", "secrets", "get")}
@@ -79,7 +80,11 @@ def split(docs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, A
         if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "tf-tokenfleet-secrets"
     ]
     assert binding["roleRef"]["name"] == "tf-tokenfleet-secrets"
-    return [r for r in roles if r is not secrets], secrets
+    return [
+        r
+        for r in roles
+        if r is not secrets and not r["metadata"]["name"].endswith("-cluster-events")
+    ], secrets
 
 
 def render(fleet: Fleet, *sets: str) -> list[dict[str, Any]]:
@@ -144,6 +149,14 @@ def test_watch_namespaces_gives_roles_and_a_cluster_role_for_cluster_kinds_only(
             "name": "tf-tokenfleet",
         }
         assert bindings[ns]["subjects"][0]["namespace"] == "tokenfleet-system"
+    # Events about cluster-scoped objects go to `default` (controllers/events.py)
+    (events,) = [
+        d
+        for d in docs
+        if d["metadata"]["name"] == "tf-tokenfleet-cluster-events" and d["kind"] == "Role"
+    ]
+    assert events["metadata"]["namespace"] == "default"
+    assert granted(events) == {("", "events", "create")}
     # no namespaced kind at cluster scope: services elsewhere stay out of reach
     assert not {r for r in granted(cluster_role) if r[1] in ("services", "endpointslices", "pods")}
 

@@ -65,6 +65,18 @@ def test_authenticated_tanks_are_ready_and_follow_a_rotated_secret(
         )
         assert fresh["status"] == "False" and "HTTP 401" in fresh["message"], fresh
         assert _condition(rig.tank_status(anonymous), "Ready")["status"] == "False"
+        # Events on the cluster-scoped ImmersionPod show in `kubectl describe`
+        described = wait_for(
+            lambda: (
+                out
+                if "TelemetryUnreachable"
+                in (out := rig.fleet.kubectl("describe", "immersionpod", anonymous).stdout)
+                else None
+            ),
+            30,
+            f"kubectl describe immersionpod {anonymous} to list the Warning",
+        )
+        assert "HTTP 401" in described and "Events:" in described
         assert 1 <= sim.session_logins <= 2, sim.session_logins  # one session, reused
 
         # Rotation: the BMC's password changes first (polls fail 401), then the Secret follows.

@@ -56,6 +56,7 @@ from tokenfleet.api.models import (
     RedfishSpec,
     TelemetrySource,
 )
+from tokenfleet.controllers import events
 from tokenfleet.controllers.nodes import ServingReplica, select_nodes
 from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED
 from tokenfleet.telemetry.immersion import (
@@ -817,11 +818,12 @@ async def immersionpod_telemetry(
     if not isinstance(poller, TankPoller):
 
         def warn(reason: str, message: str) -> None:
-            kopf.warn(body, reason=reason, message=message)
+            # cluster-scoped: posted so that `kubectl describe immersionpod` shows it
+            events.post(memo, body, "Warning", reason, message)
 
         def info(reason: str, message: str) -> None:
             # kopf.info would be dropped at posting.level WARNING: this one is for people
-            kopf.event(body, type="Normal", reason=reason, message=message)
+            events.post(memo, body, "Normal", reason, message)
 
         poller = TankPoller(
             name=name,

@@ -23,6 +23,7 @@ from tokenfleet.controllers.settings import OperatorConfig, set_config
 #: Controller modules, in import order. Each registers its kopf handlers on import.
 CONTROLLER_MODULES = (
     "tokenfleet.controllers.settings",
+    "tokenfleet.controllers.events",
     "tokenfleet.controllers.nodes",
     "tokenfleet.controllers.immersionpod",
     "tokenfleet.controllers.vehiclepool",

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from tokenfleet.api.conditions import set_condition
 from tokenfleet.api.models import GROUP, VERSION
+from tokenfleet.controllers import events
 from tokenfleet.controllers.nodes import ServingReplica, select_nodes, serving_from_job
 from tokenfleet.controllers.poolstats import (
     EVICTIONS,
@@ -230,7 +231,7 @@ async def vehiclepool_status(
             observed_generation=gen,
         )
         if _conditions_key(conditions) != _conditions_key(status.get("conditions")):
-            kopf.warn(body, reason="InvalidSpec", message=message)
+            events.post(memo, body, "Warning", "InvalidSpec", message)
             patch.status["observedGeneration"] = gen
             patch.status["conditions"] = conditions
         return
