@@ -291,6 +291,12 @@ async def test_invalid_spec(sim: TankSimulator) -> None:
     assert h.events[0][0] == "InvalidSpec"
     assert await h.tick(1.0) is None
     assert sim.tank("tank-a").requests == 0
+    # permanent until the spec changes: Stalled (kstatus Failed, Argo CD Degraded)
+    assert h.condition("Stalled") == ("True", "InvalidSpec")
+    h.spec["power"] = {"capacityKW": 180, "safetyMarginPercent": 10}
+    assert await h.tick(1.0, generation=2) is not None
+    assert h.condition("Ready") == ("True", "Accepting")
+    assert get_condition(h.status["conditions"], "Stalled") is None
 
 
 def test_needs_write_deadbands() -> None:

@@ -46,7 +46,13 @@ import kopf
 from pydantic import ValidationError
 
 from tokenfleet.api import parse_immersionpod_spec
-from tokenfleet.api.conditions import rfc3339, set_condition
+from tokenfleet.api.conditions import (
+    STALLED,
+    remove_condition,
+    rfc3339,
+    set_condition,
+    set_kstatus,
+)
 from tokenfleet.api.models import (
     GROUP,
     VERSION,
@@ -367,7 +373,8 @@ def desired_status(
         conditions = set_condition(
             conditions, type_, value, reason, message, observed_generation=generation, now=now
         )
-    status["conditions"] = conditions
+    # a valid spec is not stalled (InvalidSpec / an unsupported source set it)
+    status["conditions"] = remove_condition(conditions, STALLED)
     return status
 
 
@@ -574,12 +581,13 @@ class TankPoller:
             if self.reported_spec_error != message:
                 self.warn("InvalidSpec", message)
                 self.reported_spec_error = message
-            conditions = set_condition(
+            # a permanent failure until the spec changes: Stalled (kstatus Failed, Argo Degraded)
+            conditions = set_kstatus(
                 status.get("conditions"),
-                CONDITION_READY,
-                False,
-                "InvalidSpec",
-                message,
+                ready=False,
+                reason="InvalidSpec",
+                message=message,
+                stalled=True,
                 observed_generation=generation,
                 now=self.clock(),
             )
@@ -690,6 +698,14 @@ class TankPoller:
             conditions = set_condition(
                 conditions, type_, value, reason, message, observed_generation=generation
             )
+        conditions = set_condition(
+            conditions,
+            STALLED,
+            True,
+            "UnsupportedTelemetrySource",
+            "telemetry.source NodeAnnotations is not implemented: change it to Redfish",
+            observed_generation=generation,
+        )
         if _conditions_key(conditions) == _conditions_key(status.get("conditions")):
             return None
         return {"observedGeneration": generation, "conditions": conditions}
