@@ -129,7 +129,7 @@ def test_single_replica_is_standalone_and_ha_turns_on_peering(fleet: Fleet) -> N
     assert "--all-namespaces" not in args
     # watchNamespaces: kopf's namespaced peering, granted by a Role in each watched namespace
     # (e2e/test_chart_rbac.py checks every rule against the code)
-    for role in by_kind(docs, "Role"):
+    for role in [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "tf-tokenfleet"]:
         (peering_rule,) = [rule for rule in role["rules"] if "kopf.dev" in rule["apiGroups"]]
         assert peering_rule["resources"] == ["kopfpeerings"]
         assert {"list", "watch", "patch", "create"} <= set(peering_rule["verbs"])

@@ -51,7 +51,9 @@ def needed(ha: bool, peering: str) -> set[Rule]:
     rules: set[Rule] = set()
     for attr in ("_watching", "_indexing", "_changing", "_spawning"):
         for handler in getattr(registry, attr).get_all_handlers():
-            group, plural = handler.selector.group or "", str(handler.selector.plural)
+            selector = handler.selector
+            group = selector.group or ""
+            plural = str(selector.plural or selector.any_name)  # kopf keeps the name as given
             rules |= {(group, plural, "list"), (group, plural, "watch")}
             if attr in ("_changing", "_spawning"):  # finalizers, progress, status
                 rules |= {(group, plural, "patch"), (group, f"{plural}/status", "patch")}
