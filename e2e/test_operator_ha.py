@@ -168,10 +168,18 @@ def test_chart_ha_two_replicas_one_active_and_the_standby_takes_over(
             assert op.chart_env["TOKENFLEET_PEERING_LIFETIME_SECONDS"] == str(LIFETIME)
         priority = {op.pod_name: peering_priority(None, op.pod_name) for op in ops}
         assert len(set(priority.values())) == 2, priority
-        for op in ops:
-            op.start()
         by_priority = sorted(ops, key=lambda op: priority[op.pod_name])
         standby, active = by_priority[0], by_priority[1]
+        # As in a rollout: the lower-priority pod comes first and, alone, becomes active ...
+        standby.start()
+        wait_for(
+            lambda: messages(standby, RESUMING),
+            30,
+            "the first replica to become active",
+            describe=lambda: standby.log_tail(20),
+        )
+        # ... then the higher-priority pod joins and the first one pauses in its favour.
+        active.start()
 
         def peers() -> dict[str, Any]:
             obj = rig.custom.get_namespaced_custom_object(
@@ -187,7 +195,6 @@ def test_chart_ha_two_replicas_one_active_and_the_standby_takes_over(
         )
         for name, value in priority.items():
             assert seen[name]["priority"] == value and seen[name]["lifetime"] == LIFETIME
-        # The lower-priority replica pauses in favour of the higher; the higher never pauses.
         wait_for(
             lambda: messages(standby, PAUSING),
             30,
