@@ -8,7 +8,7 @@ TRITON_VENV := .venv-triton
 STAMP := $(VENV)/.installed
 
 .PHONY: install triton-venv lint typecheck crds crds-check unit bench bench-smoke e2e test \
-        cluster-build cluster-up cluster-down dev clean
+        cluster-build cluster-up cluster-down dev clean promtool
 
 ## install: create .venv with the project and everything its tests need
 install: $(STAMP)
@@ -60,10 +60,20 @@ cluster-up: install cluster-build
 cluster-down: install
 	$(PY) -m e2e.cluster.fleet down
 
-e2e: install triton-venv cluster-build
+e2e: install triton-venv cluster-build promtool
 	$(BIN)/pytest e2e
 
 test: lint typecheck crds-check unit bench-smoke e2e
+
+## promtool: Prometheus' rule checker, for the chart's alerts (`promtool check/test rules` in
+## e2e/test_chart_observability.py): go install from the Go module proxy into .bin/
+PROMTOOL_VERSION := v0.316.0
+promtool: .bin/promtool-$(PROMTOOL_VERSION).stamp
+.bin/promtool-$(PROMTOOL_VERSION).stamp:
+	mkdir -p .bin
+	GOBIN="$(abspath .bin)" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+	  github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+	@touch $@
 
 ## dev: the local fleet — control plane, simulated racks and cars, real tritonservers, a tank
 ## simulator, an example job, the OpenAI-compatible gateway on 127.0.0.1:8088 and the operator

@@ -136,11 +136,12 @@ def test_single_replica_is_standalone_and_ha_turns_on_peering(fleet: Fleet) -> N
     assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
     assert "--namespace=ml" in args and "--namespace=edge" in args
     assert "--all-namespaces" not in args
-    (role,) = [
-        r for r in by_kind(docs, "ClusterRole") if not r["metadata"]["name"].endswith("-gateway")
-    ]
-    (peering_rule,) = [rule for rule in role["rules"] if "kopf.dev" in rule["apiGroups"]]
-    assert {"get", "list", "watch", "patch", "create"} <= set(peering_rule["verbs"])
+    # watchNamespaces: kopf's namespaced peering, granted by a Role in each watched namespace
+    # (e2e/test_chart_rbac.py checks every rule against the code)
+    for role in [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "tf-tokenfleet"]:
+        (peering_rule,) = [rule for rule in role["rules"] if "kopf.dev" in rule["apiGroups"]]
+        assert peering_rule["resources"] == ["kopfpeerings"]
+        assert {"list", "watch", "patch", "create"} <= set(peering_rule["verbs"])
     # kopf's peering CRDs come with HA (the operator creates the peering objects itself).
     kopf_crds = {
         doc["metadata"]["name"]: doc["spec"]["scope"]
@@ -257,6 +258,10 @@ def test_helm_install_runs_operator_on_racks_and_runtimes_on_every_fleet_node(
             assert (
                 fleet.kubectl("auth", "can-i", *what, gateway, check=False).stdout.strip() == "no"
             )
+
+        assert not can_i("delete", "services", "-n", "kube-system")
+        assert not can_i("update", "services", "-n", "ml")
+        assert not can_i("list", "customresourcedefinitions.apiextensions.k8s.io")
     finally:
         helm(fleet, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "120s")
 

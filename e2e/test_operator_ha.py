@@ -1,25 +1,25 @@
-"""High availability: two ``tokenfleet run --peering`` replicas, one active, the other on standby.
+"""High availability: the chart with two operator replicas, one active, the other on standby.
 
 The peering CRDs come from the chart (``operator.replicas=2``); each operator creates its
-``KopfPeering`` objects at start. The lower-priority replica pauses as soon as the higher one
-shows up, only the active one handles objects, and after the active one is SIGKILLed (no goodbye
-in the peering status) the standby resumes once the dead peer's lifetime has run out.
+``KopfPeering`` objects at start and derives its priority from its pod name (``POD_ID``). The
+lower-priority replica pauses as soon as the higher one shows up, only the active one handles
+objects, and after the active one is SIGKILLed (no goodbye in the peering status) the standby
+resumes once the dead peer's lifetime has run out. The processes run with exactly the args and
+env of the chart's pods (e2e/chart_kit.py), as the chart's ServiceAccount.
 """
 
 from __future__ import annotations
 
-import functools
 import subprocess
 import time
 from typing import Any
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
+from e2e.chart_kit import ChartOperator, helm, operator_pods, service_account_kubeconfig
 from e2e.cluster.fleet import REPO, Fleet, versions
 from e2e.operator_kit import (  # noqa: F401  (fixtures)
     GROUP,
-    RUNTIME_NS,
     TOKENFLEET,
     VERSION,
     OperatorProcess,
@@ -28,6 +28,7 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
     rig_fixture,
     wait_for,
 )
+from tokenfleet.controllers.main import peering_priority
 
 CHART = REPO / "charts" / "tokenfleet"
 KUBE_VERSION = versions()["K8S_VERSION"]
@@ -117,76 +118,97 @@ def test_peering_without_the_crds_fails_naming_the_fix(fleet: Fleet, namespace: 
     assert "install the chart with operator.replicas > 1" in output, output
 
 
-def test_two_replicas_one_active_and_the_standby_takes_over(
+def test_chart_ha_two_replicas_one_active_and_the_standby_takes_over(
     fleet: Fleet, rig: Rig, tmp_path: Any
 ) -> None:
+    """``helm install`` with ``operator.replicas=2``, then one operator process per chart pod with
+    that pod's args and env (POD_ID = its name) as the chart's ServiceAccount: the replicas get
+    distinct priorities from their pod names, exactly one is active, and after the active one is
+    SIGKILLed the standby reconciles a new VehiclePool within the documented time
+    (``operator.peeringLifetimeSeconds`` plus a few seconds)."""
     apply_peering_crds(fleet)
     namespace = rig.namespace
-    peering = f"ha-{rig.id}"
-
-    def replica(role: str, priority: int) -> OperatorProcess:
-        return OperatorProcess(
-            fleet,
-            [namespace],
-            tmp_path / f"operator-{role}.log",
-            env={
-                "TOKENFLEET_PEERING_LIFETIME_SECONDS": str(LIFETIME),
-                "POD_ID": f"{role}-{rig.id}",
-            },
-            extra_args=["--peering", peering, "--priority", str(priority)],
-        )
-
-    def peers(ns: str) -> dict[str, Any]:
-        obj = rig.custom.get_namespaced_custom_object(
-            PEERING_GROUP, PEERING_VERSION, ns, "kopfpeerings", peering
-        )
-        return dict(obj.get("status") or {})
-
-    low, high = replica("low", 100), replica("high", 200)
-    low_id, high_id = f"low-{rig.id}", f"high-{rig.id}"
-
-    def both_listed(ns: str) -> dict[str, Any] | None:
-        status = peers(ns)
-        return status if {low_id, high_id} <= set(status) else None
-
+    release = f"ha{rig.id}"
+    helm(
+        fleet,
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "operator.replicas=2",
+        "--set",
+        "crds.enabled=false",  # the session's CRDs belong to other tests; kopf's applied above
+        "--set",
+        "runtime.enabled=false",
+        "--set",
+        f"operator.watchNamespaces={{{namespace}}}",
+        "--set",
+        f"operator.peeringLifetimeSeconds={LIFETIME}",
+        "--wait",
+        "--timeout",
+        "180s",
+    )
+    ops: list[ChartOperator] = []
     try:
-        # Alone, the standby-to-be creates the peering objects and becomes active.
-        low.start()
+        pods = operator_pods(fleet, namespace, release)
+        assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+        kubeconfig = service_account_kubeconfig(
+            fleet, namespace, f"{release}-tokenfleet", tmp_path / "sa.kubeconfig"
+        )
+        ops = [
+            ChartOperator(fleet, pod, kubeconfig, tmp_path / f"operator-{i}.log")
+            for i, pod in enumerate(pods)
+        ]
+        for op in ops:
+            assert "--peering=tokenfleet" in op.chart_args
+            assert not any(a.startswith("--priority") for a in op.chart_args)
+            assert op.chart_env["POD_ID"] == op.pod_name
+            assert op.chart_env["TOKENFLEET_PEERING_LIFETIME_SECONDS"] == str(LIFETIME)
+        priority = {op.pod_name: peering_priority(None, op.pod_name) for op in ops}
+        assert len(set(priority.values())) == 2, priority
+        by_priority = sorted(ops, key=lambda op: priority[op.pod_name])
+        standby, active = by_priority[0], by_priority[1]
+        # As in a rollout: the lower-priority pod comes first and, alone, becomes active ...
+        standby.start()
         wait_for(
-            lambda: messages(low, RESUMING),
+            lambda: messages(standby, RESUMING),
             30,
             "the first replica to become active",
-            describe=lambda: low.log_tail(20),
+            describe=lambda: standby.log_tail(20),
         )
-        # The higher priority replica joins; the first one pauses in its favour.
-        high.start()
-        wait_for(
-            lambda: messages(low, PAUSING),
-            30,
-            "the low-priority replica to pause",
-            describe=lambda: low.log_tail(20),
-        )
-        assert high_id in messages(low, PAUSING)[0]
-        assert not messages(high, PAUSING), high.log_tail(20)
-        # One KopfPeering per watched namespace (the test's and the runtime namespace), both
-        # replicas keep-alive in each.
-        for ns in (namespace, RUNTIME_NS):
-            seen = wait_for(
-                functools.partial(both_listed, ns),
-                15,
-                f"both replicas in KopfPeering {ns}/{peering}",
-                describe=functools.partial(peers, ns),
-            )
-            assert seen[high_id]["priority"] == 200 and seen[low_id]["priority"] == 100
-            assert seen[high_id]["lifetime"] == LIFETIME
+        # ... then the higher-priority pod joins and the first one pauses in its favour.
+        active.start()
 
-        # Only the active replica handles a new VehiclePool.
+        def peers() -> dict[str, Any]:
+            obj = rig.custom.get_namespaced_custom_object(
+                PEERING_GROUP, PEERING_VERSION, namespace, "kopfpeerings", "tokenfleet"
+            )
+            return dict(obj.get("status") or {})
+
+        seen = wait_for(
+            lambda: peers() if set(priority) <= set(peers()) else None,
+            30,
+            "both replicas in the KopfPeering",
+            describe=peers,
+        )
+        for name, value in priority.items():
+            assert seen[name]["priority"] == value and seen[name]["lifetime"] == LIFETIME
+        wait_for(
+            lambda: messages(standby, PAUSING),
+            30,
+            "the lower-priority replica to pause",
+            describe=lambda: standby.log_tail(20),
+        )
+        assert active.pod_name in messages(standby, PAUSING)[-1]
+
         first = rig.create_pool("pool-a")
         wait_for(
-            lambda: handled(high, "VehiclePool", first),
+            lambda: handled(active, "VehiclePool", first),
             30,
             f"the active replica on {first}",
-            describe=lambda: high.log_tail(20),
+            describe=lambda: active.log_tail(20),
         )
         wait_for(
             lambda: (
@@ -197,44 +219,35 @@ def test_two_replicas_one_active_and_the_standby_takes_over(
             30,
             f"status of VehiclePool {first}",
         )
-        time.sleep(1)
-        assert not handled(low, "VehiclePool", first), "the standby handled an object"
+        assert not messages(active, PAUSING), active.log_tail(20)
+        assert not handled(standby, "VehiclePool", first), "the standby handled an object"
 
-        # SIGKILL the active replica: it cannot say goodbye; its lease runs out after LIFETIME.
-        resumed = len(messages(low, RESUMING))
-        high.kill()
+        # SIGKILL the active one (no goodbye); the standby takes over after LIFETIME.
+        resumed = len(messages(standby, RESUMING))
+        active.kill()
         killed = time.monotonic()
-        # one resume per watched namespace (each has its own KopfPeering)
-        wait_for(
-            lambda: len(messages(low, RESUMING)) >= resumed + 2,
-            LIFETIME + 20,
-            "the standby to take over",
-            describe=lambda: low.log_tail(20),
-        )
-        took = time.monotonic() - killed
-        assert took <= LIFETIME + 10, f"takeover took {took:.1f} s"
         second = rig.create_pool("pool-b")
         wait_for(
-            lambda: handled(low, "VehiclePool", second),
-            30,
-            f"the new leader on {second}",
-            describe=lambda: low.log_tail(20),
+            lambda: (
+                rig.custom.get_cluster_custom_object(GROUP, VERSION, "vehiclepools", second)
+                .get("status", {})
+                .get("observedGeneration")
+            ),
+            LIFETIME + 30,
+            f"the standby to reconcile {second}",
+            describe=lambda: standby.log_tail(20),
         )
-        # The dead peer is cleaned out of the peering status by the survivor.
-        wait_for(
-            lambda: high_id not in peers(namespace),
-            15,
-            "the dead replica to be dropped",
-            describe=lambda: peers(namespace),
+        reconciled = time.monotonic() - killed
+        assert len(messages(standby, RESUMING)) > resumed, standby.log_tail(20)
+        assert handled(standby, "VehiclePool", second)
+        # documented: within operator.peeringLifetimeSeconds plus a few seconds
+        assert reconciled <= LIFETIME + 10, f"failover took {reconciled:.1f} s"
+        print(
+            f"\nHA failover: active SIGKILLed -> standby reconciled a new VehiclePool in "
+            f"{reconciled:.1f} s (peeringLifetimeSeconds={LIFETIME})"
         )
-        assert low.alive(), low.log_tail(40)
+        assert standby.alive(), standby.log_tail(40)
     finally:
-        low.stop()
-        high.stop()
-        try:
-            rig.custom.delete_namespaced_custom_object(
-                PEERING_GROUP, PEERING_VERSION, RUNTIME_NS, "kopfpeerings", peering
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        for op in ops:
+            op.stop()
+        helm(fleet, "uninstall", release, "-n", namespace, "--wait", check=False)

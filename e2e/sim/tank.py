@@ -13,6 +13,13 @@ and a control API for other processes (the e2e tests, ``make dev``)::
     GET   /_sim/tanks/T    -> the tank's settable state as JSON
     PATCH /_sim/tanks/T    <- JSON object of fields to set (see :class:`TankState`)
 
+Authentication, per tank, as a BMC does (DMTF DSP0266): set ``username``/``password`` on a tank
+and its resources answer 401 unless the request carries HTTP Basic credentials or the
+``X-Auth-Token`` of a session made with ``POST /redfish/v1/SessionService/Sessions``
+(``{"UserName", "Password"}`` -> 201, ``X-Auth-Token`` and ``Location`` headers; ``DELETE`` the
+Location ends it). Changing a tank's password ends its user's sessions. ``session_logins`` counts
+logins, ``unauthorized`` counts 401s. ``TankSimulator(ssl_context=...)`` serves https.
+
 Readings are stored raw: set any JSON value (a number, ``"garbage"``, ``float("nan")`` which is
 served as the JSON extension ``NaN``, ``None``), or list property names in ``missing`` to omit
 them. ``http_status`` != 200 makes every resource of the tank fail, ``delay_seconds`` delays them.
@@ -29,11 +36,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import json
+import secrets
+import ssl
 import sys
 import threading
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -43,6 +54,7 @@ from aiohttp import web
 
 ROOT = "/redfish/v1"
 UNITS = f"{ROOT}/ThermalEquipment/ImmersionUnits"
+SESSIONS = f"{ROOT}/SessionService/Sessions"
 LEAK_STATES = ("OK", "Warning", "Critical")
 
 
@@ -69,6 +81,9 @@ class TankState:
     inline_detectors: bool = False
     """Serve detector states inline in the collection instead of as links."""
     connector_id: str = "1"
+    username: str | None = None
+    """With ``password``: the credentials the tank's resources require (None: open)."""
+    password: str | None = None
     requests: int = 0
     """Number of HTTP requests served for this tank (read-only counter)."""
 
@@ -95,13 +110,25 @@ def _sensor(state: TankState, prop: str, value: Any, unit_path: str) -> dict[str
 class TankSimulator:
     """The simulator server. ``start()``/``stop()`` or ``async with``; ``url`` once started."""
 
-    def __init__(self, tanks: Iterable[str], *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        tanks: Iterable[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the simulator listens on loopback only")
         self.tanks: dict[str, TankState] = {t: TankState(unit_id=t) for t in tanks}
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
+        self.sessions: dict[str, tuple[str, str]] = {}
+        """Session id -> (token, username)."""
+        self.session_logins = 0
+        self.unauthorized = 0
 
     # ---- Python control API --------------------------------------------------------------
     def tank(self, unit_id: str) -> TankState:
@@ -117,6 +144,10 @@ class TankSimulator:
         unknown = set(fields) - allowed
         if unknown:
             raise TypeError(f"unknown tank fields: {sorted(unknown)}")
+        if "password" in fields and fields["password"] != state.password:
+            # a changed password ends the user's sessions (as BMCs do)
+            user = fields.get("username", state.username)
+            self.sessions = {k: v for k, v in self.sessions.items() if v[1] != user}
         for name, value in fields.items():
             setattr(state, name, value)
         return state
@@ -128,7 +159,8 @@ class TankSimulator:
     def url(self) -> str:
         if self._runner is None:
             raise RuntimeError("simulator not started")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     # ---- server --------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -141,6 +173,8 @@ class TankSimulator:
         app.router.add_get(UNITS + "/{unit}/LeakDetection", self._leak_detection)
         app.router.add_get(UNITS + "/{unit}/LeakDetection/LeakDetectors", self._detectors)
         app.router.add_get(UNITS + "/{unit}/LeakDetection/LeakDetectors/{d}", self._detector)
+        app.router.add_post(SESSIONS, self._login)
+        app.router.add_delete(SESSIONS + "/{id}", self._logout)
         app.router.add_get("/_sim/tanks/{unit}", self._sim_get)
         app.router.add_patch("/_sim/tanks/{unit}", self._sim_patch)
         return app
@@ -148,7 +182,7 @@ class TankSimulator:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None
@@ -283,11 +317,55 @@ class TankSimulator:
             }
         )
 
+    async def _login(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.text())
+        except ValueError:
+            return self._json({"error": "body is not JSON"}, status=400)
+        user, password = body.get("UserName"), body.get("Password")
+        if not any(
+            t.username is not None and (t.username, t.password) == (user, password)
+            for t in self.tanks.values()
+        ):
+            self.unauthorized += 1
+            return self._json({"error": "bad credentials"}, status=401)
+        self.session_logins += 1
+        session_id, token = uuid.uuid4().hex[:8], secrets.token_hex(16)
+        self.sessions[session_id] = (token, str(user))
+        location = f"{SESSIONS}/{session_id}"
+        return web.Response(
+            status=201,
+            text=_dumps({"@odata.id": location, "Id": session_id, "UserName": user}),
+            content_type="application/json",
+            headers={"X-Auth-Token": token, "Location": location},
+        )
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        if self.sessions.pop(request.match_info["id"], None) is None:
+            raise web.HTTPNotFound()
+        return web.Response(status=204)
+
+    def _authorized(self, request: web.Request, state: TankState) -> bool:
+        if state.username is None:
+            return True
+        token = request.headers.get("X-Auth-Token")
+        if token is not None:
+            return (token, state.username) in self.sessions.values()
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        try:
+            pair = base64.b64decode(encoded, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return scheme == "Basic" and pair == f"{state.username}:{state.password}"
+
     async def _guarded(self, request: web.Request) -> TankState:
         unit = request.match_info["unit"]
         state = self.tanks.get(unit)
         if state is None:
             raise web.HTTPNotFound(text=f"no ImmersionUnit {unit!r}")
+        if not self._authorized(request, state):
+            self.unauthorized += 1
+            raise _SimulatedFailure(401)
         state.requests += 1
         if state.delay_seconds:
             await asyncio.sleep(state.delay_seconds)
@@ -334,8 +412,10 @@ async def _failures(
 class ThreadedTankSimulator:
     """:class:`TankSimulator` on its own event loop in a daemon thread (for sync tests)."""
 
-    def __init__(self, tanks: Iterable[str], *, port: int = 0) -> None:
-        self.sim = TankSimulator(tanks, port=port)
+    def __init__(
+        self, tanks: Iterable[str], *, port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.sim = TankSimulator(tanks, port=port, ssl_context=ssl_context)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 

@@ -9,18 +9,36 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from tokenfleet import __version__
+
+
+def repo_root() -> Path:
+    """The source tree's root (crds/ and charts/), from any working directory: the nearest
+    ancestor of the current directory holding both, else the one this package was installed
+    from (an editable install)."""
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents, Path(__file__).resolve().parents[2]):
+        if (candidate / "crds").is_dir() and (candidate / "charts" / "tokenfleet").is_dir():
+            return candidate
+    return here
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenfleet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     crds = sub.add_parser("crds", help="write the CRD YAML in crds/ from the API models")
-    crds.add_argument("--out", default="crds", help="output directory (default: crds)")
+    crds.add_argument(
+        "--out", default=None, help="output directory (default: crds/ of the source tree)"
+    )
     crds.add_argument(
         "--chart-dir",
-        default="charts/tokenfleet/templates/crds",
-        help="the Helm chart's CRD templates (default: %(default)s; empty to skip)",
+        default=None,
+        help="the Helm chart's CRD templates (default: charts/tokenfleet/templates/crds of the "
+        "source tree; empty to skip)",
     )
     crds.add_argument(
         "--check",
@@ -33,7 +51,13 @@ def _build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch a namespace")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces")
     run.add_argument("--peering", default=None, help="kopf peering name (HA); standalone if unset")
-    run.add_argument("--priority", type=int, default=0, help="peering priority")
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (the highest live one is active); default: derived from the "
+        "peer identity (POD_ID, the pod name in the chart), so every replica's differs",
+    )
     run.add_argument(
         "--runtime-namespace",
         default=None,
@@ -42,6 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port")
     run.add_argument("--metrics-address", default="0.0.0.0", help="Prometheus metrics address")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness URL")
+    run.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig (default: $KUBECONFIG, else in-cluster)"
+    )
     run.add_argument("--log-format", choices=["plain", "json"], default="json")
     run.add_argument("--verbose", action="store_true")
 
@@ -62,8 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "crds":
         from tokenfleet.api.crdgen import crds_command
 
-        return crds_command(out_dir=args.out, check=args.check, chart_dir=args.chart_dir)
+        root = repo_root()
+        out = args.out if args.out is not None else str(root / "crds")
+        chart = (
+            args.chart_dir
+            if args.chart_dir is not None
+            else str(root / "charts" / "tokenfleet" / "templates" / "crds")
+        )
+        return crds_command(out_dir=out, check=args.check, chart_dir=chart)
     if args.command == "run":
+        import os
+
+        if args.kubeconfig:  # before the client is imported: it reads $KUBECONFIG at import
+            os.environ["KUBECONFIG"] = args.kubeconfig
         from tokenfleet.controllers.main import run_command
 
         return run_command(args)

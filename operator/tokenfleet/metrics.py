@@ -120,6 +120,27 @@ def reconcile_timer(kind: str) -> Iterator[dict[str, str]]:
         RECONCILE_DURATION.labels(kind=kind, result=outcome["result"]).observe(elapsed)
 
 
+BUILD_INFO = Gauge(
+    "tokenfleet_build_info",
+    "Always 1; the running operator's version and its Python and kopf versions as labels.",
+    ["version", "python", "kopf"],
+)
+
+
+def record_build_info() -> None:
+    """Set ``tokenfleet_build_info{version,python,kopf} 1`` (called by ``tokenfleet run``)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tokenfleet import __version__
+
+    try:
+        kopf_version = version("kopf")
+    except PackageNotFoundError:  # pragma: no cover - kopf is a dependency
+        kopf_version = "unknown"
+    BUILD_INFO.labels(__version__, platform.python_version(), kopf_version).set(1)
+
+
 def serve(port: int, address: str = "0.0.0.0") -> None:
     """Expose the default registry over HTTP (a daemon thread). Port 0 disables it."""
     if port > 0:

@@ -65,3 +65,26 @@ def test_kstatus_conditions_map_to_argocd_health(
     got_status, got_message = health(obj)
     assert got_status == status
     assert message in got_message
+
+
+def pool(reason: str, ready: str = "False") -> dict[str, Any]:
+    obj = job(1, 1, ("Ready", ready, reason))
+    obj["kind"] = "VehiclePool"
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("obj", "status"),
+    [
+        # cars away or charging (the daytime norm), or none yet: not an outage
+        (pool("NoEligibleVehicles"), "Healthy"),
+        (pool("NoVehicles"), "Healthy"),
+        (pool("VehiclesEligible", "True"), "Healthy"),
+        (pool("Cordoned"), "Suspended"),
+        (pool("InvalidSpec"), "Degraded"),
+        # only pools: a job with no eligible node is still Degraded
+        (job(1, 1, ("Ready", "False", "NoEligibleVehicles")), "Degraded"),
+    ],
+)
+def test_pool_health_does_not_follow_the_cars(obj: dict[str, Any], status: str) -> None:
+    assert health(obj)[0] == status

@@ -101,3 +101,16 @@ def test_same_status_ignores_nothing_it_sets() -> None:
     assert _same_status(current, {"readyReplicas": 1, "shortfallReason": "X"})
     assert not _same_status(current, {"readyReplicas": 2, "shortfallReason": "X"})
     assert not _same_status(current, {"readyReplicas": 1, "shortfallReason": None})
+
+
+def test_runtime_ports_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the chart passes runtime.httpPort/grpcPort/metricsPort as these
+    default = OperatorConfig.from_env()
+    assert (default.runtime_http_port, default.runtime_grpc_port) == (8000, 8001)
+    assert default.runtime_metrics_port == 8002
+    monkeypatch.setenv("TOKENFLEET_RUNTIME_HTTP_PORT", "9000")
+    monkeypatch.setenv("TOKENFLEET_RUNTIME_GRPC_PORT", "9001")
+    monkeypatch.setenv("TOKENFLEET_RUNTIME_METRICS_PORT", "9102")
+    config = OperatorConfig.from_env()
+    assert (config.runtime_http_port, config.runtime_grpc_port) == (9000, 9001)
+    assert config.runtime_metrics_port == 9102

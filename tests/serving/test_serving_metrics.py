@@ -73,3 +73,22 @@ def test_default_metrics_url_is_http_port_plus_two() -> None:
     assert default_metrics_url("127.0.0.1:41000") == "http://127.0.0.1:41002/metrics"
     assert default_metrics_url("10.1.0.5:8000") == "http://10.1.0.5:8002/metrics"
     assert default_metrics_url("[fd00::1]:8000") == "http://[fd00::1]:8002/metrics"
+
+
+def test_metrics_url_follows_the_configured_port_offset() -> None:
+    # the chart's runtime.metricsPort - runtime.httpPort (e.g. 9000 / 9102)
+    assert default_metrics_url("10.1.0.5:9000", 102) == "http://10.1.0.5:9102/metrics"
+    assert default_metrics_url("127.0.0.1:41000", -1) == "http://127.0.0.1:40999/metrics"
+    from tokenfleet.serving import EndpointError
+
+    with pytest.raises(EndpointError, match="metrics port 70000"):
+        default_metrics_url("10.1.0.5:65000", 5000)
+
+
+async def test_pool_clients_use_the_pool_metrics_offset() -> None:
+    from tokenfleet.serving.runtime import RuntimePool
+
+    async with RuntimePool(metrics_offset=102) as pool:
+        assert pool.get("10.1.0.5:9000").metrics_url == "http://10.1.0.5:9102/metrics"
+        explicit = pool.get("10.1.0.6:9000", metrics_url="http://10.1.0.6:1/metrics")
+        assert explicit.metrics_url == "http://10.1.0.6:1/metrics"

@@ -219,3 +219,13 @@ def test_labels_pass_kubernetes_validation(job_name: str) -> None:
             assert len(value) <= 63 and _LABEL_VALUE.match(value), (key, value)
         limit = 63 if obj["kind"] == "Service" else 253  # DNS-1035 label / DNS subdomain
         assert len(obj["metadata"]["name"]) <= limit
+
+
+def test_service_and_slice_carry_the_configured_runtime_ports() -> None:
+    svc = build_service(JOB, http_port=9000, grpc_port=9001)
+    assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
+        ("http", 9000, 9000),
+        ("grpc", 9001, 9001),
+    ]
+    es = build_endpoint_slice(JOB, REPLICAS, http_port=9000, grpc_port=9001)
+    assert [(p["name"], p["port"]) for p in es["ports"]] == [("http", 9000), ("grpc", 9001)]

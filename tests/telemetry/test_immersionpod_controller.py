@@ -291,6 +291,12 @@ async def test_invalid_spec(sim: TankSimulator) -> None:
     assert h.events[0][0] == "InvalidSpec"
     assert await h.tick(1.0) is None
     assert sim.tank("tank-a").requests == 0
+    # permanent until the spec changes: Stalled (kstatus Failed, Argo CD Degraded)
+    assert h.condition("Stalled") == ("True", "InvalidSpec")
+    h.spec["power"] = {"capacityKW": 180, "safetyMarginPercent": 10}
+    assert await h.tick(1.0, generation=2) is not None
+    assert h.condition("Ready") == ("True", "Accepting")
+    assert get_condition(h.status["conditions"], "Stalled") is None
 
 
 def test_needs_write_deadbands() -> None:
@@ -537,3 +543,92 @@ async def test_acknowledgement_on_an_invalid_spec_is_left_for_later(sim: TankSim
     await h.tick(1.0, ack="dave", version="7")
     assert h.poller.handled_ack == ("dave", "7")  # now handled: the timer removes it
     assert h.infos[-1][0] == "LeakAcknowledged"
+
+
+async def test_tank_with_credentials_secret_reads_them_on_every_poll(sim: TankSimulator) -> None:
+    """Basic auth, then a rotated password: the poller asks for the Secret on each poll, so a
+    rotation is used from the next poll on; a missing Secret is named in the condition."""
+    from tokenfleet.telemetry.immersion import RedfishCredentials, RedfishError
+
+    sim.set("tank-a", username="op", password="one")
+    secret: dict[str, str | None] = {"password": "one"}
+    asked: list[tuple[str, bool]] = []
+
+    async def load(name: str, session: bool) -> RedfishCredentials:
+        asked.append((name, session))
+        if secret["password"] is None:
+            raise RedfishError(f"credentials Secret tokenfleet-system/{name} not found")
+        return RedfishCredentials(username="op", password=secret["password"], session=session)
+
+    redfish = {
+        "endpoint": sim.url,
+        "unitId": "tank-a",
+        "timeoutSeconds": 1,
+        "credentialsSecretName": "tank-a-bmc",
+    }
+    telemetry = {"source": "Redfish", "redfish": redfish, "pollIntervalSeconds": 15}
+    h = Harness(sim, telemetry={**telemetry, "staleAfterSeconds": 60})
+    h.poller.credentials = load
+    await h.tick()
+    assert h.condition("Ready") == ("True", "Accepting")
+    assert asked == [("tank-a-bmc", False)]
+
+    sim.set("tank-a", password="two")  # rotated on the BMC first: 401 until the Secret follows
+    await h.tick(15)
+    assert any("HTTP 401" in m for r, m in h.events if r == "TelemetryUnreachable")
+    secret["password"] = "two"
+    await h.tick(15)
+    assert h.poller.outcome.error is None
+    assert h.condition("Ready") == ("True", "Accepting")
+
+    secret["password"] = None
+    await h.tick(61)
+    assert h.condition("TelemetryFresh")[1] == "TelemetryUnreachable"
+    fresh = get_condition(h.status["conditions"], "TelemetryFresh")
+    assert fresh is not None and "tokenfleet-system/tank-a-bmc not found" in fresh["message"]
+
+
+async def test_session_auth_keeps_one_session_across_polls(sim: TankSimulator) -> None:
+    from tokenfleet.telemetry.immersion import RedfishCredentials
+
+    sim.set("tank-a", username="op", password="pw")
+
+    async def load(name: str, session: bool) -> RedfishCredentials:
+        return RedfishCredentials(username="op", password="pw", session=session)
+
+    redfish = {
+        "endpoint": sim.url,
+        "unitId": "tank-a",
+        "credentialsSecretName": "bmc",
+        "authMethod": "Session",
+    }
+    h = Harness(
+        sim,
+        telemetry={
+            "source": "Redfish",
+            "redfish": redfish,
+            "pollIntervalSeconds": 15,
+            "staleAfterSeconds": 60,
+        },
+    )
+    h.poller.credentials = load
+    for _ in range(4):
+        await h.tick(15)
+    assert h.condition("Ready") == ("True", "Accepting")
+    assert sim.session_logins == 1 and sim.unauthorized == 0
+
+
+async def test_tank_naming_a_secret_without_a_reader_is_unreachable(sim: TankSimulator) -> None:
+    redfish = {"endpoint": sim.url, "unitId": "tank-a", "credentialsSecretName": "bmc"}
+    h = Harness(
+        sim,
+        telemetry={
+            "source": "Redfish",
+            "redfish": redfish,
+            "pollIntervalSeconds": 15,
+            "staleAfterSeconds": 60,
+        },
+    )
+    await h.tick()
+    assert h.condition("Ready")[0] == "False"
+    assert any("no Secret reader" in m for _, m in h.events)

@@ -45,3 +45,39 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "tokenfleet.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+The operator's rules on namespaced kinds (a ClusterRole's when it watches all namespaces, else a
+Role's in each watched namespace). Args: ha (peering on), peering (the kopf peering plural).
+*/}}
+{{- define "tokenfleet.namespacedRules" -}}
+# Events on the objects it handles (kopf posts them with create).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+# InferenceJobs: watched, finalized and annotated by kopf, status written by the job daemon.
+- apiGroups: [tokenfleet.io]
+  resources: [inferencejobs]
+  verbs: [list, watch, patch]
+- apiGroups: [tokenfleet.io]
+  resources: [inferencejobs/status]
+  verbs: [patch]
+# Runtime pods: each node's Triton address (a kopf index; the pod watch is label-filtered).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
+# Routing: one selector-less Service and EndpointSlice per InferenceJob (read, created, patched;
+# deleted by the garbage collector with the job).
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, create, patch]
+{{- if .ha }}
+# kopf peering (HA): the operator creates its peering object and keeps alive in its status.
+- apiGroups: [kopf.dev]
+  resources: [{{ .peering }}]
+  verbs: [list, watch, patch, create]
+{{- end }}
+{{- end }}

@@ -93,6 +93,16 @@ class TelemetrySource(StrEnum):
     NODE_ANNOTATIONS = "NodeAnnotations"
 
 
+class RedfishAuthMethod(StrEnum):
+    """How the operator authenticates to a Redfish service (DMTF DSP0266 §13)."""
+
+    BASIC = "Basic"
+    """HTTP Basic authentication on every request."""
+    SESSION = "Session"
+    """A session from ``POST /redfish/v1/SessionService/Sessions``; its ``X-Auth-Token`` is sent
+    on every request and renewed when the service answers 401."""
+
+
 class LeakAction(StrEnum):
     """What the operator does to the tank's nodes when a leak detector reports Critical."""
 
@@ -225,8 +235,13 @@ class RedfishSpec(WireModel):
     connector_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/\s]+$")] = "1"
     """PrimaryCoolantConnectors/{connectorId}."""
     credentials_secret_name: Name | None = None
-    """Secret (in the operator's namespace) with `username` and `password` keys, if the
-    endpoint needs basic auth."""
+    """Secret in the operator's namespace (the chart's release namespace) with `username` and
+    `password` keys for an endpoint that needs authentication, and optionally `ca.crt`, a PEM
+    bundle of the CAs to trust for an https endpoint. Read on every poll, so a rotated Secret is
+    used from the next poll on."""
+    auth_method: RedfishAuthMethod = RedfishAuthMethod.BASIC
+    """How the credentials are used: Basic (HTTP basic auth) or Session (a Redfish session's
+    X-Auth-Token). Ignored without credentialsSecretName."""
     timeout_seconds: Annotated[int, Field(ge=1, le=60)] = 5
     """Per-request timeout, seconds."""
 

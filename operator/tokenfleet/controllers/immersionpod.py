@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,17 +46,36 @@ import kopf
 from pydantic import ValidationError
 
 from tokenfleet.api import parse_immersionpod_spec
-from tokenfleet.api.conditions import rfc3339, set_condition
-from tokenfleet.api.models import GROUP, VERSION, ImmersionPodSpec, LeakSeverity, TelemetrySource
+from tokenfleet.api.conditions import (
+    STALLED,
+    remove_condition,
+    rfc3339,
+    set_condition,
+    set_kstatus,
+)
+from tokenfleet.api.models import (
+    GROUP,
+    VERSION,
+    ImmersionPodSpec,
+    LeakSeverity,
+    RedfishAuthMethod,
+    RedfishSpec,
+    TelemetrySource,
+)
+from tokenfleet.controllers import events
 from tokenfleet.controllers.nodes import ServingReplica, select_nodes
 from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED
 from tokenfleet.telemetry.immersion import (
     F_LEAK,
     LeakState,
     RedfishClient,
+    RedfishCredentials,
     RedfishError,
+    SessionTokens,
     TankReading,
     compute_headroom,
+    credentials_from_secret,
+    ssl_context,
 )
 from tokenfleet.telemetry.metrics import (
     TANK_HEADROOM,
@@ -110,6 +130,9 @@ _MEASURED: Final = (
     "returnTempC",
     "flowLitersPerMinute",
 )
+
+CredentialsLoader = Callable[[str, bool], Awaitable[RedfishCredentials]]
+"""(Secret name, session auth?) -> the credentials in it; raises :class:`RedfishError`."""
 
 Warn = Callable[[str, str], None]
 """(reason, message) -> post a Warning Event on the ImmersionPod."""
@@ -350,7 +373,8 @@ def desired_status(
         conditions = set_condition(
             conditions, type_, value, reason, message, observed_generation=generation, now=now
         )
-    status["conditions"] = conditions
+    # a valid spec is not stalled (InvalidSpec / an unsupported source set it)
+    status["conditions"] = remove_condition(conditions, STALLED)
     return status
 
 
@@ -444,6 +468,12 @@ class TankPoller:
     """``latchedAt`` of the latch this poller cleared (a stale body still showing it is ignored)."""
     handled_ack: tuple[str, str | None] | None = None
     """(annotation value, resourceVersion) of the acknowledgement last handled."""
+    credentials: CredentialsLoader | None = None
+    """Reads ``spec.telemetry.redfish.credentialsSecretName`` (on every poll: a rotated Secret
+    is used from the next poll on); ``None``: a tank that names a Secret cannot be read."""
+    tokens: SessionTokens = field(default_factory=SessionTokens)
+    """Redfish session tokens of this tank (authMethod Session), kept across polls."""
+    _tls: tuple[str, ssl.SSLContext] | None = None
 
     def due(self) -> bool:
         return self.monotonic() >= self.next_poll
@@ -456,23 +486,27 @@ class TankPoller:
             self.outcome = PollOutcome(None, "spec.telemetry.redfish is not set", self.clock())
             return
         session = await self.session() if self.session is not None else None
-        client = RedfishClient(
-            redfish.endpoint,
-            redfish.unit_id,
-            redfish.connector_id,
-            session=session,
-            timeout_s=float(redfish.timeout_seconds),
-            clock=self.clock,
-        )
+        try:
+            credentials, tls = await self._credentials(redfish)
+            client = RedfishClient(
+                redfish.endpoint,
+                redfish.unit_id,
+                redfish.connector_id,
+                session=session,
+                timeout_s=float(redfish.timeout_seconds),
+                clock=self.clock,
+                credentials=credentials,
+                tokens=self.tokens,
+                tls=tls,
+            )
+        except RedfishError as error:
+            self._poll_failed(error)
+            return
         try:
             reading = await client.read()
         except RedfishError as error:
-            TELEMETRY_POLLS.labels(self.name, "error").inc()
             # keep the last good reading: it stays valid until it is older than staleAfter
-            self.outcome = PollOutcome(self.outcome.reading, str(error), self.clock())
-            if self.reported_error != str(error):
-                self.warn("TelemetryUnreachable", str(error)[:1000])
-                self.reported_error = str(error)
+            self._poll_failed(error)
             return
         finally:
             await client.close()
@@ -495,6 +529,33 @@ class TankPoller:
         if reading.leak_state.is_leak and not self.was_leaking:
             self.warn("LeakDetected", f"leak {reading.leak_state.value}: {_leak_message(reading)}")
         self.was_leaking = reading.leak_state.is_leak
+
+    def _poll_failed(self, error: RedfishError) -> None:
+        TELEMETRY_POLLS.labels(self.name, "error").inc()
+        self.outcome = PollOutcome(self.outcome.reading, str(error), self.clock())
+        if self.reported_error != str(error):
+            self.warn("TelemetryUnreachable", str(error)[:1000])
+            self.reported_error = str(error)
+
+    async def _credentials(
+        self, redfish: RedfishSpec
+    ) -> tuple[RedfishCredentials | None, ssl.SSLContext | None]:
+        """The tank's credentials and TLS context, read now. Raises :class:`RedfishError`."""
+        name = redfish.credentials_secret_name
+        if name is None:
+            return None, None
+        if self.credentials is None:
+            raise RedfishError(f"credentials Secret {name!r}: no Secret reader configured")
+        session = redfish.auth_method is RedfishAuthMethod.SESSION
+        credentials = await self.credentials(name, session)
+        if not credentials.ca_pem:
+            return credentials, None
+        if self._tls is None or self._tls[0] != credentials.ca_pem:
+            try:
+                self._tls = (credentials.ca_pem, ssl_context(credentials.ca_pem))
+            except ValueError as error:
+                raise RedfishError(f"credentials Secret {name!r}: {error}") from error
+        return credentials, self._tls[1]
 
     async def tick(
         self,
@@ -520,12 +581,13 @@ class TankPoller:
             if self.reported_spec_error != message:
                 self.warn("InvalidSpec", message)
                 self.reported_spec_error = message
-            conditions = set_condition(
+            # a permanent failure until the spec changes: Stalled (kstatus Failed, Argo Degraded)
+            conditions = set_kstatus(
                 status.get("conditions"),
-                CONDITION_READY,
-                False,
-                "InvalidSpec",
-                message,
+                ready=False,
+                reason="InvalidSpec",
+                message=message,
+                stalled=True,
                 observed_generation=generation,
                 now=self.clock(),
             )
@@ -636,6 +698,14 @@ class TankPoller:
             conditions = set_condition(
                 conditions, type_, value, reason, message, observed_generation=generation
             )
+        conditions = set_condition(
+            conditions,
+            STALLED,
+            True,
+            "UnsupportedTelemetrySource",
+            "telemetry.source NodeAnnotations is not implemented: change it to Redfish",
+            observed_generation=generation,
+        )
         if _conditions_key(conditions) == _conditions_key(status.get("conditions")):
             return None
         return {"observedGeneration": generation, "conditions": conditions}
@@ -688,6 +758,33 @@ async def shared_session() -> aiohttp.ClientSession:
     return _session
 
 
+async def load_credentials(name: str, session: bool) -> RedfishCredentials:
+    """Read a tank's credentials Secret from the operator's namespace (``--runtime-namespace``,
+    the chart's release namespace). Raises :class:`RedfishError` naming the Secret."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from tokenfleet.controllers import kube
+    from tokenfleet.controllers.settings import get_config
+
+    namespace = get_config().runtime_namespace
+    where = f"{namespace}/{name}"
+    try:
+        secret = await kube.read_secret(namespace, name)
+    except ApiException as error:
+        raise RedfishError(
+            f"credentials Secret {where}: HTTP {error.status} {error.reason}"
+        ) from error
+    except HTTPError as error:
+        raise RedfishError(f"credentials Secret {where}: {error}") from error
+    if secret is None:
+        raise RedfishError(f"credentials Secret {where} not found")
+    try:
+        return credentials_from_secret(secret, session=session, where=where)
+    except ValueError as error:
+        raise RedfishError(str(error)) from error
+
+
 @kopf.on.cleanup(id="immersionpod_close_session")
 async def close_session(**_: Any) -> None:
     global _session
@@ -737,13 +834,20 @@ async def immersionpod_telemetry(
     if not isinstance(poller, TankPoller):
 
         def warn(reason: str, message: str) -> None:
-            kopf.warn(body, reason=reason, message=message)
+            # cluster-scoped: posted so that `kubectl describe immersionpod` shows it
+            events.post(memo, body, "Warning", reason, message)
 
         def info(reason: str, message: str) -> None:
             # kopf.info would be dropped at posting.level WARNING: this one is for people
-            kopf.event(body, type="Normal", reason=reason, message=message)
+            events.post(memo, body, "Normal", reason, message)
 
-        poller = TankPoller(name=name, warn=warn, info=info, session=shared_session)
+        poller = TankPoller(
+            name=name,
+            warn=warn,
+            info=info,
+            session=shared_session,
+            credentials=load_credentials,
+        )
         memo["tokenfleet_tank_poller"] = poller
     generation = meta.get("generation")
     nodes, replicas = count_tank(spec, kwargs)

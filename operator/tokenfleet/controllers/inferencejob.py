@@ -86,6 +86,7 @@ def runtime_pool(config: OperatorConfig | None = None) -> RuntimePool:
             load_timeout=config.load_timeout_seconds,
             max_concurrency=config.triton_concurrency,
             per_endpoint_concurrency=4,
+            metrics_offset=config.runtime_metrics_port - config.runtime_http_port,
         )
     return _POOL
 
@@ -636,11 +637,13 @@ class JobWorker:
                 self.namespace, f"{svc_name}-tokenfleet"
             )
             self.routing_loaded = True
-        service = build_service(ref)
+        ports = {"http_port": self.config.runtime_http_port}
+        ports["grpc_port"] = self.config.runtime_grpc_port
+        service = build_service(ref, **ports)
         if needs_update(self.live_service, service):
             self.live_service = await kube.apply_service(service, self.live_service is not None)
         try:
-            eps = build_endpoint_slice(ref, self._ready_replicas())
+            eps = build_endpoint_slice(ref, self._ready_replicas(), **ports)
         except RoutingError as exc:
             self.logger.warning("EndpointSlice not built: %s", exc)
             return

@@ -165,3 +165,20 @@ async def apply_endpoint_slice(body: dict[str, Any], exists: bool) -> dict[str, 
         patch,
         exists,
     )
+
+
+async def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
+    """GET one Secret (a tank's Redfish credentials; the chart grants ``get`` on Secrets in the
+    operator's own namespace only). ``None`` when it does not exist."""
+    return await _read(_api(kubernetes.client.CoreV1Api).read_namespaced_secret, namespace, name)
+
+
+async def create_event(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST one core/v1 Event (see :mod:`tokenfleet.controllers.events`)."""
+
+    def call() -> dict[str, Any]:
+        api = _api(kubernetes.client.CoreV1Api)
+        return _json(api.create_namespaced_event(namespace, body, _preload_content=False))
+
+    _count("events", "create")
+    return await asyncio.to_thread(call)

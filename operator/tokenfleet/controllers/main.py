@@ -7,8 +7,11 @@ registry), configures logging, starts the metrics endpoint and runs kopf until S
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import logging
+import os
+import socket
 import sys
 from typing import Any
 
@@ -20,6 +23,7 @@ from tokenfleet.controllers.settings import OperatorConfig, set_config
 #: Controller modules, in import order. Each registers its kopf handlers on import.
 CONTROLLER_MODULES = (
     "tokenfleet.controllers.settings",
+    "tokenfleet.controllers.events",
     "tokenfleet.controllers.nodes",
     "tokenfleet.controllers.immersionpod",
     "tokenfleet.controllers.vehiclepool",
@@ -57,6 +61,32 @@ def _namespaces(args: argparse.Namespace, config: OperatorConfig) -> tuple[bool,
 
 PEERING_GROUP = "kopf.dev"
 PEERING_VERSION = "v1"
+
+
+#: derived peering priorities lie in 1..PRIORITY_SPAN (an explicit ``--priority`` may be anything)
+PRIORITY_SPAN = 2**31 - 1
+
+
+def peer_identity() -> str:
+    """This replica's peer identity as kopf sees it: ``POD_ID`` (the chart sets it to the pod
+    name), else host and process id (a local run)."""
+    pod = os.environ.get("POD_ID", "").strip()
+    return pod or f"{socket.gethostname()}/{os.getpid()}"
+
+
+def peering_priority(explicit: int | None, identity: str) -> int:
+    """The kopf peering priority of this replica (pure).
+
+    kopf runs only the replica with the highest priority and pauses *every* replica that shares
+    the top priority ("Pausing all operators, including self"), so HA replicas need distinct
+    priorities. Unless ``--priority`` is given, it is derived from the peer identity (the pod
+    name, unique among live pods): a SHA-256 of it mapped into ``1..2**31-1``. Two pod names
+    collide with probability about 1 in 2**31 per pair.
+    """
+    if explicit is not None:
+        return explicit
+    digest = hashlib.sha256(identity.encode()).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % PRIORITY_SPAN
 
 
 class PeeringError(RuntimeError):
@@ -115,7 +145,54 @@ def ensure_peering(name: str, clusterwide: bool, namespaces: list[str]) -> list[
     return created
 
 
+def check_cluster(timeout: int = 10) -> str | None:
+    """``None`` when the Kubernetes API answers ``/version``; else one line saying why not
+    (no credentials, unreachable, refused)."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    kubeconfig = os.environ.get("KUBECONFIG") or None
+    try:
+        if kubeconfig is not None or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            path = kubeconfig or os.path.expanduser("~/.kube/config")
+            if not os.path.isfile(path):
+                raise ConfigException(f"kubeconfig {path} does not exist and not in a pod")
+            config.load_kube_config(config_file=path)
+        else:
+            config.load_incluster_config()
+    except ConfigException as exc:
+        return (
+            f"no Kubernetes credentials ({exc}); pass --kubeconfig, set KUBECONFIG or run "
+            f"in a pod with a ServiceAccount"
+        )
+    configuration: Any = client.Configuration
+    host = configuration.get_default_copy().host
+    api_client: Any = client.ApiClient()
+    try:
+        client.VersionApi(api_client).get_code(_request_timeout=timeout)
+    except ApiException as exc:
+        return f"the Kubernetes API at {host} answered {exc.status} {exc.reason}"
+    except (HTTPError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return f"cannot reach the Kubernetes API at {host}: {reason}"
+    finally:
+        api_client.close()
+    return None
+
+
 def run_command(args: argparse.Namespace) -> int:
+    kubeconfig = getattr(args, "kubeconfig", None)
+    if kubeconfig:
+        if not os.path.isfile(kubeconfig):
+            print(f"tokenfleet run: --kubeconfig {kubeconfig}: no such file", file=sys.stderr)
+            return 2
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf, the client and ensure_peering read it
+    problem = check_cluster()
+    if problem is not None:
+        print(f"tokenfleet run: {problem}", file=sys.stderr)
+        return 2
     config = OperatorConfig.from_env(
         runtime_namespace=getattr(args, "runtime_namespace", None),
     )
@@ -130,13 +207,19 @@ def run_command(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").addFilter(QuietPeriodicSuccess())
 
     load_controllers()
+    metrics.record_build_info()
     metrics.serve(int(args.metrics_port), str(args.metrics_address))
 
     clusterwide, namespaces = _namespaces(args, config)
     peering: str | None = args.peering
     kwargs: dict[str, Any] = {}
     if peering:
-        kwargs.update(standalone=False, peering_name=peering, priority=int(args.priority))
+        identity = peer_identity()
+        priority = peering_priority(getattr(args, "priority", None), identity)
+        kwargs.update(standalone=False, peering_name=peering, priority=priority)
+        logging.getLogger(__name__).info(
+            "peering %s as %s with priority %d", peering, identity, priority
+        )
         try:
             created = ensure_peering(peering, clusterwide, namespaces)
         except PeeringError as exc:

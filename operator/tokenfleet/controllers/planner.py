@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import kopf
 
 from tokenfleet import GROUP, metrics
+from tokenfleet.controllers import events
 from tokenfleet.controllers.nodes import RuntimePod, index_values
 from tokenfleet.controllers.settings import OperatorConfig, get_config
 from tokenfleet.controllers.snapshot import (
@@ -624,6 +625,7 @@ def node_changed(
     type: str | None,  # noqa: A002
     body: kopf.Body,
     nodes_by_name: Any = None,
+    memo: Any = None,
     **_: Any,
 ) -> None:
     planner = get_planner()
@@ -639,7 +641,7 @@ def node_changed(
     if previous is not None and previous == info:
         return
     _seen_nodes[name] = info
-    _report_problems(name, body, info, previous)
+    _report_problems(name, body, info, previous, memo)
     planner.signal("node", node=name, full=previous is None)
 
 
@@ -652,7 +654,9 @@ def _problems(info: NodeInfo | None) -> frozenset[str]:
     return frozenset(p.describe() for p in problems)
 
 
-def _report_problems(name: str, body: kopf.Body, info: NodeInfo, previous: NodeInfo | None) -> None:
+def _report_problems(
+    name: str, body: kopf.Body, info: NodeInfo, previous: NodeInfo | None, memo: Any = None
+) -> None:
     """A Warning Event on the Node when its set of rejected telemetry fields changes (the
     values are ignored as unknown; ``tokenfleet_telemetry_rejected_total`` counts them)."""
     now, before = _problems(info), _problems(previous)
@@ -660,7 +664,8 @@ def _report_problems(name: str, body: kopf.Body, info: NodeInfo, previous: NodeI
         message = "ignored telemetry (treated as unknown): " + "; ".join(sorted(now))
         log.warning("node %s: %s", name, message)
         with contextlib.suppress(Exception):
-            kopf.event(body, type="Warning", reason="TelemetryRejected", message=message[:1000])
+            # a Node is cluster-scoped: posted so that `kubectl describe node` shows it
+            events.post(memo, body, "Warning", "TelemetryRejected", message[:1000])
 
 
 def _signal_on_change(

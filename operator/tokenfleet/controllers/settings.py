@@ -76,6 +76,11 @@ class OperatorConfig:
     runtime_pod_label: str = "app.kubernetes.io/name=tokenfleet-runtime"
     #: Triton HTTP port on runtime pods (EndpointSlice port and pod-address control traffic)
     runtime_http_port: int = 8000
+    #: Triton gRPC port on runtime pods (the job Service's and EndpointSlice's ``grpc`` port)
+    runtime_grpc_port: int = 8001
+    #: Triton metrics port on runtime pods; a runtime endpoint HOST:PORT has its metrics on
+    #: HOST:(PORT + runtime_metrics_port - runtime_http_port)
+    runtime_metrics_port: int = 8002
     #: comma-separated CIDRs the operator may send control traffic to; empty: anywhere. The local
     #: fleet and the tests set 127.0.0.0/8, so a fake (kwok) pod address is never dialled.
     runtime_dial_networks: str = ""
@@ -113,6 +118,8 @@ class OperatorConfig:
             "runtime_namespace": _env_str("RUNTIME_NAMESPACE", d.runtime_namespace),
             "runtime_pod_label": _env_str("RUNTIME_POD_LABEL", d.runtime_pod_label),
             "runtime_http_port": int(_env_float("RUNTIME_HTTP_PORT", d.runtime_http_port)),
+            "runtime_grpc_port": int(_env_float("RUNTIME_GRPC_PORT", d.runtime_grpc_port)),
+            "runtime_metrics_port": int(_env_float("RUNTIME_METRICS_PORT", d.runtime_metrics_port)),
             "runtime_dial_networks": _env_str("RUNTIME_DIAL_NETWORKS", d.runtime_dial_networks),
             "watch_server_timeout_seconds": _env_float(
                 "WATCH_SERVER_TIMEOUT_SECONDS", d.watch_server_timeout_seconds

@@ -33,8 +33,9 @@ from typing import Any, Final
 import kopf
 from pydantic import ValidationError
 
-from tokenfleet.api.conditions import set_condition
+from tokenfleet.api.conditions import set_kstatus
 from tokenfleet.api.models import GROUP, VERSION
+from tokenfleet.controllers import events
 from tokenfleet.controllers.nodes import ServingReplica, select_nodes, serving_from_job
 from tokenfleet.controllers.poolstats import (
     EVICTIONS,
@@ -142,12 +143,11 @@ def pool_status(
         "vehicles": {"total": total, "eligible": eligible, "serving": serving_count},
         "ineligible": ineligible,
         "capacity": {"memoryMiB": memory, "tokensPerSecond": round(tokens, 2)},
-        "conditions": set_condition(
+        "conditions": set_kstatus(  # Ready; a valid spec is never Stalled
             conditions,
-            "Ready",
-            ready[0],
-            ready[1],
-            ready[2],
+            ready=ready[0],
+            reason=ready[1],
+            message=ready[2],
             observed_generation=generation,
             now=now,
         ),
@@ -221,16 +221,17 @@ async def vehiclepool_status(
         policy, selector, cordoned = pool_of(view)
     except (ValidationError, ValueError, TypeError) as error:
         message = str(error).splitlines()[0][:1000]
-        conditions = set_condition(
+        # a permanent failure until the spec changes: Stalled (kstatus Failed, Argo Degraded)
+        conditions = set_kstatus(
             status.get("conditions"),
-            "Ready",
-            False,
-            "InvalidSpec",
-            message,
+            ready=False,
+            reason="InvalidSpec",
+            message=message,
+            stalled=True,
             observed_generation=gen,
         )
         if _conditions_key(conditions) != _conditions_key(status.get("conditions")):
-            kopf.warn(body, reason="InvalidSpec", message=message)
+            events.post(memo, body, "Warning", "InvalidSpec", message)
             patch.status["observedGeneration"] = gen
             patch.status["conditions"] = conditions
         return

@@ -113,18 +113,23 @@ def job_owner_reference(job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ports() -> list[dict[str, Any]]:
+def _ports(http_port: int, grpc_port: int) -> list[dict[str, Any]]:
     return [
-        {"name": "http", "port": TRITON_HTTP_PORT, "protocol": "TCP"},
-        {"name": "grpc", "port": TRITON_GRPC_PORT, "protocol": "TCP"},
+        {"name": "http", "port": http_port, "protocol": "TCP"},
+        {"name": "grpc", "port": grpc_port, "protocol": "TCP"},
     ]
 
 
-def build_service(job: Mapping[str, Any]) -> dict[str, Any]:
+def build_service(
+    job: Mapping[str, Any],
+    *,
+    http_port: int = TRITON_HTTP_PORT,
+    grpc_port: int = TRITON_GRPC_PORT,
+) -> dict[str, Any]:
     """The job's selector-less ClusterIP Service (``job`` is the InferenceJob body).
 
-    Ports ``http`` 8000 → 8000 and ``grpc`` 8001 → 8001 (TCP); no selector, so Kubernetes
-    leaves its endpoints to the operator's EndpointSlice.
+    Ports ``http`` and ``grpc`` (the runtimes' ports, default 8000 and 8001; TCP, target = port);
+    no selector, so Kubernetes leaves its endpoints to the operator's EndpointSlice.
     """
     name, namespace, _ = _job_identity(job)
     return {
@@ -138,7 +143,7 @@ def build_service(job: Mapping[str, Any]) -> dict[str, Any]:
         },
         "spec": {
             "type": "ClusterIP",
-            "ports": [{**p, "targetPort": p["port"]} for p in _ports()],
+            "ports": [{**p, "targetPort": p["port"]} for p in _ports(http_port, grpc_port)],
         },
     }
 
@@ -161,7 +166,11 @@ def _check_ip(replica: ReadyReplica) -> str:
 
 
 def build_endpoint_slice(
-    job: Mapping[str, Any], replicas: Iterable[ReadyReplica]
+    job: Mapping[str, Any],
+    replicas: Iterable[ReadyReplica],
+    *,
+    http_port: int = TRITON_HTTP_PORT,
+    grpc_port: int = TRITON_GRPC_PORT,
 ) -> dict[str, Any]:
     """The job's EndpointSlice: one endpoint per replica, sorted by (node, IP, pod).
 
@@ -225,7 +234,7 @@ def build_endpoint_slice(
             "ownerReferences": [job_owner_reference(job)],
         },
         "addressType": "IPv4",
-        "ports": _ports(),
+        "ports": _ports(http_port, grpc_port),
         "endpoints": endpoints,
     }
 

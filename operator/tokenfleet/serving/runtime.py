@@ -46,6 +46,7 @@ from tritonclient.utils import InferenceServerException
 
 from tokenfleet.serving.endpoints import parse_host_port
 from tokenfleet.serving.errors import (
+    EndpointError,
     InferenceFailed,
     ModelLoadFailed,
     ModelUnloadFailed,
@@ -145,11 +146,14 @@ class ConcurrencyStats:
     high_water: int
 
 
-def default_metrics_url(endpoint: str) -> str:
-    """``http://HOST:(PORT+2)/metrics`` for the HTTP endpoint ``HOST:PORT``."""
+def default_metrics_url(endpoint: str, offset: int = 2) -> str:
+    """``http://HOST:(PORT+offset)/metrics`` for the HTTP endpoint ``HOST:PORT`` (Triton's
+    defaults: 8000 -> 8002; the chart passes ``metricsPort - httpPort`` as the offset)."""
     host, port = parse_host_port(endpoint)
     host_part = f"[{host}]" if ":" in host else host
-    return f"http://{host_part}:{port + 2}/metrics"
+    if not 1 <= port + offset <= 65535:
+        raise EndpointError(f"runtime endpoint {endpoint!r}: metrics port {port + offset} invalid")
+    return f"http://{host_part}:{port + offset}/metrics"
 
 
 _MODEL_FAMILIES = {
@@ -612,9 +616,12 @@ class RuntimePool:
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
         max_concurrency: int = 64,
         per_endpoint_concurrency: int = 4,
+        metrics_offset: int = 2,
     ) -> None:
         if max_concurrency < 1 or per_endpoint_concurrency < 1:
             raise ValueError("concurrency limits must be >= 1")
+        #: a runtime's metrics port minus its HTTP port (default_metrics_url)
+        self.metrics_offset = metrics_offset
         self.timeout = timeout
         self.load_timeout = load_timeout
         self.max_concurrency = max_concurrency
@@ -627,7 +634,8 @@ class RuntimePool:
     def get(self, endpoint: str, *, metrics_url: str | None = None) -> TritonRuntime:
         """The cached client for ``endpoint`` (created on first use; ``EndpointError`` on garbage).
 
-        ``metrics_url`` applies only when the client is created (default: HTTP port + 2).
+        ``metrics_url`` applies only when the client is created (default: HTTP port +
+        ``metrics_offset``).
         """
         if self._closed:
             raise RuntimeError("RuntimePool is closed")
@@ -638,7 +646,7 @@ class RuntimePool:
                 key,
                 timeout=self.timeout,
                 load_timeout=self.load_timeout,
-                metrics_url=metrics_url,
+                metrics_url=metrics_url or default_metrics_url(key, self.metrics_offset),
                 limits=(asyncio.Semaphore(self.per_endpoint_concurrency), self._global),
                 gauges=(self._global_gauge,),
             )

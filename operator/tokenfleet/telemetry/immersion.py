@@ -10,6 +10,11 @@ Resources read (``{base}`` is the endpoint; ``/redfish/v1`` is added unless alre
     .../ImmersionUnits/{unit}/LeakDetection/LeakDetectors
         Members: inline ``{"DetectorState": ...}`` or ``{"@odata.id": ...}`` links (followed)
 
+Authentication (:class:`RedfishCredentials`): HTTP Basic on every request, or a Redfish session
+(``POST /redfish/v1/SessionService/Sessions`` with ``UserName``/``Password``; its ``X-Auth-Token``
+goes on every request, kept in a :class:`SessionTokens` across polls, and renewed once when the
+service answers 401). An https endpoint can be trusted through a PEM CA bundle.
+
 Bad values never raise: each field is valid or ``None`` with a
 :class:`~tokenfleet.telemetry.problems.TelemetryProblem`. Transport failures (timeout, refused,
 non-2xx or non-JSON on the unit or connector) raise :class:`RedfishError`; a failed leak-detector
@@ -19,12 +24,15 @@ read makes the leak state ``Unknown`` (with a problem), never ``OK``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -47,9 +55,12 @@ __all__ = [
     "LeakDetector",
     "LeakState",
     "RedfishClient",
+    "RedfishCredentials",
     "RedfishError",
+    "SessionTokens",
     "TankReading",
     "compute_headroom",
+    "credentials_from_secret",
     "heat_from_flow_kw",
     "power_headroom_kw",
     "power_limit_kw",
@@ -337,6 +348,104 @@ def parse_unit(
 
 
 # ---------------------------------------------------------------------------------------------
+# Authentication
+
+SESSIONS_PATH: Final = "/redfish/v1/SessionService/Sessions"
+
+
+@dataclass(frozen=True, slots=True)
+class RedfishCredentials:
+    """What a tank's credentials Secret holds (``username``, ``password``, ``ca.crt``)."""
+
+    username: str | None = None
+    password: str | None = None
+    session: bool = False
+    """Use a Redfish session (X-Auth-Token) instead of HTTP Basic."""
+    ca_pem: str | None = None
+    """PEM CA bundle to trust for https (else the system's)."""
+
+    def __repr__(self) -> str:  # never print the password
+        return (
+            f"RedfishCredentials(username={self.username!r}, session={self.session}, "
+            f"ca={'yes' if self.ca_pem else 'no'})"
+        )
+
+    @property
+    def key(self) -> str:
+        """Identifies the login (a rotated password is a new key); a hash, not the secret."""
+        raw = f"{self.username}\0{self.password}\0{self.session}".encode()
+        return hashlib.sha256(raw).hexdigest()
+
+
+class SessionTokens:
+    """Redfish session tokens by (service origin, credentials key), kept across polls."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.logins = 0
+        """Sessions created (for tests and metrics)."""
+
+    def get(self, origin: str, key: str) -> str | None:
+        return self._tokens.get((origin, key))
+
+    def lock(self, origin: str, key: str) -> asyncio.Lock:
+        return self._locks.setdefault((origin, key), asyncio.Lock())
+
+    def put(self, origin: str, key: str, token: str) -> None:
+        # a rotated password makes the old login's token useless here: forget it
+        for other in [k for k in self._tokens if k[0] == origin and k[1] != key]:
+            del self._tokens[other]
+        self._tokens[(origin, key)] = token
+        self.logins += 1
+
+    def drop(self, origin: str, key: str, token: str) -> None:
+        if self._tokens.get((origin, key)) == token:
+            del self._tokens[(origin, key)]
+
+
+def credentials_from_secret(
+    secret: Mapping[str, Any], *, session: bool, where: str
+) -> RedfishCredentials:
+    """The credentials in a Secret body (pure): ``data`` (base64) or ``stringData`` keys
+    ``username``, ``password``, ``ca.crt``. Raises ``ValueError`` naming the Secret and key."""
+    import binascii
+
+    values: dict[str, str] = {}
+    data = secret.get("data") or {}
+    for key in ("username", "password", "ca.crt"):
+        raw = data.get(key) if isinstance(data, Mapping) else None
+        if raw is None:
+            continue
+        try:
+            values[key] = base64.b64decode(str(raw), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as error:
+            raise ValueError(f"Secret {where}: key {key!r} is not base64 UTF-8 text") from error
+    username, password = values.get("username"), values.get("password")
+    if (username is None) != (password is None):
+        missing = "password" if password is None else "username"
+        raise ValueError(f"Secret {where}: key {missing!r} is missing (username needs password)")
+    if username is None and "ca.crt" not in values:
+        raise ValueError(f"Secret {where}: no 'username'/'password' and no 'ca.crt' key")
+    if username is not None and not username.strip():
+        raise ValueError(f"Secret {where}: key 'username' is empty")
+    return RedfishCredentials(
+        username=username,
+        password=password,
+        session=session,
+        ca_pem=values.get("ca.crt") or None,
+    )
+
+
+def ssl_context(ca_pem: str) -> ssl.SSLContext:
+    """A client TLS context trusting exactly the CAs in ``ca_pem``. Raises ``ValueError``."""
+    try:
+        return ssl.create_default_context(cadata=ca_pem)
+    except ssl.SSLError as error:
+        raise ValueError(f"ca.crt is not a PEM CA bundle: {error}") from error
+
+
+# ---------------------------------------------------------------------------------------------
 # HTTP client
 
 
@@ -349,6 +458,9 @@ def unit_url(endpoint: str, unit_id: str) -> str:
     if not parts.path.endswith("/redfish/v1"):
         base += "/redfish/v1"
     return f"{base}/ThermalEquipment/ImmersionUnits/{quote(unit_id, safe='')}"
+
+
+DetectorsResult = tuple[list[LeakDetector] | None, list[TelemetryProblem]]
 
 
 class RedfishClient:
@@ -366,8 +478,14 @@ class RedfishClient:
         session: aiohttp.ClientSession | None = None,
         timeout_s: float = 5.0,
         clock: Callable[[], datetime] | None = None,
+        credentials: RedfishCredentials | None = None,
+        tokens: SessionTokens | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.unit_id = unit_id
+        self.credentials = credentials
+        self._tokens = tokens if tokens is not None else SessionTokens()
+        self._ssl: ssl.SSLContext | bool = tls if tls is not None else True
         self.connector_id = connector_id
         self.url = unit_url(endpoint, unit_id)
         parts = urlsplit(self.url)
@@ -400,19 +518,83 @@ class RedfishClient:
             self._owns_session = True
         return self._session
 
+    def _auth_ready(self) -> bool:
+        creds = self.credentials
+        return creds is not None and bool(creds.username) and creds.password is not None
+
+    async def _login(self, stale: str | None) -> str:
+        """A session token for the credentials (one login at a time per service and user)."""
+        creds = self.credentials
+        assert creds is not None and creds.username and creds.password is not None
+        key = creds.key
+        async with self._tokens.lock(self._origin, key):
+            token = self._tokens.get(self._origin, key)
+            if token is not None and token != stale:
+                return token  # another request logged in meanwhile
+            url = self._origin + SESSIONS_PATH
+            session = self._get_session()
+            try:
+                async with session.post(
+                    url,
+                    json={"UserName": creds.username, "Password": creds.password},
+                    timeout=self._timeout,
+                    headers={"Accept": "application/json"},
+                    ssl=self._ssl,
+                ) as response:
+                    if response.status not in (200, 201):
+                        text = (await response.text())[:200]
+                        raise RedfishError(
+                            f"POST {url} (session login as {creds.username!r}): "
+                            f"HTTP {response.status} {text!r}"
+                        )
+                    token = response.headers.get("X-Auth-Token")
+            except TimeoutError as error:
+                raise RedfishError(f"POST {url}: timed out after {self._timeout.total}s") from error
+            except aiohttp.ClientError as error:
+                raise RedfishError(f"POST {url}: {type(error).__name__}: {error}") from error
+            if not token:
+                raise RedfishError(f"POST {url}: no X-Auth-Token in the session response")
+            self._tokens.put(self._origin, key, token)
+            return token
+
+    async def _request_headers(self) -> tuple[dict[str, str], str | None]:
+        """The request headers (Accept, and Authorization or X-Auth-Token) and the session
+        token used, if any."""
+        headers = {"Accept": "application/json"}
+        creds = self.credentials
+        if not self._auth_ready() or creds is None:
+            return headers, None
+        if not creds.session:
+            pair = f"{creds.username}:{creds.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+            return headers, None
+        token = self._tokens.get(self._origin, creds.key) or await self._login(None)
+        headers["X-Auth-Token"] = token
+        return headers, token
+
     async def _get_json(self, url: str) -> Mapping[str, Any]:
         session = self._get_session()
+        headers, token = await self._request_headers()
         try:
-            async with session.get(
-                url, timeout=self._timeout, headers={"Accept": "application/json"}
-            ) as response:
-                if response.status != 200:
-                    text = (await response.text())[:200]
-                    raise RedfishError(f"GET {url}: HTTP {response.status} {text!r}")
-                try:
-                    doc = await response.json(content_type=None)
-                except ValueError as error:
-                    raise RedfishError(f"GET {url}: body is not JSON ({error})") from error
+            for attempt in (1, 2):
+                async with session.get(
+                    url, timeout=self._timeout, headers=headers, ssl=self._ssl
+                ) as response:
+                    if response.status == 401 and token is not None and attempt == 1:
+                        # the session expired or was deleted on the BMC: log in again, once
+                        assert self.credentials is not None
+                        self._tokens.drop(self._origin, self.credentials.key, token)
+                        token = await self._login(token)
+                        headers = {**headers, "X-Auth-Token": token}
+                        continue
+                    if response.status != 200:
+                        text = (await response.text())[:200]
+                        raise RedfishError(f"GET {url}: HTTP {response.status} {text!r}")
+                    try:
+                        doc = await response.json(content_type=None)
+                    except ValueError as error:
+                        raise RedfishError(f"GET {url}: body is not JSON ({error})") from error
+                    break
         except TimeoutError as error:
             raise RedfishError(f"GET {url}: timed out after {self._timeout.total}s") from error
         except aiohttp.ClientError as error:
@@ -436,7 +618,7 @@ class RedfishClient:
         state, _ = _health("DetectorState", doc.get("DetectorState"))
         return LeakDetector(name, state)
 
-    async def _detectors(self) -> tuple[list[LeakDetector] | None, list[TelemetryProblem]]:
+    async def _detectors(self) -> DetectorsResult:
         url = f"{self.url}/LeakDetection/LeakDetectors"
         try:
             collection = await self._get_json(url)
@@ -459,12 +641,21 @@ class RedfishClient:
         """Poll the unit, its connector and its leak detectors concurrently.
 
         Raises :class:`RedfishError` if the unit or the connector cannot be read."""
-        unit, connector, (detectors, problems) = await asyncio.gather(
+        # every request finishes (each is bounded by the timeout) before an error is raised, so
+        # none outlives the client's session
+        results = await asyncio.gather(
             self._get_json(self.url),
             self._get_json(
                 f"{self.url}/PrimaryCoolantConnectors/{quote(self.connector_id, safe='')}"
             ),
             self._detectors(),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        unit, connector, (detectors, problems) = cast(
+            tuple[Mapping[str, Any], Mapping[str, Any], DetectorsResult], results
         )
         return parse_unit(
             self.unit_id,
