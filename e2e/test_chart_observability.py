@@ -1,5 +1,5 @@
 """The chart's packaged observability: the PrometheusRule checked and unit-tested with Prometheus'
-own `promtool` (built by `make promtool` into .bin/), the Grafana dashboard and the PodMonitor,
+own `promtool` (extracted by `make promtool` into .bin/ from Debian's package), the Grafana dashboard and the PodMonitor,
 and every metric they use exported by the operator."""
 
 from __future__ import annotations
