@@ -1,6 +1,7 @@
 """The `tokenfleet` command.
 
-`crds` generates or checks the CRD YAML, `run` runs the operator, `agent` the node agent.
+`crds` generates or checks the CRD YAML, `run` runs the operator, `agent` the node agent,
+`simulate` runs a fleet scenario in virtual time.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="node agent: publish vehicle telemetry on this Node")
     add_agent_arguments(agent)
+
+    from tokenfleet.simulate.command import add_simulate_arguments
+
+    simulate = sub.add_parser(
+        "simulate", help="run a fleet scenario in virtual time through the placement engine"
+    )
+    add_simulate_arguments(simulate)
     return parser
 
 
@@ -65,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenfleet.agent.runner import run_agent
 
         return run_agent(args)
+    if args.command == "simulate":
+        from tokenfleet.simulate.command import simulate_command
+
+        return simulate_command(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
