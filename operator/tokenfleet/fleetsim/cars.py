@@ -10,7 +10,9 @@ Power flows of a present (parked, plugged-in) car over a step of ``dt`` seconds:
   (the driver's target); at the limit charging stops and the charger covers the compute draw
   alone (the battery holds); if compute draws more than the charger gives, the battery discharges.
 
-So per car, exactly: ``grid_kwh * efficiency = Δbattery_kwh + compute_kwh`` (tested).  The
+So per car, exactly: ``grid_kwh * efficiency = Δbattery_kwh + compute_kwh`` (tested); a battery
+that runs empty stops the computer (counted in ``empty_events``; the placement engine's reserve
+SoC keeps this from happening to a car it uses).  The
 charge curve is flat (AC charging at 3.7-22 kW is close to constant up to ~95 %; no CV taper).
 Battery temperature relaxes (time constant ``battery_tau_s``) toward ambient plus a rise per kW
 through the battery; compute temperature toward cabin (ambient + offset) plus a rise per W.
@@ -116,13 +118,14 @@ class CarFleet:
         cover = np.minimum(comp, dc)
         grid = grid + np.where(self.present, cover / np.maximum(self.efficiency, EPS), 0.0) * t_hold
         d_batt = d_batt - (comp - cover) * t_hold
-        new_stored = stored + d_batt
-        empty = new_stored < 0
-        if bool(empty.any()):
-            self.empty_events += int(empty.sum())
-            new_stored = np.maximum(new_stored, 0.0)
-        self.soc = np.clip(new_stored / cap * 100.0, 0.0, 100.0)
         compute = comp * h
+        # an empty battery stops the computer: the energy it could not get is not drawn
+        short = np.maximum(-(stored + d_batt), 0.0)
+        if bool((short > 0).any()):
+            self.empty_events += int((short > 0).sum())
+            compute = compute - short
+            d_batt = d_batt + short
+        self.soc = np.clip((stored + d_batt) / cap * 100.0, 0.0, 100.0)
         self.grid_kwh += grid
         self.compute_kwh += compute
         # temperatures: relax toward the steady state of this step's load

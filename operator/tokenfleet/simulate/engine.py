@@ -82,6 +82,8 @@ class Trace:
     cars_present: list[int] = field(default_factory=list)
     cars_hosting: list[int] = field(default_factory=list)
     site_kw: list[float] = field(default_factory=list)
+    rack_it_kw: list[float] = field(default_factory=list)
+    """IT load of all tanks (baseline + replicas), kW."""
     site_cap_kw: list[float] = field(default_factory=list)
 
 
@@ -615,6 +617,12 @@ class Simulation:
         tr.cars_present.append(int(self.cars.present.sum()))
         tr.cars_hosting.append(int((self.compute_w > 0).sum()))
         tr.site_kw.append(self.last_site_kw)
+        tr.rack_it_kw.append(
+            sum(
+                td.racks * td.rack_baseline_watts / 1000.0 + float(self.rack_w[k]) / 1000.0
+                for k, td in enumerate(self.sc.tanks)
+            )
+        )
         tr.site_cap_kw.append(self.site.cap_at(t))
 
     # ---- the loop -----------------------------------------------------------------------------
