@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.simulate.conftest import small_fleet
+
 from tokenfleet.cli import main
 from tokenfleet.simulate.report import PLOTS
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -85,7 +87,7 @@ def test_stays_are_sorted_disjoint_in_horizon_and_seeded() -> None:
         for s in stays:
             assert s.depart > s.arrive and s.depart > START and s.arrive < START + 7 * DAY
             assert s.trip_kwh >= 0
-        for x, y in zip(stays, stays[1:], strict=False):
+        for x, y in itertools.pairwise(stays):
             assert y.arrive >= x.depart + 900
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.simulate.conftest import one_car, small_fleet
+
 from tokenfleet.simulate.scenario import ScenarioError, load_scenario, parse_scenario
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "scenarios").glob("*.yaml"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tests.simulate.conftest import one_car, small_fleet
 
 import tokenfleet.simulate.engine as engine_mod
-from tests.simulate.conftest import one_car, small_fleet
 from tokenfleet.placement import Plan, Snapshot
 from tokenfleet.simulate.engine import Simulation
 from tokenfleet.simulate.scenario import parse_scenario
