@@ -596,13 +596,26 @@ class Simulation:
             else:
                 tot.online_demand += demand
                 tot.online_served += served
+        self.now = t
+
+    def _sample(self, t: float, only: int | None = None) -> None:
+        """Append the sampled cars' SoC and battery temperature (all, or car ``only``)."""
         for ct, k in zip(self.car_traces, self.trace_idx, strict=True):
+            if only is not None and k != only:
+                continue
+            if ct.t and t < ct.t[-1]:
+                continue
+            if ct.t and ct.t[-1] == t:
+                ct.t.pop()
+                ct.soc.pop()
+                ct.temp.pop()
+                ct.soc_base.pop()
+                ct.temp_base.pop()
             ct.t.append(t)
             ct.soc.append(float(self.cars.soc[k]))
             ct.temp.append(float(self.cars.battery_temp[k]))
             ct.soc_base.append(float(self.twin.soc[k]))
             ct.temp_base.append(float(self.twin.battery_temp[k]))
-        self.now = t
 
     def _record_step(self, t: float) -> None:
         tr = self.trace
@@ -682,6 +695,7 @@ class Simulation:
                     self._open_windows(t)
                     self._full_plan(t)
                 self._record_step(t)
+                self._sample(t)
                 frac = (t - t0) / (end - t0)
                 if progress is not None and frac - last_progress >= 0.01:
                     progress(frac)
@@ -689,8 +703,10 @@ class Simulation:
             elif kind == ARRIVE:
                 stay = self.stays[i][self.stay_pos[i]]
                 amb = self.ambient.at(t)
+                self._sample(t - 1.0, i)  # away until now: the SoC the trip left
                 self.cars.arrive(i, stay.trip_kwh, amb)
                 self.twin.arrive(i, stay.trip_kwh, amb)
+                self._sample(t, i)
                 self._push_leave(heap, i, stay)
                 if self.plan is not None:
                     self._node_event(i, t)
@@ -724,6 +740,7 @@ class Simulation:
         if self.compute_w[i] > 0:
             tot.drained_late += 1
         target = float(self.cars.target[i])
+        self._sample(t, i)
         soc = self.cars.depart(i)
         soc_b = self.twin.depart(i)
         if t < self.end:
