@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,7 @@ def test_writes_summary_report_and_timing(
         assert m, pid
         png = base64.b64decode(m.group(1))
         assert png.startswith(PNG) and len(png) > 5000, pid
+        assert (out / f"{pid}.png").read_bytes() == png
     assert "http" not in html.split("<pre>")[0]  # self-contained: nothing fetched
     # the same seed again: byte-identical summary
     assert main(["simulate", str(scenario), "--out", str(out), "--seed", "4", "--no-progress"]) == 0
@@ -71,3 +75,38 @@ def test_sweep_writes_a_comparison(scenario: Path, tmp_path: Path) -> None:
     assert rows[1]["tokens_per_day_cars"] > rows[0]["tokens_per_day_cars"]
     assert 'id="sweep"' in (out / "comparison.html").read_text()
     assert main(["simulate", str(scenario), "--sweep", "racks=1", "--no-progress"]) == 2
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="Debian chromium not installed (.ci/run installs it; CI fails without it)",
+)
+def test_report_renders_in_headless_chromium(scenario: Path, tmp_path: Path) -> None:
+    assert CHROMIUM is not None, "chromium missing in CI"
+    out = tmp_path / "out"
+    assert main(["simulate", str(scenario), "--out", str(out), "--no-progress"]) == 0
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            (out / "report.html").resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert f'data-images-decoded="{len(PLOTS)}"' in dom, dom[:500]

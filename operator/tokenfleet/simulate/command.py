@@ -61,8 +61,11 @@ def _progress(label: str, enabled: bool) -> Any:
 def run_one(
     sc: Scenario, seed: int | None, out: Path, check: bool, progress: bool
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Run a scenario and its racks-only baseline; write summary.json and report.html."""
-    from tokenfleet.simulate.report import render_html
+    """Run a scenario and its racks-only baseline; write summary.json, report.html (plots
+    embedded) and the plots as PNG files."""
+    import base64
+
+    from tokenfleet.simulate.report import plots, render_html
     from tokenfleet.simulate.summary import dumps, summarize
 
     timing: dict[str, float] = {}
@@ -78,7 +81,10 @@ def run_one(
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(dumps(summary))
     t = time.perf_counter()
-    (out / "report.html").write_text(render_html(result, summary))
+    imgs = plots(result, summary)
+    (out / "report.html").write_text(render_html(result, summary, imgs))
+    for pid, data in imgs.items():
+        (out / f"{pid}.png").write_bytes(base64.b64decode(data))
     timing["report_s"] = time.perf_counter() - t
     return summary, timing
 

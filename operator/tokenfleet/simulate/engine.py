@@ -599,9 +599,13 @@ class Simulation:
         self.now = t
 
     def _sample(self, t: float, only: int | None = None) -> None:
-        """Append the sampled cars' SoC and battery temperature (all, or car ``only``)."""
+        """Append the sampled cars' SoC and battery temperature (the parked ones, or car
+        ``only``).  A car away has no samples: the trace runs straight from its SoC at departure
+        to its SoC on return (the trip drains it over the trip, not in an instant)."""
         for ct, k in zip(self.car_traces, self.trace_idx, strict=True):
             if only is not None and k != only:
+                continue
+            if only is None and not self.cars.present[k]:
                 continue
             if ct.t and t < ct.t[-1]:
                 continue
@@ -703,7 +707,6 @@ class Simulation:
             elif kind == ARRIVE:
                 stay = self.stays[i][self.stay_pos[i]]
                 amb = self.ambient.at(t)
-                self._sample(t - 1.0, i)  # away until now: the SoC the trip left
                 self.cars.arrive(i, stay.trip_kwh, amb)
                 self.twin.arrive(i, stay.trip_kwh, amb)
                 self._sample(t, i)

@@ -126,8 +126,9 @@ def plots(result: Result, summary: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def render_html(result: Result, summary: dict[str, Any]) -> str:
-    imgs = plots(result, summary)
+def render_html(result: Result, summary: dict[str, Any], imgs: dict[str, str] | None = None) -> str:
+    """The report; ``imgs`` (from :func:`plots`) is drawn when not given."""
+    imgs = imgs if imgs is not None else plots(result, summary)
     sc = result.scenario
     rows = _rows(summary)
     body = [
@@ -148,6 +149,13 @@ def render_html(result: Result, summary: dict[str, Any]) -> str:
     for pid in PLOTS:
         body.append(f"<h2>{pid.replace('_', ' ')}</h2>")
         body.append(f'<img id="{pid}" alt="{pid}" src="data:image/png;base64,{imgs[pid]}">')
+    # for headless-browser checks: how many plots the browser decoded
+    body.append(
+        '<script>window.addEventListener("load",function(){var n=0;'
+        'document.querySelectorAll("img").forEach(function(i){'
+        "if(i.complete&&i.naturalWidth>0){n++;}});"
+        'document.body.setAttribute("data-images-decoded",String(n));});</script>'
+    )
     body.append("<h2>summary.json</h2><pre>")
     body.append(html.escape(json.dumps(summary, indent=2, sort_keys=True)))
     body.append("</pre></body></html>")

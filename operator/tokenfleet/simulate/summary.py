@@ -44,6 +44,8 @@ def wear(result: Result) -> dict[str, dict[str, float]]:
             qb = relative_capacity(
                 p.ageing.cell, t, np.asarray(ct.soc_base), np.asarray(ct.temp_base), 1.0
             )
+            if not (np.isfinite(q) and np.isfinite(qb)):
+                raise RuntimeError(f"BLAST-Lite {p.ageing.cell} gave no capacity for {ct.car}")
             loss.append((1 - q) * p.battery_kwh)
             loss_base.append((1 - qb) * p.battery_kwh)
         lc = float(np.mean(loss))
@@ -190,4 +192,5 @@ def summarize(result: Result, baseline: Result | None = None) -> dict[str, Any]:
 
 
 def dumps(summary: dict[str, Any]) -> str:
-    return json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    """Strict JSON (a NaN or infinity is an error), sorted keys."""
+    return json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
