@@ -88,7 +88,11 @@ def plots(result: Result, summary: dict[str, Any]) -> dict[str, str]:
     out["cost_per_mtoken"] = _png(plt, fig)
     # 4. SoC traces
     plt, fig, ax = _figure()
-    for k, ct in enumerate(result.car_traces[:3]):
+    # one car per pool first (then more of the first pools), three at most
+    firsts = {ct.pool: ct for ct in reversed(result.car_traces)}
+    picked = list(reversed(firsts.values()))
+    picked += [ct for ct in result.car_traces if ct not in picked]
+    for k, ct in enumerate(picked[:3]):
         if not ct.t:
             continue
         ts = (np.asarray(ct.t) - t0) / DAY
