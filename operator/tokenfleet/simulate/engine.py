@@ -239,6 +239,8 @@ class Simulation:
             [scenario.pools[p].drain_lead_seconds for p in self.car_pool_idx], dtype=np.float64
         )
         self.car_memory = [scenario.pools[p].compute.memory_mib for p in self.car_pool_idx]
+        self.lead_at = np.full(self.n_cars, -np.inf)
+        """Per car: when its drain lead begins (its stay's departure - lead); -inf while away."""
         # tanks and racks
         self.racks: list[RackNode] = []
         self.rack_tank: list[int] = []
@@ -534,15 +536,11 @@ class Simulation:
         # departure lead: no car may host a replica closer to its departure than the lead
         hosting = self.compute_w > 0
         if bool(hosting.any()):
-            idx = np.flatnonzero(hosting)
-            for i in idx:
-                stay = self._stay_now(int(i))
-                if stay is None or not self.cars.present[i]:
-                    tot.hosted_past_lead_s += dt
-                    continue
-                past = t - (stay.depart - self.drain_lead[i])
-                if past > 1e-6:
-                    tot.hosted_past_lead_s += min(past, dt)
+            # seconds of this step a car hosted a replica after its drain lead began (a car
+            # away has lead_at = -inf: every second counts)
+            past = t - self.lead_at[hosting]
+            past = np.where(past > 1e-6, np.minimum(past, dt), 0.0)
+            tot.hosted_past_lead_s += float(past.sum())
         e = self.cars.advance(dt, self.compute_w, amb, factor)
         eb = self.twin.advance(dt, np.zeros(self.n_cars), amb, factor)
         comp_grid = e.compute_kwh / self.cars.efficiency
@@ -734,6 +732,7 @@ class Simulation:
         )
 
     def _push_leave(self, heap: list[tuple[float, int, int]], i: int, s: Stay) -> None:
+        self.lead_at[i] = s.depart - float(self.drain_lead[i])
         lead_t = max(s.depart - float(self.drain_lead[i]), self.now)
         heapq.heappush(heap, (lead_t, LEAD, i))
         heapq.heappush(heap, (s.depart, DEPART, i))
@@ -744,6 +743,7 @@ class Simulation:
             tot.drained_late += 1
         target = float(self.cars.target[i])
         self._sample(t, i)
+        self.lead_at[i] = -np.inf
         soc = self.cars.depart(i)
         soc_b = self.twin.depart(i)
         if t < self.end:
