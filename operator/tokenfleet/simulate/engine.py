@@ -41,7 +41,7 @@ from tokenfleet.placement import (
     plan,
     replan_node,
 )
-from tokenfleet.simulate.scenario import WEEKDAYS, Dist, Scenario
+from tokenfleet.simulate.scenario import WEEKDAYS, Dist, ModelDef, Scenario
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -313,14 +313,11 @@ class Simulation:
     def _job(
         self,
         name: str,
-        m: object,
+        m: ModelDef,
         priority: int,
         preference: str,
         only: frozenset[str] | None,
     ) -> Job:
-        from tokenfleet.simulate.scenario import ModelDef
-
-        assert isinstance(m, ModelDef)
         variants = tuple(
             Variant(
                 name=v.name,

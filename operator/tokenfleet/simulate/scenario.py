@@ -135,6 +135,8 @@ class ModelDef(Strict):
     name: Annotated[str, Field(min_length=1, max_length=63)]
     variants: list[VariantDef] = Field(min_length=1)
     max_replicas_per_rack: Annotated[int, Field(ge=1, le=64)] = 8
+    """The jobs' ``spread.max_replicas_per_node`` (it bounds cars too, where memory for one
+    replica is what a car computer usually has)."""
 
 
 class Online(Strict):
