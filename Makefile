@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'blast-lite==1.1.1'  # battery ageing (see pyproject)
 	@touch $@
 
 ## triton-venv: a separate venv for tritonserver (the nvidia-pytriton wheel pins numpy<2)

@@ -1,7 +1,8 @@
 """The `tokenfleet` command.
 
 `crds` generates or checks the CRD YAML, `run` runs the operator, `agent` the node agent,
-`gateway` the OpenAI-compatible gateway in front of the fleet.
+`gateway` the OpenAI-compatible gateway in front of the fleet, `simulate` runs a fleet scenario in
+virtual time.
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     gateway = sub.add_parser("gateway", help="OpenAI-compatible gateway in front of the fleet")
     add_gateway_arguments(gateway)
+    from tokenfleet.simulate.command import add_simulate_arguments
+
+    simulate = sub.add_parser(
+        "simulate", help="run a fleet scenario in virtual time through the placement engine"
+    )
+    add_simulate_arguments(simulate)
     return parser
 
 
@@ -113,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenfleet.gateway.main import run_gateway
 
         return run_gateway(args)
+    if args.command == "simulate":
+        from tokenfleet.simulate.command import simulate_command
+
+        return simulate_command(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
