@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import kopf
@@ -460,6 +460,12 @@ class Planner:
                 )
                 self._slices[key] = new
                 continue
+            if old is not None:
+                # a removal still being carried out keeps its reason (e.g. Preempted) until the
+                # replica is gone, even when a later plan no longer lists it as an eviction
+                carried = {k: r for k, r in old.removals.items() if k not in new.desired}
+                if carried:
+                    new = replace(new, removals={**carried, **new.removals})
             self._slices[key] = new
             self.job_event(key).set()
         for key in list(self._slices):

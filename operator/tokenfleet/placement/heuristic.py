@@ -446,6 +446,12 @@ def trim_job(work: Work, info: JobInfo) -> None:
         served = work.served.get(name, 0.0)
         if served <= job.target_tokens_per_second + EPS:
             return
+        # a current replica goes only when the job's current replicas alone exceed the target
+        # without it (a scale-down); a replica this plan added is never a reason to evict one
+        kept = sum(
+            min(n, work.current.get(u, 0)) * info.variants[u[2]].tokens_per_second
+            for u, n in work.job_units.get(name, {}).items()
+        )
         best: tuple[tuple[int, float, float, int, str], Unit] | None = None
         for u, n in work.job_units.get(name, {}).items():
             if n <= 0:
@@ -454,6 +460,8 @@ def trim_job(work: Work, info: JobInfo) -> None:
             if served - var.tokens_per_second < job.target_tokens_per_second - EPS:
                 continue
             existing = work.current.get(u, 0) >= n
+            if existing and kept - var.tokens_per_second < job.target_tokens_per_second - EPS:
+                continue
             key = (
                 1 if existing else 0,
                 -var.watts * float(f.cost[u[1]]),
@@ -470,6 +478,43 @@ def trim_job(work: Work, info: JobInfo) -> None:
         if work.current.get(u, 0) >= work.units[u]:
             work.evictions.append(Eviction(name, f.names[u[1]], u[2], 1, Reason.SCALED_DOWN))
         work.remove(info, u[1], var)
+
+
+def final_trim(work: Work, order: list[str]) -> None:
+    """Trim every job once more after the local search and preemption (their fills may
+    overshoot a target)."""
+    for name in order:
+        trim_job(work, work.fleet.jobs[name])
+
+
+def reconcile_evictions(work: Work) -> None:
+    """Make the eviction records agree with the assignments: per (job, node, variant), exactly
+    ``max(current - planned, 0)`` replicas evicted (a greedy re-fill may have put back a current
+    replica that an earlier phase had evicted; a phase may have removed one without a record)."""
+    f = work.fleet
+    want: dict[tuple[str, str, str], int] = {}
+    for u, cur in work.current.items():
+        gone = cur - work.units.get(u, 0)
+        if gone > 0:
+            want[(u[0], f.names[u[1]], u[2])] = gone
+    out: list[Eviction] = []
+    have: dict[tuple[str, str, str], int] = {}
+    for e in work.evictions:
+        key = (e.job, e.node, e.variant)
+        if key[1] not in f.index:  # node or job gone: not in ``current``, kept as recorded
+            out.append(e)
+            continue
+        left = want.get(key, 0) - have.get(key, 0)
+        if left <= 0:
+            continue
+        n = min(left, e.replicas)
+        have[key] = have.get(key, 0) + n
+        out.append(e if n == e.replicas else replace(e, replicas=n))
+    for key, n in sorted(want.items()):
+        missing = n - have.get(key, 0)
+        if missing > 0:
+            out.append(Eviction(key[0], key[1], key[2], missing, Reason.SCALED_DOWN))
+    work.evictions = out
 
 
 # -- explanations -------------------------------------------------------------------------------
@@ -678,6 +723,7 @@ def assemble(
     snapshot: Snapshot, work: Work, order: list[str], solver: str, explain_all: bool = True
 ) -> Plan:
     f = work.fleet
+    reconcile_evictions(work)
     keys = sorted(work.units.items(), key=lambda x: (x[0][0], x[0][1], x[0][2]))
     assignments = tuple(Placement(j, f.names[k], v, n) for (j, k, v), n in keys if n > 0)
     added: list[Placement] = []
@@ -805,6 +851,7 @@ def plan_heuristic(
     nodes x jobs) adds the LP-relaxation-guided start (:mod:`tokenfleet.placement.relax`),
     improved the same way; the better of the two plans is returned."""
     from tokenfleet.placement.improve import improve
+    from tokenfleet.placement.preempt import preempt
     from tokenfleet.placement.relax import GUIDE_MAX_WORK, lp_guide, plan_guided
 
     fleet = build_fleet(snapshot)
@@ -836,10 +883,13 @@ def plan_heuristic(
         guided = len(fleet.names) * len(order) <= GUIDE_MAX_WORK
     guide = lp_guide(snapshot, fleet) if guided else None
     candidates = [work] if guide is None else [work, plan_guided(snapshot, fleet, order, guide)]
+    move_cost = snapshot.weights.move_cost
     if improve_budget is None or improve_budget > 0:
         for w in candidates:
             improve(w, order, improve_budget)
-    move_cost = snapshot.weights.move_cost
+    for w in candidates:
+        preempt(w, order, move_cost)
+        final_trim(w, order)
     work = max(
         candidates,
         key=lambda w: work_objective(w, sum(e.replicas for e in w.evictions), move_cost),
