@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import fixtures_controllers
@@ -252,3 +253,22 @@ async def test_a_higher_priority_job_preempts_with_reason_preempted() -> None:
     again = fleet.planner.slice_for("ns/low")
     assert again is not None and set(again.desired) == {("car-1", "int4")}
     assert again.removals[("car-0", "int4")].reason == "Preempted"
+
+
+async def test_a_deadline_wakes_the_planner_and_rechecks_without_an_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # car-0 enters its drain lead (900 s, band 918 s) 40 s from now; nothing will report it
+    soon = vehicle("car-0", departure_time=fixtures_controllers.rfc(NOW + timedelta(seconds=940)))
+    fleet = Fleet([soon, vehicle("car-1")], [job_view(replicas=(2, 2), target=40)])
+    await fleet.replan()
+    first = fleet.planner.slice_for("ns/chat")
+    assert first is not None and {n for n, _ in first.desired} == {"car-0", "car-1"}
+    timeout, why = fleet.planner._next_wake()
+    assert why == "deadline" and 0 < timeout <= 22
+    monkeypatch.setattr(planner_mod.time, "time", lambda: NOW.timestamp() + 120)
+    fleet.refresh()
+    await fleet.planner.replan(_Signals(triggers={"deadline"}))
+    after = fleet.planner.slice_for("ns/chat")
+    assert after is not None and {n for n, _ in after.desired} == {"car-1"}
+    assert after.removals[("car-0", "int4")].reason == "DepartureWithinDrainLead"
