@@ -259,9 +259,17 @@ def keep_phase(snapshot: Snapshot, work: Work, order: list[str]) -> None:
     """Keep every current placement that still meets the hard limits, by job priority."""
     f = work.fleet
     rank = {name: i for i, name in enumerate(order)}
+    density = _binding_density(snapshot, work)
     ps = sorted(
         snapshot.placements,
-        key=lambda p: (rank.get(p.job, -1), p.job, p.node, p.variant),
+        key=lambda p: (
+            (p.job, p.node, p.variant) in density,
+            -density.get((p.job, p.node, p.variant), 0.0),
+            rank.get(p.job, -1),
+            p.job,
+            p.node,
+            p.variant,
+        ),
     )
     for p in ps:
         info = f.jobs.get(p.job)
@@ -303,6 +311,41 @@ def keep_phase(snapshot: Snapshot, work: Work, order: list[str]) -> None:
                 lost[why] += 1
         for why, n in sorted(lost.items()):
             work.evictions.append(Eviction(p.job, p.node, p.variant, n, why))
+
+
+def _binding_density(snapshot: Snapshot, work: Work) -> dict[tuple[str, str, str], float]:
+    """For current placements in a tank (pool) whose hard power (daily energy) limit no longer
+    holds for all of them: value per kW (kWh today).  The keep phase keeps those densest first
+    (the rest by priority), so a limit that starts to bind keeps the work that earns most from
+    it instead of whatever comes first."""
+    f = work.fleet
+    load_t = np.zeros(len(f.tank_free_hard))
+    load_p = np.zeros(len(f.pool_free_hard))
+    found: list[tuple[tuple[str, str, str], int, float, float]] = []
+    for p in snapshot.placements:
+        info = f.jobs.get(p.job)
+        k = f.index.get(p.node)
+        var = info.variants.get(p.variant) if info is not None else None
+        if info is None or k is None or var is None:
+            continue
+        kw = var.watts / 1000.0 * p.replicas
+        use = kw * float(f.hours_today[k]) if f.is_vehicle[k] else kw
+        if f.is_vehicle[k]:
+            load_p[f.pool[k]] += use
+        else:
+            load_t[f.tank[k]] += use
+        value = info.weight * var.tokens_per_second * p.replicas
+        found.append(((p.job, p.node, p.variant), k, value, use))
+    over_t = load_t > f.tank_free_hard + EPS
+    over_p = load_p > f.pool_free_hard + EPS
+    if not over_t.any() and not over_p.any():
+        return {}
+    out: dict[tuple[str, str, str], float] = {}
+    for key, k, value, use in found:
+        binding = over_p[f.pool[k]] if f.is_vehicle[k] else over_t[f.tank[k]]
+        if binding:
+            out[key] = value / max(use, EPS)
+    return out
 
 
 # -- phase 2: fill ------------------------------------------------------------------------------
@@ -898,7 +941,11 @@ def plan_heuristic(
         for w in candidates:
             improve(w, order, improve_budget)
     for w in candidates:
-        preempt(w, order, move_cost)
+        if preempt(w, order, move_cost) and (improve_budget is None or improve_budget > 0):
+            # the victims' re-fills and the preemptors' replicas are new: polish them, then
+            # preempt again until nothing pays (the last word, for a stable re-plan)
+            improve(w, order, improve_budget)
+            preempt(w, order, move_cost)
         final_trim(w, order)
     work = max(
         candidates,

@@ -304,17 +304,107 @@ def _preempt_one(
     return False
 
 
+def _sweep_level(
+    work: Work, idx: _Index, order: list[str], level: int, move_cost: float, b: _Budget
+) -> bool:
+    """One priority sweep at ``level``: take every replica of a job below ``level`` off the nodes
+    (and their tanks and pools) that the short jobs at or above ``level`` may use, fill those
+    short jobs, put the victims back where they still fit as new work, re-fill the victims'
+    jobs; keep it when the objective (moves included) strictly improves."""
+    f = work.fleet
+    short = [n for n in order if f.jobs[n].job.priority >= level and is_short(work, f.jobs[n])]
+    if not short or not b.spend(UNIT_COST * len(work.units) + len(f.names) * (len(short) + 4)):
+        return False
+    usable = np.zeros(len(f.names), dtype=np.bool_)
+    for name in short:
+        usable |= work.ok_of(f.jobs[name])
+    tanks = set(np.unique(f.tank[usable]).tolist())
+    pools = set(np.unique(f.pool[usable]).tolist())
+    victims: list[tuple[Unit, int]] = []
+    for k_list in idx.by_node.values():
+        for u in k_list:
+            if f.jobs[u[0]].job.priority >= level:
+                break
+            k = u[1]
+            if (
+                usable[k]
+                or (f.is_vehicle[k] and int(f.pool[k]) in pools)
+                or (not f.is_vehicle[k] and int(f.tank[k]) in tanks)
+            ):
+                victims.append((u, work.units.get(u, 0)))
+    if not victims:
+        return False
+    tr = _Trial(work, move_cost)
+    for u, n in victims:
+        for _ in range(n):
+            tr.take(u)
+    for name in short:
+        tr.fill(f.jobs[name])
+    # put the victims back where they still fit (as new work: the same test whether or not they
+    # were current), most valuable first
+    for u, n in sorted(victims, key=lambda x: _key(work, x[0]), reverse=True):
+        info = f.jobs[u[0]]
+        var = info.variants[u[2]]
+        for _ in range(n):
+            if work.count.get(u[0], 0) >= info.job.max_replicas:
+                break
+            if work.fits(info, u[1], var, new=True) is not None:
+                break
+            tr.add(info, u[1], var)
+    rank = {name: i for i, name in enumerate(order)}
+    for vname in sorted({u[0] for u, _n in victims}, key=lambda x: (rank.get(x, 0), x)):
+        tr.fill(f.jobs[vname])
+    if tr.gain() > TOL:
+        tr.commit()
+        return True
+    tr.undo()
+    return False
+
+
+def _contended(work: Work, order: list[str]) -> list[int]:
+    """Priorities of short jobs above the lowest priority holding a replica, highest first
+    (empty: nothing to preempt; O(jobs))."""
+    f = work.fleet
+    held = [f.jobs[n].job.priority for n in order if work.count.get(n, 0) > 0]
+    if not held:
+        return []
+    lowest = min(held)
+    levels = {
+        f.jobs[n].job.priority
+        for n in order
+        if f.jobs[n].job.priority > lowest and is_short(work, f.jobs[n])
+    }
+    return sorted(levels, reverse=True)
+
+
+def _sweep(work: Work, order: list[str], move_cost: float, b: _Budget) -> bool:
+    """Priority sweeps, highest level first; True once one is kept."""
+    levels = _contended(work, order)
+    if not levels or not b.spend(UNIT_COST * len(work.units) + len(work.fleet.names)):
+        return False
+    idx = _index(work)
+    return any(_sweep_level(work, idx, order, level, move_cost, b) for level in levels)
+
+
 def preempt(work: Work, order: list[str], move_cost: float, budget: int | None = None) -> int:
     """Run the phase on a filled plan (mutates ``work``); returns the preemptions kept.
     ``order``: jobs by priority, highest first."""
     f = work.fleet
     n = max(1, len(f.names))
-    b = _Budget(budget_for(n) // BUDGET_SHARE if budget is None else budget)
+    if budget is None:
+        # at least two victim-index builds and a sweep's fills, so a contended large fleet
+        # still gets its preemption
+        budget = max(budget_for(n) // BUDGET_SHARE, 3 * UNIT_COST * len(work.units) + 8 * n)
+    b = _Budget(budget)
+    if not _contended(work, order):
+        return 0
     rank = {name: i for i, name in enumerate(order)}
     saved_prices = work.prices
     work.prices = None
     kept = 0
     try:
+        while b.left > 0 and _sweep(work, order, move_cost, b):
+            kept += 1
         while b.left > 0:
             if not b.spend(UNIT_COST * len(work.units) + n):
                 break
