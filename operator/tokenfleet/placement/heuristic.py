@@ -1115,7 +1115,7 @@ def arm_deadlines(work: Work) -> None:
     draw = work.e_used
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         e_dead = np.where(
-            (need > 0) & (draw > 0),
+            (need > 0) & (draw > EPS),
             np.where(charger - draw > 0, dep - 3600.0 * need / (charger - draw), -INF),
             INF,
         )

@@ -91,7 +91,7 @@ def time_arrays(fleet: Fleet) -> tuple[FloatArr, FloatArr, FloatArr, FloatArr, F
 
 def energy_deadline(need_kwh: float, charger_kw: float, departure: float, draw_kw: float) -> float:
     """When ``(charger - draw) * hours_left >= need`` stops holding (epoch s; inf: never)."""
-    if need_kwh <= 0 or draw_kw <= 0:
+    if need_kwh <= 0 or draw_kw <= EPS:  # (a node emptied by add/remove keeps a float residue)
         return INF
     if charger_kw - draw_kw <= 0:
         return -INF
