@@ -4,7 +4,15 @@ bound, and hard-constraint violations counted by the independent checker; the sa
 kube-scheduler-like baseline.
 
     bench/placement.py --json            full run (10,000 nodes x 1,000 jobs; minutes)
-    bench/placement.py --json --smoke    small and fast (< 60 s); exit 1 on any violation
+    bench/placement.py --json --smoke    small and fast; exit 1 on any violation, a running-fleet
+                                         ratio under 0.97 or no preemption
+
+Running fleet (``warm_milp_ratio*``, ``preemption_ratio*``, ``chain_violations``): instances
+that start from the fleet's own plan and then change (targets and telemetry drift, pool energy
+budgets or tank power that bind), priority contention (a priority-1000 and a priority-500 job
+arriving into a fleet full of low-priority work), each against the MILP bound; and a chained
+run of single-node events over simulated hours, every plan checked by the independent checker
+(constraints and bookkeeping).
 
 Progress goes to stderr; with --json, stdout is one JSON object.  ``milp_ratios`` is the full
 heuristic (greedy passes and, on small fleets, the LP-relaxation-guided start, each + local
@@ -34,10 +42,10 @@ import scipy
 
 from tokenfleet.placement import plan, replan_node, solve_milp
 from tokenfleet.placement.baseline import plan_baseline, replan_node_baseline
-from tokenfleet.placement.checker import check_plan
+from tokenfleet.placement.checker import check_all, check_plan
 from tokenfleet.placement.heuristic import plan_heuristic
-from tokenfleet.placement.model import Plan, Snapshot, Tank
-from tokenfleet.placement.synthetic import make_snapshot
+from tokenfleet.placement.model import Job, Plan, Snapshot, Tank
+from tokenfleet.placement.synthetic import make_snapshot, run_chain
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,12 @@ class Sizes:
     milp: tuple[tuple[int, int, int], ...]
     """(vehicles, racks, jobs) per MILP instance."""
     milp_time_limit_s: float
+    warm: tuple[tuple[int, int, int], ...] = ()
+    """(vehicles, racks, jobs) per running-fleet instance (each kind of change is tried)."""
+    contention: tuple[tuple[int, int, int, int], ...] = ()
+    """(vehicles, racks, jobs, seed offset) per priority-contention instance."""
+    chain: tuple[int, int, int, float, float] = (0, 0, 0, 0.0, 0.0)
+    """(vehicles, racks, jobs, simulated seconds, seconds per event) of the chained run."""
 
 
 FULL = Sizes(
@@ -64,8 +78,37 @@ FULL = Sizes(
     100,
     ((160, 40, 30), (320, 80, 50), (480, 120, 60), (640, 160, 80), (800, 200, 100)),
     60.0,
+    warm=((160, 40, 30), (320, 80, 50)),
+    contention=(
+        (32, 8, 6, 0),
+        (48, 12, 8, 1),
+        (120, 30, 15, 0),
+        (120, 30, 15, 1),
+        (160, 40, 30, 0),
+        (160, 40, 30, 1),
+    ),
+    chain=(2000, 200, 100, 6 * 3600.0, 30.0),
 )
-SMOKE = Sizes(800, 200, 4, 4, 100, 5, 20, ((48, 12, 8), (120, 30, 15)), 10.0)
+SMOKE = Sizes(
+    800,
+    200,
+    4,
+    4,
+    100,
+    5,
+    20,
+    ((48, 12, 8), (120, 30, 15)),
+    10.0,
+    warm=((48, 12, 8),),
+    # seeds whose MILP proves its bound within a second or two (the smoke stays quick)
+    contention=((48, 12, 8, 2), (48, 12, 8, 4)),
+    chain=(150, 20, 12, 2 * 3600.0, 60.0),
+)
+RATIO_TARGET = 0.97
+"""Least objective / MILP bound on running-fleet and contention instances (exit 1 below)."""
+WARM_KINDS = ("drift", "energy", "power")
+"""Changes applied to a placed fleet: targets and car telemetry drift; pool daily energy
+budgets halved (they bind); tank power capped at 70 % (it binds)."""
 
 
 @contextlib.contextmanager
@@ -120,13 +163,14 @@ def run_solver(
     seed: int,
     single: Callable[[Snapshot], Plan] | None = None,
     greedy: Callable[[Snapshot], Plan] | None = None,
+    checker: Callable[[Snapshot, Plan], list[Any]] = check_all,
 ) -> dict[str, Any]:
     violations = 0
     by_rule: dict[str, int] = {}
 
     def count(s: Snapshot, p: Plan) -> None:
         nonlocal violations
-        vs = check_plan(s, p)
+        vs = checker(s, p)
         violations += len(vs)
         for v in vs:
             by_rule[v.rule] = by_rule.get(v.rule, 0) + 1
@@ -216,6 +260,168 @@ def run_solver(
     }
 
 
+def warm_instance(seed: int, nv: int, nr: int, nj: int, kind: str) -> Snapshot:
+    """A fleet running its own plan, then changed by ``kind`` (see :data:`WARM_KINDS`) and ten
+    minutes older."""
+    rng = np.random.default_rng(seed)
+    s = make_snapshot(seed, nv, nr, nj)
+    world = with_load_of(s, plan(s))
+    if kind == "drift":
+        jobs = tuple(
+            replace(j, target_tokens_per_second=j.target_tokens_per_second * rng.uniform(0.6, 1.5))
+            for j in world.jobs
+        )
+        cars = tuple(
+            replace(v, plugged_in=False)
+            if rng.random() < 0.1
+            else replace(v, soc_percent=max(0.0, v.soc_percent - 15.0))
+            if v.soc_percent is not None and rng.random() < 0.1
+            else v
+            for v in world.vehicles
+        )
+        world = replace(world, jobs=jobs, vehicles=cars)
+    elif kind == "energy":
+        pools = tuple(
+            replace(p, daily_energy_budget_kwh=p.daily_energy_budget_kwh * 0.5)
+            if p.daily_energy_budget_kwh is not None
+            else p
+            for p in world.pools
+        )
+        world = replace(world, pools=pools)
+    elif kind == "power":
+        world = replace(
+            world,
+            tanks=tuple(
+                replace(t, power_capacity_kw=t.power_capacity_kw * 0.7) for t in world.tanks
+            ),
+        )
+    return replace(world, now=world.now + 600.0)
+
+
+def contention_instance(seed: int, nv: int, nr: int, nj: int) -> Snapshot:
+    """A fleet full of low-priority work (priority 10-50, demand above capacity) running its
+    plan, then a priority-1000 and a priority-500 job arrive wanting 40 % and 25 % of what is
+    served."""
+    rng = np.random.default_rng(seed)
+    s = make_snapshot(seed, nv, nr, nj, load=1.5)
+    low = tuple(replace(j, priority=int(rng.choice([10, 20, 50]))) for j in s.jobs)
+    s = replace(s, jobs=low)
+    p0 = plan(s)
+    world = with_load_of(s, p0)
+    served = sum(p0.served_tokens_per_second(j.name, s) for j in s.jobs)
+    base = s.jobs[0]
+    arrivals: list[Job] = []
+    for i, (prio, share) in enumerate(((1000, 0.4), (500, 0.25))):
+        arrivals.append(
+            replace(
+                base,
+                name=f"ns-hi/urgent-{i}",
+                priority=prio,
+                target_tokens_per_second=max(served * share, 50.0),
+                max_replicas=400,
+                targets=frozenset({"Rack", "Vehicle"}),
+                regions=frozenset(),
+                ownership=frozenset(),
+                require_attestation=False,
+            )
+        )
+    return replace(world, jobs=(*world.jobs, *arrivals))
+
+
+def ratio_runs(
+    label: str, cases: list[Snapshot], time_limit_s: float, count: Callable[[Snapshot, Plan], None]
+) -> tuple[list[float | None], list[dict[str, Any]]]:
+    """Heuristic objective / MILP bound per instance (both plans checked)."""
+    ratios: list[float | None] = []
+    info: list[dict[str, Any]] = []
+    for s in cases:
+        t = time.perf_counter()
+        with stdout_to_stderr():
+            m = solve_milp(s, time_limit_s=time_limit_s)
+        dt = time.perf_counter() - t
+        count(s, m)
+        p = plan(s)
+        count(s, p)
+        ratio = round(p.objective / m.bound, 5) if m.bound and m.bound > 0 else None
+        ratios.append(ratio)
+        moved = sum(e.replicas for e in p.evictions)
+        preempted = sum(e.replicas for e in p.evictions if e.reason == "Preempted")
+        info.append(
+            {
+                "nodes": len(s.racks) + len(s.vehicles),
+                "jobs": len(s.jobs),
+                "milp_seconds": round(dt, 2),
+                "objective": round(p.objective, 3),
+                "bound": round(m.bound, 3) if m.bound is not None else None,
+                "evicted": moved,
+                "preempted": preempted,
+            }
+        )
+        log(f"{label} {info[-1]['nodes']} nodes x {info[-1]['jobs']} jobs: ratio {ratio}")
+    return ratios, info
+
+
+def running_fleet(sizes: Sizes, seed: int) -> dict[str, Any]:
+    """The running-fleet section: warm starts, priority contention, chained events."""
+    by_rule: dict[str, int] = {}
+    violations = 0
+
+    def count(s: Snapshot, p: Plan) -> None:
+        nonlocal violations
+        for v in check_all(s, p):
+            violations += 1
+            by_rule[v.rule] = by_rule.get(v.rule, 0) + 1
+
+    warm = [
+        warm_instance(seed + 100 + i, nv, nr, nj, kind)
+        for i, (nv, nr, nj) in enumerate(sizes.warm)
+        for kind in WARM_KINDS
+    ]
+    warm_ratios, warm_info = ratio_runs("warm", warm, sizes.milp_time_limit_s, count)
+    contention = [
+        contention_instance(seed + 200 + off, nv, nr, nj) for nv, nr, nj, off in sizes.contention
+    ]
+    pre_ratios, pre_info = ratio_runs("contention", contention, sizes.milp_time_limit_s, count)
+    nv, nr, nj, seconds, step = sizes.chain
+    t = time.perf_counter()
+    chain = run_chain(make_snapshot(seed + 300, nv, nr, nj), seconds, step, seed + 300, check_all)
+    log(
+        f"chain: {chain.steps} events over {seconds / 3600:.1f} h, "
+        f"{chain.incremental} incremental, {chain.violations} violations, "
+        f"{time.perf_counter() - t:.1f} s"
+    )
+
+    def low(xs: list[float | None]) -> float | None:
+        vals = [x for x in xs if x is not None]
+        return min(vals) if vals else None
+
+    return {
+        "warm_milp_ratio_min": low(warm_ratios),
+        "warm_milp_ratios": warm_ratios,
+        "preemption_ratio_min": low(pre_ratios),
+        "preemption_ratios": pre_ratios,
+        "chain_violations": chain.violations,
+        "preempted_replicas": sum(i["preempted"] for i in pre_info),
+        "running_fleet": {
+            "warm_kinds": list(WARM_KINDS),
+            "warm_instances": warm_info,
+            "contention_instances": pre_info,
+            "violations": violations,
+            "violations_by_rule": dict(sorted(by_rule.items())),
+            "chain": {
+                "vehicles": nv,
+                "racks": nr,
+                "jobs": nj,
+                "simulated_seconds": seconds,
+                "seconds_per_event": step,
+                "events": chain.steps,
+                "incremental": chain.incremental,
+                "violations_by_rule": dict(sorted(chain.by_rule.items())),
+            },
+        },
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -241,7 +447,7 @@ def main() -> int:
         with stdout_to_stderr():
             m = solve_milp(s, time_limit_s=sizes.milp_time_limit_s)
         dt = time.perf_counter() - t
-        milp_violations += len(check_plan(s, m))
+        milp_violations += len(check_all(s, m))
         milp_cases.append((s, m))
         milp_info.append(
             {
@@ -266,10 +472,19 @@ def main() -> int:
         greedy=lambda s: plan_heuristic(s, improve_budget=0, guided=False),
     )
     base = run_solver(
-        "baseline", plan_baseline, replan_node_baseline, sizes, snapshot, milp_cases, args.seed
+        "baseline",
+        plan_baseline,
+        replan_node_baseline,
+        sizes,
+        snapshot,
+        milp_cases,
+        args.seed,
+        checker=check_plan,  # constraints only: the baseline keeps no bookkeeping
     )
+    running = running_fleet(sizes, args.seed)
     out: dict[str, Any] = {
         **heur,
+        **running,
         "baseline": base,
         "milp": {
             "instances": milp_info,
@@ -299,11 +514,20 @@ def main() -> int:
     else:
         for k, v in out.items():
             print(f"{k}: {v}")
-    bad = heur["violations"] + milp_violations
+    bad = heur["violations"] + milp_violations + running["running_fleet"]["violations"]
+    bad += running["chain_violations"]
+    failed = False
     if bad:
-        log(f"FAIL: {bad} hard-constraint violations (heuristic + MILP)")
-        return 1
-    return 0
+        log(f"FAIL: {bad} violations (heuristic + MILP + running fleet + chain)")
+        failed = True
+    for key in ("warm_milp_ratio_min", "preemption_ratio_min"):
+        if running[key] is None or running[key] < RATIO_TARGET:
+            log(f"FAIL: {key} = {running[key]} < {RATIO_TARGET}")
+            failed = True
+    if running["preempted_replicas"] <= 0:
+        log("FAIL: no replica was preempted on the priority-contention instances")
+        failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
+import fixtures_controllers
 import pytest
-from fixtures_controllers import NOW, job_view, pool_view, vehicle
+from fixtures_controllers import INT4, NOW, job_view, pool_view, vehicle
 from prometheus_client import REGISTRY
 
 from tokenfleet.controllers import planner as planner_mod
@@ -223,3 +225,50 @@ async def test_liveness_fails_only_when_a_background_task_has_ended() -> None:
         await crashed
     with pytest.raises(RuntimeError, match="runtime prober task ended: boom"):
         planner_mod.raise_if_ended(crashed, "runtime prober")
+
+
+async def test_a_higher_priority_job_preempts_with_reason_preempted() -> None:
+    big = [{**INT4, "memoryMiB": 20000}]  # one replica fills the car
+
+    def job_view(name: str, **kw: Any) -> JobView:
+        return fixtures_controllers.job_view(name, variants=big, **kw)
+
+    low = job_view("low", replicas=(1, 1), target=20, spec_patch={"priority": 10})
+    fleet = Fleet([vehicle("car-0")], [low])
+    await fleet.replan()
+    first = fleet.planner.slice_for("ns/low")
+    assert first is not None and first.desired_replicas == 1
+    high = job_view("high", replicas=(1, 1), target=20, spec_patch={"priority": 1000})
+    fleet.jobs = [low, high]
+    await fleet.replan()
+    won = fleet.planner.slice_for("ns/high")
+    lost = fleet.planner.slice_for("ns/low")
+    assert won is not None and won.desired_replicas == 1
+    assert lost is not None and lost.desired_replicas == 0
+    assert lost.removals[("car-0", "int4")].reason == "Preempted"
+    # a later plan that no longer lists the eviction keeps the reason until the replica is gone
+    # (a new car: the low job's decision changes, its old replica is still being moved)
+    fleet.nodes["car-1"] = vehicle("car-1")
+    await fleet.replan()
+    again = fleet.planner.slice_for("ns/low")
+    assert again is not None and set(again.desired) == {("car-1", "int4")}
+    assert again.removals[("car-0", "int4")].reason == "Preempted"
+
+
+async def test_a_deadline_wakes_the_planner_and_rechecks_without_an_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # car-0 enters its drain lead (900 s, band 918 s) 40 s from now; nothing will report it
+    soon = vehicle("car-0", departure_time=fixtures_controllers.rfc(NOW + timedelta(seconds=940)))
+    fleet = Fleet([soon, vehicle("car-1")], [job_view(replicas=(2, 2), target=40)])
+    await fleet.replan()
+    first = fleet.planner.slice_for("ns/chat")
+    assert first is not None and {n for n, _ in first.desired} == {"car-0", "car-1"}
+    timeout, why = fleet.planner._next_wake()
+    assert why == "deadline" and 0 < timeout <= 22
+    monkeypatch.setattr(planner_mod.time, "time", lambda: NOW.timestamp() + 120)
+    fleet.refresh()
+    await fleet.planner.replan(_Signals(triggers={"deadline"}))
+    after = fleet.planner.slice_for("ns/chat")
+    assert after is not None and {n for n, _ in after.desired} == {"car-1"}
+    assert after.removals[("car-0", "int4")].reason == "DepartureWithinDrainLead"

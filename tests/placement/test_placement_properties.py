@@ -25,7 +25,7 @@ from tokenfleet.placement import (
     replan_node,
     solve_milp,
 )
-from tokenfleet.placement.checker import check_plan
+from tokenfleet.placement.checker import check_all
 from tokenfleet.placement.heuristic import objective
 from tokenfleet.placement.model import Target
 
@@ -230,7 +230,7 @@ def describe(vs: list[Any]) -> str:
 @given(snapshots())
 def test_heuristic_plans_never_break_a_hard_rule(s: Snapshot) -> None:
     p = plan(s)
-    vs = check_plan(s, p)
+    vs = check_all(s, p)
     assert vs == [], describe(vs)
     assert abs(p.objective - objective(s, p.assignments)) < 1e-6 * max(1.0, abs(p.objective))
 
@@ -239,7 +239,7 @@ def test_heuristic_plans_never_break_a_hard_rule(s: Snapshot) -> None:
 @given(snapshots())
 def test_milp_plans_never_break_a_hard_rule_and_bound_the_heuristic(s: Snapshot) -> None:
     m = solve_milp(s, time_limit_s=20)
-    vs = check_plan(s, m)
+    vs = check_all(s, m)
     assert vs == [], describe(vs)
     assert abs(m.objective - objective(s, m.assignments)) < 1e-6 * max(1.0, abs(m.objective))
     h = plan(s)
@@ -255,7 +255,7 @@ def test_replanning_an_unchanged_world_moves_nothing(s: Snapshot) -> None:
     again = plan(world)
     assert again.evictions == ()
     assert set(first.assignments) <= set(again.assignments)
-    assert check_plan(world, again) == []
+    assert check_all(world, again) == []
     # and once more: a fixed point
     third = plan(with_load_of(world, again))
     assert third.evictions == () and third.added == ()
@@ -307,7 +307,7 @@ def test_incremental_moves_only_what_must_move(case: tuple[Snapshot, str, dict[s
             placements=prev.assignments,
         )
     nxt = replan_node(changed, prev, node)
-    vs = check_plan(changed, nxt)
+    vs = check_all(changed, nxt)
     assert vs == [], describe(vs)
     assert abs(nxt.objective - objective(changed, nxt.assignments)) < 1e-6 * max(
         1.0, abs(nxt.objective)
@@ -321,4 +321,4 @@ def test_incremental_moves_only_what_must_move(case: tuple[Snapshot, str, dict[s
     # and a second step from the incremental plan's cache is still sound
     again = replan_node(replace(changed, placements=nxt.assignments), nxt, node)
     assert again.evictions == ()
-    assert check_plan(replace(changed, placements=nxt.assignments), again) == []
+    assert check_all(replace(changed, placements=nxt.assignments), again) == []

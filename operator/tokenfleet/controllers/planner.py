@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import kopf
@@ -43,7 +43,15 @@ from tokenfleet.controllers.snapshot import (
     TankView,
     build_snapshot,
 )
-from tokenfleet.placement import JobShortfall, Placement, Plan, Reason, plan, replan_node
+from tokenfleet.placement import (
+    JobShortfall,
+    Placement,
+    Plan,
+    Reason,
+    plan,
+    replan_due,
+    replan_node,
+)
 from tokenfleet.serving.endpoints import (
     dial_allowed,
     format_host_port,
@@ -286,13 +294,23 @@ class Planner:
 
     # ---- planning -----------------------------------------------------------------------------
 
+    def _next_wake(self) -> tuple[float, str]:
+        """Seconds until the next unprompted plan and why: the plan's ``next_deadline`` (a time
+        threshold of a placed replica's node; re-checked incrementally) or the resync."""
+        resync = self.config.plan_resync_seconds
+        deadline = self._plan.next_deadline if self._plan is not None else None
+        if deadline is not None and deadline - time.time() < resync:
+            return max(deadline - time.time(), 0.0), "deadline"
+        return resync, "resync"
+
     async def _run(self) -> None:
         await self._ready.wait()
         while True:
+            timeout, trigger = self._next_wake()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.plan_resync_seconds)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except TimeoutError:
-                self.signal("resync", full=True)
+                self.signal(trigger, full=trigger == "resync")
             await asyncio.sleep(self.config.plan_debounce_seconds)
             self._wake.clear()
             signals, self._signals = self._signals, _Signals()
@@ -361,16 +379,21 @@ class Planner:
         incremental = (
             previous is not None
             and not signals.full
-            and len(signals.nodes) == 1
-            and signals.triggers <= {"node"}
+            and len(signals.nodes) <= 1
+            and signals.triggers <= {"node", "deadline"}
+            and (len(signals.nodes) == 1 or signals.triggers == {"deadline"})
             and not forced
             and tuple(sorted(map(_pkey, parts.snapshot.placements)))
             == tuple(sorted(map(_pkey, previous.assignments)))
         )
         snapshot = parts.snapshot
-        if incremental and previous is not None:
+        if incremental and previous is not None and signals.nodes:
             node_name = next(iter(signals.nodes))
             result = await asyncio.to_thread(replan_node, snapshot, previous, node_name)
+            mode = "incremental"
+        elif incremental and previous is not None:
+            # time alone crossed a threshold (drain lead, charge by departure, stale reading)
+            result = await asyncio.to_thread(replan_due, snapshot, previous)
             mode = "incremental"
         else:
             result = await asyncio.to_thread(plan, snapshot)
@@ -461,6 +484,12 @@ class Planner:
                 )
                 self._slices[key] = new
                 continue
+            if old is not None:
+                # a removal still being carried out keeps its reason (e.g. Preempted) until the
+                # replica is gone, even when a later plan no longer lists it as an eviction
+                carried = {k: r for k, r in old.removals.items() if k not in new.desired}
+                if carried:
+                    new = replace(new, removals={**carried, **new.removals})
             self._slices[key] = new
             self.job_event(key).set()
         for key in list(self._slices):

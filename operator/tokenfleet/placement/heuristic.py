@@ -8,6 +8,7 @@ replicas that had to leave it.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -40,10 +41,13 @@ from tokenfleet.placement.state import (
     build_fleet,
     compat_codes,
     compat_scalar,
+    energy_deadline,
     node_popularity,
     pool_references,
     rack_state,
     reason_of,
+    seconds_to_next_utc_midnight,
+    time_arrays,
     vehicle_state,
 )
 
@@ -111,6 +115,12 @@ class Work:
     """Set once an incremental re-plan has taken this state over (it mutates in place)."""
     rank_term: bool = False
     """Apply the kW x stay rearrangement term (:data:`RANK_WEIGHT`) while filling."""
+    deadlines: list[tuple[float, int]] = field(default_factory=list)
+    """Heap of (time, node): when a node's eligibility changes by time alone."""
+    steps: int = 0
+    """Incremental steps taken since the full plan."""
+    windowed: bool = False
+    """``energy_new`` already capped at its value at the chain's end."""
 
     # -- capacity checks -------------------------------------------------------------------
     def fits(self, info: JobInfo, k: int, var: Variant, new: bool) -> Reason | None:
@@ -249,9 +259,17 @@ def keep_phase(snapshot: Snapshot, work: Work, order: list[str]) -> None:
     """Keep every current placement that still meets the hard limits, by job priority."""
     f = work.fleet
     rank = {name: i for i, name in enumerate(order)}
+    density = _binding_density(snapshot, work)
     ps = sorted(
         snapshot.placements,
-        key=lambda p: (rank.get(p.job, -1), p.job, p.node, p.variant),
+        key=lambda p: (
+            (p.job, p.node, p.variant) in density,
+            -density.get((p.job, p.node, p.variant), 0.0),
+            rank.get(p.job, -1),
+            p.job,
+            p.node,
+            p.variant,
+        ),
     )
     for p in ps:
         info = f.jobs.get(p.job)
@@ -293,6 +311,41 @@ def keep_phase(snapshot: Snapshot, work: Work, order: list[str]) -> None:
                 lost[why] += 1
         for why, n in sorted(lost.items()):
             work.evictions.append(Eviction(p.job, p.node, p.variant, n, why))
+
+
+def _binding_density(snapshot: Snapshot, work: Work) -> dict[tuple[str, str, str], float]:
+    """For current placements in a tank (pool) whose hard power (daily energy) limit no longer
+    holds for all of them: value per kW (kWh today).  The keep phase keeps those densest first
+    (the rest by priority), so a limit that starts to bind keeps the work that earns most from
+    it instead of whatever comes first."""
+    f = work.fleet
+    load_t = np.zeros(len(f.tank_free_hard))
+    load_p = np.zeros(len(f.pool_free_hard))
+    found: list[tuple[tuple[str, str, str], int, float, float]] = []
+    for p in snapshot.placements:
+        info = f.jobs.get(p.job)
+        k = f.index.get(p.node)
+        var = info.variants.get(p.variant) if info is not None else None
+        if info is None or k is None or var is None:
+            continue
+        kw = var.watts / 1000.0 * p.replicas
+        use = kw * float(f.hours_today[k]) if f.is_vehicle[k] else kw
+        if f.is_vehicle[k]:
+            load_p[f.pool[k]] += use
+        else:
+            load_t[f.tank[k]] += use
+        value = info.weight * var.tokens_per_second * p.replicas
+        found.append(((p.job, p.node, p.variant), k, value, use))
+    over_t = load_t > f.tank_free_hard + EPS
+    over_p = load_p > f.pool_free_hard + EPS
+    if not over_t.any() and not over_p.any():
+        return {}
+    out: dict[tuple[str, str, str], float] = {}
+    for key, k, value, use in found:
+        binding = over_p[f.pool[k]] if f.is_vehicle[k] else over_t[f.tank[k]]
+        if binding:
+            out[key] = value / max(use, EPS)
+    return out
 
 
 # -- phase 2: fill ------------------------------------------------------------------------------
@@ -446,6 +499,12 @@ def trim_job(work: Work, info: JobInfo) -> None:
         served = work.served.get(name, 0.0)
         if served <= job.target_tokens_per_second + EPS:
             return
+        # a current replica goes only when the job's current replicas alone exceed the target
+        # without it (a scale-down); a replica this plan added is never a reason to evict one
+        kept = sum(
+            min(n, work.current.get(u, 0)) * info.variants[u[2]].tokens_per_second
+            for u, n in work.job_units.get(name, {}).items()
+        )
         best: tuple[tuple[int, float, float, int, str], Unit] | None = None
         for u, n in work.job_units.get(name, {}).items():
             if n <= 0:
@@ -454,6 +513,8 @@ def trim_job(work: Work, info: JobInfo) -> None:
             if served - var.tokens_per_second < job.target_tokens_per_second - EPS:
                 continue
             existing = work.current.get(u, 0) >= n
+            if existing and kept - var.tokens_per_second < job.target_tokens_per_second - EPS:
+                continue
             key = (
                 1 if existing else 0,
                 -var.watts * float(f.cost[u[1]]),
@@ -470,6 +531,43 @@ def trim_job(work: Work, info: JobInfo) -> None:
         if work.current.get(u, 0) >= work.units[u]:
             work.evictions.append(Eviction(name, f.names[u[1]], u[2], 1, Reason.SCALED_DOWN))
         work.remove(info, u[1], var)
+
+
+def final_trim(work: Work, order: list[str]) -> None:
+    """Trim every job once more after the local search and preemption (their fills may
+    overshoot a target)."""
+    for name in order:
+        trim_job(work, work.fleet.jobs[name])
+
+
+def reconcile_evictions(work: Work) -> None:
+    """Make the eviction records agree with the assignments: per (job, node, variant), exactly
+    ``max(current - planned, 0)`` replicas evicted (a greedy re-fill may have put back a current
+    replica that an earlier phase had evicted; a phase may have removed one without a record)."""
+    f = work.fleet
+    want: dict[tuple[str, str, str], int] = {}
+    for u, cur in work.current.items():
+        gone = cur - work.units.get(u, 0)
+        if gone > 0:
+            want[(u[0], f.names[u[1]], u[2])] = gone
+    out: list[Eviction] = []
+    have: dict[tuple[str, str, str], int] = {}
+    for e in work.evictions:
+        key = (e.job, e.node, e.variant)
+        if key[1] not in f.index:  # node or job gone: not in ``current``, kept as recorded
+            out.append(e)
+            continue
+        left = want.get(key, 0) - have.get(key, 0)
+        if left <= 0:
+            continue
+        n = min(left, e.replicas)
+        have[key] = have.get(key, 0) + n
+        out.append(e if n == e.replicas else replace(e, replicas=n))
+    for key, n in sorted(want.items()):
+        missing = n - have.get(key, 0)
+        if missing > 0:
+            out.append(Eviction(key[0], key[1], key[2], missing, Reason.SCALED_DOWN))
+    work.evictions = out
 
 
 # -- explanations -------------------------------------------------------------------------------
@@ -678,6 +776,7 @@ def assemble(
     snapshot: Snapshot, work: Work, order: list[str], solver: str, explain_all: bool = True
 ) -> Plan:
     f = work.fleet
+    reconcile_evictions(work)
     keys = sorted(work.units.items(), key=lambda x: (x[0][0], x[0][1], x[0][2]))
     assignments = tuple(Placement(j, f.names[k], v, n) for (j, k, v), n in keys if n > 0)
     added: list[Placement] = []
@@ -805,6 +904,7 @@ def plan_heuristic(
     nodes x jobs) adds the LP-relaxation-guided start (:mod:`tokenfleet.placement.relax`),
     improved the same way; the better of the two plans is returned."""
     from tokenfleet.placement.improve import improve
+    from tokenfleet.placement.preempt import preempt
     from tokenfleet.placement.relax import GUIDE_MAX_WORK, lp_guide, plan_guided
 
     fleet = build_fleet(snapshot)
@@ -836,16 +936,25 @@ def plan_heuristic(
         guided = len(fleet.names) * len(order) <= GUIDE_MAX_WORK
     guide = lp_guide(snapshot, fleet) if guided else None
     candidates = [work] if guide is None else [work, plan_guided(snapshot, fleet, order, guide)]
+    move_cost = snapshot.weights.move_cost
     if improve_budget is None or improve_budget > 0:
         for w in candidates:
             improve(w, order, improve_budget)
-    move_cost = snapshot.weights.move_cost
+    for w in candidates:
+        if preempt(w, order, move_cost) and (improve_budget is None or improve_budget > 0):
+            # the victims' re-fills and the preemptors' replicas are new: polish them, then
+            # preempt again until nothing pays (the last word, for a stable re-plan)
+            improve(w, order, improve_budget)
+            preempt(w, order, move_cost)
+        final_trim(w, order)
     work = max(
         candidates,
         key=lambda w: work_objective(w, sum(e.replicas for e in w.evictions), move_cost),
     )
     # the passes skipped the explanations; only the plan returned needs them
-    return assemble(snapshot, work, order, "heuristic")
+    arm_deadlines(work)
+    out = assemble(snapshot, work, order, "heuristic")
+    return replace(out, next_deadline=next_deadline(work))
 
 
 PRICE_START = 0.25
@@ -979,11 +1088,83 @@ def fill_rounds(work: Work, order: list[str]) -> None:
 # -- incremental --------------------------------------------------------------------------------
 
 
-def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) -> Plan | None:
+CHAIN_SECONDS = 300.0
+"""An incremental chain covers at most this much time after its full plan; later, or past the
+next UTC midnight (the energy day), or past a tank's telemetry turning stale, ``replan_node``
+refuses and the caller runs a full plan."""
+CHAIN_STEPS = 256
+"""Incremental steps at most in one chain (then a full plan)."""
+
+
+def node_deadline(work: Work, k: int) -> float:
+    """When node ``k``'s eligibility changes by time alone at its current draw (inf: never)."""
+    f = work.fleet
+    st = f.node_states[k] if k < len(f.node_states) else None
+    if st is None:
+        return INF
+    d = st.next_change
+    if f.is_vehicle[k]:
+        d = min(d, energy_deadline(st.need_kwh, st.charger_kw, st.departure, float(work.e_used[k])))
+    return d
+
+
+def arm_deadlines(work: Work) -> None:
+    """Index every node's next time threshold (a heap) for the incremental chain."""
+    f = work.fleet
+    nxt, need, _band, charger, dep = time_arrays(f)
+    draw = work.e_used
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        e_dead = np.where(
+            (need > 0) & (draw > EPS),
+            np.where(charger - draw > 0, dep - 3600.0 * need / (charger - draw), -INF),
+            INF,
+        )
+    d = np.minimum(nxt, e_dead)
+    d[: f.n_racks] = INF
+    ks = np.flatnonzero(d < INF)
+    heap = list(zip(d[ks].tolist(), ks.tolist(), strict=True))
+    heapq.heapify(heap)
+    work.deadlines = heap
+    work.steps = 0
+    work.windowed = False
+
+
+def chain_end(work: Work) -> float:
+    """Until when the cached state may be re-planned incrementally (epoch s)."""
+    f = work.fleet
+    midnight = f.now + seconds_to_next_utc_midnight(f.now)
+    return min(f.now + CHAIN_SECONDS, midnight, f.tank_next_change)
+
+
+def next_deadline(work: Work) -> float | None:
+    """The earliest moment a re-plan is due: a node's threshold or the chain's end."""
+    d = chain_end(work)
+    if work.deadlines:
+        d = min(d, work.deadlines[0][0])
+    return d if d < INF else None
+
+
+def _window_energy(f: Fleet, ks: IntArr, t_end: float) -> None:
+    """Cap ``energy_new`` of vehicles ``ks`` at its value at ``t_end`` (the chain's end), so
+    new work placed anywhere in the chain still meets the band until then."""
+    if ks.size == 0:
+        return
+    _nxt, need_a, band_a, charger_a, dep_a = time_arrays(f)
+    need = need_a[ks] + band_a[ks]
+    hours = (dep_a[ks] - t_end) / 3600.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e_end = np.where(hours > 0, charger_a[ks] - need / np.where(hours > 0, hours, 1.0), -INF)
+    f.energy_new[ks] = np.minimum(f.energy_new[ks], e_end)
+
+
+def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | None) -> Plan | None:
     """Incremental path; ``None`` when the cache cannot be used (caller falls back).
 
-    Takes over (mutates) the previous plan's solver state, so each plan's cache serves one
-    incremental step; a second use falls back to a full plan."""
+    Re-checks ``node_name`` and every node whose time threshold (drain lead, charge by
+    departure at its draw, stale telemetry) ``snapshot.now`` has crossed, evicts what no longer
+    fits there and re-places it.  Takes over (mutates) the previous plan's solver state, so each
+    plan's cache serves one incremental step; a second use, a chain past :data:`CHAIN_STEPS` or
+    past :func:`chain_end` returns ``None``."""
     cache = previous.cache
     if not isinstance(cache, tuple) or len(cache) != 2:
         return None
@@ -991,25 +1172,36 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
     if not isinstance(work, Work) or work.consumed:
         return None
     f0 = work.fleet
-    k = f0.index.get(node_name)
-    if k is None or len(snapshot.jobs) != len(f0.jobs):
+    k0 = f0.index.get(node_name) if node_name is not None else None
+    if (node_name is not None and k0 is None) or len(snapshot.jobs) != len(f0.jobs):
         return None
-    node = _find_node(snapshot, node_name, k, f0)
-    if node is None or not _same_identity(f0, k, node):
-        return None  # the node left, or its pool/tank/region/attestation changed: full plan
+    if snapshot.now < f0.now or snapshot.now >= chain_end(work) or work.steps >= CHAIN_STEPS:
+        return None
+    if f0.inputs != (snapshot.tanks, snapshot.pools, snapshot.jobs, snapshot.weights):
+        return None  # a tank, pool, job or weight changed: only a full plan re-derives those
+    nodes: dict[int, VehicleNode | RackNode] = {}
+    if node_name is not None and k0 is not None:
+        node = _find_node(snapshot, node_name, k0, f0)
+        if node is None or not _same_identity(f0, k0, node):
+            return None  # the node left, or its pool/tank/region/attestation changed
+        nodes[k0] = node
     work.consumed = True
-    if isinstance(node, VehicleNode):
-        pool = next((p for p in snapshot.pools if p.name == node.pool), None)
-        st = vehicle_state(node, pool, snapshot.now)
-    else:
-        tank = next((t for t in snapshot.tanks if t.name == node.tank), None)
-        st = rack_state(node, tank, snapshot.now)
+    crossed = set(nodes)
+    while work.deadlines and work.deadlines[0][0] <= snapshot.now:
+        crossed.add(heapq.heappop(work.deadlines)[1])
+    for k in sorted(crossed - set(nodes)):
+        other = _find_node(snapshot, f0.names[k], k, f0)
+        if other is None or not _same_identity(f0, k, other):
+            return None
+        nodes[k] = other
     rank = work.rank or {name: i for i, name in enumerate(order)}
-    here = sorted(work.node_units.get(k, {}).items(), key=lambda x: (rank[x[0][0]], x[0][2]))
-    # take everything off the node under the old figures, then switch the node's figures
-    for u, n in here:
-        info = f0.jobs[u[0]]
-        work.remove(info, k, info.variants[u[2]], n)
+    here: dict[int, list[tuple[Unit, int]]] = {}
+    for k in nodes:
+        here[k] = sorted(work.node_units.get(k, {}).items(), key=lambda x: (rank[x[0][0]], x[0][2]))
+        # take everything off the node under the old figures, then switch the node's figures
+        for u, n in here[k]:
+            info = f0.jobs[u[0]]
+            work.remove(info, k, info.variants[u[2]], n)
     f = replace(
         f0,
         hard_code=f0.hard_code.copy(),
@@ -1019,36 +1211,62 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
         hours_today=f0.hours_today.copy(),
         cost=f0.cost.copy(),
         mem_cap=f0.mem_cap.copy(),
+        node_states=list(f0.node_states),
+        time_arrays=tuple(a.copy() for a in time_arrays(f0)),  # type: ignore[arg-type]
     )
-    _fill_state(k, st, f.hard_code, f.new_code, f.energy_hard, f.energy_new, f.hours_today, f.cost)
-    f.mem_cap[k] = node.memory_mib
-    work.mem_free[k] += f.mem_cap[k] - f0.mem_cap[k]
+    t_end = chain_end(work)
+    if not work.windowed:
+        _window_energy(f, np.arange(f.n_racks, len(f.names), dtype=np.int64), t_end)
+        work.windowed = True
+    for k, nd in nodes.items():
+        if isinstance(nd, VehicleNode):
+            pool = next((p for p in snapshot.pools if p.name == nd.pool), None)
+            st = vehicle_state(nd, pool, snapshot.now)
+        else:
+            tank = next((t for t in snapshot.tanks if t.name == nd.tank), None)
+            st = rack_state(nd, tank, snapshot.now)
+        _fill_state(
+            k, st, f.hard_code, f.new_code, f.energy_hard, f.energy_new, f.hours_today, f.cost
+        )
+        f.node_states[k] = st
+        ta = time_arrays(f)
+        for arr, val in zip(
+            ta, (st.next_change, st.need_kwh, st.band_kwh, st.charger_kw, st.departure), strict=True
+        ):
+            arr[k] = val
+        if isinstance(nd, VehicleNode):
+            _window_energy(f, np.array([k], dtype=np.int64), t_end)
+        f.mem_cap[k] = nd.memory_mib
+        work.mem_free[k] += f.mem_cap[k] - f0.mem_cap[k]
     work.fleet = f
+    ks = np.array(sorted(nodes), dtype=np.int64)
     for key, ok in work.ok.items():
         ok = ok.copy()
-        ok[k] = bool(work.compat[key][k] == 0 and f.new_code[k] == 0)
+        ok[ks] = (work.compat[key][ks] == 0) & (f.new_code[ks] == 0)
         work.ok[key] = ok
     work.current = {}
     work.evictions = []
     touched: set[tuple[str, str, str]] = set()
     affected: list[str] = []
-    for u, n in here:
-        info = f.jobs[u[0]]
-        var = info.variants[u[2]]
-        work.current[u] = n
-        touched.add((u[0], node_name, u[2]))
-        why: Reason | None = reason_of(int(f.hard_code[k])) if f.hard_code[k] else None
-        lost: Counter[Reason] = Counter()
-        for _ in range(n):
-            r = why or work.fits(info, k, var, new=False)
-            if r is None:
-                work.add(info, k, var)
-            else:
-                lost[r] += 1
-        for r, m in sorted(lost.items()):
-            work.evictions.append(Eviction(u[0], node_name, u[2], m, r))
-        if lost:
-            affected.append(u[0])
+    for k in sorted(nodes):
+        kname = f.names[k]
+        for u, n in here[k]:
+            info = f.jobs[u[0]]
+            var = info.variants[u[2]]
+            work.current[u] = n
+            touched.add((u[0], kname, u[2]))
+            why: Reason | None = reason_of(int(f.hard_code[k])) if f.hard_code[k] else None
+            lost: Counter[Reason] = Counter()
+            for _ in range(n):
+                r = why or work.fits(info, k, var, new=False)
+                if r is None:
+                    work.add(info, k, var)
+                else:
+                    lost[r] += 1
+            for r, m in sorted(lost.items()):
+                work.evictions.append(Eviction(u[0], kname, u[2], m, r))
+            if lost and u[0] not in affected:
+                affected.append(u[0])
     before = {name: dict(work.job_units.get(name, {})) for name in affected}
     for name in sorted(affected, key=rank.__getitem__):
         fill_job(work, f.jobs[name])
@@ -1061,6 +1279,7 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
                 added.append(Placement(name, f.names[kk], u[2], extra))
                 work.current.setdefault(u, before[name].get(u, 0))
                 touched.add((name, f.names[kk], u[2]))
+                nodes.setdefault(kk, nodes[next(iter(nodes))])  # new draw: new deadline
     evictions = _pair_moves(work.evictions, added)
     for j, node_n, v in sorted(touched):
         n = work.units.get((j, f.index[node_n], v), 0)
@@ -1070,6 +1289,11 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
             (j, node_n, v),
             Placement(j, node_n, v, n) if n else None,
         )
+    for k in nodes:
+        d = node_deadline(work, k)
+        if d < INF:
+            heapq.heappush(work.deadlines, (d, k))
+    work.steps += 1
     # explanations: reuse the previous ones, refresh affected jobs and the touched nodes
     shortfalls = [s for s in previous.job_shortfalls if s.job not in affected]
     if affected:
@@ -1078,10 +1302,11 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
         shortfalls.sort(key=lambda s: rank[s.job])
     for a in added:
         _set_item(work.unused_list, work.unused_pos, a.node, None)
-    if not work.node_units.get(k):
-        c = int(f.hard_code[k]) or int(f.new_code[k])
-        u_new = UnusedNode(node_name, reason_of(c) if c else Reason.NO_DEMAND)
-        _set_item(work.unused_list, work.unused_pos, node_name, u_new)
+    for k in sorted(crossed):
+        if not work.node_units.get(k):
+            c = int(f.hard_code[k]) or int(f.new_code[k])
+            u_new = UnusedNode(f.names[k], reason_of(c) if c else Reason.NO_DEMAND)
+            _set_item(work.unused_list, work.unused_pos, f.names[k], u_new)
     removed = sum(e.replicas for e in evictions)
     return Plan(
         assignments=tuple(work.assign_list),
@@ -1091,6 +1316,7 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str) ->
         unused_nodes=tuple(work.unused_list),
         objective=work_objective(work, removed, snapshot.weights.move_cost, affected),
         solver="heuristic-incremental",
+        next_deadline=next_deadline(work),
         cache=(replace_work(work), order),
     )
 

@@ -268,7 +268,8 @@ class Job:
     regions: frozenset[str] = frozenset()
     """Allowed residency regions; empty = any."""
     ownership: frozenset[str] = frozenset()
-    """Allowed hardware owners; empty = any.  Nodes without an owner (racks) always pass."""
+    """Allowed hardware owners; empty = any.  A car passes only when its pool's owner is one of
+    them (a pool without an owner fails: unknown never counts as good); racks always pass."""
     require_attestation: bool = False
     spread: Spread = field(default_factory=Spread)
 
@@ -368,6 +369,10 @@ class Plan:
     solver: str = "heuristic"
     bound: float | None = None
     """Best proven upper bound on the objective (MILP only)."""
+    next_deadline: float | None = None
+    """Epoch s by which the plan must be recomputed because time alone changes what holds: the
+    earliest drain-lead / charge-by-departure / stale-telemetry threshold of a node, the next
+    UTC midnight (energy day) or the end of the incremental chain; ``None`` = no such moment."""
     cache: object | None = field(default=None, compare=False, repr=False)
     """Solver state reused by :func:`replan_node`; opaque."""
 

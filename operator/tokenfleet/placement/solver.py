@@ -19,16 +19,49 @@ def plan(snapshot: Snapshot) -> Plan:
 
 
 def replan_node(snapshot: Snapshot, previous: Plan, node_name: str) -> Plan:
-    """Incremental re-plan after ``node_name`` changed (a car unplugs, its SoC drops).
+    """Incremental re-plan after one *node* changed (a car unplugs, its SoC drops).
 
-    ``snapshot`` is the new state; only ``node_name`` may differ from the snapshot ``previous``
-    was computed from, and ``previous.assignments`` are taken as the current placements.
-    Re-checks that node, evicts what no longer fits there and re-places only those replicas on
-    other nodes; nothing else moves.  Job shortfalls are refreshed for the affected jobs only.
-    Falls back to :func:`plan` (with ``previous.assignments`` as current placements) when
-    ``previous`` carries no usable solver cache or the node left the snapshot.
+    Contract:
+
+    * ``node_name`` names a rack node or a vehicle.  A tank is not a node: a tank's telemetry,
+      cordon or leak changes the budget of every node in it, so tank events take a full
+      :func:`plan`; a tank's name raises :class:`ValueError` saying so.
+    * ``snapshot`` is the new state: only ``node_name``'s fields and ``now`` may differ from the
+      snapshot ``previous`` came from; ``previous.assignments`` are taken as the current
+      placements.  Tanks, pools, jobs and weights must be equal (else a full plan is run).
+    * Time moves: besides ``node_name``, every node whose time threshold (drain lead and its
+      band, charge by departure at its draw, stale telemetry) ``snapshot.now`` crossed is
+      re-checked, from a heap of those moments; new work placed in a chain meets the energy
+      band until the chain's end.  A chain is bounded: after ``CHAIN_SECONDS`` of time,
+      ``CHAIN_STEPS`` steps, the next UTC midnight or a tank's telemetry turning stale, the
+      result is a full plan.  ``Plan.next_deadline`` says when the next re-plan is due.
+
+    Evicts what no longer fits on the re-checked nodes and re-places only those replicas;
+    nothing else moves.  Job shortfalls are refreshed for the affected jobs only.  Falls back
+    to :func:`plan` (with ``previous.assignments`` as current placements) whenever the cache
+    cannot serve the step (none, used, chain ended, identity or inputs changed, node gone).
     """
+    if any(t.name == node_name for t in snapshot.tanks) and not (
+        any(r.name == node_name for r in snapshot.racks)
+        or any(v.name == node_name for v in snapshot.vehicles)
+    ):
+        raise ValueError(
+            f"node_name: {node_name!r} is a tank, not a node; a tank change needs a full plan "
+            "(call plan(snapshot))"
+        )
     out = replan_node_heuristic(snapshot, previous, node_name)
+    if out is not None:
+        return out
+    from dataclasses import replace
+
+    return plan_heuristic(replace(snapshot, placements=previous.assignments))
+
+
+def replan_due(snapshot: Snapshot, previous: Plan) -> Plan:
+    """Re-plan because time reached ``previous.next_deadline`` and no node changed: the
+    incremental path re-checks the nodes whose time threshold passed (same contract as
+    :func:`replan_node` without a changed node), else a full :func:`plan`."""
+    out = replan_node_heuristic(snapshot, previous, None)
     if out is not None:
         return out
     from dataclasses import replace

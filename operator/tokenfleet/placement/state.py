@@ -63,6 +63,39 @@ class NodeState:
     energy_new_kw: float = INF
     hours_today: float = 0.0
     cost_per_kwh: float = 0.0
+    next_change: float = INF
+    """Earliest time (epoch s) at which this state changes by time alone (the drain-lead band
+    or limit, stale telemetry); the energy rule's moment depends on the draw, see
+    :func:`energy_deadline`."""
+    need_kwh: float = 0.0
+    """Energy the battery still needs by departure, kWh (vehicles)."""
+    band_kwh: float = 0.0
+    """Hysteresis band on that need for new work, kWh."""
+    charger_kw: float = 0.0
+    departure: float = INF
+
+
+def time_arrays(fleet: Fleet) -> tuple[FloatArr, FloatArr, FloatArr, FloatArr, FloatArr]:
+    """``fleet.time_arrays``, built from the node states on first use."""
+    if fleet.time_arrays is None:
+        sts = fleet.node_states
+        fleet.time_arrays = (
+            np.array([st.next_change for st in sts], dtype=np.float64),
+            np.array([st.need_kwh for st in sts], dtype=np.float64),
+            np.array([st.band_kwh for st in sts], dtype=np.float64),
+            np.array([st.charger_kw for st in sts], dtype=np.float64),
+            np.array([st.departure for st in sts], dtype=np.float64),
+        )
+    return fleet.time_arrays
+
+
+def energy_deadline(need_kwh: float, charger_kw: float, departure: float, draw_kw: float) -> float:
+    """When ``(charger - draw) * hours_left >= need`` stops holding (epoch s; inf: never)."""
+    if need_kwh <= 0 or draw_kw <= EPS:  # (a node emptied by add/remove keeps a float residue)
+        return INF
+    if charger_kw - draw_kw <= 0:
+        return -INF
+    return departure - 3600.0 * need_kwh / (charger_kw - draw_kw)
 
 
 def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeState:
@@ -121,6 +154,11 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
         fail(Reason.STALE_TELEMETRY, False)
     if v.cordoned:
         fail(Reason.NODE_CORDONED, False)
+    times = [v.departure_time - pool.drain_lead_seconds * (1 + h / 100)]
+    times.append(v.departure_time - pool.drain_lead_seconds)
+    if v.observed_at is not None:
+        times.append(v.observed_at + pool.stale_after_seconds)
+    next_change = min((t for t in times if t >= now), default=INF)
     # energy: (charger - draw) * hours >= need  =>  draw <= charger - need / hours
     hours = max(lead, 0.0) / 3600.0
     if hours <= 0:
@@ -136,7 +174,11 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
     e_hard = charger - need_kwh / hours
     e_new = charger - (need_kwh + h / 100.0 * capacity) / hours
     hours_today = min(lead, seconds_to_next_utc_midnight(now)) / 3600.0
-    return NodeState(hard, new, e_hard, e_new, hours_today, cost)
+    band = h / 100.0 * capacity
+    return NodeState(
+        hard, new, e_hard, e_new, hours_today, cost, next_change, need_kwh, band, charger,
+        v.departure_time,
+    )  # fmt: skip
 
 
 def rack_state(r: RackNode, tank: Tank | None, now: float) -> NodeState:
@@ -291,6 +333,15 @@ class Fleet:
     """Per pool (+ sentinel), the demand-weighted mean kW of a vehicle replica (empty: unset)."""
     pool_h_ref: FloatArr = field(default_factory=lambda: np.zeros(0))
     """Per pool (+ sentinel), the mean hours to today's end of its eligible cars."""
+    now: float = 0.0
+    """The snapshot time the node states were derived at."""
+    tank_next_change: float = INF
+    """Earliest time a tank's telemetry turns stale (new rack work stops there)."""
+    time_arrays: tuple[FloatArr, FloatArr, FloatArr, FloatArr, FloatArr] | None = None
+    """Per node (next_change, need_kwh, band_kwh, charger_kw, departure) from the node states
+    (see :class:`NodeState`), for the incremental chain; built on first use."""
+    inputs: tuple[object, ...] = ()
+    """(tanks, pools, jobs, weights) of the snapshot: an incremental step needs them unchanged."""
 
 
 def current_watts(snapshot: Snapshot) -> dict[str, float]:
@@ -404,7 +455,15 @@ def build_fleet(snapshot: Snapshot) -> Fleet:
             pool_price[p_i] = POOL_PRICE
     value = snapshot.weights.value_per_token_per_second
     jobs = {j.name: job_info(j, k, value) for k, j in enumerate(snapshot.jobs)}
-    return Fleet(
+    tank_next = min(
+        (
+            tk.observed_at + tk.stale_after_seconds
+            for tk in snapshot.tanks
+            if tk.observed_at is not None and tk.observed_at + tk.stale_after_seconds >= now
+        ),
+        default=INF,
+    )
+    fleet = Fleet(
         names,
         index,
         is_vehicle,
@@ -436,6 +495,10 @@ def build_fleet(snapshot: Snapshot) -> Fleet:
         len(snapshot.racks),
         float(mem_cap.max()) if n_nodes else 1.0,
     )
+    fleet.now = now
+    fleet.tank_next_change = tank_next
+    fleet.inputs = (snapshot.tanks, snapshot.pools, snapshot.jobs, snapshot.weights)
+    return fleet
 
 
 def _fill_state(
@@ -480,7 +543,9 @@ def compat_codes(fleet: Fleet, info: JobInfo) -> IntArr:
         code[~fleet.attested] = CODE[Reason.NOT_ATTESTED]
     if job.ownership:
         ids = [fleet.owner_ids[o] for o in job.ownership if o in fleet.owner_ids]
-        bad = (fleet.owner >= 0) & ~np.isin(fleet.owner, ids)
+        # unknown never counts as good: a car whose pool names no owner fails too; racks
+        # (site hardware, no owner) always pass
+        bad = fleet.is_vehicle & ~np.isin(fleet.owner, ids)
         code[bad] = CODE[Reason.OWNERSHIP]
     if job.regions:
         ids = [fleet.region_ids[r] for r in job.regions if r in fleet.region_ids]
@@ -508,7 +573,7 @@ def compat_scalar(fleet: Fleet, info: JobInfo, k: int) -> Reason | None:
             return Reason.RESIDENCY
     if job.ownership:
         o = int(fleet.owner[k])
-        if o >= 0 and not any(fleet.owner_ids.get(x) == o for x in job.ownership):
+        if fleet.is_vehicle[k] and not any(fleet.owner_ids.get(x) == o for x in job.ownership):
             return Reason.OWNERSHIP
     if job.require_attestation and not fleet.attested[k]:
         return Reason.NOT_ATTESTED

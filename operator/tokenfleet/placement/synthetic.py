@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
 import numpy as np
 
 from tokenfleet.placement.model import (
     Job,
+    Plan,
     PoolPolicy,
     RackNode,
     Snapshot,
@@ -191,3 +196,68 @@ def make_snapshot(
         vehicles=tuple(vehicles),
         jobs=tuple(jobs),
     )
+
+
+@dataclass
+class ChainResult:
+    """Outcome of :func:`run_chain`."""
+
+    steps: int = 0
+    incremental: int = 0
+    """Steps the incremental path served (the rest were full plans)."""
+    violations: int = 0
+    by_rule: dict[str, int] = field(default_factory=dict)
+
+
+def run_chain(
+    snapshot: Snapshot,
+    seconds: float,
+    step_seconds: float,
+    seed: int,
+    check: Callable[[Snapshot, Plan], list[Any]],
+) -> ChainResult:
+    """A running fleet under a stream of single-node events over simulated time.
+
+    Starts from ``plan(snapshot)``; every ``step_seconds`` one car reports (fresh
+    ``observed_at``, its state of charge moved by its charger, now and then an unplug or a new
+    departure), time advances, and the operator's rule applies: a single-node event is
+    re-planned with :func:`~tokenfleet.placement.replan_node` (which itself falls back to a full
+    plan when its chain ends).  Each plan acted on is checked with ``check`` against the
+    snapshot it was made for."""
+    from tokenfleet.placement.solver import plan, replan_node
+
+    rng = np.random.default_rng(seed)
+    out = ChainResult()
+    prev = plan(snapshot)
+    world = replace(snapshot, placements=prev.assignments)
+    vehicles = list(snapshot.vehicles)
+    now = snapshot.now
+    end = snapshot.now + seconds
+    while now + step_seconds <= end and vehicles:
+        now += step_seconds
+        i = int(rng.integers(len(vehicles)))
+        v = vehicles[i]
+        soc = v.soc_percent
+        if soc is not None and v.plugged_in and v.charger_kw:
+            cap = v.battery_capacity_kwh or 60.0
+            soc = min(100.0, soc + v.charger_kw * step_seconds / 3600.0 / cap * 100.0)
+        roll = rng.random()
+        plugged = v.plugged_in
+        departure = v.departure_time
+        if roll < 0.1:
+            plugged = False
+        elif roll < 0.2:
+            departure = now + float(rng.uniform(600, 8 * 3600))
+        vehicles[i] = replace(
+            v, soc_percent=soc, observed_at=now, plugged_in=plugged, departure_time=departure
+        )
+        snap = replace(world, now=now, vehicles=tuple(vehicles), placements=prev.assignments)
+        nxt = replan_node(snap, prev, v.name)
+        out.steps += 1
+        out.incremental += nxt.solver == "heuristic-incremental"
+        for viol in check(snap, nxt):
+            out.violations += 1
+            rule = str(getattr(viol, "rule", viol))
+            out.by_rule[rule] = out.by_rule.get(rule, 0) + 1
+        prev = nxt
+    return out

@@ -1,0 +1,428 @@
+"""Priority preemption: a higher-priority job takes capacity from lower-priority replicas.
+
+After the greedy and the local search, a job still short of its target may take replicas of
+*strictly lower-priority* jobs off a node (memory, the car's energy headroom) and out of the
+node's tank or pool (power/heat headroom, the pool's daily energy budget) to place one more
+replica of its own; the victims' jobs are then re-filled wherever they fit.  A trial is kept
+only when the objective strictly improves, with every *current* replica taken off paying the
+move cost (:attr:`~tokenfleet.placement.model.ObjectiveWeights.move_cost`): the gain in
+``priority/100 x tokens/s`` of the preemptor must outweigh the victims' lost
+``priority/100 x tokens/s``, the energy cost difference and the moves.  Lower-priority work
+never preempts higher (equal priority never preempts either).  A current replica removed here is
+an eviction with reason :attr:`~tokenfleet.placement.model.Reason.PREEMPTED`.
+
+Stability ("unchanged input moves nothing"): victims are chosen in an order that does not depend
+on whether a replica is current or newly added (priority, then value, then name), and the phase
+runs until no trial pays.  A current replica costs the move cost on top of what an added one
+costs, so on a plan's own output (its replicas now current) no trial pays either.
+
+Deterministic, budgeted in abstract work units like :mod:`tokenfleet.placement.improve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tokenfleet.placement.heuristic import Unit, Work, fill_job
+from tokenfleet.placement.improve import TOL, _Budget, _reconcile, _value, budget_for, is_short
+from tokenfleet.placement.model import Eviction, Reason, Variant
+from tokenfleet.placement.state import EPS, INF, FloatArr, JobInfo
+
+CANDIDATES = 6
+"""Nodes tried per (job, variant) and round, best estimate first."""
+MAX_VICTIMS = 4
+"""Replicas taken off at most to make room for one replica of the preemptor."""
+MAX_VARIANTS = 2
+"""Variants tried per job and target kind (best first)."""
+TRIAL_COST = 400
+UNIT_COST = 40
+BUDGET_SHARE = 4
+"""The phase gets 1/BUDGET_SHARE of :func:`~tokenfleet.placement.improve.budget_for`."""
+
+
+@dataclass
+class _Index:
+    """Replicas per node, tank and pool, lowest priority first."""
+
+    by_node: dict[int, list[Unit]] = field(default_factory=dict)
+    by_tank: dict[int, list[Unit]] = field(default_factory=dict)
+    by_pool: dict[int, list[Unit]] = field(default_factory=dict)
+    node_min: FloatArr = field(default_factory=lambda: np.zeros(0))
+    """Lowest priority of a replica on each node (inf: none)."""
+    node_val: FloatArr = field(default_factory=lambda: np.zeros(0))
+    """Value (weight x tokens/s) of the cheapest replica on each node."""
+    tank_min: FloatArr = field(default_factory=lambda: np.zeros(0))
+    pool_min: FloatArr = field(default_factory=lambda: np.zeros(0))
+    lowest: float = INF
+
+
+def _key(work: Work, u: Unit) -> tuple[int, float, str, int, str]:
+    info = work.fleet.jobs[u[0]]
+    var = info.variants[u[2]]
+    return (info.job.priority, info.weight * var.tokens_per_second, u[0], u[1], u[2])
+
+
+def _index(work: Work) -> _Index:
+    f = work.fleet
+    n = len(f.names)
+    idx = _Index(
+        node_min=np.full(n, INF),
+        node_val=np.full(n, INF),
+        tank_min=np.full(len(f.tank_free_new), INF),
+        pool_min=np.full(len(f.pool_free_new), INF),
+    )
+    for u, cnt in work.units.items():
+        if cnt <= 0:
+            continue
+        info = f.jobs[u[0]]
+        k = u[1]
+        pr = float(info.job.priority)
+        val = info.weight * info.variants[u[2]].tokens_per_second
+        idx.by_node.setdefault(k, []).append(u)
+        idx.node_min[k] = min(idx.node_min[k], pr)
+        idx.node_val[k] = min(idx.node_val[k], val)
+        idx.lowest = min(idx.lowest, pr)
+        if f.is_vehicle[k]:
+            p = int(f.pool[k])
+            idx.by_pool.setdefault(p, []).append(u)
+            idx.pool_min[p] = min(idx.pool_min[p], pr)
+        else:
+            t = int(f.tank[k])
+            idx.by_tank.setdefault(t, []).append(u)
+            idx.tank_min[t] = min(idx.tank_min[t], pr)
+    for d in (idx.by_node, idx.by_tank, idx.by_pool):
+        for lst in d.values():
+            lst.sort(key=lambda u: _key(work, u))
+    return idx
+
+
+class _Trial:
+    """Journal of one preemption: adds/removes, each touched job's value and each touched
+    unit's count before the first change, so it can be scored (moves included) and undone."""
+
+    def __init__(self, work: Work, move_cost: float) -> None:
+        self.work = work
+        self.move_cost = move_cost
+        self.ops: list[tuple[int, JobInfo, int, Variant, int]] = []
+        self.values0: dict[str, float] = {}
+        self.units0: dict[Unit, int] = {}
+        self.cost0 = work.cost_total
+        self.victims: list[str] = []
+
+    def _touch(self, info: JobInfo, u: Unit) -> None:
+        if info.job.name not in self.values0:
+            self.values0[info.job.name] = _value(self.work, info)
+        if u not in self.units0:
+            self.units0[u] = self.work.units.get(u, 0)
+
+    def add(self, info: JobInfo, k: int, var: Variant) -> None:
+        self._touch(info, (info.job.name, k, var.name))
+        self.work.add(info, k, var)
+        self.ops.append((1, info, k, var, 1))
+
+    def take(self, u: Unit) -> bool:
+        if self.work.units.get(u, 0) <= 0:
+            return False
+        info = self.work.fleet.jobs[u[0]]
+        var = info.variants[u[2]]
+        self._touch(info, u)
+        self.work.remove(info, u[1], var)
+        self.ops.append((-1, info, u[1], var, 1))
+        if u[0] not in self.victims:
+            self.victims.append(u[0])
+        return True
+
+    def fill(self, info: JobInfo) -> None:
+        name = info.job.name
+        before = dict(self.work.job_units.get(name, {}))
+        if name not in self.values0:
+            self.values0[name] = _value(self.work, info)
+        fill_job(self.work, info)
+        for u, n in self.work.job_units.get(name, {}).items():
+            extra = n - before.get(u, 0)
+            if extra > 0:
+                self.units0.setdefault(u, before.get(u, 0))
+                self.ops.append((1, info, u[1], info.variants[u[2]], extra))
+
+    def lost_current(self) -> dict[Unit, int]:
+        """Per touched unit, current replicas this trial removes (negative: puts back)."""
+        w = self.work
+        out: dict[Unit, int] = {}
+        for u, before in self.units0.items():
+            cur = w.current.get(u, 0)
+            d = max(cur - w.units.get(u, 0), 0) - max(cur - before, 0)
+            if d:
+                out[u] = d
+        return out
+
+    def gain(self) -> float:
+        w = self.work
+        dv = sum(_value(w, w.fleet.jobs[n]) - v0 for n, v0 in self.values0.items())
+        moves = sum(self.lost_current().values())
+        return dv - (w.cost_total - self.cost0) - self.move_cost * moves
+
+    def undo(self) -> None:
+        for sign, info, k, var, n in reversed(self.ops):
+            if sign > 0:
+                self.work.remove(info, k, var, n)
+            else:
+                self.work.add(info, k, var, n)
+        self.ops.clear()
+
+    def commit(self) -> None:
+        w = self.work
+        f = w.fleet
+        for u, d in sorted(self.lost_current().items()):
+            if d > 0:
+                w.evictions.append(Eviction(u[0], f.names[u[1]], u[2], d, Reason.PREEMPTED))
+        _reconcile(w, set(self.units0))
+
+
+def _candidates(
+    work: Work, idx: _Index, info: JobInfo, t: str, var: Variant, need: float
+) -> list[int]:
+    """Up to :data:`CANDIDATES` nodes where one more replica of ``var`` could go after taking
+    lower-priority replicas off, best estimate first."""
+    f = work.fleet
+    job = info.job
+    pr = float(job.priority)
+    nr = f.n_racks
+    lo, hi = (0, nr) if t == "Rack" else (nr, len(f.names))
+    if hi <= lo:
+        return []
+    kw = var.watts / 1000.0
+    ok = work.ok_of(info)[lo:hi] & (f.mem_cap[lo:hi] + EPS >= var.memory_mib)
+    if t == "Vehicle":
+        ok &= f.energy_new[lo:hi] + EPS >= kw
+        shared_min = idx.pool_min[f.pool[lo:hi]]
+    else:
+        shared_min = idx.tank_min[f.tank[lo:hi]]
+    ok &= (idx.node_min[lo:hi] < pr) | (shared_min < pr)
+    sp = job.spread
+    for (_j, k, _v), _n in work.job_units.get(job.name, {}).items():
+        if lo <= k < hi and work.job_node.get((job.name, k), 0) >= sp.max_replicas_per_node:
+            ok[k - lo] = False
+    if t == "Rack" and sp.max_replicas_per_tank is not None:
+        cap = sp.max_replicas_per_tank
+        full = [tt for (jn, tt), c in work.job_tank.items() if jn == job.name and c >= cap]
+        if full:
+            ok &= ~np.isin(f.tank[lo:hi], full)
+    if t == "Vehicle" and sp.max_replicas_per_pool is not None:
+        cap = sp.max_replicas_per_pool
+        full = [pp for (jn, pp), c in work.job_pool.items() if jn == job.name and c >= cap]
+        if full:
+            ok &= ~np.isin(f.pool[lo:hi], full)
+    sel = np.flatnonzero(ok)
+    if sel.size == 0:
+        return []
+    nodes = sel + lo
+    local = work.mem_free[nodes] + EPS < var.memory_mib
+    if t == "Vehicle":
+        local |= work.e_used[nodes] + kw > f.energy_new[nodes] + EPS
+    est = info.weight * min(var.tokens_per_second, need) - kw * f.cost[nodes]
+    est = est - np.where(local, idx.node_val[nodes], 0.0)
+    order = np.lexsort((nodes, -est))[:CANDIDATES]
+    return [int(x) for x in nodes[order]]
+
+
+def _make_room(work: Work, idx: _Index, tr: _Trial, info: JobInfo, k: int, var: Variant) -> bool:
+    """Take lower-priority replicas off ``k`` and then its tank/pool until one more replica of
+    ``var`` fits as new work on ``k``; False (caller undoes) when it cannot within
+    :data:`MAX_VICTIMS`."""
+    f = work.fleet
+    pr = info.job.priority
+    kw = var.watts / 1000.0
+    taken = 0
+
+    def local_ok() -> bool:
+        return bool(
+            work.mem_free[k] + EPS >= var.memory_mib
+            and work.e_used[k] + kw <= f.energy_new[k] + EPS
+        )
+
+    def lower(u: Unit) -> bool:
+        return f.jobs[u[0]].job.priority < pr
+
+    for u in idx.by_node.get(k, []):
+        if local_ok() or taken >= MAX_VICTIMS or not lower(u):
+            break
+        while taken < MAX_VICTIMS and not local_ok() and tr.take(u):
+            taken += 1
+    if not local_ok():
+        return False
+    if f.is_vehicle[k]:
+        p = int(f.pool[k])
+        hours = float(f.hours_today[k])
+
+        def shared_ok() -> bool:
+            return bool(f.pool_free_new[p] - work.pool_used[p] + EPS >= kw * hours)
+
+        shared = idx.by_pool.get(p, [])
+    else:
+        t = int(f.tank[k])
+
+        def shared_ok() -> bool:
+            return bool(f.tank_free_new[t] - work.tank_used[t] + EPS >= kw)
+
+        shared = idx.by_tank.get(t, [])
+    for u in shared:
+        if shared_ok() or taken >= MAX_VICTIMS or not lower(u):
+            break
+        if tr.take(u):
+            taken += 1
+    return work.fits(info, k, var, new=True) is None
+
+
+def _preempt_one(
+    work: Work, idx: _Index, info: JobInfo, move_cost: float, rank: dict[str, int], b: _Budget
+) -> bool:
+    """Try preemptions for one more replica of ``info``; keep the first that pays."""
+    job = info.job
+    n = len(work.fleet.names)
+    for t in ("Rack", "Vehicle"):
+        for var in info.ranked.get(t, [])[:MAX_VARIANTS]:
+            need = job.target_tokens_per_second - work.served.get(job.name, 0.0)
+            if need <= EPS or not b.spend(n):
+                return False
+            for k in _candidates(work, idx, info, t, var, need):
+                if not b.spend(TRIAL_COST + 2 * n):
+                    return False
+                tr = _Trial(work, move_cost)
+                if not _make_room(work, idx, tr, info, k, var):
+                    tr.undo()
+                    continue
+                tr.add(info, k, var)
+                for vname in sorted(tr.victims, key=lambda x: (rank.get(x, 0), x)):
+                    tr.fill(work.fleet.jobs[vname])
+                tr.fill(info)
+                if tr.gain() > TOL:
+                    tr.commit()
+                    return True
+                tr.undo()
+    return False
+
+
+def _sweep_level(
+    work: Work, idx: _Index, order: list[str], level: int, move_cost: float, b: _Budget
+) -> bool:
+    """One priority sweep at ``level``: take every replica of a job below ``level`` off the nodes
+    (and their tanks and pools) that the short jobs at or above ``level`` may use, fill those
+    short jobs, put the victims back where they still fit as new work, re-fill the victims'
+    jobs; keep it when the objective (moves included) strictly improves."""
+    f = work.fleet
+    short = [n for n in order if f.jobs[n].job.priority >= level and is_short(work, f.jobs[n])]
+    if not short or not b.spend(UNIT_COST * len(work.units) + len(f.names) * (len(short) + 4)):
+        return False
+    usable = np.zeros(len(f.names), dtype=np.bool_)
+    for name in short:
+        usable |= work.ok_of(f.jobs[name])
+    tanks = set(np.unique(f.tank[usable]).tolist())
+    pools = set(np.unique(f.pool[usable]).tolist())
+    victims: list[tuple[Unit, int]] = []
+    for k_list in idx.by_node.values():
+        for u in k_list:
+            if f.jobs[u[0]].job.priority >= level:
+                break
+            k = u[1]
+            if (
+                usable[k]
+                or (f.is_vehicle[k] and int(f.pool[k]) in pools)
+                or (not f.is_vehicle[k] and int(f.tank[k]) in tanks)
+            ):
+                victims.append((u, work.units.get(u, 0)))
+    if not victims:
+        return False
+    tr = _Trial(work, move_cost)
+    for u, n in victims:
+        for _ in range(n):
+            tr.take(u)
+    for name in short:
+        tr.fill(f.jobs[name])
+    # put the victims back where they still fit (as new work: the same test whether or not they
+    # were current), most valuable first
+    for u, n in sorted(victims, key=lambda x: _key(work, x[0]), reverse=True):
+        info = f.jobs[u[0]]
+        var = info.variants[u[2]]
+        for _ in range(n):
+            if work.count.get(u[0], 0) >= info.job.max_replicas:
+                break
+            if work.fits(info, u[1], var, new=True) is not None:
+                break
+            tr.add(info, u[1], var)
+    rank = {name: i for i, name in enumerate(order)}
+    for vname in sorted({u[0] for u, _n in victims}, key=lambda x: (rank.get(x, 0), x)):
+        tr.fill(f.jobs[vname])
+    if tr.gain() > TOL:
+        tr.commit()
+        return True
+    tr.undo()
+    return False
+
+
+def _contended(work: Work, order: list[str]) -> list[int]:
+    """Priorities of short jobs above the lowest priority holding a replica, highest first
+    (empty: nothing to preempt; O(jobs))."""
+    f = work.fleet
+    held = [f.jobs[n].job.priority for n in order if work.count.get(n, 0) > 0]
+    if not held:
+        return []
+    lowest = min(held)
+    levels = {
+        f.jobs[n].job.priority
+        for n in order
+        if f.jobs[n].job.priority > lowest and is_short(work, f.jobs[n])
+    }
+    return sorted(levels, reverse=True)
+
+
+def _sweep(work: Work, order: list[str], move_cost: float, b: _Budget) -> bool:
+    """Priority sweeps, highest level first; True once one is kept."""
+    levels = _contended(work, order)
+    if not levels or not b.spend(UNIT_COST * len(work.units) + len(work.fleet.names)):
+        return False
+    idx = _index(work)
+    return any(_sweep_level(work, idx, order, level, move_cost, b) for level in levels)
+
+
+def preempt(work: Work, order: list[str], move_cost: float, budget: int | None = None) -> int:
+    """Run the phase on a filled plan (mutates ``work``); returns the preemptions kept.
+    ``order``: jobs by priority, highest first."""
+    f = work.fleet
+    n = max(1, len(f.names))
+    if budget is None:
+        # at least two victim-index builds and a sweep's fills, so a contended large fleet
+        # still gets its preemption
+        budget = max(budget_for(n) // BUDGET_SHARE, 3 * UNIT_COST * len(work.units) + 8 * n)
+    b = _Budget(budget)
+    if not _contended(work, order):
+        return 0
+    rank = {name: i for i, name in enumerate(order)}
+    saved_prices = work.prices
+    work.prices = None
+    kept = 0
+    try:
+        while b.left > 0 and _sweep(work, order, move_cost, b):
+            kept += 1
+        while b.left > 0:
+            if not b.spend(UNIT_COST * len(work.units) + n):
+                break
+            idx = _index(work)
+            progress = False
+            for name in order:
+                info = f.jobs[name]
+                if idx.lowest >= info.job.priority:
+                    continue
+                while b.left > 0 and is_short(work, info):
+                    if not _preempt_one(work, idx, info, move_cost, rank, b):
+                        break
+                    kept += 1
+                    progress = True
+                if b.left <= 0:
+                    break
+            if not progress:
+                break
+    finally:
+        work.prices = saved_prices
+    return kept
