@@ -85,7 +85,6 @@ VEHICLE_HARD: list[tuple[str, dict[str, Any], Reason]] = [
     ("battery too hot", {"car": {"battery_temp_c": 46.0}}, Reason.BATTERY_TOO_HOT),
     ("compute too hot", {"car": {"compute_temp_c": 90.0}}, Reason.COMPUTE_TOO_HOT),
     ("low bandwidth", {"car": {"bandwidth_mbps": 5.0}}, Reason.LOW_BANDWIDTH),
-    ("missing soc", {"car": {"soc_percent": None}}, Reason.MISSING_TELEMETRY),
     ("unknown pool", {"car": {"pool": "nope"}}, Reason.UNKNOWN_POOL),
     (
         # 30% -> 90% of 60 kWh is 36 kWh in 8 h = 4.5 kW > 3.7 kW charger
@@ -125,6 +124,41 @@ def test_stale_reading_blocks_new_work_but_does_not_evict() -> None:
     kw = {"car": {"observed_at": NOW - 1000}}
     assert_blocked(vehicle_only(**kw), "car-1", Reason.STALE_TELEMETRY)
     assert_kept(vehicle_only(**kw), "car-1", "int4")
+
+
+UNKNOWN: list[tuple[str, dict[str, Any], Reason]] = [
+    ("missing soc", {"soc_percent": None}, Reason.MISSING_TELEMETRY),
+    ("missing departure", {"departure_time": None}, Reason.MISSING_TELEMETRY),
+    ("unknown charger power", {"charger_kw": None}, Reason.MISSING_TELEMETRY),
+    ("unknown plugged-in", {"plugged_in": None}, Reason.MISSING_TELEMETRY),
+    ("stale", {"observed_at": NOW - 1000}, Reason.STALE_TELEMETRY),
+    ("stamped a day ahead", {"observed_at": NOW + 86400}, Reason.STALE_TELEMETRY),
+    ("stamped 31 s ahead", {"observed_at": NOW + 31}, Reason.STALE_TELEMETRY),
+]
+
+
+@pytest.mark.parametrize(("case", "car", "reason"), UNKNOWN, ids=[c[0] for c in UNKNOWN])
+def test_unknown_telemetry_keeps_until_the_grace_then_drains(
+    case: str, car: dict[str, Any], reason: Reason
+) -> None:
+    # unknown is not bad: no new work, the hosted replica stays...
+    assert_blocked(vehicle_only(car=car), "car-1", reason)
+    assert_kept(vehicle_only(car=car), "car-1", "int4")
+    within = {**car, "unknown_since": NOW - 299.0}
+    assert_kept(vehicle_only(car=within, pool={"unknown_grace_seconds": 300.0}), "car-1", "int4")
+    # ...until it has been unknown for the pool's grace: then it drains
+    expired = {**car, "unknown_since": NOW - 300.0}
+    s = vehicle_only(car=expired, pool={"unknown_grace_seconds": 300.0})
+    assert_evicted(s, "car-1", "int4", Reason.TELEMETRY_UNKNOWN)
+
+
+def test_a_known_hard_fact_drains_even_while_other_values_are_unknown() -> None:
+    kw = {"car": {"soc_percent": None, "compute_temp_c": 90.0}}
+    assert_evicted(vehicle_only(**kw), "car-1", "int4", Reason.COMPUTE_TOO_HOT)
+
+
+def test_a_small_clock_skew_is_fresh() -> None:
+    assert plan(vehicle_only(car={"observed_at": NOW + 29})).assignments
 
 
 def test_cordoned_car_keeps_but_takes_nothing_new() -> None:

@@ -42,6 +42,7 @@ from tokenfleet.controllers.snapshot import (
     TankView,
     build_snapshot,
 )
+from tokenfleet.controllers.unknown import TimeVerdict, UnknownTelemetry
 from tokenfleet.placement import JobShortfall, Placement, Plan, Reason, plan, replan_node
 from tokenfleet.serving.endpoints import (
     dial_allowed,
@@ -49,7 +50,9 @@ from tokenfleet.serving.endpoints import (
     parse_host_port,
     parse_networks,
 )
+from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
 from tokenfleet.telemetry.node import NodeInfo
+from tokenfleet.telemetry.vehicle import OBSERVED_AT
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ DRAIN_NOW = frozenset(
         str(Reason.TANK_LEAK),
         str(Reason.BATTERY_TOO_HOT),
         str(Reason.COMPUTE_TOO_HOT),
+        str(Reason.TELEMETRY_UNKNOWN),
         RUNTIME_FAILED,
     }
 )
@@ -135,6 +139,7 @@ class Planner:
         # an invalid TOKENFLEET_RUNTIME_DIAL_NETWORKS stops the operator at start, naming it
         self._dial_networks = parse_networks(config.runtime_dial_networks)
         self._refused_dials: set[str] = set()
+        self._unknown = UnknownTelemetry()
 
     # ---- wiring ---------------------------------------------------------------------------
 
@@ -356,6 +361,8 @@ class Planner:
             current=current if self._plan is not None else None,
             unusable_nodes=unusable,
         )
+        parts.snapshot, verdicts = self._unknown.observe(parts.snapshot)
+        _report_time_verdicts(verdicts)
         previous = self._plan
         incremental = (
             previous is not None
@@ -465,6 +472,18 @@ class Planner:
         for key in list(self._slices):
             if key not in live_jobs and key not in desired:
                 self._slices.pop(key, None)
+
+
+def _report_time_verdicts(verdicts: Iterable[TimeVerdict]) -> None:
+    """A Warning Event on the Node and ``tokenfleet_telemetry_rejected_total`` for each car whose
+    reading just became unknown by its time (too old, or stamped too far in the future)."""
+    for verdict in verdicts:
+        TELEMETRY_REJECTED.labels("vehicle", OBSERVED_AT, verdict.kind.value).inc()
+        message = f"telemetry treated as unknown: {verdict.message}"
+        log.warning("node %s: %s", verdict.node, message)
+        body = kopf.Body({"apiVersion": "v1", "kind": "Node", "metadata": {"name": verdict.node}})
+        with contextlib.suppress(Exception):
+            kopf.event(body, type="Warning", reason="TelemetryRejected", message=message[:1000])
 
 
 def _shortfall_reason(shortfall: JobShortfall | None) -> str | None:

@@ -186,14 +186,31 @@ def check_plan(snapshot: Snapshot, plan: Plan) -> list[Violation]:
         if pool is None:
             bad("UnknownPool", node, v.pool)
             continue
+        # unknown telemetry: no new work; kept work only until the pool's grace expires
+        observed = v.observed_at
+        stale = (
+            observed is None
+            or now - observed > pool.stale_after_seconds
+            or observed - now > pool.max_future_skew_seconds
+        )
         needed = (
             v.soc_percent,
             v.battery_temp_c,
             v.compute_temp_c,
             v.departure_time,
         )
-        if any(x is None for x in needed):
-            bad("MissingTelemetry", node)
+        unknown = (
+            stale
+            or any(x is None for x in needed)
+            or (pool.require_plugged_in and v.plugged_in is None)
+            or (pool.min_bandwidth_mbps > 0 and v.bandwidth_mbps is None)
+            or (v.plugged_in is True and v.charger_kw is None)
+        )
+        if unknown:
+            if new_on.get(node, 0) > 0:
+                bad("UnknownVehicleNew", node)
+            if v.unknown_since is not None and now - v.unknown_since >= pool.unknown_grace_seconds:
+                bad("TelemetryUnknown", node)
             continue
         assert v.soc_percent is not None and v.departure_time is not None
         assert v.battery_temp_c is not None and v.compute_temp_c is not None
@@ -212,11 +229,8 @@ def check_plan(snapshot: Snapshot, plan: Plan) -> list[Violation]:
         seconds_left = v.departure_time - now
         if seconds_left <= pool.drain_lead_seconds:
             bad("DrainLead", node, f"{seconds_left:.0f} s left")
-        if new_on.get(node, 0) > 0:
-            if v.observed_at is None or now - v.observed_at > pool.stale_after_seconds:
-                bad("StaleVehicleNew", node)
-            if v.cordoned:
-                bad("NodeCordoned", node)
+        if new_on.get(node, 0) > 0 and v.cordoned:
+            bad("NodeCordoned", node)
         hours = max(seconds_left, 0.0) / 3600.0
         charger = (v.charger_kw or 0.0) if v.plugged_in else 0.0
         battery = (

@@ -70,6 +70,8 @@ class Reason(StrEnum):
     LOW_BANDWIDTH = "LowBandwidth"
     STALE_TELEMETRY = "StaleTelemetry"
     MISSING_TELEMETRY = "MissingTelemetry"
+    TELEMETRY_UNKNOWN = "TelemetryUnknown"
+    """Telemetry unknown (stale, missing, rejected) for longer than the pool's grace: drain."""
     POOL_ENERGY_BUDGET = "PoolEnergyBudget"
     UNKNOWN_POOL = "UnknownPool"
     # tank / rack eligibility
@@ -195,6 +197,11 @@ class PoolPolicy:
     """Band for new placements: SoC in percentage points, temperatures/lead time in percent."""
     battery_capacity_kwh: float = 60.0
     """Usable battery capacity, kWh (``spec.battery.capacityKWh``; a vehicle's own value wins)."""
+    unknown_grace_seconds: float = 300.0
+    """A car whose telemetry is unknown keeps its replicas this long, then drains them
+    (``TelemetryUnknown``); it takes no new work meanwhile."""
+    max_future_skew_seconds: float = 30.0
+    """A reading stamped further than this ahead of ``now`` is unknown (clock skew allowance)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +232,9 @@ class VehicleNode:
     battery_capacity_kwh: float | None = None
     """Usable battery capacity, kWh (``None`` = the pool's default)."""
     cordoned: bool = False
+    unknown_since: float | None = None
+    """Epoch s since when the operator has seen this car's telemetry unknown (``None``: not
+    unknown, or not tracked: then the grace never expires)."""
 
 
 @dataclass(frozen=True, slots=True)

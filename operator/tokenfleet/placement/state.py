@@ -65,13 +65,21 @@ class NodeState:
     cost_per_kwh: float = 0.0
 
 
-def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeState:
-    """Eligibility of a vehicle under its pool's policy at ``now`` (see model docstring)."""
-    if pool is None:
-        return NodeState(Reason.UNKNOWN_POOL, Reason.UNKNOWN_POOL)
-    h = pool.hysteresis_percent
-    cost = pool.energy_cost_per_kwh + pool.wear_cost_per_kwh
-    # values a rule needs; missing = ineligible (unknown never counts as good)
+def telemetry_unknown(v: VehicleNode, pool: PoolPolicy, now: float) -> Reason | None:
+    """Why the car's telemetry counts as unknown at ``now`` (``None``: known enough).
+
+    ``StaleTelemetry`` when the reading's time is unknown, older than the pool's staleness limit
+    or further ahead than its clock-skew allowance (then no value of it is used);
+    ``MissingTelemetry`` when a value a rule needs is unknown (SoC, temperatures, departure,
+    plugged-in when required, bandwidth when a floor is set, charger power when plugged in).
+    """
+    observed = v.observed_at
+    if (
+        observed is None
+        or now - observed > pool.stale_after_seconds
+        or observed - now > pool.max_future_skew_seconds
+    ):
+        return Reason.STALE_TELEMETRY
     if (
         v.soc_percent is None
         or v.battery_temp_c is None
@@ -79,8 +87,24 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
         or v.departure_time is None
         or (pool.require_plugged_in and v.plugged_in is None)
         or (pool.min_bandwidth_mbps > 0 and v.bandwidth_mbps is None)
+        or (v.plugged_in is True and v.charger_kw is None)
     ):
-        return NodeState(Reason.MISSING_TELEMETRY, Reason.MISSING_TELEMETRY)
+        return Reason.MISSING_TELEMETRY
+    return None
+
+
+def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeState:
+    """Eligibility of a vehicle under its pool's policy at ``now`` (see model docstring).
+
+    Unknown is not bad: a car whose telemetry is unknown (:func:`telemetry_unknown`) takes no
+    new work but keeps what it hosts until ``pool.unknown_grace_seconds`` after
+    ``v.unknown_since``, then must drain (``TelemetryUnknown``). Known values still apply their
+    rules (a known too-hot car drains at once); a stale reading's values are not used at all.
+    """
+    if pool is None:
+        return NodeState(Reason.UNKNOWN_POOL, Reason.UNKNOWN_POOL)
+    h = pool.hysteresis_percent
+    cost = pool.energy_cost_per_kwh + pool.wear_cost_per_kwh
     hard: Reason | None = None
     new: Reason | None = None
 
@@ -91,36 +115,52 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
         if new is None:
             new = reason
 
+    unknown = telemetry_unknown(v, pool, now)
+    if unknown is not None:
+        fail(unknown, False)
+        since = v.unknown_since
+        if since is not None and now - since >= pool.unknown_grace_seconds:
+            fail(Reason.TELEMETRY_UNKNOWN, True)
+    if unknown is Reason.STALE_TELEMETRY:
+        if v.cordoned:
+            fail(Reason.NODE_CORDONED, False)
+        return NodeState(hard, new, INF, 0.0, 0.0, cost)
+    soc, dep = v.soc_percent, v.departure_time
     plugged = bool(v.plugged_in)
-    if pool.require_plugged_in and not plugged:
+    if pool.require_plugged_in and v.plugged_in is False:
         fail(Reason.NOT_PLUGGED_IN, True)
-    if v.soc_percent < pool.min_soc_percent:
-        fail(Reason.BELOW_RESERVE_SOC, True)
-    elif v.soc_percent < pool.min_soc_percent + h:
-        fail(Reason.BELOW_RESERVE_SOC, False)
-    lead = v.departure_time - now
-    if lead <= pool.drain_lead_seconds:
-        fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, True)
-    elif lead <= pool.drain_lead_seconds * (1 + h / 100):
-        fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, False)
-    if v.battery_temp_c > pool.max_battery_temp_c:
-        fail(Reason.BATTERY_TOO_HOT, True)
-    elif v.battery_temp_c > pool.max_battery_temp_c - abs(pool.max_battery_temp_c) * h / 100:
-        fail(Reason.BATTERY_TOO_HOT, False)
-    if v.compute_temp_c > pool.max_compute_temp_c:
-        fail(Reason.COMPUTE_TOO_HOT, True)
-    elif v.compute_temp_c > pool.max_compute_temp_c - abs(pool.max_compute_temp_c) * h / 100:
-        fail(Reason.COMPUTE_TOO_HOT, False)
-    if pool.min_bandwidth_mbps > 0:
-        bw = v.bandwidth_mbps if v.bandwidth_mbps is not None else 0.0
+    if soc is not None:
+        if soc < pool.min_soc_percent:
+            fail(Reason.BELOW_RESERVE_SOC, True)
+        elif soc < pool.min_soc_percent + h:
+            fail(Reason.BELOW_RESERVE_SOC, False)
+    lead = dep - now if dep is not None else None
+    if lead is not None:
+        if lead <= pool.drain_lead_seconds:
+            fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, True)
+        elif lead <= pool.drain_lead_seconds * (1 + h / 100):
+            fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, False)
+    if v.battery_temp_c is not None:
+        if v.battery_temp_c > pool.max_battery_temp_c:
+            fail(Reason.BATTERY_TOO_HOT, True)
+        elif v.battery_temp_c > pool.max_battery_temp_c - abs(pool.max_battery_temp_c) * h / 100:
+            fail(Reason.BATTERY_TOO_HOT, False)
+    if v.compute_temp_c is not None:
+        if v.compute_temp_c > pool.max_compute_temp_c:
+            fail(Reason.COMPUTE_TOO_HOT, True)
+        elif v.compute_temp_c > pool.max_compute_temp_c - abs(pool.max_compute_temp_c) * h / 100:
+            fail(Reason.COMPUTE_TOO_HOT, False)
+    if pool.min_bandwidth_mbps > 0 and v.bandwidth_mbps is not None:
+        bw = v.bandwidth_mbps
         if bw < pool.min_bandwidth_mbps:
             fail(Reason.LOW_BANDWIDTH, True)
         elif bw < pool.min_bandwidth_mbps * (1 + h / 100):
             fail(Reason.LOW_BANDWIDTH, False)
-    if v.observed_at is None or now - v.observed_at > pool.stale_after_seconds:
-        fail(Reason.STALE_TELEMETRY, False)
     if v.cordoned:
         fail(Reason.NODE_CORDONED, False)
+    if unknown is not None or lead is None or soc is None:
+        # the energy rule is not judged on unknown values: keep (until the grace), nothing new
+        return NodeState(hard, new, INF, 0.0, 0.0, cost)
     # energy: (charger - draw) * hours >= need  =>  draw <= charger - need / hours
     hours = max(lead, 0.0) / 3600.0
     if hours <= 0:
@@ -132,7 +172,7 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
         else (pool.battery_capacity_kwh)
     )
     target = v.target_soc_percent if v.target_soc_percent is not None else pool.target_soc_percent
-    need_kwh = (target - v.soc_percent) / 100.0 * capacity
+    need_kwh = (target - soc) / 100.0 * capacity
     e_hard = charger - need_kwh / hours
     e_new = charger - (need_kwh + h / 100.0 * capacity) / hours
     hours_today = min(lead, seconds_to_next_utc_midnight(now)) / 3600.0
