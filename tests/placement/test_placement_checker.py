@@ -51,6 +51,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("vehicle", {"car": {"attested": False}, "job": {"require_attestation": True}}, "Attestation"),
     ("vehicle", {"job": {"targets": frozenset({"Rack"})}}, "Target"),
     ("vehicle", {"job": {"max_replicas": 0}}, "MaxReplicas"),
+    ("vehicle", {"job": {"avoid_nodes": frozenset({"car-1"})}}, "LoadBackoff"),
     ("rack", {"tank": {"leak_state": "Critical"}}, "TankLeak"),
     ("rack", {"tank": {"leak_state": "Warning"}}, "TankLeakNew"),
     ("rack", {"tank": {"cordoned": True}}, "TankCordoned"),

@@ -161,6 +161,16 @@ def test_a_small_clock_skew_is_fresh() -> None:
     assert plan(vehicle_only(car={"observed_at": NOW + 29})).assignments
 
 
+def test_a_job_in_load_backoff_on_a_node_goes_elsewhere_and_others_still_use_it() -> None:
+    s = vehicle_only(job={"avoid_nodes": frozenset({"car-1"})})
+    assert_blocked(s, "car-1", Reason.LOAD_FAILED)
+    other = replace(s.jobs[0], name="ns/other", avoid_nodes=frozenset())
+    both = replace(s, jobs=(s.jobs[0], other))
+    p = plan(both)
+    assert [(a.job, a.node) for a in p.assignments] == [("ns/other", "car-1")]
+    assert check_plan(both, p) == []
+
+
 def test_cordoned_car_keeps_but_takes_nothing_new() -> None:
     kw = {"car": {"cordoned": True}}
     assert_blocked(vehicle_only(**kw), "car-1", Reason.NODE_CORDONED)

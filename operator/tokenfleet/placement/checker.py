@@ -70,6 +70,8 @@ def check_plan(snapshot: Snapshot, plan: Plan) -> list[Violation]:
             bad("UnknownNode", a.node)
             continue
         kind = "Rack" if is_rack else "Vehicle"
+        if a.node in job.avoid_nodes:
+            bad("LoadBackoff", a.node, f"{a.job} failed to load there")
         if kind not in job.targets or kind not in var.targets:
             bad("Target", a.node, f"{a.job}/{a.variant} on {kind}")
         node_region = racks[a.node].region if is_rack else cars[a.node].region

@@ -89,6 +89,8 @@ class Reason(StrEnum):
     TARGET_NOT_ALLOWED = "TargetNotAllowed"
     NO_VARIANT_FOR_TARGET = "NoVariantForTarget"
     SPREAD_LIMIT = "SpreadLimit"
+    LOAD_FAILED = "LoadFailed"
+    """The job's model failed to load on the node; it waits out a back-off there."""
     # job-level / plan-level
     NO_ELIGIBLE_NODE = "NoEligibleNode"
     MAX_REPLICAS = "MaxReplicas"
@@ -281,6 +283,8 @@ class Job:
     """Allowed hardware owners; empty = any.  Nodes without an owner (racks) always pass."""
     require_attestation: bool = False
     spread: Spread = field(default_factory=Spread)
+    avoid_nodes: frozenset[str] = frozenset()
+    """Nodes this job may not use now (its model failed to load there: per-job back-off)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,6 +274,7 @@ def job_info(job: Job, index: int, value_per_tps: float) -> JobInfo:
         job.require_attestation,
         bool(ranked.get("Rack")),
         bool(ranked.get("Vehicle")),
+        job.avoid_nodes,
     )
     return JobInfo(
         job,
@@ -511,11 +512,14 @@ def node_popularity(fleet: Fleet) -> FloatArr:
 
 
 def compat_codes(fleet: Fleet, info: JobInfo) -> IntArr:
-    """Per node, the first job-policy objection (target, residency, ownership, attestation),
-    0 where the job may use the node at all (capacity aside)."""
+    """Per node, the first job-policy objection (target, residency, ownership, attestation,
+    load back-off), 0 where the job may use the node at all (capacity aside)."""
     job = info.job
     n = len(fleet.names)
     code = np.zeros(n, dtype=np.int64)
+    if job.avoid_nodes:
+        avoid = [fleet.index[x] for x in job.avoid_nodes if x in fleet.index]
+        code[avoid] = CODE[Reason.LOAD_FAILED]
     if job.require_attestation:
         code[~fleet.attested] = CODE[Reason.NOT_ATTESTED]
     if job.ownership:
@@ -552,6 +556,8 @@ def compat_scalar(fleet: Fleet, info: JobInfo, k: int) -> Reason | None:
             return Reason.OWNERSHIP
     if job.require_attestation and not fleet.attested[k]:
         return Reason.NOT_ATTESTED
+    if job.avoid_nodes and fleet.names[k] in job.avoid_nodes:
+        return Reason.LOAD_FAILED
     return None
 
 
