@@ -401,3 +401,47 @@ def test_variant_choice_follows_the_node() -> None:
     }
     assert check_plan(s, p) == []
     assert plan(with_load_of(s, p)).evictions == ()
+
+
+# -- replicas.min holds whatever the throughput target says ------------------------------------
+
+
+def _three_cars(**job_kw: Any) -> Snapshot:
+    # energy costs money here: a replica of a tiny variant earns less than it costs
+    s = vehicle_only(job=job_kw, pool={"energy_cost_per_kwh": 1.0})
+    return replace(s, vehicles=(car("car-1"), car("car-2"), car("car-3")))
+
+
+@pytest.mark.parametrize(
+    ("case", "job_kw"),
+    [
+        ("target 0", {"target_tokens_per_second": 0.0, "min_replicas": 2}),
+        ("target met by one", {"target_tokens_per_second": 1.0, "min_replicas": 3}),
+        (
+            "tiny tokens/s",
+            {
+                "target_tokens_per_second": 1000.0,
+                "min_replicas": 2,
+                "variants": (replace(job().variants[1], tokens_per_second=0.001),),
+            },
+        ),
+    ],
+)
+def test_min_replicas_hold_whatever_the_target_says(case: str, job_kw: dict[str, Any]) -> None:
+    s = _three_cars(**job_kw)
+    p = plan(s)
+    want = job_kw["min_replicas"]
+    assert len(p.assignments) == want, p
+    assert check_plan(s, p) == []
+    # and the trim never takes a kept replica below the floor
+    again = plan(replace(s, placements=p.assignments))
+    assert len(again.assignments) == want and again.evictions == ()
+
+
+def test_target_met_min_met_is_no_shortfall_and_a_worthless_replica_names_its_cause() -> None:
+    p = plan(_three_cars(target_tokens_per_second=0.0, min_replicas=1))
+    assert p.job_shortfalls == ()
+    tiny = (replace(job().variants[1], tokens_per_second=0.001),)
+    p = plan(_three_cars(target_tokens_per_second=1000.0, min_replicas=1, variants=tiny))
+    assert len(p.assignments) == 1
+    assert shortfall(p) == Reason.NOT_WORTH_A_REPLICA  # not a misleading SpreadLimit

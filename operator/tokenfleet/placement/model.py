@@ -100,6 +100,9 @@ class Reason(StrEnum):
     SCALED_DOWN = "ScaledDown"
     PREEMPTED = "Preempted"
     NO_DEMAND = "NoDemand"
+    NOT_WORTH_A_REPLICA = "NotWorthAReplica"
+    """Nodes have room, but one more replica would add less value (tokens/s toward the target,
+    weighted by priority) than it costs (energy, wear, fit): the job stays below its target."""
 
 
 # ---------------------------------------------------------------------------------------------
