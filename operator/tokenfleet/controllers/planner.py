@@ -156,6 +156,7 @@ class Planner:
         self._dial_networks = parse_networks(config.runtime_dial_networks)
         self._refused_dials: set[str] = set()
         self._unknown = UnknownTelemetry()
+        self._tank_readings: dict[str, float] = {}
 
     # ---- wiring ---------------------------------------------------------------------------
 
@@ -243,6 +244,17 @@ class Planner:
 
     def runtime_failed(self, node: str) -> bool:
         return self._failed_until.get(node, 0.0) > time.monotonic()
+
+    def record_tank_reading(self, tank: str, observed_at: float) -> None:
+        """The tank's poller read it (epoch s of the reading): the planner judges the tank's
+        freshness by this, as ``status.lastReadingTime`` is refreshed only with a deadband."""
+        first = tank not in self._tank_readings
+        self._tank_readings[tank] = observed_at
+        if first:
+            self.signal("tank", full=True)
+
+    def forget_tank(self, tank: str) -> None:
+        self._tank_readings.pop(tank, None)
 
     def report_load_failure(self, job: str, node: str, why: str) -> None:
         """The job's model failed to load on ``node``: that replica and that job only. The job
@@ -423,6 +435,7 @@ class Planner:
             jobs=jobs,
             current=current if self._plan is not None else None,
             unusable_nodes=unusable,
+            tank_readings=self._tank_readings,
         )
         parts.snapshot, verdicts = self._unknown.observe(parts.snapshot)
         _report_time_verdicts(verdicts)

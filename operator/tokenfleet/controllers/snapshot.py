@@ -118,6 +118,10 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
+def _latest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 _SPEC_CACHE: dict[tuple[str, str, int], Any] = {}
 
 
@@ -150,7 +154,10 @@ def job_spec(view: JobView) -> InferenceJobSpec:
     return spec
 
 
-def tank_of(view: TankView) -> Tank:
+def tank_of(view: TankView, reading_at: float | None = None) -> Tank:
+    """The engine's tank. ``reading_at`` (epoch s): the time of the latest reading the tank's
+    poller holds in memory; the status ``lastReadingTime`` is refreshed only with a deadband, so
+    the later of the two is the reading's time."""
     spec = _cached("tank", view.uid, view.generation, parse_immersionpod_spec, view.spec)
     status = view.status
     leak = status.get("leakState")
@@ -179,7 +186,7 @@ def tank_of(view: TankView) -> Tank:
         leak_state=leak_state,
         leak_action=str(spec.leak_policy.action.value),  # type: ignore[arg-type]
         cordoned=bool(spec.cordoned) or view.deleting,
-        observed_at=_epoch(status.get("lastReadingTime")),
+        observed_at=_latest(_epoch(status.get("lastReadingTime")), reading_at),
         stale_after_seconds=float(spec.telemetry.stale_after_seconds),
         hysteresis_percent=float(spec.hysteresis_percent),
     )
@@ -325,6 +332,7 @@ def build_snapshot(
     current: Mapping[str, Iterable[Placement]] | None = None,
     unusable_nodes: Mapping[str, str] | None = None,
     unknown_since: Mapping[str, float] | None = None,
+    tank_readings: Mapping[str, float] | None = None,
 ) -> SnapshotParts:
     """The engine's snapshot of the fleet now.
 
@@ -340,7 +348,7 @@ def build_snapshot(
     tank_selectors: list[tuple[str, Mapping[str, str]]] = []
     for tv in sorted(tanks, key=lambda t: t.name):
         try:
-            tank_objs.append(tank_of(tv))
+            tank_objs.append(tank_of(tv, (tank_readings or {}).get(tv.name)))
             tank_selectors.append((tv.name, dict(tv.spec.get("nodeSelector") or {})))
         except (ValidationError, ValueError, TypeError) as exc:
             parts.invalid_tanks[tv.name] = str(exc).splitlines()[0]
