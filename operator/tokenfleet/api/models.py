@@ -477,7 +477,9 @@ class Variant(WireModel):
     targets: Targets
     """Hardware this variant may run on."""
     sha256: Sha256 | None = None
-    """Digest of the variant's model files (checked before load)."""
+    """SHA-256 digest of the variant's model files. Recorded only: nothing verifies it yet (the
+    runtimes load from their own model repository); model delivery is to check it before a
+    runtime may load the variant."""
     triton_model_name: TritonName | None = None
     """Name in the Triton repository (default: <model.name>-<variant.name>)."""
 
