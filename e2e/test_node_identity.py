@@ -99,7 +99,7 @@ def test_a_car_speaks_only_for_itself(
 ) -> None:
     suffix = uuid.uuid4().hex[:6]
     car, other = f"id-car-{suffix}", f"id-other-{suffix}"
-    fleet.add_vehicle(car, pool=f"pool-{suffix}")
+    fleet.add_vehicle(car, pool=f"pool-{suffix}", attested=False)  # it may not attest itself
     fleet.add_vehicle(other, pool=f"pool-{suffix}")
     try:
         api = as_node(fleet, *node_credentials(fleet, car, tmp_path / "pki"))
@@ -164,6 +164,10 @@ def test_a_car_speaks_only_for_itself(
             exc = _refused(lambda patch=patch: api.patch_node(car, patch))
             assert "tokenfleet.io/" in str(exc.body), exc.body
         node = fleet.core_v1().read_node(car)
+        assert "node-restriction.kubernetes.io/tokenfleet-attested" not in node.metadata.labels
+        assert (
+            node.metadata.labels["node-restriction.kubernetes.io/tokenfleet-region"] != "elsewhere"
+        )
         assert node.metadata.labels["tokenfleet.io/role"] == "vehicle"
         assert node.metadata.labels["tokenfleet.io/pool"] == f"pool-{suffix}"
         assert "tokenfleet.io/runtime-endpoint" not in (node.metadata.annotations or {})
