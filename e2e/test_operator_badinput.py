@@ -201,14 +201,7 @@ def test_future_stamped_car_gets_no_work(rig: Rig, operator: OperatorProcess) ->
     )
     rig.fleet.set_telemetry(ahead, observed_at=datetime.now(UTC) + timedelta(days=1))
     rig.fleet.set_telemetry(old, observed_at=datetime(2001, 1, 1, tzinfo=UTC))
-    # a job that would take every car: 3 replicas at most one per car
-    rig.create_job("spread", [VEHICLE_INT4], replicas=(1, 3), target_tps=1000, targets=["Vehicle"])
-    wait_for(
-        lambda: rig.placements("spread"),
-        90,
-        "a replica of the job loaded",
-        describe=lambda: rig.status("spread"),
-    )
+    # the operator judges both readings (metric, Events) before any job exists
     wait_for(
         lambda: (
             operator.metric(
@@ -230,6 +223,14 @@ def test_future_stamped_car_gets_no_work(rig: Rig, operator: OperatorProcess) ->
             f"a TelemetryRejected Event on {node} ({words})",
             describe=lambda node=node: _node_events(rig, node),
         )
+    # a job that would take every car: 3 replicas at most one per car
+    rig.create_job("spread", [VEHICLE_INT4], replicas=(1, 3), target_tps=1000, targets=["Vehicle"])
+    wait_for(
+        lambda: rig.placements("spread"),
+        90,
+        "a replica of the job loaded",
+        describe=lambda: rig.status("spread"),
+    )
     time.sleep(5)  # a few plans later: still only the clean car
     assert [p["node"] for p in rig.placements("spread")] == [clean], rig.status("spread")
 

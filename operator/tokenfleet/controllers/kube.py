@@ -165,3 +165,33 @@ async def apply_endpoint_slice(body: dict[str, Any], exists: bool) -> dict[str, 
         patch,
         exists,
     )
+
+
+async def post_node_event(node: str, reason: str, message: str, type_: str = "Warning") -> None:
+    """A core/v1 Event about a Node (in ``default``, where kopf posts a cluster-scoped object's
+    Events), for code outside a kopf handler's context (the planner), where ``kopf.event`` has
+    no posting queue."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{node}.", "namespace": "default"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node},
+        "reason": reason,
+        "message": message[:1024],
+        "type": type_,
+        "source": {"component": "tokenfleet"},
+        "reportingComponent": "tokenfleet",
+        "reportingInstance": os.environ.get("HOSTNAME", "tokenfleet"),
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+    def call() -> None:
+        _api(kubernetes.client.CoreV1Api).create_namespaced_event("default", body)
+        _count("events", "create")
+
+    await asyncio.to_thread(call)

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import kopf
 
 from tokenfleet import GROUP, metrics
+from tokenfleet.controllers import kube
 from tokenfleet.controllers.nodes import RuntimePod, index_values
 from tokenfleet.controllers.settings import OperatorConfig, get_config
 from tokenfleet.controllers.snapshot import (
@@ -438,7 +439,7 @@ class Planner:
             tank_readings=self._tank_readings,
         )
         parts.snapshot, verdicts = self._unknown.observe(parts.snapshot)
-        _report_time_verdicts(verdicts)
+        await _report_time_verdicts(verdicts)
         avoid = self._avoid_nodes({j.key: j.generation for j in jobs})
         if avoid:
             parts.snapshot = dataclasses.replace(
@@ -559,16 +560,17 @@ class Planner:
                 self._slices.pop(key, None)
 
 
-def _report_time_verdicts(verdicts: Iterable[TimeVerdict]) -> None:
+async def _report_time_verdicts(verdicts: Iterable[TimeVerdict]) -> None:
     """A Warning Event on the Node and ``tokenfleet_telemetry_rejected_total`` for each car whose
     reading just became unknown by its time (too old, or stamped too far in the future)."""
     for verdict in verdicts:
         TELEMETRY_REJECTED.labels("vehicle", OBSERVED_AT, verdict.kind.value).inc()
         message = f"telemetry treated as unknown: {verdict.message}"
         log.warning("node %s: %s", verdict.node, message)
-        body = kopf.Body({"apiVersion": "v1", "kind": "Node", "metadata": {"name": verdict.node}})
-        with contextlib.suppress(Exception):
-            kopf.event(body, type="Warning", reason="TelemetryRejected", message=message[:1000])
+        try:
+            await kube.post_node_event(verdict.node, "TelemetryRejected", message)
+        except Exception as exc:  # an Event is best effort; the metric and the log are not
+            log.debug("posting an Event on node %s failed: %s", verdict.node, exc)
 
 
 def _shortfall_reason(shortfall: JobShortfall | None) -> str | None:
