@@ -1,6 +1,6 @@
 """The chart's packaged observability: the PrometheusRule checked and unit-tested with Prometheus'
-own `promtool` (extracted by `make promtool` into .bin/ from Debian's package), the Grafana dashboard and the PodMonitor,
-and every metric they use exported by the operator."""
+own `promtool` (extracted by `make promtool` into .bin/ from Debian's package), the Grafana
+dashboard and the PodMonitor, and every metric they use exported by the operator."""
 
 from __future__ import annotations
 

@@ -118,6 +118,44 @@ async def test_runtime_failure_evicts_and_blocks_the_node() -> None:
     assert moved.removals[(victim, "int4")].reason == "RuntimeFailed"
 
 
+async def test_a_load_failure_backs_off_that_job_on_that_node_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(planner_mod.time, "monotonic", lambda: clock[0])
+    jobs = [
+        job_view("ghost", replicas=(1, 1), target=20),
+        job_view("chat", replicas=(1, 1), target=20),
+    ]
+    fleet = Fleet([vehicle("car-1")], jobs)
+    await fleet.replan()
+    assert {k for k in fleet.planner.slice_for("ns/chat").desired} == {("car-1", "int4")}  # type: ignore[union-attr]
+    fleet.planner.report_load_failure("ns/ghost", "car-1", "failed to load 'ghost': no such model")
+    assert fleet.planner.load_failed("ns/ghost", "car-1")
+    assert not fleet.planner.load_failed("ns/chat", "car-1")
+    assert not fleet.planner.runtime_failed("car-1")  # the runtime is not blamed
+    await fleet.replan()
+    ghost = fleet.planner.slice_for("ns/ghost")
+    chat = fleet.planner.slice_for("ns/chat")
+    assert ghost is not None and chat is not None
+    assert not ghost.desired and ghost.shortfall_reason == "LoadFailed"
+    assert set(chat.desired) == {("car-1", "int4")} and not chat.removals
+    node, backoff = fleet.planner.load_failure("ns/ghost")  # type: ignore[misc]
+    assert node == "car-1" and "no such model" in backoff.message
+    # back-off doubles per failure in a row: 60 s, then 120 s
+    base = OperatorConfig().runtime_failure_backoff_seconds
+    assert backoff.until == clock[0] + base
+    fleet.planner.report_load_failure("ns/ghost", "car-1", "again")
+    assert fleet.planner.load_failure("ns/ghost")[1].until == clock[0] + 2 * base  # type: ignore[index]
+    clock[0] += 2 * base + 1
+    assert not fleet.planner.load_failed("ns/ghost", "car-1")
+    # a new spec generation starts over
+    fleet.planner.report_load_failure("ns/ghost", "car-1", "third")
+    fleet.jobs[0] = dataclasses.replace(fleet.jobs[0], generation=2)
+    await fleet.replan()
+    assert not fleet.planner.load_failed("ns/ghost", "car-1")
+
+
 async def test_node_without_runtime_takes_no_work_and_shortfall_names_reason() -> None:
     car = dataclasses.replace(vehicle("car-1"), runtime_endpoint=None)
     fleet = Fleet([car], [job_view(replicas=(1, 1), target=20)])

@@ -131,3 +131,21 @@ def test_energy_of_another_day_counts_as_zero() -> None:
         view = replace(pool_view(), status={"energyUsedTodayKWh": 3.5, "energyDay": day})
         (pool,) = _build(pools=[view]).snapshot.pools  # type: ignore[attr-defined]
         assert pool.energy_used_today_kwh == expected, day
+
+
+def test_tank_freshness_comes_from_the_pollers_reading_when_later_than_status() -> None:
+    from tokenfleet.controllers.snapshot import tank_of
+
+    old = tank_view(status={"lastReadingTime": "2026-11-25T11:00:00Z"})
+    assert tank_of(old).observed_at == _epoch_of("2026-11-25T11:00:00Z")
+    later = _epoch_of("2026-11-25T11:59:00Z")
+    assert tank_of(old, later).observed_at == later
+    assert tank_of(old, later - 7200).observed_at == _epoch_of("2026-11-25T11:00:00Z")
+
+
+def _epoch_of(text: str) -> float:
+    from tokenfleet.telemetry.vehicle import parse_time
+
+    parsed = parse_time(text)
+    assert parsed is not None
+    return parsed.timestamp()

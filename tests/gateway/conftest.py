@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from e2e.runtime import TritonFleet, TritonInstall, write_model_repository
+
 from gateway_kit import (
     KEY,
     MODELS,
@@ -22,7 +23,6 @@ from gateway_kit import (
     secret_dict,
     slice_dict,
 )
-
 from tokenfleet.gateway.keys import KeyStore
 from tokenfleet.gateway.server import Gateway, GatewaySettings
 from tokenfleet.gateway.table import RoutingTable

@@ -9,9 +9,9 @@ import time
 import aiohttp
 import openai
 import pytest
-from gateway_kit import KEY, NAMESPACE, OTHER_KEY, GatewayUnderTest, slice_dict
 from openai import AsyncOpenAI
 
+from gateway_kit import KEY, NAMESPACE, OTHER_KEY, GatewayUnderTest, slice_dict
 from tokenfleet.gateway.keys import KeyStore
 
 pytestmark = pytest.mark.triton

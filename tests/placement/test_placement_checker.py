@@ -30,8 +30,10 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("vehicle", {"car": {"compute_temp_c": 85.1}}, "ComputeTemp"),
     ("vehicle", {"car": {"bandwidth_mbps": 9.0}}, "Bandwidth"),
     ("vehicle", {"car": {"departure_time": NOW + 900}}, "DrainLead"),
-    ("vehicle", {"car": {"observed_at": NOW - 301}}, "StaleVehicleNew"),
-    ("vehicle", {"car": {"soc_percent": None}}, "MissingTelemetry"),
+    ("vehicle", {"car": {"observed_at": NOW - 301}}, "UnknownVehicleNew"),
+    ("vehicle", {"car": {"observed_at": NOW + 31}}, "UnknownVehicleNew"),
+    ("vehicle", {"car": {"soc_percent": None}}, "UnknownVehicleNew"),
+    ("vehicle", {"car": {"plugged_in": True, "charger_kw": None}}, "UnknownVehicleNew"),
     ("vehicle", {"car": {"cordoned": True}}, "NodeCordoned"),
     (
         "vehicle",
@@ -49,6 +51,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("vehicle", {"car": {"attested": False}, "job": {"require_attestation": True}}, "Attestation"),
     ("vehicle", {"job": {"targets": frozenset({"Rack"})}}, "Target"),
     ("vehicle", {"job": {"max_replicas": 0}}, "MaxReplicas"),
+    ("vehicle", {"job": {"avoid_nodes": frozenset({"car-1"})}}, "LoadBackoff"),
     ("rack", {"tank": {"leak_state": "Critical"}}, "TankLeak"),
     ("rack", {"tank": {"leak_state": "Warning"}}, "TankLeakNew"),
     ("rack", {"tank": {"cordoned": True}}, "TankCordoned"),
@@ -77,6 +80,15 @@ def test_new_only_rules_do_not_flag_existing_work() -> None:
     from dataclasses import replace
 
     assert rules(replace(s, placements=CAR), CAR) == set()
+
+
+def test_unknown_telemetry_keeps_existing_work_until_the_grace_ran_out() -> None:
+    from dataclasses import replace
+
+    within = vehicle_only(car={"soc_percent": None, "unknown_since": NOW - 299})
+    assert rules(replace(within, placements=CAR), CAR) == set()
+    expired = vehicle_only(car={"observed_at": NOW - 400, "unknown_since": NOW - 300})
+    assert rules(replace(expired, placements=CAR), CAR) == {"TelemetryUnknown"}
 
 
 def test_spread_and_unknowns() -> None:

@@ -85,7 +85,6 @@ VEHICLE_HARD: list[tuple[str, dict[str, Any], Reason]] = [
     ("battery too hot", {"car": {"battery_temp_c": 46.0}}, Reason.BATTERY_TOO_HOT),
     ("compute too hot", {"car": {"compute_temp_c": 90.0}}, Reason.COMPUTE_TOO_HOT),
     ("low bandwidth", {"car": {"bandwidth_mbps": 5.0}}, Reason.LOW_BANDWIDTH),
-    ("missing soc", {"car": {"soc_percent": None}}, Reason.MISSING_TELEMETRY),
     ("unknown pool", {"car": {"pool": "nope"}}, Reason.UNKNOWN_POOL),
     (
         # 30% -> 90% of 60 kWh is 36 kWh in 8 h = 4.5 kW > 3.7 kW charger
@@ -125,6 +124,51 @@ def test_stale_reading_blocks_new_work_but_does_not_evict() -> None:
     kw = {"car": {"observed_at": NOW - 1000}}
     assert_blocked(vehicle_only(**kw), "car-1", Reason.STALE_TELEMETRY)
     assert_kept(vehicle_only(**kw), "car-1", "int4")
+
+
+UNKNOWN: list[tuple[str, dict[str, Any], Reason]] = [
+    ("missing soc", {"soc_percent": None}, Reason.MISSING_TELEMETRY),
+    ("missing departure", {"departure_time": None}, Reason.MISSING_TELEMETRY),
+    ("unknown charger power", {"charger_kw": None}, Reason.MISSING_TELEMETRY),
+    ("unknown plugged-in", {"plugged_in": None}, Reason.MISSING_TELEMETRY),
+    ("stale", {"observed_at": NOW - 1000}, Reason.STALE_TELEMETRY),
+    ("stamped a day ahead", {"observed_at": NOW + 86400}, Reason.STALE_TELEMETRY),
+    ("stamped 31 s ahead", {"observed_at": NOW + 31}, Reason.STALE_TELEMETRY),
+]
+
+
+@pytest.mark.parametrize(("case", "car", "reason"), UNKNOWN, ids=[c[0] for c in UNKNOWN])
+def test_unknown_telemetry_keeps_until_the_grace_then_drains(
+    case: str, car: dict[str, Any], reason: Reason
+) -> None:
+    # unknown is not bad: no new work, the hosted replica stays...
+    assert_blocked(vehicle_only(car=car), "car-1", reason)
+    assert_kept(vehicle_only(car=car), "car-1", "int4")
+    within = {**car, "unknown_since": NOW - 299.0}
+    assert_kept(vehicle_only(car=within, pool={"unknown_grace_seconds": 300.0}), "car-1", "int4")
+    # ...until it has been unknown for the pool's grace: then it drains
+    expired = {**car, "unknown_since": NOW - 300.0}
+    s = vehicle_only(car=expired, pool={"unknown_grace_seconds": 300.0})
+    assert_evicted(s, "car-1", "int4", Reason.TELEMETRY_UNKNOWN)
+
+
+def test_a_known_hard_fact_drains_even_while_other_values_are_unknown() -> None:
+    kw = {"car": {"soc_percent": None, "compute_temp_c": 90.0}}
+    assert_evicted(vehicle_only(**kw), "car-1", "int4", Reason.COMPUTE_TOO_HOT)
+
+
+def test_a_small_clock_skew_is_fresh() -> None:
+    assert plan(vehicle_only(car={"observed_at": NOW + 29})).assignments
+
+
+def test_a_job_in_load_backoff_on_a_node_goes_elsewhere_and_others_still_use_it() -> None:
+    s = vehicle_only(job={"avoid_nodes": frozenset({"car-1"})})
+    assert_blocked(s, "car-1", Reason.LOAD_FAILED)
+    other = replace(s.jobs[0], name="ns/other", avoid_nodes=frozenset())
+    both = replace(s, jobs=(s.jobs[0], other))
+    p = plan(both)
+    assert [(a.job, a.node) for a in p.assignments] == [("ns/other", "car-1")]
+    assert check_plan(both, p) == []
 
 
 def test_cordoned_car_keeps_but_takes_nothing_new() -> None:
@@ -357,3 +401,47 @@ def test_variant_choice_follows_the_node() -> None:
     }
     assert check_plan(s, p) == []
     assert plan(with_load_of(s, p)).evictions == ()
+
+
+# -- replicas.min holds whatever the throughput target says ------------------------------------
+
+
+def _three_cars(**job_kw: Any) -> Snapshot:
+    # energy costs money here: a replica of a tiny variant earns less than it costs
+    s = vehicle_only(job=job_kw, pool={"energy_cost_per_kwh": 1.0})
+    return replace(s, vehicles=(car("car-1"), car("car-2"), car("car-3")))
+
+
+@pytest.mark.parametrize(
+    ("case", "job_kw"),
+    [
+        ("target 0", {"target_tokens_per_second": 0.0, "min_replicas": 2}),
+        ("target met by one", {"target_tokens_per_second": 1.0, "min_replicas": 3}),
+        (
+            "tiny tokens/s",
+            {
+                "target_tokens_per_second": 1000.0,
+                "min_replicas": 2,
+                "variants": (replace(job().variants[1], tokens_per_second=0.001),),
+            },
+        ),
+    ],
+)
+def test_min_replicas_hold_whatever_the_target_says(case: str, job_kw: dict[str, Any]) -> None:
+    s = _three_cars(**job_kw)
+    p = plan(s)
+    want = job_kw["min_replicas"]
+    assert len(p.assignments) == want, p
+    assert check_plan(s, p) == []
+    # and the trim never takes a kept replica below the floor
+    again = plan(replace(s, placements=p.assignments))
+    assert len(again.assignments) == want and again.evictions == ()
+
+
+def test_target_met_min_met_is_no_shortfall_and_a_worthless_replica_names_its_cause() -> None:
+    p = plan(_three_cars(target_tokens_per_second=0.0, min_replicas=1))
+    assert p.job_shortfalls == ()
+    tiny = (replace(job().variants[1], tokens_per_second=0.001),)
+    p = plan(_three_cars(target_tokens_per_second=1000.0, min_replicas=1, variants=tiny))
+    assert len(p.assignments) == 1
+    assert shortfall(p) == Reason.NOT_WORTH_A_REPLICA  # not a misleading SpreadLimit

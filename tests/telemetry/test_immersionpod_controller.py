@@ -146,12 +146,17 @@ async def test_no_write_without_change_and_polls_at_interval(sim: TankSimulator)
     assert h.status["itLoadKW"] == 61.0
 
 
-async def test_last_reading_time_refreshed_before_it_looks_stale(sim: TankSimulator) -> None:
+async def test_quiet_at_rest_last_reading_time_only_with_a_deadband(sim: TankSimulator) -> None:
+    """A tank at rest is polled every 15 s but its status is not rewritten per poll: the
+    reading's time is refreshed every REFRESH_MIN_SECONDS (5 min), TelemetryFresh stays True."""
     h = Harness(sim)
     await h.tick()
-    assert await h.tick(15.0) is None  # 15 s < 60/3
-    assert await h.tick(15.0) is not None  # 30 s >= 20 s: refresh
-    assert h.status["lastReadingTime"] == "2026-11-25T12:00:30Z"
+    for _ in range(19):  # 285 s of polls, nothing a reader acts on changed
+        assert await h.tick(15.0) is None
+    assert await h.tick(15.0) is not None  # 300 s: the deadband refresh
+    assert h.status["lastReadingTime"] == "2026-11-25T12:05:00Z"
+    fresh = next(c for c in h.status["conditions"] if c["type"] == "TelemetryFresh")
+    assert fresh["status"] == "True"
 
 
 async def test_garbage_fields_are_dropped_one_by_one_with_events(sim: TankSimulator) -> None:

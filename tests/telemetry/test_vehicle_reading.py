@@ -261,3 +261,14 @@ def test_parse_decimal_rejects_bool_and_objects() -> None:
     assert parse_decimal("x", [1])[0] is None
     assert parse_decimal("x", 3)[0] == 3.0
     assert parse_time("2026-11-25T12:00:00.123456+00:00") == NOW + timedelta(microseconds=123456)
+
+
+def test_only_ascii_decimals_parse() -> None:
+    for text in ("\uff15\uff10", "\u0665\u0660", "1_0", "0x10", "5 0", "--5"):
+        assert parse_decimal("x", text) == (
+            None,
+            TelemetryProblem("x", text, ProblemKind.UNPARSABLE),
+        ), text
+    for text, number in (("50", 50.0), (" -1.5 ", -1.5), ("+2", 2.0), (".5", 0.5), ("1e3", 1e3)):
+        assert parse_decimal("x", text) == (number, None), text
+    assert parse_decimal("x", "1e309")[1] == TelemetryProblem("x", "1e309", ProblemKind.NON_FINITE)

@@ -203,3 +203,38 @@ def test_serving_from_job_sums_variant_watts() -> None:
         "car-1": ServingReplica("ns/job", 2, 60.0, 60.0),
         "car-2": ServingReplica("ns/job", 1, 20.0, 60.0),
     }
+
+
+def test_pool_status_and_planner_share_one_eligibility_rule() -> None:
+    """Cars the planner refuses (unknown charger power, a reading stamped in the future, a
+    full-width number) are not counted eligible in the pool status either."""
+    from tokenfleet.controllers.snapshot import build_snapshot
+    from tokenfleet.placement.state import vehicle_state
+
+    nodes = [
+        car("ok"),
+        car("no-charger", **{"charger-power-kw": None}),
+        car("ahead", **{"observed-at": format_time(NOW + timedelta(days=1))}),
+        car("skewed", **{"observed-at": format_time(NOW + timedelta(seconds=20))}),
+        car("full-width", **{"soc-percent": "\uff15\uff10"}),
+    ]
+    status, _ = run(nodes)
+    assert status["vehicles"]["eligible"] == 2  # ok, and skewed within the 30 s allowance
+    assert status["ineligible"] == [
+        {"reason": "MissingTelemetry", "count": 2},
+        {"reason": "StaleTelemetry", "count": 1},
+    ]
+    parts = build_snapshot(
+        now=NOW.timestamp(),
+        nodes=nodes,
+        tanks=[],
+        pools=[PoolView(name="depot", uid="u", generation=1, spec=POOL_SPEC, status={})],
+        jobs=[],
+    )
+    (pol,) = parts.snapshot.pools
+    eligible = {
+        v.name
+        for v in parts.snapshot.vehicles
+        if vehicle_state(v, pol, NOW.timestamp()).new is None
+    }
+    assert eligible == {"ok", "skewed"}

@@ -409,6 +409,10 @@ class VehiclePoolSpec(WireModel):
     """How long a vehicle may be unreachable before its replicas are re-placed, seconds."""
     stale_after_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
     """A telemetry reading older than this counts as unknown, seconds."""
+    unknown_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
+    """A vehicle whose telemetry is unknown (missing, rejected, stale or stamped in the future)
+    takes no new work but keeps its replicas this long, then they drain (TelemetryUnknown),
+    seconds."""
     hysteresis_percent: Annotated[float, Field(ge=0, le=50)] = 2
     """State-of-charge / temperature band that must be crossed before replicas move, percent."""
     cordoned: bool = False
@@ -488,7 +492,9 @@ class Variant(WireModel):
     targets: Targets
     """Hardware this variant may run on."""
     sha256: Sha256 | None = None
-    """Digest of the variant's model files (checked before load)."""
+    """SHA-256 digest of the variant's model files. Recorded only: nothing verifies it yet (the
+    runtimes load from their own model repository); model delivery is to check it before a
+    runtime may load the variant."""
     triton_model_name: TritonName | None = None
     """Name in the Triton repository (default: <model.name>-<variant.name>)."""
 

@@ -3,7 +3,9 @@
 One kopf timer per ImmersionPod ticks every :data:`TICK_SECONDS` and polls when
 ``spec.telemetry.pollIntervalSeconds`` have passed. Each poll computes the status the tank should
 have (:func:`desired_status`, pure) and patches it only when something moved beyond the deadband
-(:func:`needs_write`), or to refresh ``lastReadingTime`` before consumers would judge it stale.
+(:func:`needs_write`), or to refresh ``lastReadingTime`` with a deadband
+(:data:`REFRESH_MIN_SECONDS`): freshness is judged by ``TelemetryFresh`` and the planner from the
+poller's reading in memory.
 
 Rules:
 
@@ -64,6 +66,7 @@ from tokenfleet.api.models import (
 )
 from tokenfleet.controllers import events
 from tokenfleet.controllers.nodes import ServingReplica, select_nodes
+from tokenfleet.controllers.planner import get_planner
 from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED
 from tokenfleet.telemetry.immersion import (
     F_LEAK,
@@ -120,7 +123,12 @@ DEADBAND_KW: Final = 0.5
 DEADBAND_FLOW_FRACTION: Final = 0.01
 DEADBAND_HEADROOM_FRACTION: Final = 0.02
 REFRESH_FRACTION: Final = 1 / 3
-"""``lastReadingTime`` is rewritten once older than this fraction of ``staleAfterSeconds``."""
+REFRESH_MIN_SECONDS: Final = 300.0
+"""At rest ``lastReadingTime`` is rewritten once older than the larger of this and
+``REFRESH_FRACTION`` of ``staleAfterSeconds``: readers act on ``TelemetryFresh`` (computed from
+the poller's latest reading, written when it flips), the live age is the metric
+``tokenfleet_telemetry_age_seconds{kind="tank"}``, and the planner reads the poller's time from
+memory (``Planner.record_tank_reading``). So a quiet tank costs no status write per poll."""
 
 _MEASURED: Final = (
     "itLoadKW",
@@ -419,7 +427,8 @@ def needs_write(
 ) -> bool:
     """Write when a condition, the leak state, the generation or the node count changed, a
     measured value moved beyond its deadband or appeared/disappeared, or the stored
-    ``lastReadingTime`` is older than a third of ``staleAfterSeconds`` while a newer exists."""
+    ``lastReadingTime`` is older than :data:`REFRESH_MIN_SECONDS` (or a third of
+    ``staleAfterSeconds`` when larger) while a newer exists."""
     if _conditions_key(current.get("conditions")) != _conditions_key(desired.get("conditions")):
         return True
     for key in ("observedGeneration", "leakState", "leakLatch", "nodes", "replicas"):
@@ -433,7 +442,8 @@ def needs_write(
         stored_time = parse_time(stored) if isinstance(stored, str) else None
         if stored_time is None:
             return True
-        return (now - stored_time).total_seconds() >= stale_after * REFRESH_FRACTION
+        refresh = max(stale_after * REFRESH_FRACTION, REFRESH_MIN_SECONDS)
+        return (now - stored_time).total_seconds() >= refresh
     return False
 
 
@@ -864,6 +874,9 @@ async def immersionpod_telemetry(
     if desired is not None:
         for key, value in desired.items():
             patch.status[key] = value
+    reading = poller.outcome.reading
+    if reading is not None:  # the planner's freshness, without a status write per poll
+        get_planner().record_tank_reading(name, reading.observed_at.timestamp())
     if ack is not None and poller.handled_ack == (str(ack), meta.get("resourceVersion")):
         # handled (cleared, refused or nothing latched): the next leak latches again, and a
         # refused acknowledgement must be given again once the detectors read OK. Not handled
@@ -876,3 +889,4 @@ def immersionpod_forget(name: str, memo: kopf.Memo, **_: Any) -> None:
     poller = memo.get("tokenfleet_tank_poller")
     if isinstance(poller, TankPoller):
         poller.forget()
+    get_planner().forget_tank(name)

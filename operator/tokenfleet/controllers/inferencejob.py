@@ -325,7 +325,8 @@ class JobWorker:
                 elif state is ModelState.UNAVAILABLE and status.reason not in ("", "unloaded"):
                     entry.set_state("Failed", "LoadFailed", status.reason)
                     entry.failed_at = time.monotonic()
-                    self.planner.report_runtime_failure(entry.node, status.reason)
+                    # the model's failure, not the runtime's: this job backs off this node only
+                    self.planner.report_load_failure(self.key, entry.node, status.reason)
                 else:
                     entry.needs_load = True  # e.g. after a restart mid-load
             elif entry.state == "Loaded":
@@ -439,7 +440,9 @@ class JobWorker:
         for key, want in sorted(slice_.desired.items()):
             if key in active:
                 continue
-            if self.planner.runtime_failed(want.node):
+            if self.planner.runtime_failed(want.node) or self.planner.load_failed(
+                self.key, want.node
+            ):
                 # failed since this plan (e.g. by this very pass's observation): the replan it
                 # triggered re-places the replica; a load here would wait out its timeout on a
                 # hung runtime first
@@ -477,7 +480,7 @@ class JobWorker:
         if runtime is None:
             entry.set_state("Failed", "NoRuntime", f"no runtime endpoint on node {entry.node}")
             entry.failed_at = time.monotonic()
-            self.planner.report_runtime_failure(entry.node, "no runtime endpoint")
+            self.planner.report_load_failure(self.key, entry.node, "no runtime endpoint")
             return
         start = time.perf_counter()
         try:
@@ -488,7 +491,9 @@ class JobWorker:
             entry.set_state("Failed", "LoadFailed", str(exc))
             entry.failed_at = time.monotonic()
             entry.needs_load = False
-            self.planner.report_runtime_failure(entry.node, str(exc))
+            # fails this replica and this job only; the runtime is failed by its own health
+            # (the prober and _observe), never by a model that does not load
+            self.planner.report_load_failure(self.key, entry.node, _short(str(exc)))
             self._event(
                 "Warning",
                 "LoadFailed",
@@ -496,6 +501,7 @@ class JobWorker:
             )
             return
         metrics.TRITON_REQUESTS.labels(operation="load", result="ok").inc()
+        self.planner.load_succeeded(self.key, entry.node)
         entry.needs_load = False
         entry.set_state("Loaded", entry.reason, entry.message)
         self.logger.info(
@@ -689,6 +695,13 @@ class JobWorker:
                 message = slice_.shortfall_message or "no node can take a replica"
                 stalled = True
                 reconciling = False
+                load_failure = self.planner.load_failure(self.key)
+                if reason == "LoadFailed" and load_failure is not None:
+                    node, backoff = load_failure
+                    message = _short(
+                        f"the model failed to load (retried after a back-off): on {node}: "
+                        f"{backoff.message}"
+                    )
             elif reconciling:
                 is_ready = ready >= desired and desired > 0
                 reason = "Moving" if unloading or (ready and loading) else "Placing"

@@ -52,6 +52,36 @@ def _count(resource: str, verb: str) -> None:
     metrics.API_WRITES.labels(resource=resource, verb=verb).inc()
 
 
+async def post_node_event(node: str, reason: str, message: str, type_: str = "Warning") -> None:
+    """A core/v1 Event about a Node (in ``default``, where kopf posts a cluster-scoped object's
+    Events), for code outside a kopf handler's context (the planner), where ``kopf.event`` has
+    no posting queue."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{node}.", "namespace": "default"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node},
+        "reason": reason,
+        "message": message[:1024],
+        "type": type_,
+        "source": {"component": "tokenfleet"},
+        "reportingComponent": "tokenfleet",
+        "reportingInstance": os.environ.get("HOSTNAME", "tokenfleet"),
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+    def call() -> None:
+        _api(kubernetes.client.CoreV1Api).create_namespaced_event("default", body)
+        _count("events", "create")
+
+    await asyncio.to_thread(call)
+
+
 async def patch_job_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
     """Merge-patch ``status`` of an InferenceJob (the status subresource)."""
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 import kopf
 
 from tokenfleet import GROUP, metrics
-from tokenfleet.controllers import events
+from tokenfleet.controllers import events, kube
 from tokenfleet.controllers.nodes import RuntimePod, index_values
 from tokenfleet.controllers.settings import OperatorConfig, get_config
 from tokenfleet.controllers.snapshot import (
@@ -43,6 +44,7 @@ from tokenfleet.controllers.snapshot import (
     TankView,
     build_snapshot,
 )
+from tokenfleet.controllers.unknown import TimeVerdict, UnknownTelemetry
 from tokenfleet.placement import (
     JobShortfall,
     Placement,
@@ -58,7 +60,9 @@ from tokenfleet.serving.endpoints import (
     parse_host_port,
     parse_networks,
 )
+from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
 from tokenfleet.telemetry.node import NodeInfo
+from tokenfleet.telemetry.vehicle import OBSERVED_AT
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +75,26 @@ DRAIN_NOW = frozenset(
         str(Reason.TANK_LEAK),
         str(Reason.BATTERY_TOO_HOT),
         str(Reason.COMPUTE_TOO_HOT),
+        str(Reason.TELEMETRY_UNKNOWN),
         RUNTIME_FAILED,
     }
 )
 
 NodeKey = tuple[str, str]  # (node, variant)
+NodeKeyJob = tuple[str, str]  # (job, node)
+#: a (job, node) back-off grows by this factor per consecutive load failure, up to MAX_FACTOR
+LOAD_BACKOFF_FACTOR = 2.0
+LOAD_BACKOFF_MAX_FACTOR = 8.0
+
+
+@dataclass(frozen=True)
+class LoadBackoff:
+    """A job's model failed to load on a node: the job avoids that node until ``until``
+    (monotonic s); ``failures`` in a row; ``message`` is the runtime's own text."""
+
+    until: float
+    failures: int
+    message: str
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,7 @@ class Planner:
         self._job_events: dict[str, asyncio.Event] = {}
         self._daemons: dict[str, int] = {}  # job -> its daemons running here (0 or 1, briefly 2)
         self._failed_until: dict[str, float] = {}
+        self._load_failures: dict[NodeKeyJob, LoadBackoff] = {}
         self._generations: dict[str, int] = {}
         self._plan_id = 0
         self._task: asyncio.Task[None] | None = None
@@ -144,6 +164,8 @@ class Planner:
         # an invalid TOKENFLEET_RUNTIME_DIAL_NETWORKS stops the operator at start, naming it
         self._dial_networks = parse_networks(config.runtime_dial_networks)
         self._refused_dials: set[str] = set()
+        self._unknown = UnknownTelemetry()
+        self._tank_readings: dict[str, float] = {}
 
     # ---- wiring ---------------------------------------------------------------------------
 
@@ -231,6 +253,64 @@ class Planner:
 
     def runtime_failed(self, node: str) -> bool:
         return self._failed_until.get(node, 0.0) > time.monotonic()
+
+    def record_tank_reading(self, tank: str, observed_at: float) -> None:
+        """The tank's poller read it (epoch s of the reading): the planner judges the tank's
+        freshness by this, as ``status.lastReadingTime`` is refreshed only with a deadband."""
+        first = tank not in self._tank_readings
+        self._tank_readings[tank] = observed_at
+        if first:
+            self.signal("tank", full=True)
+
+    def forget_tank(self, tank: str) -> None:
+        self._tank_readings.pop(tank, None)
+
+    def report_load_failure(self, job: str, node: str, why: str) -> None:
+        """The job's model failed to load on ``node``: that replica and that job only. The job
+        avoids the node for a back-off (``runtime_failure_backoff_seconds``, doubled per failure
+        in a row up to 8x); the runtime and every other job's replicas there are untouched."""
+        now = time.monotonic()
+        previous = self._load_failures.get((job, node))
+        failures = previous.failures + 1 if previous is not None else 1
+        factor = min(LOAD_BACKOFF_FACTOR ** (failures - 1), LOAD_BACKOFF_MAX_FACTOR)
+        until = now + self.config.runtime_failure_backoff_seconds * factor
+        self._load_failures[(job, node)] = LoadBackoff(until, failures, why)
+        log.warning(
+            "job %s: model failed to load on %s (%s): retry there in %.0f s",
+            job,
+            node,
+            why,
+            until - now,
+        )
+        self.signal("load-failed", full=True)
+
+    def load_succeeded(self, job: str, node: str) -> None:
+        """A load of the job's model on ``node`` worked: its back-off there starts over."""
+        self._load_failures.pop((job, node), None)
+
+    def load_failed(self, job: str, node: str) -> bool:
+        """The job is in its load back-off on ``node``."""
+        backoff = self._load_failures.get((job, node))
+        return backoff is not None and backoff.until > time.monotonic()
+
+    def load_failure(self, job: str) -> tuple[str, LoadBackoff] | None:
+        """The job's latest load failure still in back-off, as (node, back-off)."""
+        now = time.monotonic()
+        live = [(n, b) for (j, n), b in self._load_failures.items() if j == job and b.until > now]
+        return max(live, key=lambda nb: nb[1].until) if live else None
+
+    def _avoid_nodes(self, generations: Mapping[str, int]) -> dict[str, frozenset[str]]:
+        """job -> nodes in its load back-off (a new spec generation of a job starts over)."""
+        now = time.monotonic()
+        for job, node in list(self._load_failures):
+            changed = self._generations.get(job, generations.get(job)) != generations.get(job)
+            if changed or job not in generations:
+                self._load_failures.pop((job, node), None)
+        avoid: dict[str, set[str]] = {}
+        for (job, node), backoff in self._load_failures.items():
+            if backoff.until > now:
+                avoid.setdefault(job, set()).add(node)
+        return {job: frozenset(nodes) for job, nodes in avoid.items()}
 
     # ---- the index views --------------------------------------------------------------------
 
@@ -374,7 +454,19 @@ class Planner:
             jobs=jobs,
             current=current if self._plan is not None else None,
             unusable_nodes=unusable,
+            tank_readings=self._tank_readings,
         )
+        parts.snapshot, verdicts = self._unknown.observe(parts.snapshot)
+        await _report_time_verdicts(verdicts)
+        avoid = self._avoid_nodes({j.key: j.generation for j in jobs})
+        if avoid:
+            parts.snapshot = dataclasses.replace(
+                parts.snapshot,
+                jobs=tuple(
+                    dataclasses.replace(j, avoid_nodes=avoid[j.name]) if j.name in avoid else j
+                    for j in parts.snapshot.jobs
+                ),
+            )
         previous = self._plan
         incremental = (
             previous is not None
@@ -495,6 +587,19 @@ class Planner:
         for key in list(self._slices):
             if key not in live_jobs and key not in desired:
                 self._slices.pop(key, None)
+
+
+async def _report_time_verdicts(verdicts: Iterable[TimeVerdict]) -> None:
+    """A Warning Event on the Node and ``tokenfleet_telemetry_rejected_total`` for each car whose
+    reading just became unknown by its time (too old, or stamped too far in the future)."""
+    for verdict in verdicts:
+        TELEMETRY_REJECTED.labels("vehicle", OBSERVED_AT, verdict.kind.value).inc()
+        message = f"telemetry treated as unknown: {verdict.message}"
+        log.warning("node %s: %s", verdict.node, message)
+        try:
+            await kube.post_node_event(verdict.node, "TelemetryRejected", message)
+        except Exception as exc:  # an Event is best effort; the metric and the log are not
+            log.debug("posting an Event on node %s failed: %s", verdict.node, exc)
 
 
 def _shortfall_reason(shortfall: JobShortfall | None) -> str | None:

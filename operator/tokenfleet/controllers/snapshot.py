@@ -37,7 +37,7 @@ from tokenfleet.placement import (
 )
 from tokenfleet.placement.model import LeakState
 from tokenfleet.telemetry.node import NodeInfo, selector_matches
-from tokenfleet.telemetry.vehicle import parse_time
+from tokenfleet.telemetry.vehicle import MAX_FUTURE_SKEW_SECONDS, parse_time
 
 #: placement states that occupy a node (the decision record's live entries)
 ACTIVE_STATES = frozenset({"Loading", "Loaded"})
@@ -118,6 +118,10 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
+def _latest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 _SPEC_CACHE: dict[tuple[str, str, int], Any] = {}
 
 
@@ -150,7 +154,10 @@ def job_spec(view: JobView) -> InferenceJobSpec:
     return spec
 
 
-def tank_of(view: TankView) -> Tank:
+def tank_of(view: TankView, reading_at: float | None = None) -> Tank:
+    """The engine's tank. ``reading_at`` (epoch s): the time of the latest reading the tank's
+    poller holds in memory; the status ``lastReadingTime`` is refreshed only with a deadband, so
+    the later of the two is the reading's time."""
     spec = _cached("tank", view.uid, view.generation, parse_immersionpod_spec, view.spec)
     status = view.status
     leak = status.get("leakState")
@@ -179,7 +186,7 @@ def tank_of(view: TankView) -> Tank:
         leak_state=leak_state,
         leak_action=str(spec.leak_policy.action.value),  # type: ignore[arg-type]
         cordoned=bool(spec.cordoned) or view.deleting,
-        observed_at=_epoch(status.get("lastReadingTime")),
+        observed_at=_latest(_epoch(status.get("lastReadingTime")), reading_at),
         stale_after_seconds=float(spec.telemetry.stale_after_seconds),
         hysteresis_percent=float(spec.hysteresis_percent),
     )
@@ -221,6 +228,8 @@ def pool_of(view: PoolView, now: float | None = None) -> tuple[PoolPolicy, Mappi
         stale_after_seconds=float(spec.stale_after_seconds),
         hysteresis_percent=float(spec.hysteresis_percent),
         battery_capacity_kwh=float(battery.capacity_kwh),
+        unknown_grace_seconds=float(spec.unknown_grace_seconds),
+        max_future_skew_seconds=MAX_FUTURE_SKEW_SECONDS,
     )
     cordoned = bool(getattr(spec, "cordoned", False)) or view.deleting
     return policy, dict(spec.node_selector), cordoned
@@ -274,6 +283,35 @@ def recorded_placements(view: JobView) -> list[Placement]:
     ]
 
 
+def vehicle_node(
+    info: NodeInfo, pool: str, *, cordoned: bool = False, unknown_since: float | None = None
+) -> VehicleNode:
+    """The placement engine's view of a vehicle node: the one mapping the planner's snapshot and
+    the VehiclePool status share, so both judge eligibility with the same
+    :func:`tokenfleet.placement.state.vehicle_state`. ``cordoned`` adds to the node's own
+    unschedulable / not-Ready flags."""
+    r = info.vehicle
+    return VehicleNode(
+        name=info.name,
+        pool=pool,
+        memory_mib=info.allocatable_memory_mib or 0,
+        accelerator=info.accelerator,
+        region=info.region,
+        attested=info.attested,
+        soc_percent=r.soc_percent if r else None,
+        plugged_in=r.plugged_in if r else None,
+        charger_kw=r.charger_power_kw if r else None,
+        battery_temp_c=r.battery_temp_c if r else None,
+        compute_temp_c=r.compute_temp_c if r else None,
+        departure_time=r.departure_time.timestamp() if r and r.departure_time else None,
+        target_soc_percent=r.target_soc_percent if r else None,
+        bandwidth_mbps=r.bandwidth_mbps if r else None,
+        observed_at=r.observed_at.timestamp() if r and r.observed_at else None,
+        cordoned=cordoned or info.unschedulable or info.ready is False,
+        unknown_since=unknown_since,
+    )
+
+
 def _owner(
     info: NodeInfo, candidates: Iterable[tuple[str, Mapping[str, str]]], label: str | None
 ) -> str | None:
@@ -293,6 +331,8 @@ def build_snapshot(
     jobs: Iterable[JobView],
     current: Mapping[str, Iterable[Placement]] | None = None,
     unusable_nodes: Mapping[str, str] | None = None,
+    unknown_since: Mapping[str, float] | None = None,
+    tank_readings: Mapping[str, float] | None = None,
 ) -> SnapshotParts:
     """The engine's snapshot of the fleet now.
 
@@ -301,13 +341,14 @@ def build_snapshot(
     runtime endpoint, runtime failed): such nodes are passed as cordoned.
     """
     unusable = unusable_nodes or {}
+    since = unknown_since or {}
     parts = SnapshotParts(snapshot=Snapshot(now=now))
 
     tank_objs: list[Tank] = []
     tank_selectors: list[tuple[str, Mapping[str, str]]] = []
     for tv in sorted(tanks, key=lambda t: t.name):
         try:
-            tank_objs.append(tank_of(tv))
+            tank_objs.append(tank_of(tv, (tank_readings or {}).get(tv.name)))
             tank_selectors.append((tv.name, dict(tv.spec.get("nodeSelector") or {})))
         except (ValidationError, ValueError, TypeError) as exc:
             parts.invalid_tanks[tv.name] = str(exc).splitlines()[0]
@@ -354,31 +395,12 @@ def build_snapshot(
             pool = _owner(info, pool_selectors, info.pool)
             if pool is None:
                 continue
-            reading = info.vehicle
             vehicles.append(
-                VehicleNode(
-                    name=info.name,
-                    pool=pool,
-                    memory_mib=memory,
-                    accelerator=info.accelerator,
-                    region=info.region,
-                    attested=info.attested,
-                    soc_percent=reading.soc_percent if reading else None,
-                    plugged_in=reading.plugged_in if reading else None,
-                    charger_kw=reading.charger_power_kw if reading else None,
-                    battery_temp_c=reading.battery_temp_c if reading else None,
-                    compute_temp_c=reading.compute_temp_c if reading else None,
-                    departure_time=(
-                        reading.departure_time.timestamp()
-                        if reading and reading.departure_time
-                        else None
-                    ),
-                    target_soc_percent=reading.target_soc_percent if reading else None,
-                    bandwidth_mbps=reading.bandwidth_mbps if reading else None,
-                    observed_at=(
-                        reading.observed_at.timestamp() if reading and reading.observed_at else None
-                    ),
+                vehicle_node(
+                    info,
+                    pool,
                     cordoned=blocked or pool in cordoned_pools,
+                    unknown_since=since.get(info.name),
                 )
             )
             parts.sites[info.name] = NodeSite("Vehicle", pool=pool)

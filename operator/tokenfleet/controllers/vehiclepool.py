@@ -45,8 +45,8 @@ from tokenfleet.controllers.poolstats import (
     tally_from_status,
     tally_write_due,
 )
-from tokenfleet.controllers.snapshot import PoolView, pool_of
-from tokenfleet.placement.model import PoolPolicy, VehicleNode
+from tokenfleet.controllers.snapshot import PoolView, pool_of, vehicle_node
+from tokenfleet.placement.model import PoolPolicy
 from tokenfleet.placement.state import vehicle_state
 from tokenfleet.telemetry.metrics import POOL_INELIGIBLE, POOL_VEHICLES, TELEMETRY_AGE, clear_gauge
 from tokenfleet.telemetry.node import NodeInfo, NodeRole
@@ -64,29 +64,6 @@ __all__ = [
 INTERVAL_SECONDS: Final = 10.0
 _TALLY: Final = "tokenfleet_pool_tally"
 MAX_REASONS: Final = 32
-
-
-def vehicle_node(info: NodeInfo, pool: str) -> VehicleNode:
-    """The placement engine's view of a vehicle node (same mapping as the planner's snapshot)."""
-    r = info.vehicle
-    return VehicleNode(
-        name=info.name,
-        pool=pool,
-        memory_mib=info.allocatable_memory_mib or 0,
-        accelerator=info.accelerator,
-        region=info.region,
-        attested=info.attested,
-        soc_percent=r.soc_percent if r else None,
-        plugged_in=r.plugged_in if r else None,
-        charger_kw=r.charger_power_kw if r else None,
-        battery_temp_c=r.battery_temp_c if r else None,
-        compute_temp_c=r.compute_temp_c if r else None,
-        departure_time=r.departure_time.timestamp() if r and r.departure_time else None,
-        target_soc_percent=r.target_soc_percent if r else None,
-        bandwidth_mbps=r.bandwidth_mbps if r else None,
-        observed_at=r.observed_at.timestamp() if r and r.observed_at else None,
-        cordoned=info.unschedulable or info.ready is False,
-    )
 
 
 def pool_status(

@@ -130,6 +130,8 @@ def _check_assignment(ctx: _Ctx, job_name: str, node: str, variant: str, n: int)
         ctx.bad("UnknownNode", node)
         return
     kind = "Rack" if rack is not None else "Vehicle"
+    if node in job.avoid_nodes:
+        ctx.bad("LoadBackoff", node, f"{job_name} failed to load there")
     if kind not in job.targets or kind not in var.targets:
         ctx.bad("Target", node, f"{job_name}/{variant} on {kind}")
     _check_policy(ctx, job, node, rack, car)
@@ -261,14 +263,21 @@ def _check_racks_and_tanks(ctx: _Ctx) -> None:
 # -- vehicles and pools ---------------------------------------------------------------------------
 
 
-def _missing(v: VehicleNode, pool: PoolPolicy) -> bool:
+def _unknown(v: VehicleNode, pool: PoolPolicy, now: float) -> bool:
+    """Unknown telemetry, re-derived: no time, too old or too far ahead, or a value a rule needs
+    missing (charger power when plugged in)."""
+    observed = v.observed_at
     return (
-        v.soc_percent is None
+        observed is None
+        or now - observed > pool.stale_after_seconds
+        or observed - now > pool.max_future_skew_seconds
+        or v.soc_percent is None
         or v.battery_temp_c is None
         or v.compute_temp_c is None
         or v.departure_time is None
         or (pool.require_plugged_in and v.plugged_in is None)
         or (pool.min_bandwidth_mbps > 0 and v.bandwidth_mbps is None)
+        or (v.plugged_in is True and v.charger_kw is None)
     )
 
 
@@ -299,8 +308,8 @@ def _limits(v: VehicleNode, pool: PoolPolicy, now: float) -> list[tuple[str, boo
 
 
 def _check_car_limits(ctx: _Ctx, node: str, v: VehicleNode, pool: PoolPolicy) -> None:
-    """Plugged in, SoC, lead, temperatures, bandwidth (hard); bands, freshness and cordon for
-    new work."""
+    """Plugged in, SoC, lead, temperatures, bandwidth (hard); bands and cordon for new work
+    (freshness is :func:`_unknown`'s)."""
     new = ctx.new_on.get(node, 0) > 0
     if pool.require_plugged_in and v.plugged_in is not True:
         ctx.bad("NotPluggedIn", node)
@@ -309,11 +318,8 @@ def _check_car_limits(ctx: _Ctx, node: str, v: VehicleNode, pool: PoolPolicy) ->
             ctx.bad(rule, node, detail)
         elif new and band:
             ctx.bad(rule + "BandNew", node, detail)
-    if new:
-        if v.observed_at is None or ctx.now - v.observed_at > pool.stale_after_seconds:
-            ctx.bad("StaleVehicleNew", node)
-        if v.cordoned:
-            ctx.bad("NodeCordoned", node)
+    if new and v.cordoned:
+        ctx.bad("NodeCordoned", node)
 
 
 def _check_car_energy(ctx: _Ctx, node: str, v: VehicleNode, pool: PoolPolicy) -> None:
@@ -350,8 +356,13 @@ def _check_cars(ctx: _Ctx) -> None:
         if pool is None:
             ctx.bad("UnknownPool", node, v.pool)
             continue
-        if _missing(v, pool):
-            ctx.bad("MissingTelemetry", node)
+        if _unknown(v, pool, ctx.now):
+            # unknown telemetry: no new work; kept work only until the pool's grace expires
+            if ctx.new_on.get(node, 0) > 0:
+                ctx.bad("UnknownVehicleNew", node)
+            since = v.unknown_since
+            if since is not None and ctx.now - since >= pool.unknown_grace_seconds:
+                ctx.bad("TelemetryUnknown", node)
             continue
         _check_car_limits(ctx, node, v, pool)
         _check_car_energy(ctx, node, v, pool)

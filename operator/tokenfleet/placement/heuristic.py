@@ -352,12 +352,18 @@ def _binding_density(snapshot: Snapshot, work: Work) -> dict[tuple[str, str, str
 
 
 def _pass_candidates(
-    work: Work, info: JobInfo, need: float, limit: int, only: str | None = None
+    work: Work,
+    info: JobInfo,
+    need: float,
+    limit: int,
+    only: str | None = None,
+    keep_all: bool = False,
 ) -> tuple[IntArr, list[Variant], IntArr, int]:
     """Vectorised scoring of the nodes for one more replica of ``info``.
 
     Returns up to ``limit`` candidate node indices (best first), the variant list and per
-    candidate the index into it, and how many nodes were feasible in all."""
+    candidate the index into it, and how many nodes were feasible in all. ``keep_all``: also
+    nodes where one more replica scores <= 0 (to reach ``min_replicas`` whatever it earns)."""
     f = work.fleet
     ok = work.ok_of(info)
     nr = f.n_racks
@@ -432,7 +438,7 @@ def _pass_candidates(
     idx = np.concatenate(idx_parts)
     score = np.concatenate(score_parts)
     choice = np.concatenate(choice_parts)
-    pos = np.flatnonzero(score > 0)
+    pos = np.arange(score.size) if keep_all else np.flatnonzero(score > 0)
     total = int(pos.size)
     if total > limit:
         part = np.argpartition(-score[pos], limit - 1)[:limit]
@@ -450,15 +456,23 @@ def fill_job(work: Work, info: JobInfo, only: str | None = None) -> None:
     if job.spread.max_replicas_per_node <= 0:
         return
     limit = 0
+
+    def below_min() -> bool:
+        return work.count.get(name, 0) < job.min_replicas
+
     while True:
         need = job.target_tokens_per_second - work.served.get(name, 0.0)
         slots = job.max_replicas - work.count.get(name, 0)
-        if need <= EPS or slots <= 0:
+        if (need <= EPS and not below_min()) or slots <= 0:
             return
         min_tps = min((v.tokens_per_second for vs in info.ranked.values() for v in vs), default=1.0)
-        want = min(slots, int(need / max(min_tps, EPS)) + 1)
+        want = min(slots, max(int(max(need, 0.0) / max(min_tps, EPS)) + 1, job.min_replicas))
         limit = max(limit, 2 * want + 16)
-        cand, variants, choice, total = _pass_candidates(work, info, need, limit, only)
+        # replicas.min holds whatever the target says (0, absent, or met by fewer replicas)
+        short = below_min()
+        cand, variants, choice, total = _pass_candidates(
+            work, info, max(need, 0.0), limit, only, keep_all=short
+        )
         if len(cand) == 0:
             return
         placed = 0
@@ -466,19 +480,21 @@ def fill_job(work: Work, info: JobInfo, only: str | None = None) -> None:
             k = int(cand[i])
             var = variants[int(choice[i])]
             need = job.target_tokens_per_second - work.served.get(name, 0.0)
-            if need <= EPS or work.count.get(name, 0) >= job.max_replicas:
+            if (need <= EPS and not below_min()) or work.count.get(name, 0) >= job.max_replicas:
                 return
-            if var.tokens_per_second > need + EPS and placed > 0:
+            if short and not below_min():
+                break  # the floor is reached: the rest must earn its place, rescore
+            if var.tokens_per_second > need + EPS and placed > 0 and not below_min():
                 break  # scores were computed for a larger need: rescore
             while (
-                need > EPS
+                (need > EPS or below_min())
                 and work.count.get(name, 0) < job.max_replicas
                 and work.fits(info, k, var, new=True) is None
             ):
                 work.add(info, k, var)
                 placed += 1
                 need = job.target_tokens_per_second - work.served.get(name, 0.0)
-                if var.tokens_per_second > need + EPS:
+                if (short or var.tokens_per_second > need + EPS) and not below_min():
                     break
         if placed == 0:
             if total <= limit:
@@ -499,6 +515,8 @@ def trim_job(work: Work, info: JobInfo) -> None:
         served = work.served.get(name, 0.0)
         if served <= job.target_tokens_per_second + EPS:
             return
+        if work.count.get(name, 0) <= job.min_replicas:
+            return  # replicas.min holds whatever the target says
         # a current replica goes only when the job's current replicas alone exceed the target
         # without it (a scale-down); a replica this plan added is never a reason to evict one
         kept = sum(
@@ -631,6 +649,19 @@ CAPACITY_REASONS = frozenset(
 """Reasons that mean "eligible, but full"; the others mean "not eligible"."""
 
 
+def _free_node_reason(work: Work, info: JobInfo, codes: IntArr) -> Reason:
+    """Why a job short of target got no replica on nodes without an objection (``codes == 0``):
+    ``SpreadLimit`` when its per-tank/pool spread forbids one there, else ``NotWorthAReplica``."""
+    f = work.fleet
+    for kk in np.flatnonzero(codes == 0)[:64]:
+        k = int(kk)
+        ranked = info.ranked.get("Vehicle" if f.is_vehicle[k] else "Rack") or []
+        for var in ranked:
+            if work.fits(info, k, var, new=True) is Reason.SPREAD_LIMIT:
+                return Reason.SPREAD_LIMIT
+    return Reason.NOT_WORTH_A_REPLICA
+
+
 def explain(
     work: Work, order: list[str], nodes: bool = True
 ) -> tuple[list[JobShortfall], list[UnusedNode]]:
@@ -667,10 +698,12 @@ def explain(
             key=lambda x: (-x[1], x[0].value),
         )
         capacity_pairs = [(r, n) for r, n in pairs if r in CAPACITY_REASONS]
-        if capacity_pairs:
+        if int(counts[0]) > 0:
+            # room left: the per-tank/pool spread forbids it, or a replica is not worth its cost
+            # (what fills the other nodes does not hold the job back)
+            primary = _free_node_reason(work, info, codes)
+        elif capacity_pairs:
             primary = capacity_pairs[0][0]
-        elif int(counts[0]) > 0:
-            primary = Reason.SPREAD_LIMIT  # room left, but the per-tank/pool spread forbids it
         else:
             primary = Reason.NO_ELIGIBLE_NODE
         shortfalls.append(
@@ -949,7 +982,10 @@ def plan_heuristic(
         final_trim(w, order)
     work = max(
         candidates,
-        key=lambda w: work_objective(w, sum(e.replicas for e in w.evictions), move_cost),
+        key=lambda w: (
+            min_floor(w),
+            work_objective(w, sum(e.replicas for e in w.evictions), move_cost),
+        ),
     )
     # the passes skipped the explanations; only the plan returned needs them
     arm_deadlines(work)
@@ -1062,6 +1098,14 @@ def _plan_once(
     return assemble(snapshot, work, order, "heuristic", explain_all=False)
 
 
+def min_floor(work: Work) -> int:
+    """Replicas placed toward the jobs' ``min_replicas`` (a plan holding more floors wins)."""
+    return sum(
+        min(work.count.get(name, 0), info.job.min_replicas)
+        for name, info in work.fleet.jobs.items()
+    )
+
+
 def fill_rounds(work: Work, order: list[str]) -> None:
     """Fill and trim every job by priority, then (up to two more rounds) the jobs still short,
     which may use capacity freed by trims."""
@@ -1080,7 +1124,10 @@ def fill_rounds(work: Work, order: list[str]) -> None:
         todo = [
             n
             for n in order
-            if work.served.get(n, 0.0) + EPS < fleet.jobs[n].job.target_tokens_per_second
+            if (
+                work.served.get(n, 0.0) + EPS < fleet.jobs[n].job.target_tokens_per_second
+                or work.count.get(n, 0) < fleet.jobs[n].job.min_replicas
+            )
             and work.count.get(n, 0) < fleet.jobs[n].job.max_replicas
         ]
 

@@ -224,9 +224,15 @@ class _Trial:
         self.ops.clear()
 
 
+MIN_REPLICA_VALUE = 1e6
+"""Value of each replica up to ``min_replicas`` in the local search's bookkeeping: no chain or
+ruin that takes a job below its floor can pay (the floor holds whatever the target says)."""
+
+
 def _value(work: Work, info: JobInfo) -> float:
     s = work.served.get(info.job.name, 0.0)
-    return info.weight * min(s, info.job.target_tokens_per_second)
+    floor = min(work.count.get(info.job.name, 0), info.job.min_replicas)
+    return info.weight * min(s, info.job.target_tokens_per_second) + MIN_REPLICA_VALUE * floor
 
 
 def is_short(work: Work, info: JobInfo) -> bool:

@@ -70,6 +70,8 @@ class Reason(StrEnum):
     LOW_BANDWIDTH = "LowBandwidth"
     STALE_TELEMETRY = "StaleTelemetry"
     MISSING_TELEMETRY = "MissingTelemetry"
+    TELEMETRY_UNKNOWN = "TelemetryUnknown"
+    """Telemetry unknown (stale, missing, rejected) for longer than the pool's grace: drain."""
     POOL_ENERGY_BUDGET = "PoolEnergyBudget"
     UNKNOWN_POOL = "UnknownPool"
     # tank / rack eligibility
@@ -87,6 +89,8 @@ class Reason(StrEnum):
     TARGET_NOT_ALLOWED = "TargetNotAllowed"
     NO_VARIANT_FOR_TARGET = "NoVariantForTarget"
     SPREAD_LIMIT = "SpreadLimit"
+    LOAD_FAILED = "LoadFailed"
+    """The job's model failed to load on the node; it waits out a back-off there."""
     # job-level / plan-level
     NO_ELIGIBLE_NODE = "NoEligibleNode"
     MAX_REPLICAS = "MaxReplicas"
@@ -96,6 +100,9 @@ class Reason(StrEnum):
     SCALED_DOWN = "ScaledDown"
     PREEMPTED = "Preempted"
     NO_DEMAND = "NoDemand"
+    NOT_WORTH_A_REPLICA = "NotWorthAReplica"
+    """Nodes have room, but one more replica would add less value (tokens/s toward the target,
+    weighted by priority) than it costs (energy, wear, fit): the job stays below its target."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +202,11 @@ class PoolPolicy:
     """Band for new placements: SoC in percentage points, temperatures/lead time in percent."""
     battery_capacity_kwh: float = 60.0
     """Usable battery capacity, kWh (``spec.battery.capacityKWh``; a vehicle's own value wins)."""
+    unknown_grace_seconds: float = 300.0
+    """A car whose telemetry is unknown keeps its replicas this long, then drains them
+    (``TelemetryUnknown``); it takes no new work meanwhile."""
+    max_future_skew_seconds: float = 30.0
+    """A reading stamped further than this ahead of ``now`` is unknown (clock skew allowance)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +237,9 @@ class VehicleNode:
     battery_capacity_kwh: float | None = None
     """Usable battery capacity, kWh (``None`` = the pool's default)."""
     cordoned: bool = False
+    unknown_since: float | None = None
+    """Epoch s since when the operator has seen this car's telemetry unknown (``None``: not
+    unknown, or not tracked: then the grace never expires)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +287,8 @@ class Job:
     them (a pool without an owner fails: unknown never counts as good); racks always pass."""
     require_attestation: bool = False
     spread: Spread = field(default_factory=Spread)
+    avoid_nodes: frozenset[str] = frozenset()
+    """Nodes this job may not use now (its model failed to load there: per-job back-off)."""
 
 
 @dataclass(frozen=True, slots=True)

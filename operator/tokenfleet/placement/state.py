@@ -98,13 +98,21 @@ def energy_deadline(need_kwh: float, charger_kw: float, departure: float, draw_k
     return departure - 3600.0 * need_kwh / (charger_kw - draw_kw)
 
 
-def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeState:
-    """Eligibility of a vehicle under its pool's policy at ``now`` (see model docstring)."""
-    if pool is None:
-        return NodeState(Reason.UNKNOWN_POOL, Reason.UNKNOWN_POOL)
-    h = pool.hysteresis_percent
-    cost = pool.energy_cost_per_kwh + pool.wear_cost_per_kwh
-    # values a rule needs; missing = ineligible (unknown never counts as good)
+def telemetry_unknown(v: VehicleNode, pool: PoolPolicy, now: float) -> Reason | None:
+    """Why the car's telemetry counts as unknown at ``now`` (``None``: known enough).
+
+    ``StaleTelemetry`` when the reading's time is unknown, older than the pool's staleness limit
+    or further ahead than its clock-skew allowance (then no value of it is used);
+    ``MissingTelemetry`` when a value a rule needs is unknown (SoC, temperatures, departure,
+    plugged-in when required, bandwidth when a floor is set, charger power when plugged in).
+    """
+    observed = v.observed_at
+    if (
+        observed is None
+        or now - observed > pool.stale_after_seconds
+        or observed - now > pool.max_future_skew_seconds
+    ):
+        return Reason.STALE_TELEMETRY
     if (
         v.soc_percent is None
         or v.battery_temp_c is None
@@ -112,8 +120,27 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
         or v.departure_time is None
         or (pool.require_plugged_in and v.plugged_in is None)
         or (pool.min_bandwidth_mbps > 0 and v.bandwidth_mbps is None)
+        or (v.plugged_in is True and v.charger_kw is None)
     ):
-        return NodeState(Reason.MISSING_TELEMETRY, Reason.MISSING_TELEMETRY)
+        return Reason.MISSING_TELEMETRY
+    return None
+
+
+def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeState:
+    """Eligibility of a vehicle under its pool's policy at ``now`` (see model docstring).
+
+    Unknown is not bad: a car whose telemetry is unknown (:func:`telemetry_unknown`) takes no
+    new work but keeps what it hosts until ``pool.unknown_grace_seconds`` after
+    ``v.unknown_since``, then must drain (``TelemetryUnknown``). Known values still apply their
+    rules (a known too-hot car drains at once); a stale reading's values are not used at all.
+    ``next_change`` is the earliest moment this verdict changes by time alone (drain-lead band
+    and limit, the reading going stale or a future-stamped one coming into the skew allowance,
+    the unknown grace running out).
+    """
+    if pool is None:
+        return NodeState(Reason.UNKNOWN_POOL, Reason.UNKNOWN_POOL)
+    h = pool.hysteresis_percent
+    cost = pool.energy_cost_per_kwh + pool.wear_cost_per_kwh
     hard: Reason | None = None
     new: Reason | None = None
 
@@ -124,45 +151,68 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
         if new is None:
             new = reason
 
+    times: list[float] = []
+    unknown = telemetry_unknown(v, pool, now)
+    if unknown is not None:
+        fail(unknown, False)
+        since = v.unknown_since
+        if since is not None:
+            times.append(since + pool.unknown_grace_seconds)
+            if now - since >= pool.unknown_grace_seconds:
+                fail(Reason.TELEMETRY_UNKNOWN, True)
+    if v.observed_at is not None:
+        times.append(v.observed_at + pool.stale_after_seconds)
+        times.append(v.observed_at - pool.max_future_skew_seconds)
+    soc, dep = v.soc_percent, v.departure_time
+    if dep is not None and unknown is not Reason.STALE_TELEMETRY:
+        times.append(dep - pool.drain_lead_seconds * (1 + h / 100))
+        times.append(dep - pool.drain_lead_seconds)
+    next_change = min((t for t in times if t >= now), default=INF)
+    if unknown is Reason.STALE_TELEMETRY:
+        if v.cordoned:
+            fail(Reason.NODE_CORDONED, False)
+        return NodeState(hard, new, INF, 0.0, 0.0, cost, next_change)
     plugged = bool(v.plugged_in)
-    if pool.require_plugged_in and not plugged:
+    if pool.require_plugged_in and v.plugged_in is False:
         fail(Reason.NOT_PLUGGED_IN, True)
-    if v.soc_percent < pool.min_soc_percent:
-        fail(Reason.BELOW_RESERVE_SOC, True)
-    elif v.soc_percent < pool.min_soc_percent + h:
-        fail(Reason.BELOW_RESERVE_SOC, False)
-    lead = v.departure_time - now
-    if lead <= pool.drain_lead_seconds:
-        fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, True)
-    elif lead <= pool.drain_lead_seconds * (1 + h / 100):
-        fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, False)
-    if v.battery_temp_c > pool.max_battery_temp_c:
-        fail(Reason.BATTERY_TOO_HOT, True)
-    elif v.battery_temp_c > pool.max_battery_temp_c - abs(pool.max_battery_temp_c) * h / 100:
-        fail(Reason.BATTERY_TOO_HOT, False)
-    if v.compute_temp_c > pool.max_compute_temp_c:
-        fail(Reason.COMPUTE_TOO_HOT, True)
-    elif v.compute_temp_c > pool.max_compute_temp_c - abs(pool.max_compute_temp_c) * h / 100:
-        fail(Reason.COMPUTE_TOO_HOT, False)
-    if pool.min_bandwidth_mbps > 0:
-        bw = v.bandwidth_mbps if v.bandwidth_mbps is not None else 0.0
+    if soc is not None:
+        if soc < pool.min_soc_percent:
+            fail(Reason.BELOW_RESERVE_SOC, True)
+        elif soc < pool.min_soc_percent + h:
+            fail(Reason.BELOW_RESERVE_SOC, False)
+    lead = dep - now if dep is not None else None
+    if lead is not None:
+        if lead <= pool.drain_lead_seconds:
+            fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, True)
+        elif lead <= pool.drain_lead_seconds * (1 + h / 100):
+            fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, False)
+    if v.battery_temp_c is not None:
+        if v.battery_temp_c > pool.max_battery_temp_c:
+            fail(Reason.BATTERY_TOO_HOT, True)
+        elif v.battery_temp_c > pool.max_battery_temp_c - abs(pool.max_battery_temp_c) * h / 100:
+            fail(Reason.BATTERY_TOO_HOT, False)
+    if v.compute_temp_c is not None:
+        if v.compute_temp_c > pool.max_compute_temp_c:
+            fail(Reason.COMPUTE_TOO_HOT, True)
+        elif v.compute_temp_c > pool.max_compute_temp_c - abs(pool.max_compute_temp_c) * h / 100:
+            fail(Reason.COMPUTE_TOO_HOT, False)
+    if pool.min_bandwidth_mbps > 0 and v.bandwidth_mbps is not None:
+        bw = v.bandwidth_mbps
         if bw < pool.min_bandwidth_mbps:
             fail(Reason.LOW_BANDWIDTH, True)
         elif bw < pool.min_bandwidth_mbps * (1 + h / 100):
             fail(Reason.LOW_BANDWIDTH, False)
-    if v.observed_at is None or now - v.observed_at > pool.stale_after_seconds:
-        fail(Reason.STALE_TELEMETRY, False)
     if v.cordoned:
         fail(Reason.NODE_CORDONED, False)
-    times = [v.departure_time - pool.drain_lead_seconds * (1 + h / 100)]
-    times.append(v.departure_time - pool.drain_lead_seconds)
-    if v.observed_at is not None:
-        times.append(v.observed_at + pool.stale_after_seconds)
-    next_change = min((t for t in times if t >= now), default=INF)
+    if unknown is not None or lead is None or soc is None or dep is None:
+        # the energy rule is not judged on unknown values: keep (until the grace), nothing new
+        return NodeState(hard, new, INF, 0.0, 0.0, cost, next_change)
     # energy: (charger - draw) * hours >= need  =>  draw <= charger - need / hours
     hours = max(lead, 0.0) / 3600.0
     if hours <= 0:
-        return NodeState(hard or Reason.DEPARTURE_WITHIN_DRAIN_LEAD, new, 0.0, 0.0, 0.0, cost)
+        return NodeState(
+            hard or Reason.DEPARTURE_WITHIN_DRAIN_LEAD, new, 0.0, 0.0, 0.0, cost, next_change
+        )
     charger = (v.charger_kw or 0.0) if plugged else 0.0
     capacity = (
         v.battery_capacity_kwh
@@ -170,14 +220,13 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
         else (pool.battery_capacity_kwh)
     )
     target = v.target_soc_percent if v.target_soc_percent is not None else pool.target_soc_percent
-    need_kwh = (target - v.soc_percent) / 100.0 * capacity
+    need_kwh = (target - soc) / 100.0 * capacity
     e_hard = charger - need_kwh / hours
     e_new = charger - (need_kwh + h / 100.0 * capacity) / hours
     hours_today = min(lead, seconds_to_next_utc_midnight(now)) / 3600.0
     band = h / 100.0 * capacity
     return NodeState(
-        hard, new, e_hard, e_new, hours_today, cost, next_change, need_kwh, band, charger,
-        v.departure_time,
+        hard, new, e_hard, e_new, hours_today, cost, next_change, need_kwh, band, charger, dep,
     )  # fmt: skip
 
 
@@ -276,6 +325,7 @@ def job_info(job: Job, index: int, value_per_tps: float) -> JobInfo:
         job.require_attestation,
         bool(ranked.get("Rack")),
         bool(ranked.get("Vehicle")),
+        job.avoid_nodes,
     )
     return JobInfo(
         job,
@@ -534,11 +584,14 @@ def node_popularity(fleet: Fleet) -> FloatArr:
 
 
 def compat_codes(fleet: Fleet, info: JobInfo) -> IntArr:
-    """Per node, the first job-policy objection (target, residency, ownership, attestation),
-    0 where the job may use the node at all (capacity aside)."""
+    """Per node, the first job-policy objection (target, residency, ownership, attestation,
+    load back-off), 0 where the job may use the node at all (capacity aside)."""
     job = info.job
     n = len(fleet.names)
     code = np.zeros(n, dtype=np.int64)
+    if job.avoid_nodes:
+        avoid = [fleet.index[x] for x in job.avoid_nodes if x in fleet.index]
+        code[avoid] = CODE[Reason.LOAD_FAILED]
     if job.require_attestation:
         code[~fleet.attested] = CODE[Reason.NOT_ATTESTED]
     if job.ownership:
@@ -577,6 +630,8 @@ def compat_scalar(fleet: Fleet, info: JobInfo, k: int) -> Reason | None:
             return Reason.OWNERSHIP
     if job.require_attestation and not fleet.attested[k]:
         return Reason.NOT_ATTESTED
+    if job.avoid_nodes and fleet.names[k] in job.avoid_nodes:
+        return Reason.LOAD_FAILED
     return None
 
 

@@ -8,6 +8,7 @@ as received and the :class:`ProblemKind`. Nothing here raises on bad input.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -56,8 +57,15 @@ def raw_text(value: object) -> str | None:
     return text if len(text) <= _RAW_MAX else text[: _RAW_MAX - 1] + "…"
 
 
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.ASCII | re.IGNORECASE)
+
+
 def parse_decimal(field: str, value: object) -> tuple[float | None, TelemetryProblem | None]:
     """Parse a plain decimal (string or JSON number) into a finite float.
+
+    A string must be an ASCII decimal (``-1.5``, ``50``, ``1e3``; surrounding spaces allowed):
+    Unicode digits such as full-width fifty (U+FF15 U+FF10) and ``1_0`` are ``Unparsable``.
 
     Booleans are rejected (``True`` is not ``1.0`` here). Returns ``(value, None)`` or
     ``(None, problem)``.
@@ -69,12 +77,14 @@ def parse_decimal(field: str, value: object) -> tuple[float | None, TelemetryPro
     if isinstance(value, int | float):
         number = float(value)
     elif isinstance(value, str):
-        if "_" in value:  # float() accepts "1_0"; a plain decimal does not
+        # only ASCII decimals: float() also takes "1_0", "\uff15\uff10" (full-width) and
+        # other Unicode digits, which a plain decimal string never contains
+        text = value.strip(" \t\r\n")
+        if _NON_FINITE.fullmatch(text):
+            return None, TelemetryProblem(field, raw_text(value), ProblemKind.NON_FINITE)
+        if not _DECIMAL.fullmatch(text):
             return None, TelemetryProblem(field, raw_text(value), ProblemKind.UNPARSABLE)
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None, TelemetryProblem(field, raw_text(value), ProblemKind.UNPARSABLE)
+        number = float(text)
     else:
         return None, TelemetryProblem(field, raw_text(value), ProblemKind.UNPARSABLE)
     if not math.isfinite(number):
