@@ -118,6 +118,6 @@ def test_high_priority_job_preempts_make_before_break(rig: Rig, operator: Operat
     )
     assert spare in events[0]["message"], events
     # the high job serves from the car it took; the low job from its new car
-    assert len(rig.generate(taken, VEHICLE_MODEL, [5, 6], 4)) == 4
+    assert len(rig.generate(taken, VEHICLE_MODEL, "five six", 4)) == 4
     assert VEHICLE_MODEL in rig.loaded_models(spare)
     assert operator.metric("tokenfleet_moves_total", reason="Preempted") == 1
