@@ -74,7 +74,7 @@ ZERO = Variant("zero", memory_mib=0, tokens_per_second=1.0, watts=0.0,
     [
         ("vehicle", {"car": {"plugged_in": False}}, "NotPluggedIn"),
         ("vehicle", {"car": {"departure_time": NOW + 600}}, "DrainLead"),
-        ("vehicle", {"car": {"soc_percent": None}}, "MissingTelemetry"),
+        ("vehicle", {"car": {"soc_percent": None}}, "UnknownVehicleNew"),
         ("vehicle", {"car": {"observed_at": NOW - 301}}, "UnknownVehicleNew"),
         ("rack", {"tank": {"leak_state": "Critical"}}, "TankLeak"),
         ("rack", {"tank": {"cordoned": True}}, "TankCordoned"),

@@ -69,8 +69,12 @@ def test_equal_priority_does_not_preempt() -> None:
 
 def test_preemption_only_when_gain_outweighs_move_cost() -> None:
     # priority 11 vs 10: 300 tokens/s x 0.01 = 3 per hour gained per replica < move cost 5
-    s = full_racks(11)
+    # (the high job's replicas.min is 0 here: a floor is not weighed against move costs)
+    floored = full_racks(11)
+    s = replace(floored, jobs=(floored.jobs[0], replace(floored.jobs[1], min_replicas=0)))
     assert plan(s).evictions == ()
+    # replicas.min of the higher-priority job holds: exactly one lower-priority replica makes room
+    assert [(e.job, e.reason) for e in plan(floored).evictions] == [("ns/low", Reason.PREEMPTED)]
     # with a cheap move the same contention preempts
     cheap = replace(s, weights=replace(s.weights, move_cost=1.0))
     assert {e.reason for e in plan(cheap).evictions} == {Reason.PREEMPTED}

@@ -53,7 +53,9 @@ def test_stale_telemetry_crossed_by_time_blocks_new_work_in_a_chain() -> None:
     prev = plan(s)
     assert [a.node for a in prev.assignments] == ["car-0"]
     gone = replace(s, now=NOW + 298.0, placements=prev.assignments)
-    gone = replace(gone, vehicles=(replace(gone.vehicles[0], plugged_in=False), gone.vehicles[1]))
+    # car-0's own event is a fresh reading (a stale one's values would not be used at all)
+    unplugged = replace(gone.vehicles[0], plugged_in=False, observed_at=NOW + 298.0)
+    gone = replace(gone, vehicles=(unplugged, gone.vehicles[1]))
     nxt = replan_node(gone, prev, "car-0")
     assert check_plan(gone, nxt) == []
     assert nxt.assignments == ()

@@ -53,33 +53,18 @@ def _count(resource: str, verb: str) -> None:
 
 
 async def post_node_event(node: str, reason: str, message: str, type_: str = "Warning") -> None:
-    """A core/v1 Event about a Node (in ``default``, where kopf posts a cluster-scoped object's
-    Events), for code outside a kopf handler's context (the planner), where ``kopf.event`` has
-    no posting queue."""
+    """A core/v1 Event about a Node (where ``kubectl describe node`` finds it, see
+    :mod:`tokenfleet.controllers.events`), for code outside a kopf handler's context (the
+    planner), where ``kopf.event`` has no posting queue."""
     from datetime import UTC, datetime
 
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    body = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{node}.", "namespace": "default"},
-        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node},
-        "reason": reason,
-        "message": message[:1024],
-        "type": type_,
-        "source": {"component": "tokenfleet"},
-        "reportingComponent": "tokenfleet",
-        "reportingInstance": os.environ.get("HOSTNAME", "tokenfleet"),
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
+    from tokenfleet.controllers.events import CLUSTER_EVENTS_NAMESPACE, cluster_event
 
-    def call() -> None:
-        _api(kubernetes.client.CoreV1Api).create_namespaced_event("default", body)
-        _count("events", "create")
-
-    await asyncio.to_thread(call)
+    node_body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}
+    instance = os.environ.get("POD_ID") or os.environ.get("HOSTNAME", "tokenfleet")
+    now = datetime.now(UTC)
+    event = cluster_event(node_body, type_, reason, message, now=now, instance=instance)
+    await create_event(CLUSTER_EVENTS_NAMESPACE, event)
 
 
 async def patch_job_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
