@@ -36,6 +36,13 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return doc
 
 
+def is_runtime_set(doc: dict[str, Any]) -> bool:
+    """A Triton runtime DaemonSet (the node agent is another DaemonSet)."""
+    return bool(
+        doc["kind"] == "DaemonSet" and doc["metadata"]["name"].startswith("tf-tokenfleet-runtime-")
+    )
+
+
 def container(doc: dict[str, Any]) -> dict[str, Any]:
     spec = doc["spec"]["template"]["spec"]
     return dict(spec["containers"][0])
@@ -68,13 +75,31 @@ def test_runtime_sets_are_split_by_role_with_their_own_update_strategy(fleet: Fl
     assert "tolerations" not in racks["spec"]["template"]["spec"]
     assert cars["spec"]["template"]["spec"]["tolerations"][0]["key"] == "tokenfleet.io/vehicle"
     only_racks = render(fleet, "runtime.vehicles.enabled=false")
-    assert [d["metadata"]["name"] for d in only_racks if d["kind"] == "DaemonSet"] == [
+    assert [d["metadata"]["name"] for d in only_racks if is_runtime_set(d)] == [
         "tf-tokenfleet-runtime-rack"
     ]
 
 
+def test_node_agent_is_opt_in_and_runs_with_the_cars_own_identity(fleet: Fleet) -> None:
+    # off by default: it reads the kubelet's credentials from the host (hostPath, root), which
+    # Pod Security `restricted` and `baseline` forbid; the identity policy is on by default
+    docs = render(fleet)
+    assert not [d for d in docs if d["metadata"]["name"] == "tf-tokenfleet-node-agent"]
+    assert [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    agent = one(render(fleet, "nodeAgent.enabled=true"), "DaemonSet", "tf-tokenfleet-node-agent")
+    pod = agent["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # no cluster identity of its own
+    assert pod["nodeSelector"] == {"tokenfleet.io/role": "vehicle"}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container(agent)["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "--kubeconfig=/var/lib/rancher/k3s/agent/kubelet.kubeconfig" in container(agent)["args"]
+    assert {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}[
+        "kubelet-credentials"
+    ] == "/var/lib/rancher/k3s/agent"
+
+
 def test_runtime_pods_default_to_pod_security_restricted(fleet: Fleet) -> None:
-    for ds in (d for d in render(fleet) if d["kind"] == "DaemonSet"):
+    for ds in (d for d in render(fleet) if is_runtime_set(d)):
         pod = ds["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -163,7 +188,7 @@ def test_every_runtime_port_reaches_the_runtimes_and_the_operator(
     assert env["TOKENFLEET_RUNTIME_HTTP_PORT"] == "9000"
     assert env["TOKENFLEET_RUNTIME_GRPC_PORT"] == "9001"
     assert env["TOKENFLEET_RUNTIME_METRICS_PORT"] == "9102"
-    for ds in (d for d in docs if d["kind"] == "DaemonSet"):
+    for ds in (d for d in docs if is_runtime_set(d)):
         args = container(ds)["args"]
         assert {"--http-port=9000", "--grpc-port=9001", "--metrics-port=9102"} <= set(args)
         ports = {p["name"]: p["containerPort"] for p in container(ds)["ports"]}
@@ -303,7 +328,9 @@ def test_restricted_namespace_install_and_upgrade_with_a_third_of_the_cars_offli
         assert status[f"{release}-tokenfleet-runtime-rack"]["numberReady"] == len(racks), status
         assert status[f"{release}-tokenfleet-runtime-vehicle"]["numberReady"] == len(cars), status
         pods = api.list_namespaced_pod(namespace).items
-        assert len(pods) == len(racks) + len(cars) + 1
+        # every runtime, the operator and the gateway's replicas (2 by default) pass `restricted`
+        assert len(pods) == len(racks) + len(cars) + 1 + 2
+        assert sum("gateway" in (p.metadata.name or "") for p in pods) == 2
         assert all(p.status.phase == "Running" for p in pods)
 
         # A third of the cars' runtimes go NotReady (a normal state for cars).
