@@ -328,19 +328,23 @@ def contention_instance(seed: int, nv: int, nr: int, nj: int) -> Snapshot:
     return replace(world, jobs=(*world.jobs, *arrivals))
 
 
+def without_floors(s: Snapshot) -> Snapshot:
+    """``s`` with every job's ``replicas.min`` 0, for the MILP yardstick. The MILP models no
+    floor, while the heuristic meets every job's floor before it weighs value (a priority-10 job
+    keeps its one replica while a priority-1000 job wants the node), so with floors the MILP's
+    bound is not a bound of the heuristic's problem. Floors are checked by the unit tests."""
+    return replace(s, jobs=tuple(replace(j, min_replicas=0) for j in s.jobs))
+
+
 def ratio_runs(
     label: str, cases: list[Snapshot], time_limit_s: float, count: Callable[[Snapshot, Plan], None]
 ) -> tuple[list[float | None], list[dict[str, Any]]]:
-    """Heuristic objective / MILP bound per instance (both plans checked).
-
-    The MILP models no ``replicas.min``: the heuristic meets every job's floor before it weighs
-    value (a priority-10 job keeps its one replica while a priority-1000 job wants the node), so
-    with floors the MILP's bound is not a bound of the heuristic's problem. Both solve each
-    instance with floors 0; the floors themselves are checked by the unit tests."""
+    """Heuristic objective / MILP bound per instance (both plans checked; see
+    :func:`without_floors`)."""
     ratios: list[float | None] = []
     info: list[dict[str, Any]] = []
     for floored in cases:
-        s = replace(floored, jobs=tuple(replace(j, min_replicas=0) for j in floored.jobs))
+        s = without_floors(floored)
         t = time.perf_counter()
         with stdout_to_stderr():
             m = solve_milp(s, time_limit_s=time_limit_s)
@@ -448,7 +452,7 @@ def main() -> int:
     milp_info = []
     milp_violations = 0
     for i, (nv, nr, nj) in enumerate(sizes.milp):
-        s = make_snapshot(args.seed + 1 + i, nv, nr, nj)
+        s = without_floors(make_snapshot(args.seed + 1 + i, nv, nr, nj))
         t = time.perf_counter()
         with stdout_to_stderr():
             m = solve_milp(s, time_limit_s=sizes.milp_time_limit_s)
