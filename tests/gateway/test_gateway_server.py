@@ -241,9 +241,16 @@ async def test_retry_once_when_the_replica_vanished(gw: GatewayUnderTest) -> Non
                         for _ in range(2)
                     ),
                 )
+                for stream in results[6:]:  # a stream's request is counted once it has ended
+                    async for _ in stream:  # type: ignore[union-attr]
+                        pass
             assert len(results) == 8
             retries = gw.metric("tokenfleet_gateway_retries_total", job="chat")
             assert retries >= 1
+            for _ in range(100):  # the count lands just after the last byte: wait (bounded)
+                if gw.metric("tokenfleet_gateway_requests_total", job="chat", code="200") >= 8:
+                    break
+                await asyncio.sleep(0.05)
             assert gw.metric("tokenfleet_gateway_requests_total", job="chat", code="200") == 8
             assert gw.metric("tokenfleet_gateway_tokens_out_total", target="Vehicle") == 0
         finally:
