@@ -27,7 +27,7 @@ from typing import Any
 import openai
 
 from e2e.cluster.fleet import REPO
-from e2e.operator_kit import TOKENFLEET, free_port, wait_for
+from e2e.operator_kit import TOKENFLEET, free_port, log_tail, sum_metric, wait_for
 from tokenfleet.gateway.keys import API_KEY_LABEL, RATE_ANNOTATION
 
 
@@ -94,22 +94,10 @@ class GatewayProcess:
             return str(r.read().decode())
 
     def metric(self, name: str, **labels: str) -> float:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        total = 0.0
-        for family in text_string_to_metric_families(self.metrics_text()):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    total += float(sample.value)
-        return total
+        return sum_metric(self.metrics_text(), name, **labels)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
