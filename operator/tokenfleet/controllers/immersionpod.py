@@ -65,8 +65,10 @@ from tokenfleet.api.models import (
     TelemetrySource,
 )
 from tokenfleet.controllers import events
-from tokenfleet.controllers.nodes import ServingReplica, select_nodes
-from tokenfleet.controllers.planner import get_planner
+from tokenfleet.controllers.context import OperatorContext, context_of
+from tokenfleet.controllers.fleet import FleetView
+from tokenfleet.controllers.kube import KubeWriter
+from tokenfleet.controllers.nodes import select_nodes
 from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED
 from tokenfleet.telemetry.immersion import (
     F_LEAK,
@@ -757,27 +759,15 @@ class TankPoller:
 # ---------------------------------------------------------------------------------------------
 # kopf wiring
 
-_session: aiohttp.ClientSession | None = None
 
-
-async def shared_session() -> aiohttp.ClientSession:
-    """One aiohttp session for all Redfish polls (closed on operator cleanup)."""
-    global _session
-    if _session is None or _session.closed:
-        _session = aiohttp.ClientSession()
-    return _session
-
-
-async def load_credentials(name: str, session: bool) -> RedfishCredentials:
+async def load_credentials(
+    kube: KubeWriter, namespace: str, name: str, session: bool
+) -> RedfishCredentials:
     """Read a tank's credentials Secret from the operator's namespace (``--runtime-namespace``,
     the chart's release namespace). Raises :class:`RedfishError` naming the Secret."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    from tokenfleet.controllers import kube
-    from tokenfleet.controllers.settings import get_config
-
-    namespace = get_config().runtime_namespace
     where = f"{namespace}/{name}"
     try:
         secret = await kube.read_secret(namespace, name)
@@ -795,35 +785,48 @@ async def load_credentials(name: str, session: bool) -> RedfishCredentials:
         raise RedfishError(str(error)) from error
 
 
-@kopf.on.cleanup(id="immersionpod_close_session")
-async def close_session(**_: Any) -> None:
-    global _session
-    if _session is not None:
-        await _session.close()
-        _session = None
-
-
-def count_tank(
-    spec: Mapping[str, Any], indexes: Mapping[str, Any]
-) -> tuple[int | None, int | None]:
-    """(rack nodes selected by ``spec.nodeSelector``, Loaded replicas on them) from the indexes;
-    ``None`` where an index is not there."""
-    by_name = indexes.get("nodes_by_name")
-    if by_name is None:
-        return None, None
+def count_tank(spec: Mapping[str, Any], fleet: FleetView) -> tuple[int, int]:
+    """(rack nodes selected by ``spec.nodeSelector``, Loaded replicas on them)."""
     selector = spec.get("nodeSelector") or {}
     nodes: list[NodeInfo] = [
         n
         for n in select_nodes(
-            selector, by_name=by_name, by_tank=indexes.get("nodes_by_tank"), role=NodeRole.RACK
+            selector, by_name=fleet.nodes_by_name, by_tank=fleet.nodes_by_tank, role=NodeRole.RACK
         )
         if not n.deleting
     ]
-    serving: Mapping[str, Iterable[ServingReplica]] | None = indexes.get("serving_by_node")
-    if serving is None:
-        return len(nodes), None
+    serving = fleet.serving_by_node
     replicas = sum(r.replicas for n in nodes for r in serving.get(n.name, ()))
     return len(nodes), replicas
+
+
+POLLER_MEMO_KEY: Final = "tokenfleet_tank_poller"
+"""The key of a tank's :class:`TankPoller` in its own (per-object) kopf memo."""
+
+
+def _new_poller(context: OperatorContext, name: str, body: kopf.Body) -> TankPoller:
+    def warn(reason: str, message: str) -> None:
+        # cluster-scoped: posted so that `kubectl describe immersionpod` shows it
+        events.post(context.events, body, "Warning", reason, message)
+
+    def info(reason: str, message: str) -> None:
+        # kopf.info would be dropped at posting.level WARNING: this one is for people
+        events.post(context.events, body, "Normal", reason, message)
+
+    async def credentials(secret: str, session: bool) -> RedfishCredentials:
+        return await load_credentials(
+            context.kube, context.config.runtime_namespace, secret, session
+        )
+
+    return TankPoller(
+        name=name,
+        warn=warn,
+        info=info,
+        clock=context.clock.now,
+        monotonic=context.clock.monotonic,
+        session=context.http.get,
+        credentials=credentials,
+    )
 
 
 @kopf.timer(GROUP, VERSION, "immersionpods", interval=TICK_SECONDS, id="immersionpod_telemetry")
@@ -835,32 +838,18 @@ async def immersionpod_telemetry(
     meta: kopf.Meta,
     memo: kopf.Memo,
     patch: kopf.Patch,
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
     """Poll (when due) and patch status only on a meaningful change."""
     if meta.get("deletionTimestamp"):
         return
-    poller = memo.get("tokenfleet_tank_poller")
+    context = context_of(memo)
+    poller = memo.get(POLLER_MEMO_KEY)
     if not isinstance(poller, TankPoller):
-
-        def warn(reason: str, message: str) -> None:
-            # cluster-scoped: posted so that `kubectl describe immersionpod` shows it
-            events.post(memo, body, "Warning", reason, message)
-
-        def info(reason: str, message: str) -> None:
-            # kopf.info would be dropped at posting.level WARNING: this one is for people
-            events.post(memo, body, "Normal", reason, message)
-
-        poller = TankPoller(
-            name=name,
-            warn=warn,
-            info=info,
-            session=shared_session,
-            credentials=load_credentials,
-        )
-        memo["tokenfleet_tank_poller"] = poller
+        poller = _new_poller(context, name, body)
+        memo[POLLER_MEMO_KEY] = poller
     generation = meta.get("generation")
-    nodes, replicas = count_tank(spec, kwargs)
+    nodes, replicas = count_tank(spec, context.fleet)
     ack = (meta.get("annotations") or {}).get(ACK_ANNOTATION)
     desired = await poller.tick(
         spec=spec,
@@ -876,7 +865,7 @@ async def immersionpod_telemetry(
             patch.status[key] = value
     reading = poller.outcome.reading
     if reading is not None:  # the planner's freshness, without a status write per poll
-        get_planner().record_tank_reading(name, reading.observed_at.timestamp())
+        context.planner.record_tank_reading(name, reading.observed_at.timestamp())
     if ack is not None and poller.handled_ack == (str(ack), meta.get("resourceVersion")):
         # handled (cleared, refused or nothing latched): the next leak latches again, and a
         # refused acknowledgement must be given again once the detectors read OK. Not handled
@@ -886,7 +875,7 @@ async def immersionpod_telemetry(
 
 @kopf.on.delete(GROUP, VERSION, "immersionpods", optional=True, id="immersionpod_forget")
 def immersionpod_forget(name: str, memo: kopf.Memo, **_: Any) -> None:
-    poller = memo.get("tokenfleet_tank_poller")
+    poller = memo.get(POLLER_MEMO_KEY)
     if isinstance(poller, TankPoller):
         poller.forget()
-    get_planner().forget_tank(name)
+    context_of(memo).planner.forget_tank(name)

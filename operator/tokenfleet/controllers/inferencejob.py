@@ -27,17 +27,17 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from tokenfleet import GROUP, metrics
 from tokenfleet.api.conditions import rfc3339, set_kstatus
-from tokenfleet.controllers import kube
+from tokenfleet.clock import SYSTEM_CLOCK, Clock
+from tokenfleet.controllers.context import OperatorContext, context_of
+from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.planner import (
     DRAIN_NOW,
     RUNTIME_FAILED,
@@ -46,10 +46,9 @@ from tokenfleet.controllers.planner import (
     NodeKey,
     Planner,
     Removal,
-    get_planner,
 )
-from tokenfleet.controllers.poolstats import EVICTIONS
-from tokenfleet.controllers.settings import OperatorConfig, get_config
+from tokenfleet.controllers.poolstats import EvictionLedger
+from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import ACTIVE_STATES, JobView, job_spec
 from tokenfleet.serving.errors import (
     ModelLoadFailed,
@@ -73,26 +72,9 @@ KIND = "InferenceJob"
 #: consecutive failed observations of a Loaded replica before its runtime counts as failed
 OBSERVE_FAILURES_TO_FAIL = 2
 
-_POOL: RuntimePool | None = None
 
-
-def runtime_pool(config: OperatorConfig | None = None) -> RuntimePool:
-    """The operator-wide Triton client pool (bounded concurrency towards the runtimes)."""
-    global _POOL
-    if _POOL is None:
-        config = config or get_config()
-        _POOL = RuntimePool(
-            timeout=config.triton_request_timeout_seconds,
-            load_timeout=config.load_timeout_seconds,
-            max_concurrency=config.triton_concurrency,
-            per_endpoint_concurrency=4,
-            metrics_offset=config.runtime_metrics_port - config.runtime_http_port,
-        )
-    return _POOL
-
-
-def _now() -> str:
-    return rfc3339(datetime.now(UTC))
+def _stamp(clock: Clock) -> str:
+    return rfc3339(clock.now())
 
 
 def _short(text: str, limit: int = 1000) -> str:
@@ -137,7 +119,7 @@ class Entry:
         return out
 
     @classmethod
-    def from_wire(cls, raw: Mapping[str, Any]) -> Entry | None:
+    def from_wire(cls, raw: Mapping[str, Any], clock: Clock = SYSTEM_CLOCK) -> Entry | None:
         node, variant, state = raw.get("node"), raw.get("variant"), raw.get("state")
         if not node or not variant or state not in ("Loading", "Loaded", "Unloading", "Failed"):
             return None
@@ -146,17 +128,24 @@ class Entry:
             variant=str(variant),
             target=str(raw.get("target") or "Rack"),
             state=str(state),
-            since=str(raw.get("since") or _now()),
+            since=str(raw.get("since") or _stamp(clock)),
             pool=raw.get("pool"),
             tank=raw.get("tank"),
             reason=raw.get("reason"),
             message=raw.get("message"),
-            failed_at=time.monotonic() if state == "Failed" else None,
+            failed_at=clock.monotonic() if state == "Failed" else None,
         )
 
-    def set_state(self, state: str, reason: str | None, message: str | None = None) -> None:
+    def set_state(
+        self,
+        state: str,
+        reason: str | None,
+        message: str | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         if state != self.state:
-            self.since = _now()
+            self.since = _stamp(clock)
         self.state = state
         self.reason = reason
         self.message = message
@@ -172,6 +161,10 @@ class JobWorker:
     namespace: str
     name: str
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    runtimes: RuntimePool
+    kube: KubeWriter
+    evictions: EvictionLedger
+    clock: Clock = SYSTEM_CLOCK
     record: list[Entry] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_status: dict[str, Any] | None = None
@@ -225,7 +218,7 @@ class JobWorker:
 
     def _shared_elsewhere(self, node: str, model: str) -> bool:
         """Another job's record holds the same Triton model on that node: do not unload it."""
-        for view in self.planner.jobs():
+        for view in self.planner.fleet.jobs():
             if view.key == self.key:
                 continue
             for p in view.placements:
@@ -241,11 +234,11 @@ class JobWorker:
         return False
 
     def _runtime(self, node: str) -> Any | None:
-        endpoint = self.planner.runtime_endpoint(node)
+        endpoint = self.planner.fleet.runtime_endpoint(node)
         if endpoint is None:
             return None
         try:
-            return runtime_pool(self.config).get(endpoint)
+            return self.runtimes.get(endpoint)
         except ServingError:
             return None
 
@@ -253,7 +246,7 @@ class JobWorker:
 
     def load_record(self) -> None:
         raw = (self.body.get("status") or {}).get("placements") or ()
-        entries = [e for e in (Entry.from_wire(r) for r in raw) if e is not None]
+        entries = [e for e in (Entry.from_wire(r, self.clock) for r in raw) if e is not None]
         # A duplicated (node, variant) in the record collapses to one entry (most alive wins).
         rank = {"Loaded": 0, "Loading": 1, "Unloading": 2, "Failed": 3}
         unique: dict[NodeKey, Entry] = {}
@@ -305,8 +298,8 @@ class JobWorker:
                 metrics.TRITON_REQUESTS.labels(operation="status", result="error").inc()
                 entry.observe_failures += 1
                 if entry.state == "Loaded" and entry.observe_failures >= OBSERVE_FAILURES_TO_FAIL:
-                    entry.set_state("Failed", RUNTIME_FAILED, str(exc))
-                    entry.failed_at = time.monotonic()
+                    entry.set_state("Failed", RUNTIME_FAILED, str(exc), clock=self.clock)
+                    entry.failed_at = self.clock.monotonic()
                     self.planner.report_runtime_failure(entry.node, str(exc))
                     self._event(
                         "Warning",
@@ -318,13 +311,15 @@ class JobWorker:
             state = status.state
             if entry.state == "Loading":
                 if state is ModelState.READY:
-                    entry.set_state("Loaded", entry.reason or "Loaded", entry.message)
+                    entry.set_state(
+                        "Loaded", entry.reason or "Loaded", entry.message, clock=self.clock
+                    )
                     entry.needs_load = False
                 elif state is ModelState.LOADING:
                     entry.needs_load = False
                 elif state is ModelState.UNAVAILABLE and status.reason not in ("", "unloaded"):
-                    entry.set_state("Failed", "LoadFailed", status.reason)
-                    entry.failed_at = time.monotonic()
+                    entry.set_state("Failed", "LoadFailed", status.reason, clock=self.clock)
+                    entry.failed_at = self.clock.monotonic()
                     # the model's failure, not the runtime's: this job backs off this node only
                     self.planner.report_load_failure(self.key, entry.node, status.reason)
                 else:
@@ -333,7 +328,12 @@ class JobWorker:
                 if state in (ModelState.READY, ModelState.LOADING):
                     return
                 # the runtime lost the model (restarted, or someone unloaded it): load again
-                entry.set_state("Loading", "Reloading", f"model was {state.value} on the runtime")
+                entry.set_state(
+                    "Loading",
+                    "Reloading",
+                    f"model was {state.value} on the runtime",
+                    clock=self.clock,
+                )
                 entry.needs_load = True
                 self._event(
                     "Warning",
@@ -363,7 +363,7 @@ class JobWorker:
             return
         names = {spec.triton_model_name(v): v.name for v in spec.variants}
         recorded = {e.key for e in self.record}
-        nodes = [n.name for n in self.planner.nodes() if not n.deleting]
+        nodes = [n.name for n in self.planner.fleet.nodes() if not n.deleting]
 
         async def one(node: str) -> None:
             runtime = self._runtime(node)
@@ -389,7 +389,7 @@ class JobWorker:
                         pool=want.pool,
                         tank=want.tank,
                         state="Loaded",
-                        since=_now(),
+                        since=_stamp(self.clock),
                         reason="Adopted",
                         message="found loaded on the runtime without a record entry",
                     )
@@ -415,7 +415,7 @@ class JobWorker:
         removal = slice_.removals.get(entry.key)
         if removal is not None:
             return removal
-        if self.planner.node(entry.node) is None:
+        if self.planner.fleet.node(entry.node) is None:
             return Removal("NodeRemoved")
         if self.planner.runtime_failed(entry.node):
             return Removal(RUNTIME_FAILED)
@@ -457,7 +457,7 @@ class JobWorker:
                 pool=want.pool,
                 tank=want.tank,
                 state="Loading",
-                since=_now(),
+                since=_stamp(self.clock),
                 reason="Replacement" if sources else "Placed",
                 message=("replaces " + ", ".join(sources)) if sources else None,
                 needs_load=True,
@@ -478,18 +478,20 @@ class JobWorker:
         runtime = self._runtime(entry.node)
         model = self._triton_name(entry.variant)
         if runtime is None:
-            entry.set_state("Failed", "NoRuntime", f"no runtime endpoint on node {entry.node}")
-            entry.failed_at = time.monotonic()
+            entry.set_state(
+                "Failed", "NoRuntime", f"no runtime endpoint on node {entry.node}", clock=self.clock
+            )
+            entry.failed_at = self.clock.monotonic()
             self.planner.report_load_failure(self.key, entry.node, "no runtime endpoint")
             return
-        start = time.perf_counter()
+        start = self.clock.monotonic()
         try:
             await runtime.load(model)
             await runtime.wait_loaded(model, timeout=self.config.load_timeout_seconds)
         except (ModelLoadFailed, WaitTimeout, RuntimeUnavailable, ServingError) as exc:
             metrics.TRITON_REQUESTS.labels(operation="load", result="error").inc()
-            entry.set_state("Failed", "LoadFailed", str(exc))
-            entry.failed_at = time.monotonic()
+            entry.set_state("Failed", "LoadFailed", str(exc), clock=self.clock)
+            entry.failed_at = self.clock.monotonic()
             entry.needs_load = False
             # fails this replica and this job only; the runtime is failed by its own health
             # (the prober and _observe), never by a model that does not load
@@ -503,12 +505,12 @@ class JobWorker:
         metrics.TRITON_REQUESTS.labels(operation="load", result="ok").inc()
         self.planner.load_succeeded(self.key, entry.node)
         entry.needs_load = False
-        entry.set_state("Loaded", entry.reason, entry.message)
+        entry.set_state("Loaded", entry.reason, entry.message, clock=self.clock)
         self.logger.info(
             "loaded %s on %s in %.2fs (%s)",
             model,
             entry.node,
-            time.perf_counter() - start,
+            self.clock.monotonic() - start,
             entry.reason,
         )
         if entry.reason == "Replacement":
@@ -525,7 +527,7 @@ class JobWorker:
         if not victims:
             return
         loading = any(e.state == "Loading" for e in self.record)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         ready_now: list[Entry] = []
         for e in victims:
             if e.removal_wanted_at is None:
@@ -550,6 +552,7 @@ class JobWorker:
                 "Unloading",
                 removal.reason,
                 f"moved to {removal.moved_to}" if removal.moved_to else "removed by the plan",
+                clock=self.clock,
             )
         # out of the ready set (draining in the EndpointSlice) and recorded as Unloading before
         # the runtime hears of it; new requests go elsewhere, those in flight finish (Triton's
@@ -569,7 +572,7 @@ class JobWorker:
                     metrics.TRITON_REQUESTS.labels(operation="unload", result="ok").inc()
                 except ServingError as exc:
                     metrics.TRITON_REQUESTS.labels(operation="unload", result="error").inc()
-                    if not drain and self.planner.node(e.node) is not None:
+                    if not drain and self.planner.fleet.node(e.node) is not None:
                         self.logger.warning("unloading %s on %s failed: %s", model, e.node, exc)
                         return  # stays Unloading; retried on the next pass
             e.state = "Gone"
@@ -577,7 +580,7 @@ class JobWorker:
             where = f" to {removal.moved_to}" if removal.moved_to else ""
             metrics.MOVES.labels(reason=removal.reason).inc()
             if e.pool:  # the pool's status.evictions (VehiclePool timer)
-                EVICTIONS.record(e.pool, removal.reason)
+                self.evictions.record(e.pool, removal.reason)
             self._event(
                 "Normal" if removal.reason not in DRAIN_NOW else "Warning",
                 removal.reason,
@@ -593,7 +596,7 @@ class JobWorker:
         await self._publish(slice_)
 
     def _prune_failed(self, slice_: JobSlice) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         keep: list[Entry] = []
         for e in self.record:
             if (
@@ -621,7 +624,7 @@ class JobWorker:
         for e in self.record:
             if e.state not in ("Loaded", "Unloading"):
                 continue
-            pod = self.planner.runtime_pod(e.node)
+            pod = self.planner.fleet.runtime_pod(e.node)
             if pod is None or not pod.pod_ip:
                 continue
             try:
@@ -638,8 +641,8 @@ class JobWorker:
         ref = self._job_ref()
         if not self.routing_loaded:
             svc_name = service_name(self.name)
-            self.live_service = await kube.read_service(self.namespace, svc_name)
-            self.live_slice = await kube.read_endpoint_slice(
+            self.live_service = await self.kube.read_service(self.namespace, svc_name)
+            self.live_slice = await self.kube.read_endpoint_slice(
                 self.namespace, f"{svc_name}-tokenfleet"
             )
             self.routing_loaded = True
@@ -647,14 +650,16 @@ class JobWorker:
         ports["grpc_port"] = self.config.runtime_grpc_port
         service = build_service(ref, **ports)
         if needs_update(self.live_service, service):
-            self.live_service = await kube.apply_service(service, self.live_service is not None)
+            self.live_service = await self.kube.apply_service(
+                service, self.live_service is not None
+            )
         try:
             eps = build_endpoint_slice(ref, self._ready_replicas(), **ports)
         except RoutingError as exc:
             self.logger.warning("EndpointSlice not built: %s", exc)
             return
         if needs_update(self.live_slice, eps):
-            self.live_slice = await kube.apply_endpoint_slice(eps, self.live_slice is not None)
+            self.live_slice = await self.kube.apply_endpoint_slice(eps, self.live_slice is not None)
 
     async def _publish(self, slice_: JobSlice | None) -> None:
         try:
@@ -758,7 +763,7 @@ class JobWorker:
         for k in ("shortfallReason", "desiredReplicas"):
             if status.get(k) is None:
                 patch[k] = None
-        await kube.patch_job_status(self.namespace, self.name, patch)
+        await self.kube.patch_job_status(self.namespace, self.name, patch)
         self.last_status = status
         self._metrics(status)
 
@@ -808,23 +813,35 @@ def _same_status(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 # ---- kopf wiring ------------------------------------------------------------------------------
 
-_WORKERS: dict[str, JobWorker] = {}
 
-
-def _worker(body: kopf.Body, namespace: str, name: str, logger: Any, planner: Planner) -> JobWorker:
+def _worker(
+    context: OperatorContext, body: kopf.Body, namespace: str, name: str, logger: Any
+) -> JobWorker:
+    """The job's worker (a new one when kopf hands a new body: a restarted daemon)."""
     key = f"{namespace}/{name}"
-    worker = _WORKERS.get(key)
+    worker = context.workers.get(key)
     if worker is None or worker.body is not body:
-        worker = JobWorker(
-            planner=planner,
-            config=get_config(),
-            body=body,
-            namespace=namespace,
-            name=name,
-            logger=logger,
-        )
-        worker.load_record()
-        _WORKERS[key] = worker
+        worker = _new_worker(context, body, namespace, name, logger)
+        context.workers[key] = worker
+    return worker
+
+
+def _new_worker(
+    context: OperatorContext, body: kopf.Body, namespace: str, name: str, logger: Any
+) -> JobWorker:
+    worker = JobWorker(
+        planner=context.planner,
+        config=context.config,
+        body=body,
+        namespace=namespace,
+        name=name,
+        logger=logger,
+        runtimes=context.runtimes,
+        kube=context.kube,
+        evictions=context.evictions,
+        clock=context.clock,
+    )
+    worker.load_record()
     return worker
 
 
@@ -836,13 +853,15 @@ async def job_daemon(
     meta: kopf.Meta,
     stopped: kopf.DaemonStopped,
     logger: kopf.Logger,
+    memo: kopf.Memo,
     **_: Any,
 ) -> None:
     """Keep one job's replicas where the fleet plan wants them (see the module docstring)."""
-    planner = get_planner()
+    context = context_of(memo)
+    planner = context.planner
     planner.mark_ready()
     ns = str(namespace or "")
-    worker = _worker(body, ns, name, logger, planner)
+    worker = _worker(context, body, ns, name, logger)
     planner.daemon_running(worker.key, True)
     try:
         await _daemon_loop(worker, planner, body, stopped, logger)
@@ -891,18 +910,21 @@ async def _daemon_loop(
 
 @kopf.on.delete(GROUP, "inferencejobs", id="unload")
 async def job_deleted(
-    body: kopf.Body, name: str, namespace: str | None, logger: kopf.Logger, **_: Any
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    logger: kopf.Logger,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     """Unload the job's replicas from their runtimes; Service/EndpointSlice go by ownerRef GC."""
-    planner = get_planner()
+    context = context_of(memo)
+    planner = context.planner
     ns = str(namespace or "")
     key = f"{ns}/{name}"
-    worker = _WORKERS.pop(key, None)
+    worker = context.workers.pop(key, None)
     if worker is None:
-        worker = JobWorker(
-            planner=planner, config=get_config(), body=body, namespace=ns, name=name, logger=logger
-        )
-        worker.load_record()
+        worker = _new_worker(context, body, ns, name, logger)
     await worker.unload_all()
     planner.forget_job(key)
     planner.signal("job", full=True)
@@ -921,13 +943,4 @@ def _metric_label_sets(ns: str, name: str) -> Iterable[tuple[str, str, str, str]
             yield (ns, name, target, state)
 
 
-@kopf.on.cleanup()
-async def close_runtime_pool(**_: Any) -> None:
-    global _POOL
-    if _POOL is not None:
-        with contextlib.suppress(Exception):
-            await _POOL.close()
-        _POOL = None
-
-
-__all__ = ["DesiredPlacement", "Entry", "JobWorker", "job_daemon", "job_deleted", "runtime_pool"]
+__all__ = ["DesiredPlacement", "Entry", "JobWorker", "job_daemon", "job_deleted"]
