@@ -10,8 +10,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tokenfleet import metrics
-from tokenfleet.controllers.inferencejob import Entry, _same_status
+from tokenfleet.clock import SYSTEM_CLOCK
+from tokenfleet.controllers.jobstatus import same_status as _same_status
 from tokenfleet.controllers.main import _namespaces
+from tokenfleet.controllers.replicas import from_wire
 from tokenfleet.controllers.settings import FINALIZER, OperatorConfig, apply_kopf_settings
 
 
@@ -90,10 +92,10 @@ def test_record_entries_round_trip_and_reject_garbage() -> None:
         "since": "2026-11-25T12:00:00Z",
         "reason": "Placed",
     }
-    entry = Entry.from_wire(raw)
+    entry = from_wire(raw, SYSTEM_CLOCK)
     assert entry is not None and entry.to_wire() == raw
-    assert Entry.from_wire({**raw, "state": "Exploded"}) is None
-    assert Entry.from_wire({**raw, "node": ""}) is None
+    assert from_wire({**raw, "state": "Exploded"}, SYSTEM_CLOCK) is None
+    assert from_wire({**raw, "node": ""}, SYSTEM_CLOCK) is None
 
 
 def test_same_status_ignores_nothing_it_sets() -> None:

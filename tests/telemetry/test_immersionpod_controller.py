@@ -23,9 +23,8 @@ from tokenfleet.controllers.immersionpod import (
     needs_write,
     next_latch,
 )
-from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED
+from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED, TELEMETRY_REJECTED
 from tokenfleet.telemetry.immersion import Health, LeakDetector, LeakState, TankReading
-from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 

@@ -69,7 +69,17 @@ from tokenfleet.controllers.context import OperatorContext, context_of
 from tokenfleet.controllers.fleet import FleetView
 from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.nodes import select_nodes
-from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED
+from tokenfleet.metrics import (
+    TANK_HEADROOM,
+    TANK_IT_LOAD,
+    TANK_LEAK,
+    TANK_LEAK_ACKNOWLEDGEMENTS,
+    TANK_LEAK_LATCHED,
+    TELEMETRY_AGE,
+    TELEMETRY_POLLS,
+    TELEMETRY_REJECTED,
+    clear_gauge,
+)
 from tokenfleet.telemetry.immersion import (
     F_LEAK,
     LeakState,
@@ -81,15 +91,6 @@ from tokenfleet.telemetry.immersion import (
     compute_headroom,
     credentials_from_secret,
     ssl_context,
-)
-from tokenfleet.telemetry.metrics import (
-    TANK_HEADROOM,
-    TANK_IT_LOAD,
-    TANK_LEAK,
-    TELEMETRY_AGE,
-    TELEMETRY_POLLS,
-    TELEMETRY_REJECTED,
-    clear_gauge,
 )
 from tokenfleet.telemetry.node import NodeInfo, NodeRole
 from tokenfleet.telemetry.problems import TelemetryProblem

@@ -27,29 +27,41 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from tokenfleet import GROUP, metrics
-from tokenfleet.api.conditions import rfc3339, set_kstatus
 from tokenfleet.clock import SYSTEM_CLOCK, Clock
+from tokenfleet.controllers import jobstatus, replicas
 from tokenfleet.controllers.context import OperatorContext, context_of
+from tokenfleet.controllers.fleet import FleetView
+from tokenfleet.controllers.jobspec import raw_variant, tokens_per_second, triton_name
 from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.planner import (
     DRAIN_NOW,
-    RUNTIME_FAILED,
     DesiredPlacement,
     JobSlice,
-    NodeKey,
     Planner,
     Removal,
 )
 from tokenfleet.controllers.poolstats import EvictionLedger
+from tokenfleet.controllers.replicas import (
+    FAILED,
+    HOLDING,
+    LOADING,
+    ROUTED,
+    RUNTIME_FAILED,
+    UNLOADING,
+    NodeKey,
+    Observed,
+    Replica,
+    short,
+)
 from tokenfleet.controllers.settings import OperatorConfig
-from tokenfleet.controllers.snapshot import ACTIVE_STATES, JobView, job_spec
+from tokenfleet.controllers.snapshot import JobView, job_spec
 from tokenfleet.serving.errors import (
     ModelLoadFailed,
     RoutingError,
@@ -64,7 +76,7 @@ from tokenfleet.serving.routing import (
     needs_update,
     service_name,
 )
-from tokenfleet.serving.runtime import ModelState, RuntimePool
+from tokenfleet.serving.runtime import ModelState, RuntimePool, TritonRuntime
 
 log = logging.getLogger(__name__)
 
@@ -73,87 +85,14 @@ KIND = "InferenceJob"
 OBSERVE_FAILURES_TO_FAIL = 2
 
 
-def _stamp(clock: Clock) -> str:
-    return rfc3339(clock.now())
-
-
-def _short(text: str, limit: int = 1000) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-@dataclass
-class Entry:
-    """One record entry (``status.placements[]``), kept in memory by the job's worker."""
-
-    node: str
-    variant: str
-    target: str
-    state: str
-    since: str
-    pool: str | None = None
-    tank: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    # not persisted:
-    failed_at: float | None = None
-    removal_wanted_at: float | None = None
-    observe_failures: int = 0
-    needs_load: bool = False
-    needs_unload: bool = False
-
-    @property
-    def key(self) -> NodeKey:
-        return (self.node, self.variant)
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"node": self.node, "target": self.target}
-        if self.pool:
-            out["pool"] = self.pool
-        if self.tank:
-            out["tank"] = self.tank
-        out.update(variant=self.variant, state=self.state, since=self.since)
-        if self.reason:
-            out["reason"] = self.reason
-        if self.message:
-            out["message"] = _short(self.message, 1024)
-        return out
-
-    @classmethod
-    def from_wire(cls, raw: Mapping[str, Any], clock: Clock = SYSTEM_CLOCK) -> Entry | None:
-        node, variant, state = raw.get("node"), raw.get("variant"), raw.get("state")
-        if not node or not variant or state not in ("Loading", "Loaded", "Unloading", "Failed"):
-            return None
-        return cls(
-            node=str(node),
-            variant=str(variant),
-            target=str(raw.get("target") or "Rack"),
-            state=str(state),
-            since=str(raw.get("since") or _stamp(clock)),
-            pool=raw.get("pool"),
-            tank=raw.get("tank"),
-            reason=raw.get("reason"),
-            message=raw.get("message"),
-            failed_at=clock.monotonic() if state == "Failed" else None,
-        )
-
-    def set_state(
-        self,
-        state: str,
-        reason: str | None,
-        message: str | None = None,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        if state != self.state:
-            self.since = _stamp(clock)
-        self.state = state
-        self.reason = reason
-        self.message = message
-
-
 @dataclass
 class JobWorker:
-    """Applies one job's slice of the fleet plan (one per InferenceJob, driven by its daemon)."""
+    """Applies one job's slice of the fleet plan (one per InferenceJob, driven by its daemon).
+
+    It keeps the order of the I/O steps; what a replica's state becomes is
+    :mod:`~tokenfleet.controllers.replicas`, what the status says is
+    :mod:`~tokenfleet.controllers.jobstatus`.
+    """
 
     planner: Planner
     config: OperatorConfig
@@ -165,7 +104,7 @@ class JobWorker:
     kube: KubeWriter
     evictions: EvictionLedger
     clock: Clock = SYSTEM_CLOCK
-    record: list[Entry] = field(default_factory=list)
+    record: list[Replica] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_status: dict[str, Any] | None = None
     live_service: dict[str, Any] | None = None
@@ -178,7 +117,15 @@ class JobWorker:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def fleet(self) -> FleetView:
+        return self.planner.fleet
+
     # ---- helpers --------------------------------------------------------------------------
+
+    @property
+    def _spec(self) -> dict[str, Any]:
+        return dict(self.body.get("spec") or {})
 
     def _view(self) -> JobView:
         meta = self.body.get("metadata") or {}
@@ -187,54 +134,33 @@ class JobWorker:
             name=self.name,
             uid=str(meta.get("uid", "")),
             generation=int(meta.get("generation") or 0),
-            spec=dict(self.body.get("spec") or {}),
+            spec=self._spec,
         )
 
     def _triton_name(self, variant: str) -> str:
-        try:
-            spec = job_spec(self._view())
-        except Exception:
-            spec = None
-        if spec is not None:
-            v = spec.variant(variant)
-            if v is not None:
-                return spec.triton_model_name(v)
-            return f"{spec.model.name}-{variant}"
-        model = (self.body.get("spec") or {}).get("model") or {}
-        return f"{model.get('name', self.name)}-{variant}"
-
-    def _tokens_per_second(self, variant: str) -> float:
-        for v in (self.body.get("spec") or {}).get("variants") or ():
-            if v.get("name") == variant:
-                try:
-                    return float(v.get("tokensPerSecond") or 0.0)
-                except (TypeError, ValueError):
-                    return 0.0
-        return 0.0
+        return triton_name(self._spec, variant, default_model=self.name)
 
     def _event(self, type_: str, reason: str, message: str) -> None:
         with contextlib.suppress(Exception):
-            kopf.event(self.body, type=type_, reason=reason, message=_short(message))
+            kopf.event(self.body, type=type_, reason=reason, message=short(message))
 
     def _shared_elsewhere(self, node: str, model: str) -> bool:
         """Another job's record holds the same Triton model on that node: do not unload it."""
-        for view in self.planner.fleet.jobs():
+        for view in self.fleet.jobs():
             if view.key == self.key:
                 continue
             for p in view.placements:
-                if p.get("node") == node and p.get("state") in ("Loading", "Loaded"):
-                    spec_model = (view.spec.get("model") or {}).get("name")
-                    names = {
-                        v.get("tritonModelName") or f"{spec_model}-{v.get('name')}"
-                        for v in view.spec.get("variants") or ()
-                        if v.get("name") == p.get("variant")
-                    }
-                    if model in names:
-                        return True
+                if p.get("node") != node or p.get("state") not in HOLDING:
+                    continue
+                variant = p.get("variant")
+                if variant is None or raw_variant(view.spec, str(variant)) is None:
+                    continue
+                if triton_name(view.spec, str(variant), default_model=view.name) == model:
+                    return True
         return False
 
-    def _runtime(self, node: str) -> Any | None:
-        endpoint = self.planner.fleet.runtime_endpoint(node)
+    def _runtime(self, node: str) -> TritonRuntime | None:
+        endpoint = self.fleet.runtime_endpoint(node)
         if endpoint is None:
             return None
         try:
@@ -242,17 +168,17 @@ class JobWorker:
         except ServingError:
             return None
 
+    def _drop_gone(self) -> bool:
+        """Drop the replicas no longer on their runtime; ``True`` when any was."""
+        before = len(self.record)
+        self.record = [e for e in self.record if not e.gone]
+        return len(self.record) != before
+
     # ---- the pass --------------------------------------------------------------------------
 
     def load_record(self) -> None:
         raw = (self.body.get("status") or {}).get("placements") or ()
-        entries = [e for e in (Entry.from_wire(r, self.clock) for r in raw) if e is not None]
-        # A duplicated (node, variant) in the record collapses to one entry (most alive wins).
-        rank = {"Loaded": 0, "Loading": 1, "Unloading": 2, "Failed": 3}
-        unique: dict[NodeKey, Entry] = {}
-        for e in sorted(entries, key=lambda e: rank[e.state]):
-            unique.setdefault(e.key, e)
-        self.record = sorted(unique.values(), key=lambda e: e.key)
+        self.record = replicas.read_record(raw, self.clock)
         self.last_status = None
 
     async def reconcile(self) -> str:
@@ -277,81 +203,57 @@ class JobWorker:
             await self._add(slice_)
             await self._publish(slice_)
             await self._remove_replaced(slice_)
-            self._prune_failed(slice_)
+            self.record = replicas.prune_failed(
+                self.record,
+                slice_.desired,
+                backoff=self.config.runtime_failure_backoff_seconds,
+                now=self.clock.monotonic(),
+            )
             await self._publish(slice_)
             return "ok"
 
-    async def _observe(self) -> None:
-        async def one(entry: Entry) -> None:
-            if entry.state not in ("Loading", "Loaded", "Unloading"):
-                return
-            runtime = self._runtime(entry.node)
-            if runtime is None:
-                if entry.state == "Unloading":
-                    entry.state = "Gone"  # no runtime left to unload from
-                return
-            model = self._triton_name(entry.variant)
-            try:
-                status = await runtime.model_status(model)
-                metrics.TRITON_REQUESTS.labels(operation="status", result="ok").inc()
-            except ServingError as exc:
-                metrics.TRITON_REQUESTS.labels(operation="status", result="error").inc()
-                entry.observe_failures += 1
-                if entry.state == "Loaded" and entry.observe_failures >= OBSERVE_FAILURES_TO_FAIL:
-                    entry.set_state("Failed", RUNTIME_FAILED, str(exc), clock=self.clock)
-                    entry.failed_at = self.clock.monotonic()
-                    self.planner.report_runtime_failure(entry.node, str(exc))
-                    self._event(
-                        "Warning",
-                        RUNTIME_FAILED,
-                        f"runtime of replica {entry.variant} on {entry.node} failed: {exc}",
-                    )
-                return
-            entry.observe_failures = 0
-            state = status.state
-            if entry.state == "Loading":
-                if state is ModelState.READY:
-                    entry.set_state(
-                        "Loaded", entry.reason or "Loaded", entry.message, clock=self.clock
-                    )
-                    entry.needs_load = False
-                elif state is ModelState.LOADING:
-                    entry.needs_load = False
-                elif state is ModelState.UNAVAILABLE and status.reason not in ("", "unloaded"):
-                    entry.set_state("Failed", "LoadFailed", status.reason, clock=self.clock)
-                    entry.failed_at = self.clock.monotonic()
-                    # the model's failure, not the runtime's: this job backs off this node only
-                    self.planner.report_load_failure(self.key, entry.node, status.reason)
-                else:
-                    entry.needs_load = True  # e.g. after a restart mid-load
-            elif entry.state == "Loaded":
-                if state in (ModelState.READY, ModelState.LOADING):
-                    return
-                # the runtime lost the model (restarted, or someone unloaded it): load again
-                entry.set_state(
-                    "Loading",
-                    "Reloading",
-                    f"model was {state.value} on the runtime",
-                    clock=self.clock,
-                )
-                entry.needs_load = True
-                self._event(
-                    "Warning",
-                    "ReplicaLost",
-                    f"replica {entry.variant} on {entry.node} was {state.value}; reloading",
-                )
-            elif entry.state == "Unloading":
-                if state in (ModelState.READY, ModelState.LOADING):
-                    entry.needs_unload = True  # e.g. killed before the unload call: again
-                elif state is ModelState.UNLOADING:
-                    entry.needs_unload = False
-                else:
-                    entry.state = "Gone"
+    async def _observe_one(self, entry: Replica) -> None:
+        if entry.state not in replicas.ON_RUNTIME:
+            return
+        runtime = self._runtime(entry.node)
+        if runtime is None:
+            replicas.observed_without_runtime(entry)
+            return
+        try:
+            status = await runtime.model_status(self._triton_name(entry.variant))
+        except ServingError as exc:
+            metrics.TRITON_REQUESTS.labels(operation="status", result="error").inc()
+            outcome = replicas.observed_error(
+                entry, str(exc), failures_to_fail=OBSERVE_FAILURES_TO_FAIL, clock=self.clock
+            )
+            self._after_observation(entry, outcome, str(exc))
+            return
+        metrics.TRITON_REQUESTS.labels(operation="status", result="ok").inc()
+        outcome = replicas.observed(entry, status, clock=self.clock)
+        why = status.reason if outcome is Observed.LOAD_FAILED else status.state.value
+        self._after_observation(entry, outcome, why)
 
-        await asyncio.gather(*(one(e) for e in self.record))
-        before = len(self.record)
-        self.record = [e for e in self.record if e.state != "Gone"]
-        if len(self.record) != before:
+    def _after_observation(self, entry: Replica, outcome: Observed, why: str) -> None:
+        if outcome is Observed.RUNTIME_FAILED:
+            self.planner.report_runtime_failure(entry.node, why)
+            self._event(
+                "Warning",
+                RUNTIME_FAILED,
+                f"runtime of replica {entry.variant} on {entry.node} failed: {why}",
+            )
+        elif outcome is Observed.LOAD_FAILED:
+            # the model's failure, not the runtime's: this job backs off this node only
+            self.planner.report_load_failure(self.key, entry.node, why)
+        elif outcome is Observed.LOST:
+            self._event(
+                "Warning",
+                "ReplicaLost",
+                f"replica {entry.variant} on {entry.node} was {why}; reloading",
+            )
+
+    async def _observe(self) -> None:
+        await asyncio.gather(*(self._observe_one(e) for e in self.record))
+        if self._drop_gone():
             await self._write_status(None)
 
     async def _sweep(self, slice_: JobSlice) -> None:
@@ -363,7 +265,7 @@ class JobWorker:
             return
         names = {spec.triton_model_name(v): v.name for v in spec.variants}
         recorded = {e.key for e in self.record}
-        nodes = [n.name for n in self.planner.fleet.nodes() if not n.deleting]
+        nodes = [n.name for n in self.fleet.nodes() if not n.deleting]
 
         async def one(node: str) -> None:
             runtime = self._runtime(node)
@@ -377,45 +279,46 @@ class JobWorker:
                 variant = names.get(row.name)
                 if variant is None or row.state is not ModelState.READY:
                     continue
-                key = (node, variant)
-                if key in recorded:
-                    continue
-                want = slice_.desired.get(key)
-                if want is not None:
-                    entry = Entry(
-                        node=node,
-                        variant=variant,
-                        target=want.target,
-                        pool=want.pool,
-                        tank=want.tank,
-                        state="Loaded",
-                        since=_stamp(self.clock),
-                        reason="Adopted",
-                        message="found loaded on the runtime without a record entry",
-                    )
-                    self.record.append(entry)
-                    self.logger.info("adopted %s on %s", row.name, node)
-                elif not self._shared_elsewhere(node, row.name):
-                    self.logger.info("unloading orphan %s on %s", row.name, node)
-                    with contextlib.suppress(ServingError):
-                        await runtime.unload(row.name)
-                        self._event(
-                            "Normal",
-                            "OrphanUnloaded",
-                            f"unloaded {row.name} on {node}: loaded without a record entry",
-                        )
+                if (node, variant) not in recorded:
+                    await self._adopt_or_unload(slice_, runtime, node, variant, row.name)
 
         await asyncio.gather(*(one(n) for n in nodes))
         self.record.sort(key=lambda e: e.key)
 
-    def _active(self) -> dict[NodeKey, Entry]:
-        return {e.key: e for e in self.record if e.state in ACTIVE_STATES}
+    async def _adopt_or_unload(
+        self, slice_: JobSlice, runtime: TritonRuntime, node: str, variant: str, model: str
+    ) -> None:
+        want = slice_.desired.get((node, variant))
+        if want is not None:
+            self.record.append(
+                replicas.adopted_replica(
+                    node=node,
+                    variant=variant,
+                    target=want.target,
+                    pool=want.pool,
+                    tank=want.tank,
+                    clock=self.clock,
+                )
+            )
+            self.logger.info("adopted %s on %s", model, node)
+        elif not self._shared_elsewhere(node, model):
+            self.logger.info("unloading orphan %s on %s", model, node)
+            with contextlib.suppress(ServingError):
+                await runtime.unload(model)
+                self._event(
+                    "Normal",
+                    "OrphanUnloaded",
+                    f"unloaded {model} on {node}: loaded without a record entry",
+                )
 
-    def _removal(self, slice_: JobSlice, entry: Entry) -> Removal:
+    def _holding(self) -> dict[NodeKey, Replica]:
+        return {e.key: e for e in self.record if e.state in HOLDING}
+
+    def _removal(self, slice_: JobSlice, entry: Replica) -> Removal:
         removal = slice_.removals.get(entry.key)
         if removal is not None:
             return removal
-        if self.planner.fleet.node(entry.node) is None:
+        if self.fleet.node(entry.node) is None:
             return Removal("NodeRemoved")
         if self.planner.runtime_failed(entry.node):
             return Removal(RUNTIME_FAILED)
@@ -424,21 +327,22 @@ class JobWorker:
     async def _drain_unsafe(self, slice_: JobSlice) -> None:
         victims = [
             e
-            for e in self._active().values()
+            for e in self._holding().values()
             if e.key not in slice_.desired and self._removal(slice_, e).reason in DRAIN_NOW
         ]
         if victims:
             await self._unload(victims, slice_, drain=True)
 
-    async def _add(self, slice_: JobSlice) -> None:
-        active = self._active()
-        new: list[Entry] = []
+    def _new_replicas(self, slice_: JobSlice) -> list[Replica]:
+        """Record a Loading replica for each placement the plan wants that the record lacks."""
+        holding = self._holding()
         moved_from: dict[str, list[str]] = {}
         for key, removal in slice_.removals.items():
             if removal.moved_to:
                 moved_from.setdefault(removal.moved_to, []).append(f"{key[0]} ({removal.reason})")
+        new: list[Replica] = []
         for key, want in sorted(slice_.desired.items()):
-            if key in active:
+            if key in holding:
                 continue
             if self.planner.runtime_failed(want.node) or self.planner.load_failed(
                 self.key, want.node
@@ -449,23 +353,23 @@ class JobWorker:
                 continue
             # a Failed/Unloading entry for the same key is replaced by the new attempt
             self.record = [e for e in self.record if e.key != key]
-            sources = moved_from.get(want.node)
-            entry = Entry(
+            entry = replicas.new_replica(
                 node=want.node,
                 variant=want.variant,
                 target=want.target,
                 pool=want.pool,
                 tank=want.tank,
-                state="Loading",
-                since=_stamp(self.clock),
-                reason="Replacement" if sources else "Placed",
-                message=("replaces " + ", ".join(sources)) if sources else None,
-                needs_load=True,
+                clock=self.clock,
+                sources=moved_from.get(want.node),
             )
             self.record.append(entry)
             new.append(entry)
         self.record.sort(key=lambda e: e.key)
-        pending = [e for e in self.record if e.state == "Loading" and e.needs_load]
+        return new
+
+    async def _add(self, slice_: JobSlice) -> None:
+        new = self._new_replicas(slice_)
+        pending = [e for e in self.record if e.state is LOADING and e.needs_load]
         if not pending:
             return
         if new:
@@ -474,14 +378,12 @@ class JobWorker:
         # routing first: a replica counts in status.readyReplicas only once it is in the slice
         await self._publish(slice_)
 
-    async def _load(self, entry: Entry) -> None:
+    async def _load(self, entry: Replica) -> None:
         runtime = self._runtime(entry.node)
         model = self._triton_name(entry.variant)
         if runtime is None:
-            entry.set_state(
-                "Failed", "NoRuntime", f"no runtime endpoint on node {entry.node}", clock=self.clock
-            )
-            entry.failed_at = self.clock.monotonic()
+            message = f"no runtime endpoint on node {entry.node}"
+            entry.fail(replicas.NO_RUNTIME, message, clock=self.clock)
             self.planner.report_load_failure(self.key, entry.node, "no runtime endpoint")
             return
         start = self.clock.monotonic()
@@ -490,22 +392,19 @@ class JobWorker:
             await runtime.wait_loaded(model, timeout=self.config.load_timeout_seconds)
         except (ModelLoadFailed, WaitTimeout, RuntimeUnavailable, ServingError) as exc:
             metrics.TRITON_REQUESTS.labels(operation="load", result="error").inc()
-            entry.set_state("Failed", "LoadFailed", str(exc), clock=self.clock)
-            entry.failed_at = self.clock.monotonic()
-            entry.needs_load = False
+            entry.fail(replicas.LOAD_FAILED, str(exc), clock=self.clock)
             # fails this replica and this job only; the runtime is failed by its own health
             # (the prober and _observe), never by a model that does not load
-            self.planner.report_load_failure(self.key, entry.node, _short(str(exc)))
+            self.planner.report_load_failure(self.key, entry.node, short(str(exc)))
             self._event(
                 "Warning",
-                "LoadFailed",
-                f"loading {model} on {entry.node} failed: {_short(str(exc))}",
+                replicas.LOAD_FAILED,
+                f"loading {model} on {entry.node} failed: {short(str(exc))}",
             )
             return
         metrics.TRITON_REQUESTS.labels(operation="load", result="ok").inc()
         self.planner.load_succeeded(self.key, entry.node)
-        entry.needs_load = False
-        entry.set_state("Loaded", entry.reason, entry.message, clock=self.clock)
+        replicas.loaded(entry, clock=self.clock)
         self.logger.info(
             "loaded %s on %s in %.2fs (%s)",
             model,
@@ -513,100 +412,86 @@ class JobWorker:
             self.clock.monotonic() - start,
             entry.reason,
         )
-        if entry.reason == "Replacement":
+        if entry.reason == replicas.REPLACEMENT:
             self._event(
                 "Normal", "ReplicaLoaded", f"{model} ready on {entry.node}: {entry.message}"
             )
 
     async def _remove_replaced(self, slice_: JobSlice) -> None:
         """Make-before-break: remove placements the plan dropped once replacements settled."""
-        stuck = [e for e in self.record if e.state == "Unloading" and e.needs_unload]
+        stuck = [e for e in self.record if e.state is UNLOADING and e.needs_unload]
         if stuck:
             await self._unload(stuck, slice_, drain=True)
-        victims = [e for e in self._active().values() if e.key not in slice_.desired]
+        victims = [e for e in self._holding().values() if e.key not in slice_.desired]
         if not victims:
             return
-        loading = any(e.state == "Loading" for e in self.record)
-        now = self.clock.monotonic()
-        ready_now: list[Entry] = []
-        for e in victims:
-            if e.removal_wanted_at is None:
-                e.removal_wanted_at = now
-            waited = now - e.removal_wanted_at
-            if not loading or waited >= self.config.replacement_timeout_seconds:
-                ready_now.append(e)
-        if ready_now:
-            await self._unload(ready_now, slice_, drain=False)
+        due = replicas.due_for_removal(
+            victims,
+            replacement_loading=any(e.state is LOADING for e in self.record),
+            timeout=self.config.replacement_timeout_seconds,
+            now=self.clock.monotonic(),
+        )
+        if due:
+            await self._unload(due, slice_, drain=False)
 
-    async def _unload(self, victims: list[Entry], slice_: JobSlice, *, drain: bool) -> None:
+    def _begin_unload(
+        self, victims: Sequence[Replica], slice_: JobSlice
+    ) -> tuple[dict[NodeKey, Removal], bool]:
+        """Mark the victims Unloading (those resumed from the record keep their reason); returns
+        the removal of each and whether any leaves the ready set now (its clients get the drain
+        time)."""
         removals: dict[NodeKey, Removal] = {}
-        draining = False  # a replica leaves the ready set now: give its clients the drain time
+        draining = False
         for e in victims:
-            if e.state == "Unloading":  # resumed from the record: keep its recorded reason
+            if e.state is UNLOADING:  # resumed from the record: keep its recorded reason
                 removals[e.key] = Removal(e.reason or "ScaledDown")
                 e.needs_unload = False
                 continue
             removal = removals[e.key] = self._removal(slice_, e)
             draining = draining or removal.reason != RUNTIME_FAILED
-            e.set_state(
-                "Unloading",
-                removal.reason,
-                f"moved to {removal.moved_to}" if removal.moved_to else "removed by the plan",
-                clock=self.clock,
-            )
+            replicas.unloading(e, removal.reason, removal.moved_to, clock=self.clock)
+        return removals, draining
+
+    async def _unload(self, victims: list[Replica], slice_: JobSlice, *, drain: bool) -> None:
+        removals, draining = self._begin_unload(victims, slice_)
         # out of the ready set (draining in the EndpointSlice) and recorded as Unloading before
         # the runtime hears of it; new requests go elsewhere, those in flight finish (Triton's
         # unload waits for them), then the replica unloads
         await self._publish(slice_)
         if draining and self.config.drain_seconds > 0:
             await asyncio.sleep(self.config.drain_seconds)
-
-        async def one(e: Entry) -> None:
-            removal = removals[e.key]
-            model = self._triton_name(e.variant)
-            runtime = self._runtime(e.node)
-            if runtime is not None and not self._shared_elsewhere(e.node, model):
-                try:
-                    await runtime.unload(model)
-                    await runtime.wait_unloaded(model, timeout=self.config.unload_timeout_seconds)
-                    metrics.TRITON_REQUESTS.labels(operation="unload", result="ok").inc()
-                except ServingError as exc:
-                    metrics.TRITON_REQUESTS.labels(operation="unload", result="error").inc()
-                    if not drain and self.planner.fleet.node(e.node) is not None:
-                        self.logger.warning("unloading %s on %s failed: %s", model, e.node, exc)
-                        return  # stays Unloading; retried on the next pass
-            e.state = "Gone"
-            verb = "moved" if removal.moved_to else "removed"
-            where = f" to {removal.moved_to}" if removal.moved_to else ""
-            metrics.MOVES.labels(reason=removal.reason).inc()
-            if e.pool:  # the pool's status.evictions (VehiclePool timer)
-                self.evictions.record(e.pool, removal.reason)
-            self._event(
-                "Normal" if removal.reason not in DRAIN_NOW else "Warning",
-                removal.reason,
-                f"replica {e.variant} on {e.node} {verb}{where}: {removal.reason}"
-                + (" (drained)" if drain else ""),
-            )
-            self.logger.info(
-                "replica %s on %s %s%s: %s", e.variant, e.node, verb, where, removal.reason
-            )
-
-        await asyncio.gather(*(one(e) for e in victims))
-        self.record = [e for e in self.record if e.state != "Gone"]
+        await asyncio.gather(*(self._unload_one(e, removals[e.key], drain) for e in victims))
+        self._drop_gone()
         await self._publish(slice_)
 
-    def _prune_failed(self, slice_: JobSlice) -> None:
-        now = self.clock.monotonic()
-        keep: list[Entry] = []
-        for e in self.record:
-            if (
-                e.state == "Failed"
-                and e.key not in slice_.desired
-                and now - (e.failed_at or now) >= self.config.runtime_failure_backoff_seconds
-            ):
-                continue
-            keep.append(e)
-        self.record = keep
+    async def _unload_one(self, e: Replica, removal: Removal, drain: bool) -> None:
+        model = self._triton_name(e.variant)
+        runtime = self._runtime(e.node)
+        if runtime is not None and not self._shared_elsewhere(e.node, model):
+            try:
+                await runtime.unload(model)
+                await runtime.wait_unloaded(model, timeout=self.config.unload_timeout_seconds)
+                metrics.TRITON_REQUESTS.labels(operation="unload", result="ok").inc()
+            except ServingError as exc:
+                metrics.TRITON_REQUESTS.labels(operation="unload", result="error").inc()
+                if not drain and self.fleet.node(e.node) is not None:
+                    self.logger.warning("unloading %s on %s failed: %s", model, e.node, exc)
+                    return  # stays Unloading; retried on the next pass
+        e.gone = True
+        verb = "moved" if removal.moved_to else "removed"
+        where = f" to {removal.moved_to}" if removal.moved_to else ""
+        metrics.MOVES.labels(reason=removal.reason).inc()
+        if e.pool:  # the pool's status.evictions (VehiclePool timer)
+            self.evictions.record(e.pool, removal.reason)
+        self._event(
+            "Normal" if removal.reason not in DRAIN_NOW else "Warning",
+            removal.reason,
+            f"replica {e.variant} on {e.node} {verb}{where}: {removal.reason}"
+            + (" (drained)" if drain else ""),
+        )
+        self.logger.info(
+            "replica %s on %s %s%s: %s", e.variant, e.node, verb, where, removal.reason
+        )
 
     # ---- publishing -------------------------------------------------------------------------
 
@@ -620,11 +505,11 @@ class JobWorker:
 
     def _ready_replicas(self) -> list[ReadyReplica]:
         """Loaded replicas (ready) and Unloading ones (draining) with a routable runtime pod."""
-        replicas: list[ReadyReplica] = []
+        ready: list[ReadyReplica] = []
         for e in self.record:
-            if e.state not in ("Loaded", "Unloading"):
+            if e.state not in ROUTED:
                 continue
-            pod = self.planner.fleet.runtime_pod(e.node)
+            pod = self.fleet.runtime_pod(e.node)
             if pod is None or not pod.pod_ip:
                 continue
             try:
@@ -633,9 +518,9 @@ class JobWorker:
                 continue
             if not isinstance(ip, ipaddress.IPv4Address) or ip.is_loopback or ip.is_link_local:
                 continue
-            draining = e.state == "Unloading"
-            replicas.append(ReadyReplica(e.node, pod.name, pod.namespace, str(ip), None, draining))
-        return replicas
+            draining = e.state is UNLOADING
+            ready.append(ReadyReplica(e.node, pod.name, pod.namespace, str(ip), None, draining))
+        return ready
 
     async def _publish_routing(self) -> None:
         ref = self._job_ref()
@@ -671,82 +556,20 @@ class JobWorker:
 
     def _status(self, slice_: JobSlice | None, invalid: str | None = None) -> dict[str, Any]:
         meta = self.body.get("metadata") or {}
-        generation = int(meta.get("generation") or 0)
-        previous = self.last_status or dict(self.body.get("status") or {})
-        loaded = [e for e in self.record if e.state == "Loaded"]
-        ready = len(loaded)
-        served = round(sum(self._tokens_per_second(e.variant) for e in loaded), 3)
-        desired = slice_.desired_replicas if slice_ is not None else None
-        loading = sum(1 for e in self.record if e.state == "Loading")
-        unloading = sum(1 for e in self.record if e.state == "Unloading")
-        failed = sum(1 for e in self.record if e.state == "Failed")
-        active = {e.key for e in self.record if e.state in ACTIVE_STATES}
-        min_replicas = int(((self.body.get("spec") or {}).get("replicas") or {}).get("min", 1))
-        reconciling = False
-        stalled = False
-        is_ready: bool | str
-        if invalid is not None:
-            is_ready, reason, message, stalled = False, "InvalidSpec", invalid, True
-        elif slice_ is None:
-            is_ready, reason, message = "Unknown", "Planning", "waiting for the fleet plan"
-            reconciling = True
-        else:
-            assert desired is not None
-            in_sync = active == set(slice_.desired) and not loading and not unloading
-            reconciling = not in_sync
-            if desired == 0 and (min_replicas > 0 or slice_.shortfall_reason):
-                is_ready = False
-                reason = slice_.shortfall_reason or "NoEligibleNode"
-                message = slice_.shortfall_message or "no node can take a replica"
-                stalled = True
-                reconciling = False
-                load_failure = self.planner.load_failure(self.key)
-                if reason == "LoadFailed" and load_failure is not None:
-                    node, backoff = load_failure
-                    message = _short(
-                        f"the model failed to load (retried after a back-off): on {node}: "
-                        f"{backoff.message}"
-                    )
-            elif reconciling:
-                is_ready = ready >= desired and desired > 0
-                reason = "Moving" if unloading or (ready and loading) else "Placing"
-                message = (
-                    f"{ready}/{desired} replicas loaded, {loading} loading, {unloading} unloading"
-                )
-            elif slice_.shortfall_reason:
-                is_ready = ready >= max(min_replicas, 1)
-                reason = "BelowTarget"
-                message = slice_.shortfall_message or slice_.shortfall_reason
-                stalled = ready < min_replicas
-            else:
-                is_ready = True
-                reason = "Serving"
-                message = f"{ready}/{desired} replicas loaded"
-            if failed and not stalled and not reconciling and reason == "Serving":
-                message += f" ({failed} failed placements awaiting retry elsewhere)"
-        conditions = set_kstatus(
-            previous.get("conditions"),
-            ready=is_ready,
-            reason=reason,
-            message=message,
-            reconciling=reconciling,
-            stalled=stalled,
-            observed_generation=generation,
+        spec = self._spec
+        failure = self.planner.load_failure(self.key)
+        return jobstatus.job_status(
+            generation=int(meta.get("generation") or 0),
+            previous=self.last_status or dict(self.body.get("status") or {}),
+            record=self.record,
+            decision=slice_,
+            invalid=invalid,
+            min_replicas=int((spec.get("replicas") or {}).get("min", 1)),
+            tokens_per_second=lambda variant: tokens_per_second(spec, variant),
+            service_name=service_name(self.name),
+            load_failure=None if failure is None else (failure[0], failure[1].message),
+            now=self.clock.now(),
         )
-        status: dict[str, Any] = {
-            "observedGeneration": generation,
-            "conditions": conditions,
-            "readyReplicas": ready,
-            "placements": [e.to_wire() for e in self.record],
-            "servedTokensPerSecond": served,
-            "serviceName": service_name(self.name),
-            "shortfallReason": (slice_.shortfall_reason if slice_ is not None else None),
-        }
-        if desired is not None:
-            status["desiredReplicas"] = desired
-        elif previous.get("desiredReplicas") is not None:
-            status["desiredReplicas"] = previous["desiredReplicas"]
-        return status
 
     async def _write_status(self, slice_: JobSlice | None, invalid: str | None = None) -> None:
         if self.deleted:
@@ -755,43 +578,19 @@ class JobWorker:
         current = self.last_status
         if current is None:
             current = dict(self.body.get("status") or {})
-        if _same_status(current, status):
+        if jobstatus.same_status(current, status):
             self.last_status = status
             return
-        patch = dict(status)
-        # a merge patch deletes with null: clear fields we no longer set
-        for k in ("shortfallReason", "desiredReplicas"):
-            if status.get(k) is None:
-                patch[k] = None
-        await self.kube.patch_job_status(self.namespace, self.name, patch)
+        await self.kube.patch_job_status(self.namespace, self.name, jobstatus.merge_patch(status))
         self.last_status = status
-        self._metrics(status)
-
-    def _metrics(self, status: Mapping[str, Any]) -> None:
-        ns, job = self.namespace, self.name
-        metrics.READY_REPLICAS.labels(namespace=ns, job=job).set(status.get("readyReplicas") or 0)
-        metrics.DESIRED_REPLICAS.labels(namespace=ns, job=job).set(
-            status.get("desiredReplicas") or 0
-        )
-        metrics.SERVED_TOKENS.labels(namespace=ns, job=job).set(
-            status.get("servedTokensPerSecond") or 0.0
-        )
-        counts: dict[tuple[str, str], int] = {}
-        for p in status.get("placements") or ():
-            k = (str(p.get("target")), str(p.get("state")))
-            counts[k] = counts.get(k, 0) + 1
-        for target in ("Rack", "Vehicle"):
-            for state in ("Loading", "Loaded", "Unloading", "Failed"):
-                metrics.PLACEMENTS.labels(namespace=ns, job=job, target=target, state=state).set(
-                    counts.get((target, state), 0)
-                )
+        metrics.record_job_status(self.namespace, self.name, status)
 
     async def unload_all(self) -> None:
         """The job is being deleted: unload every replica it recorded (best effort)."""
         async with self.lock:
             self.deleted = True
 
-            async def one(e: Entry) -> None:
+            async def one(e: Replica) -> None:
                 runtime = self._runtime(e.node)
                 model = self._triton_name(e.variant)
                 if runtime is None or self._shared_elsewhere(e.node, model):
@@ -800,15 +599,8 @@ class JobWorker:
                     await runtime.unload(model)
                     await runtime.wait_unloaded(model, timeout=self.config.unload_timeout_seconds)
 
-            await asyncio.gather(*(one(e) for e in self.record if e.state != "Failed"))
+            await asyncio.gather(*(one(e) for e in self.record if e.state is not FAILED))
             self.record = []
-
-
-def _same_status(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    for k, v in new.items():
-        if current.get(k) != v:
-            return False
-    return all(current.get(k) is None for k in ("shortfallReason",) if new.get(k) is None)
 
 
 # ---- kopf wiring ------------------------------------------------------------------------------
@@ -887,9 +679,7 @@ async def _daemon_loop(
                 outcome["result"] = await worker.reconcile()
             backoff = 1.0
             timeout = worker.config.job_resync_seconds
-            if any(
-                e.state in ("Loading", "Unloading") or e.observe_failures for e in worker.record
-            ):
+            if replicas.in_flight(worker.record):
                 timeout = min(timeout, 1.0)  # in flight, or a runtime just missed a check
         except asyncio.CancelledError:
             raise
@@ -928,19 +718,8 @@ async def job_deleted(
     await worker.unload_all()
     planner.forget_job(key)
     planner.signal("job", full=True)
-    for labels in _metric_label_sets(ns, name):
-        with contextlib.suppress(KeyError):
-            metrics.PLACEMENTS.remove(*labels)
-    for gauge in (metrics.READY_REPLICAS, metrics.DESIRED_REPLICAS, metrics.SERVED_TOKENS):
-        with contextlib.suppress(KeyError):
-            gauge.remove(ns, name)
+    metrics.forget_job(ns, name)
     logger.info("unloaded the replicas of %s", key)
 
 
-def _metric_label_sets(ns: str, name: str) -> Iterable[tuple[str, str, str, str]]:
-    for target in ("Rack", "Vehicle"):
-        for state in ("Loading", "Loaded", "Unloading", "Failed"):
-            yield (ns, name, target, state)
-
-
-__all__ = ["DesiredPlacement", "Entry", "JobWorker", "job_daemon", "job_deleted"]
+__all__ = ["DesiredPlacement", "JobWorker", "job_daemon", "job_deleted"]

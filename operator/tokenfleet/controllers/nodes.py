@@ -8,14 +8,14 @@ reading is parsed but not judged for staleness: use ``info.vehicle.at(now, stale
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from tokenfleet.api.models import PlacementState
-from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
+from tokenfleet.controllers.jobspec import variant_figures
+from tokenfleet.controllers.replicas import SERVING
+from tokenfleet.metrics import TELEMETRY_REJECTED
 from tokenfleet.telemetry.node import NodeInfo, NodeRole, parse_node, selector_matches
 from tokenfleet.telemetry.vehicle import POOL_LABEL, TANK_LABEL
 
@@ -32,7 +32,7 @@ __all__ = [
 
 _V = TypeVar("_V")
 
-SERVING_STATES: Final = frozenset({PlacementState.LOADED.value})
+SERVING_STATES: Final = SERVING
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,21 +112,6 @@ class ServingReplica:
     """Sum over those replicas of their variant's ``watts`` (declared draw while serving)."""
 
 
-def _variant_figures(variant: Mapping[str, Any]) -> tuple[float, float]:
-    try:
-        tps = float(variant.get("tokensPerSecond") or 0.0)
-    except (TypeError, ValueError):
-        tps = 0.0
-    try:
-        watts = float(variant.get("watts") or 0.0)
-    except (TypeError, ValueError):
-        watts = 0.0
-    return (
-        tps if math.isfinite(tps) and tps > 0 else 0.0,
-        watts if math.isfinite(watts) and watts > 0 else 0.0,
-    )
-
-
 def serving_from_job(
     namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
 ) -> dict[str, ServingReplica]:
@@ -134,7 +119,7 @@ def serving_from_job(
     figures: dict[str, tuple[float, float]] = {}
     for variant in spec.get("variants") or ():
         if isinstance(variant, Mapping):
-            figures[str(variant.get("name"))] = _variant_figures(variant)
+            figures[str(variant.get("name"))] = variant_figures(variant)
     counts: dict[str, list[tuple[float, float]]] = {}
     for entry in status.get("placements") or ():
         if not isinstance(entry, Mapping) or entry.get("state") not in SERVING_STATES:

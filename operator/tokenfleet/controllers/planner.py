@@ -33,6 +33,7 @@ from tokenfleet import metrics
 from tokenfleet.clock import SYSTEM_CLOCK, Clock
 from tokenfleet.controllers.fleet import FleetView
 from tokenfleet.controllers.kube import KubeWriter
+from tokenfleet.controllers.replicas import RUNTIME_FAILED, NodeKey
 from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import (
     JobView,
@@ -41,6 +42,7 @@ from tokenfleet.controllers.snapshot import (
     build_snapshot,
 )
 from tokenfleet.controllers.unknown import TimeVerdict, UnknownTelemetry
+from tokenfleet.metrics import TELEMETRY_REJECTED
 from tokenfleet.placement import (
     JobShortfall,
     Placement,
@@ -50,14 +52,11 @@ from tokenfleet.placement import (
     replan_due,
     replan_node,
 )
-from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
 from tokenfleet.telemetry.node import NodeInfo
 from tokenfleet.telemetry.vehicle import OBSERVED_AT
 
 log = logging.getLogger(__name__)
 
-#: eviction reason the operator adds when a runtime failed (not an engine reason)
-RUNTIME_FAILED = "RuntimeFailed"
 #: eviction reasons where the old node is unsafe *now*: unload first, then re-place (drain)
 DRAIN_NOW = frozenset(
     {
@@ -70,7 +69,6 @@ DRAIN_NOW = frozenset(
     }
 )
 
-NodeKey = tuple[str, str]  # (node, variant)
 NodeKeyJob = tuple[str, str]  # (job, node)
 #: a (job, node) back-off grows by this factor per consecutive load failure, up to MAX_FACTOR
 LOAD_BACKOFF_FACTOR = 2.0

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from tokenfleet import metrics
 from tokenfleet.clock import SYSTEM_CLOCK, Clock
 from tokenfleet.controllers.planner import Planner
+from tokenfleet.controllers.replicas import ON_RUNTIME
 from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import JobView
 from tokenfleet.serving.endpoints import format_host_port, parse_host_port
@@ -40,7 +41,7 @@ from tokenfleet.serving.runtime import RuntimePool
 log = logging.getLogger(__name__)
 
 #: placement states whose runtime is probed (the replica is, or is about to be, or still is there)
-PROBED_STATES = frozenset({"Loading", "Loaded", "Unloading"})
+PROBED_STATES = ON_RUNTIME
 
 
 class ProbeResult(enum.StrEnum):

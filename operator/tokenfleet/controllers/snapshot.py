@@ -24,6 +24,7 @@ from tokenfleet.api import (
     parse_inferencejob_spec,
     parse_vehiclepool_spec,
 )
+from tokenfleet.controllers.replicas import HOLDING
 from tokenfleet.placement import (
     Job,
     Placement,
@@ -40,7 +41,7 @@ from tokenfleet.telemetry.node import NodeInfo, selector_matches
 from tokenfleet.telemetry.vehicle import MAX_FUTURE_SKEW_SECONDS, parse_time
 
 #: placement states that occupy a node (the decision record's live entries)
-ACTIVE_STATES = frozenset({"Loading", "Loaded"})
+ACTIVE_STATES = HOLDING
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ from tokenfleet.controllers.poolstats import (
     tally_write_due,
 )
 from tokenfleet.controllers.snapshot import PoolView, pool_of, vehicle_node
+from tokenfleet.metrics import POOL_INELIGIBLE, POOL_VEHICLES, TELEMETRY_AGE, clear_gauge
 from tokenfleet.placement.model import PoolPolicy
 from tokenfleet.placement.state import vehicle_state
-from tokenfleet.telemetry.metrics import POOL_INELIGIBLE, POOL_VEHICLES, TELEMETRY_AGE, clear_gauge
 from tokenfleet.telemetry.node import NodeInfo, NodeRole
 
 __all__ = [
