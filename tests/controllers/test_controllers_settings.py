@@ -116,3 +116,34 @@ def test_runtime_ports_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     config = OperatorConfig.from_env()
     assert (config.runtime_http_port, config.runtime_grpc_port) == (9000, 9001)
     assert config.runtime_metrics_port == 9102
+
+
+def test_runtime_pods_are_found_by_the_configured_label_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kopf
+
+    from tokenfleet.controllers.context import OperatorContext, operator_memo
+    from tokenfleet.controllers.indexes import runtime_pods_by_node
+
+    monkeypatch.setenv("TOKENFLEET_RUNTIME_POD_LABEL", "example.com/runtime=triton")
+    config = OperatorConfig.from_env()
+    memo = operator_memo(OperatorContext.build(config))
+    settings = kopf.OperatorSettings()
+    apply_kopf_settings(settings, config)
+    assert settings.watching.label_selectors["pods"] == "example.com/runtime=triton"
+
+    def pod(labels: dict[str, str]) -> kopf.Body:
+        return kopf.Body(
+            {
+                "metadata": {"namespace": "rt", "name": "p", "labels": labels},
+                "spec": {"nodeName": "car-1"},
+                "status": {"podIP": "127.0.0.1"},
+            }
+        )
+
+    ours = {"example.com/runtime": "triton"}
+    found = runtime_pods_by_node(body=pod(ours), labels=ours, memo=memo)
+    assert found is not None and found["car-1"].name == "p"
+    default = {"app.kubernetes.io/name": "tokenfleet-runtime"}
+    assert runtime_pods_by_node(body=pod(default), labels=default, memo=memo) is None

@@ -2,10 +2,10 @@
 
 One kopf timer per ImmersionPod ticks every :data:`TICK_SECONDS` and polls when
 ``spec.telemetry.pollIntervalSeconds`` have passed. Each poll computes the status the tank should
-have (:func:`desired_status`, pure) and patches it only when something moved beyond the deadband
-(:func:`needs_write`), or to refresh ``lastReadingTime`` with a deadband
-(:data:`REFRESH_MIN_SECONDS`): freshness is judged by ``TelemetryFresh`` and the planner from the
-poller's reading in memory.
+have (:func:`~tokenfleet.controllers.tankstatus.desired_status`, pure, one function per
+condition) and patches it only when something moved beyond the deadband (:func:`needs_write`),
+or to refresh ``lastReadingTime`` with a deadband (:data:`REFRESH_MIN_SECONDS`): freshness is
+judged by ``TelemetryFresh`` and the planner from the poller's reading in memory.
 
 Rules:
 
@@ -34,13 +34,11 @@ Rules:
 from __future__ import annotations
 
 import logging
-import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import EllipsisType
 from typing import Any, Final
 
 import aiohttp
@@ -50,8 +48,6 @@ from pydantic import ValidationError
 from tokenfleet.api import parse_immersionpod_spec
 from tokenfleet.api.conditions import (
     STALLED,
-    remove_condition,
-    rfc3339,
     set_condition,
     set_kstatus,
 )
@@ -59,7 +55,6 @@ from tokenfleet.api.models import (
     GROUP,
     VERSION,
     ImmersionPodSpec,
-    LeakSeverity,
     RedfishAuthMethod,
     RedfishSpec,
     TelemetrySource,
@@ -69,6 +64,19 @@ from tokenfleet.controllers.context import OperatorContext, context_of
 from tokenfleet.controllers.fleet import FleetView
 from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.nodes import select_nodes
+from tokenfleet.controllers.tankstatus import (
+    ACK_ANNOTATION,
+    CONDITION_CORDONED,
+    CONDITION_LEAK,
+    CONDITION_READY,
+    CONDITION_TELEMETRY_FRESH,
+    MEASURED,
+    PollOutcome,
+    clear_command,
+    desired_status,
+    leak_message,
+    next_latch,
+)
 from tokenfleet.metrics import (
     TANK_HEADROOM,
     TANK_IT_LOAD,
@@ -87,8 +95,6 @@ from tokenfleet.telemetry.immersion import (
     RedfishCredentials,
     RedfishError,
     SessionTokens,
-    TankReading,
-    compute_headroom,
     credentials_from_secret,
     ssl_context,
 )
@@ -113,13 +119,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TICK_SECONDS: Final = 1.0
-CONDITION_TELEMETRY_FRESH: Final = "TelemetryFresh"
-CONDITION_LEAK: Final = "LeakDetected"
-CONDITION_CORDONED: Final = "Cordoned"
-CONDITION_READY: Final = "Ready"
-ACK_ANNOTATION: Final = "tokenfleet.io/leak-acknowledged"
-"""Annotation a person sets to clear a latched leak (its value, a note, goes into the Event)."""
-
 # Deadband for status writes.
 DEADBAND_C: Final = 0.5
 DEADBAND_KW: Final = 0.5
@@ -133,63 +132,11 @@ the poller's latest reading, written when it flips), the live age is the metric
 ``tokenfleet_telemetry_age_seconds{kind="tank"}``, and the planner reads the poller's time from
 memory (``Planner.record_tank_reading``). So a quiet tank costs no status write per poll."""
 
-_MEASURED: Final = (
-    "itLoadKW",
-    "powerHeadroomKW",
-    "thermalHeadroomKW",
-    "supplyTempC",
-    "returnTempC",
-    "flowLitersPerMinute",
-)
-
 CredentialsLoader = Callable[[str, bool], Awaitable[RedfishCredentials]]
 """(Secret name, session auth?) -> the credentials in it; raises :class:`RedfishError`."""
 
 Warn = Callable[[str, str], None]
 """(reason, message) -> post a Warning Event on the ImmersionPod."""
-
-_SEVERITY: Final = {
-    LeakState.OK: 0,
-    LeakState.UNKNOWN: 1,
-    LeakState.WARNING: 2,
-    LeakState.CRITICAL: 3,
-}
-
-
-def clear_command(name: str | None) -> str:
-    """The one kubectl command that acknowledges (clears) a latched leak."""
-    return f"kubectl annotate immersionpod {name or '<name>'} {ACK_ANNOTATION}='<who/what>'"
-
-
-def _latches(state: LeakState, latch_on: LeakSeverity) -> bool:
-    return _SEVERITY[state] >= _SEVERITY[LeakState(latch_on.value)]
-
-
-def next_latch(
-    latch: Mapping[str, Any] | None,
-    reading: TankReading | None,
-    *,
-    latch_on: LeakSeverity,
-    now: datetime,
-) -> dict[str, Any] | None:
-    """The ``status.leakLatch`` after ``reading`` (pure). A reading at or above ``latch_on`` sets
-    it (``latchedAt`` = ``now``) or raises its ``state``; nothing else ever lowers or removes it
-    (only an accepted acknowledgement does, by passing ``latch=None``)."""
-    current = dict(latch) if isinstance(latch, Mapping) and latch.get("state") else None
-    if reading is None or not _latches(reading.leak_state, latch_on):
-        return current
-    state = reading.leak_state
-    if current is None:
-        return {
-            "state": state.value,
-            "latchedAt": rfc3339(now),
-            "message": _leak_message(reading)[:1024],
-        }
-    held = LeakState(current["state"]) if current["state"] in _SEVERITY else LeakState.CRITICAL
-    if _SEVERITY[state] > _SEVERITY[held]:
-        current["state"] = state.value
-        current["message"] = _leak_message(reading)[:1024]
-    return current
 
 
 def acknowledgement_refusal(outcome: PollOutcome) -> str | None:
@@ -201,199 +148,11 @@ def acknowledgement_refusal(outcome: PollOutcome) -> str | None:
     if reading is None:
         return "the tank has not been read yet"
     if reading.leak_state.is_leak:
-        return f"leak detectors still read {reading.leak_state.value} ({_leak_message(reading)})"
+        return f"leak detectors still read {reading.leak_state.value} ({leak_message(reading)})"
     if reading.leak_state is not LeakState.OK:
         bad = [d.name for d in reading.leak_detectors if d.state is None]
         return "leak detectors could not be read" + (f": {', '.join(bad)}" if bad else "")
     return None
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(value, 2)
-
-
-@dataclass
-class PollOutcome:
-    """What the last poll produced (kept between ticks)."""
-
-    reading: TankReading | None = None
-    """The last successful reading (kept across failed polls)."""
-    error: str | None = None
-    """The last poll's error, ``None`` when it succeeded."""
-    polled_at: datetime | None = None
-
-
-def desired_status(
-    *,
-    spec: ImmersionPodSpec,
-    generation: int | None,
-    current: Mapping[str, Any],
-    outcome: PollOutcome,
-    now: datetime,
-    nodes: int | None,
-    replicas: int | None = None,
-    latch: Mapping[str, Any] | EllipsisType | None = ...,
-    name: str | None = None,
-) -> dict[str, Any]:
-    """The status this tank should have now (pure). ``None`` values delete fields.
-
-    Measured fields come from the latest *successful* reading; on a failed poll the previous
-    values (and their ``lastReadingTime``) are kept, so consumers judge them by age. ``latch`` is
-    the leak latch before this reading (default: ``current["leakLatch"]``; ``None`` after an
-    accepted acknowledgement); :func:`next_latch` applies the reading to it.
-    """
-    conditions: Iterable[Mapping[str, Any]] | None = current.get("conditions")
-    status: dict[str, Any] = {"observedGeneration": generation}
-    reading = outcome.reading
-    before = current.get("leakLatch") if isinstance(latch, EllipsisType) else latch
-    leak_latch = next_latch(
-        before if isinstance(before, Mapping) else None,
-        reading,
-        latch_on=spec.leak_policy.latch_on,
-        now=now,
-    )
-    status["leakLatch"] = leak_latch
-    stale_after = float(spec.telemetry.stale_after_seconds)
-
-    if reading is not None:
-        head = compute_headroom(
-            reading,
-            capacity_kw=spec.power.capacity_kw,
-            safety_margin_percent=spec.power.safety_margin_percent,
-            heat_rejection_kw=spec.coolant.heat_rejection_kw,
-            max_return_temp_c=spec.coolant.max_return_temp_c,
-            density_kg_per_l=spec.coolant.density_kg_per_liter,
-            specific_heat_kj_per_kg_k=spec.coolant.specific_heat_kj_per_kg_k,
-        )
-        status.update(
-            {
-                "itLoadKW": _round(head.it_load_kw),
-                "powerHeadroomKW": _round(head.power_headroom_kw),
-                "thermalHeadroomKW": _round(head.thermal_headroom_kw),
-                "supplyTempC": _round(reading.supply_temp_c),
-                "returnTempC": _round(reading.return_temp_c),
-                "flowLitersPerMinute": _round(reading.flow_lpm),
-                "leakState": reading.leak_state.value,
-                "lastReadingTime": rfc3339(reading.observed_at),
-            }
-        )
-        last_reading: datetime | None = reading.observed_at
-    else:
-        for key in (*_MEASURED, "leakState", "lastReadingTime"):
-            if key in current:
-                status[key] = current[key]
-        raw_time = current.get("lastReadingTime")
-        last_reading = parse_time(raw_time) if isinstance(raw_time, str) else None
-        if last_reading is None:
-            status["leakState"] = LeakState.UNKNOWN.value
-
-    age = None if last_reading is None else max(0.0, (now - last_reading).total_seconds())
-    status["telemetryAgeSeconds"] = None if age is None else int(age)
-    if nodes is not None:
-        status["nodes"] = nodes
-    if replicas is not None:
-        status["replicas"] = replicas
-
-    # TelemetryFresh
-    if outcome.polled_at is None and last_reading is None:
-        fresh = ("Unknown", "AwaitingFirstPoll", "no reading yet")
-    elif age is not None and age <= stale_after:
-        problems = reading.problems if reading is not None else ()
-        message = (
-            "all fields valid"
-            if not problems
-            else "rejected: " + "; ".join(p.describe() for p in problems)[:1000]
-        )
-        if outcome.error is not None:
-            message += f"; last poll failed: {outcome.error[:500]}"
-        fresh = ("True", "ReadingFresh" if not problems else "PartialReading", message)
-    elif outcome.error is not None:
-        fresh = ("False", "TelemetryUnreachable", outcome.error[:1000])
-    elif age is None:
-        fresh = ("False", "NoReading", "no successful reading")
-    else:
-        fresh = ("False", "TelemetryStale", f"no reading within {int(stale_after)}s")
-
-    # LeakDetected / Cordoned
-    leak = LeakState(status.get("leakState", LeakState.UNKNOWN.value))
-    if leak.is_leak:
-        leak_cond = ("True", f"Leak{leak.value}", _leak_message(reading))
-    elif leak is LeakState.OK:
-        leak_cond = ("False", "NoLeak", "all leak detectors OK")
-    else:
-        leak_cond = ("Unknown", "LeakDetectorsUnreadable", "leak detectors could not be read")
-    action = spec.leak_policy.action.value
-    latched = LeakState(leak_latch["state"]) if leak_latch is not None else None
-    # what the placement engine acts on: the worse of the live and the latched state
-    effective = latched if latched is not None and _SEVERITY[latched] > _SEVERITY[leak] else leak
-    consequence = (
-        "; replicas are drained"
-        if action == "Drain" and effective is LeakState.CRITICAL
-        else "; replicas stay (Cordon)"
-        if action == "Cordon"
-        else "; replicas stay (a Warning latch does not drain)"
-    )
-    clear = f"after inspecting the tank, clear it: {clear_command(name)}"
-    if leak.is_leak:
-        cordon = (
-            "True",
-            "LeakDetected",
-            f"leak {leak.value}: no new placements"
-            + ("; replicas are drained" if action == "Drain" else "; replicas stay (Cordon)")
-            + (
-                f"; latched: once every detector reads OK, {clear}"
-                if leak_latch is not None
-                else ""
-            ),
-        )
-    elif leak_latch is not None:
-        cordon = (
-            "True",
-            "LeakLatched",
-            f"leak {leak_latch['state']} latched at {leak_latch['latchedAt']}"
-            + (f" ({leak_latch.get('message')})" if leak_latch.get("message") else "")
-            + f", detectors now {leak.value}: no new placements{consequence}; {clear}",
-        )
-    elif spec.cordoned:
-        cordon = ("True", "SpecCordoned", "spec.cordoned is true: no new placements")
-    else:
-        cordon = ("False", "NotCordoned", "")
-
-    # Ready: accepting new placements
-    if leak.is_leak:
-        ready = ("False", "LeakDetected", cordon[2])
-    elif leak_latch is not None:
-        ready = ("False", "LeakLatched", cordon[2])
-    elif spec.cordoned:
-        ready = ("False", "Cordoned", cordon[2])
-    elif fresh[0] != "True":
-        ready = ("False", fresh[1], fresh[2])
-    elif leak is not LeakState.OK:
-        ready = ("False", "LeakDetectorsUnreadable", leak_cond[2])
-    elif status.get("powerHeadroomKW") is None or status.get("thermalHeadroomKW") is None:
-        ready = ("False", "HeadroomUnknown", "power or thermal headroom cannot be computed")
-    else:
-        ready = ("True", "Accepting", "telemetry fresh, no leak, headroom known")
-
-    for type_, (value, reason, message) in (
-        (CONDITION_READY, ready),
-        (CONDITION_TELEMETRY_FRESH, fresh),
-        (CONDITION_LEAK, leak_cond),
-        (CONDITION_CORDONED, cordon),
-    ):
-        conditions = set_condition(
-            conditions, type_, value, reason, message, observed_generation=generation, now=now
-        )
-    # a valid spec is not stalled (InvalidSpec / an unsupported source set it)
-    status["conditions"] = remove_condition(conditions, STALLED)
-    return status
-
-
-def _leak_message(reading: TankReading | None) -> str:
-    if reading is None:
-        return "leak reported"
-    wet = [f"{d.name}={d.state.value}" for d in reading.leak_detectors if d.state is not None]
-    return "detectors: " + ", ".join(w for w in wet if not w.endswith("=OK"))
 
 
 def _moved(old: Any, new: Any, key: str) -> bool:
@@ -437,7 +196,7 @@ def needs_write(
     for key in ("observedGeneration", "leakState", "leakLatch", "nodes", "replicas"):
         if key in desired and current.get(key) != desired[key]:
             return True
-    for key in _MEASURED:
+    for key in MEASURED:
         if _moved(current.get(key), desired.get(key), key):
             return True
     stored, wanted = current.get("lastReadingTime"), desired.get("lastReadingTime")
@@ -540,7 +299,7 @@ class TankPoller:
             )
         self.reported_problems = problems
         if reading.leak_state.is_leak and not self.was_leaking:
-            self.warn("LeakDetected", f"leak {reading.leak_state.value}: {_leak_message(reading)}")
+            self.warn("LeakDetected", f"leak {reading.leak_state.value}: {leak_message(reading)}")
         self.was_leaking = reading.leak_state.is_leak
 
     def _poll_failed(self, error: RedfishError) -> None:
