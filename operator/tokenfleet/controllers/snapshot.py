@@ -323,6 +323,30 @@ def _owner(
     return label
 
 
+def _jobs_and_placements(
+    jobs: Iterable[JobView],
+    current: Mapping[str, Iterable[Placement]] | None,
+    parts: SnapshotParts,
+) -> tuple[list[Job], list[Placement]]:
+    """The valid jobs (an invalid one is recorded in ``parts``) and their current placements:
+    the planner's previous assignments, else the job's status record."""
+    job_objs: list[Job] = []
+    placements: list[Placement] = []
+    for jv in sorted(jobs, key=lambda j: j.key):
+        if jv.deleting:
+            continue
+        try:
+            job_objs.append(job_of(jv))
+        except (ValidationError, ValueError, TypeError) as exc:
+            parts.invalid_jobs[jv.key] = str(exc).splitlines()[0]
+            continue
+        if current is not None and jv.key in current:
+            placements.extend(current[jv.key])
+        else:
+            placements.extend(recorded_placements(jv))
+    return job_objs, placements
+
+
 def build_snapshot(
     *,
     now: float,
@@ -406,21 +430,7 @@ def build_snapshot(
             )
             parts.sites[info.name] = NodeSite("Vehicle", pool=pool)
 
-    job_objs: list[Job] = []
-    placements: list[Placement] = []
-    for jv in sorted(jobs, key=lambda j: j.key):
-        if jv.deleting:
-            continue
-        try:
-            job_objs.append(job_of(jv))
-        except (ValidationError, ValueError, TypeError) as exc:
-            parts.invalid_jobs[jv.key] = str(exc).splitlines()[0]
-            continue
-        if current is not None and jv.key in current:
-            placements.extend(current[jv.key])
-        else:
-            placements.extend(recorded_placements(jv))
-
+    job_objs, placements = _jobs_and_placements(jobs, current, parts)
     parts.snapshot = Snapshot(
         now=now,
         tanks=tuple(tank_objs),
