@@ -92,6 +92,7 @@ class OperatorContext:
             max_concurrency=config.triton_concurrency,
             per_endpoint_concurrency=4,
             metrics_offset=config.runtime_metrics_port - config.runtime_http_port,
+            monotonic=clock.monotonic,
         )
         return cls(
             config=config,

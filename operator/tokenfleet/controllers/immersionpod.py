@@ -468,7 +468,13 @@ class TankPoller:
             ),
         ):
             conditions = set_condition(
-                conditions, type_, value, reason, message, observed_generation=generation
+                conditions,
+                type_,
+                value,
+                reason,
+                message,
+                observed_generation=generation,
+                now=self.clock(),
             )
         conditions = set_condition(
             conditions,
@@ -477,6 +483,7 @@ class TankPoller:
             "UnsupportedTelemetrySource",
             "telemetry.source NodeAnnotations is not implemented: change it to Redfish",
             observed_generation=generation,
+            now=self.clock(),
         )
         if _conditions_key(conditions) == _conditions_key(status.get("conditions")):
             return None

@@ -207,6 +207,7 @@ async def vehiclepool_status(
             message=message,
             stalled=True,
             observed_generation=gen,
+            now=context.clock.now(),
         )
         if _conditions_key(conditions) != _conditions_key(status.get("conditions")):
             events.post(context.events, body, "Warning", "InvalidSpec", message)
