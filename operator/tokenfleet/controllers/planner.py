@@ -31,6 +31,7 @@ from typing import Any
 
 from tokenfleet import metrics
 from tokenfleet.clock import SYSTEM_CLOCK, Clock
+from tokenfleet.controllers.failures import FailureLedger, LoadBackoff
 from tokenfleet.controllers.fleet import FleetView
 from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.replicas import RUNTIME_FAILED, NodeKey
@@ -68,21 +69,6 @@ DRAIN_NOW = frozenset(
         RUNTIME_FAILED,
     }
 )
-
-NodeKeyJob = tuple[str, str]  # (job, node)
-#: a (job, node) back-off grows by this factor per consecutive load failure, up to MAX_FACTOR
-LOAD_BACKOFF_FACTOR = 2.0
-LOAD_BACKOFF_MAX_FACTOR = 8.0
-
-
-@dataclass(frozen=True)
-class LoadBackoff:
-    """A job's model failed to load on a node: the job avoids that node until ``until``
-    (monotonic s); ``failures`` in a row; ``message`` is the runtime's own text."""
-
-    until: float
-    failures: int
-    message: str
 
 
 @dataclass(frozen=True)
@@ -151,8 +137,7 @@ class Planner:
         self._slices: dict[str, JobSlice] = {}
         self._job_events: dict[str, asyncio.Event] = {}
         self._daemons: dict[str, int] = {}  # job -> its daemons running here (0 or 1, briefly 2)
-        self._failed_until: dict[str, float] = {}
-        self._load_failures: dict[NodeKeyJob, LoadBackoff] = {}
+        self.failures = FailureLedger(config.runtime_failure_backoff_seconds, clock)
         self._generations: dict[str, int] = {}
         self._plan_id = 0
         self._task: asyncio.Task[None] | None = None
@@ -233,17 +218,14 @@ class Planner:
         return self._sites.get(node)
 
     def report_runtime_failure(self, node: str, why: str) -> None:
-        """A runtime failed (load failed, runtime unreachable, model dropped): no new work there
-        for ``runtime_failure_backoff_seconds`` and its placements are re-placed."""
-        until = self.clock.monotonic() + self.config.runtime_failure_backoff_seconds
-        first = self._failed_until.get(node, 0.0) < self.clock.monotonic()
-        self._failed_until[node] = until
-        if first:
+        """A runtime failed (unreachable, lost its models): no new work there for
+        ``runtime_failure_backoff_seconds`` and its placements are re-placed."""
+        if self.failures.runtime_failure(node):
             log.warning("runtime on node %s failed (%s): re-placing its replicas", node, why)
         self.signal("runtime-failed", full=True)
 
     def runtime_failed(self, node: str) -> bool:
-        return self._failed_until.get(node, 0.0) > self.clock.monotonic()
+        return self.failures.runtime_failed(node)
 
     def record_tank_reading(self, tank: str, observed_at: float) -> None:
         """The tank's poller read it (epoch s of the reading): the planner judges the tank's
@@ -257,51 +239,26 @@ class Planner:
         self._tank_readings.pop(tank, None)
 
     def report_load_failure(self, job: str, node: str, why: str) -> None:
-        """The job's model failed to load on ``node``: that replica and that job only. The job
-        avoids the node for a back-off (``runtime_failure_backoff_seconds``, doubled per failure
-        in a row up to 8x); the runtime and every other job's replicas there are untouched."""
-        now = self.clock.monotonic()
-        previous = self._load_failures.get((job, node))
-        failures = previous.failures + 1 if previous is not None else 1
-        factor = min(LOAD_BACKOFF_FACTOR ** (failures - 1), LOAD_BACKOFF_MAX_FACTOR)
-        until = now + self.config.runtime_failure_backoff_seconds * factor
-        self._load_failures[(job, node)] = LoadBackoff(until, failures, why)
+        """The job's model failed to load on ``node``: that replica and that job only (see
+        :mod:`~tokenfleet.controllers.failures`); the runtime and other jobs are untouched."""
+        backoff = self.failures.load_failure(job, node, why)
         log.warning(
             "job %s: model failed to load on %s (%s): retry there in %.0f s",
             job,
             node,
             why,
-            until - now,
+            backoff.until - self.clock.monotonic(),
         )
         self.signal("load-failed", full=True)
 
     def load_succeeded(self, job: str, node: str) -> None:
-        """A load of the job's model on ``node`` worked: its back-off there starts over."""
-        self._load_failures.pop((job, node), None)
+        self.failures.load_succeeded(job, node)
 
     def load_failed(self, job: str, node: str) -> bool:
-        """The job is in its load back-off on ``node``."""
-        backoff = self._load_failures.get((job, node))
-        return backoff is not None and backoff.until > self.clock.monotonic()
+        return self.failures.load_failed(job, node)
 
     def load_failure(self, job: str) -> tuple[str, LoadBackoff] | None:
-        """The job's latest load failure still in back-off, as (node, back-off)."""
-        now = self.clock.monotonic()
-        live = [(n, b) for (j, n), b in self._load_failures.items() if j == job and b.until > now]
-        return max(live, key=lambda nb: nb[1].until) if live else None
-
-    def _avoid_nodes(self, generations: Mapping[str, int]) -> dict[str, frozenset[str]]:
-        """job -> nodes in its load back-off (a new spec generation of a job starts over)."""
-        now = self.clock.monotonic()
-        for job, node in list(self._load_failures):
-            changed = self._generations.get(job, generations.get(job)) != generations.get(job)
-            if changed or job not in generations:
-                self._load_failures.pop((job, node), None)
-        avoid: dict[str, set[str]] = {}
-        for (job, node), backoff in self._load_failures.items():
-            if backoff.until > now:
-                avoid.setdefault(job, set()).add(node)
-        return {job: frozenset(nodes) for job, nodes in avoid.items()}
+        return self.failures.latest_load_failure(job)
 
     # ---- planning -----------------------------------------------------------------------------
 
@@ -389,7 +346,7 @@ class Planner:
         )
         parts.snapshot, verdicts = self._unknown.observe(parts.snapshot)
         await _report_time_verdicts(verdicts, self.kube)
-        avoid = self._avoid_nodes({j.key: j.generation for j in jobs})
+        avoid = self.failures.avoid_nodes({j.key: j.generation for j in jobs}, self._generations)
         if avoid:
             parts.snapshot = dataclasses.replace(
                 parts.snapshot,
