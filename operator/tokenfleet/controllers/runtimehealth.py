@@ -40,9 +40,6 @@ from tokenfleet.serving.runtime import RuntimePool
 
 log = logging.getLogger(__name__)
 
-#: placement states whose runtime is probed (the replica is, or is about to be, or still is there)
-PROBED_STATES = ON_RUNTIME
-
 
 class ProbeResult(enum.StrEnum):
     READY = "ready"
@@ -71,7 +68,7 @@ def jobs_by_node(jobs: Iterable[JobView], live: Collection[str]) -> dict[str, fr
             continue
         for p in job.placements:
             node = p.get("node")
-            if node and p.get("state") in PROBED_STATES:
+            if node and p.get("state") in ON_RUNTIME:
                 out.setdefault(str(node), set()).add(job.key)
     return {node: frozenset(keys) for node, keys in out.items()}
 

@@ -40,9 +40,6 @@ from tokenfleet.placement.model import LeakState
 from tokenfleet.telemetry.node import NodeInfo, selector_matches
 from tokenfleet.telemetry.vehicle import MAX_FUTURE_SKEW_SECONDS, parse_time
 
-#: placement states that occupy a node (the decision record's live entries)
-ACTIVE_STATES = HOLDING
-
 
 @dataclass(frozen=True)
 class ClusterView:
@@ -275,7 +272,7 @@ def recorded_placements(view: JobView) -> list[Placement]:
     """The job's live placements from its decision record (status.placements)."""
     counts: dict[tuple[str, str], int] = {}
     for entry in view.placements:
-        if entry.get("state") in ACTIVE_STATES and entry.get("node") and entry.get("variant"):
+        if entry.get("state") in HOLDING and entry.get("node") and entry.get("variant"):
             key = (str(entry["node"]), str(entry["variant"]))
             counts[key] = counts.get(key, 0) + 1
     return [
