@@ -36,7 +36,7 @@ from tokenfleet.controllers.watchfilter import WatchFilter
 from tokenfleet.serving.runtime import RuntimePool
 
 if TYPE_CHECKING:
-    from tokenfleet.controllers.inferencejob import JobWorker
+    from tokenfleet.controllers.jobworker import JobWorker
 
 MEMO_KEY: Final = "tokenfleet"
 """The key of the operator context in kopf's memo."""
