@@ -11,8 +11,9 @@ from typing import Any
 
 import kopf
 
-from tokenfleet.controllers.context import context_of
+from tokenfleet.controllers.context import MEMO_KEY, OperatorContext, context_of
 from tokenfleet.controllers.planner import raise_if_ended
+from tokenfleet.controllers.settings import OperatorConfig
 
 
 @kopf.on.startup(id="tokenfleet_start")
@@ -21,6 +22,10 @@ async def start_operator(
 ) -> None:
     """Configure kopf and start the operator's background parts (kopf passes every index as a
     keyword argument: live views, attached to the fleet view)."""
+    if MEMO_KEY not in memo:
+        # run by plain `kopf run -m tokenfleet.controllers.…` (no memo to hand in): the context
+        # is built here, from the environment, as `tokenfleet run` would build it
+        memo[MEMO_KEY] = OperatorContext.build(OperatorConfig.from_env())
     indexes = {k: v for k, v in kwargs.items() if isinstance(v, Mapping)}
     await context_of(memo).start(settings, indexes, logger)
 
