@@ -16,13 +16,8 @@ from e2e.sim.tank import TankSimulator
 
 from tokenfleet.api.conditions import get_condition
 from tokenfleet.api.models import LeakSeverity
-from tokenfleet.controllers.immersionpod import (
-    PollOutcome,
-    TankPoller,
-    acknowledgement_refusal,
-    needs_write,
-    next_latch,
-)
+from tokenfleet.controllers.tankpoller import TankPoller, acknowledgement_refusal, needs_write
+from tokenfleet.controllers.tankstatus import PollOutcome, next_latch
 from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED, TELEMETRY_REJECTED
 from tokenfleet.telemetry.immersion import Health, LeakDetector, LeakState, TankReading
 

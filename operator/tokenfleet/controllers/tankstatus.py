@@ -2,7 +2,7 @@
 
 :func:`desired_status` composes the measured fields (:func:`measured_status`), the four
 conditions — :func:`telemetry_fresh`, :func:`leak_detected`, :func:`cordoned`, :func:`ready` —
-and the leak latch (:func:`next_latch`). The poller in :mod:`tokenfleet.controllers.immersionpod`
+and the leak latch (:func:`next_latch`). The poller in :mod:`tokenfleet.controllers.tankpoller`
 does the I/O and decides when to write.
 """
 
