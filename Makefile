@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TRITON_VENV := .venv-triton
 STAMP := $(VENV)/.installed
 
-.PHONY: install triton-venv lint typecheck crds crds-check unit bench bench-smoke e2e test \
+.PHONY: install triton-venv lint imports typecheck crds crds-check unit bench bench-smoke e2e test \
         cluster-build cluster-up cluster-down dev clean promtool
 
 ## install: create .venv with the project and everything its tests need
@@ -29,9 +29,13 @@ $(TRITON_VENV)/.installed:
 	$(TRITON_VENV)/bin/pip install --quiet 'nvidia-pytriton==0.7.0' 'numpy<2'
 	@touch $@
 
-lint: install
+lint: install imports
 	$(BIN)/ruff check operator tests e2e bench
 	$(BIN)/ruff format --check operator tests e2e bench
+
+## imports: the import layers (import-linter contracts in pyproject.toml; see ARCHITECTURE.md)
+imports: install
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

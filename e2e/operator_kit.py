@@ -37,13 +37,15 @@ from kubernetes.client.exceptions import ApiException
 from e2e.cluster.fleet import REPO, Fleet
 from e2e.runtime.launcher import TritonFleet
 from e2e.sim.tank import TankSimulator, ThreadedTankSimulator
+from tokenfleet.controllers.settings import OperatorConfig
 
 T = TypeVar("T")
 
 GROUP = "tokenfleet.io"
 VERSION = "v1alpha1"
 RUNTIME_NS = "tokenfleet-system"
-RUNTIME_LABELS = {"app.kubernetes.io/name": "tokenfleet-runtime"}
+#: the runtime pod label, as the operator's config spells it (TOKENFLEET_RUNTIME_POD_LABEL)
+RUNTIME_LABELS = {OperatorConfig().runtime_label_key: OperatorConfig().runtime_label_value}
 RIG_LABEL = "e2e.tokenfleet.io/rig"
 TOKENFLEET = REPO / ".venv" / "bin" / "tokenfleet"
 
@@ -431,7 +433,7 @@ class Rig:
 
     def runtime_pod_ips(self) -> dict[str, str]:
         """node -> runtime pod IP (fake kwok addresses: compared, never dialled)."""
-        selector = f"app.kubernetes.io/name=tokenfleet-runtime,{RIG_LABEL}={self.id}"
+        selector = f"{OperatorConfig().runtime_pod_label},{RIG_LABEL}={self.id}"
         pods = self.core.list_namespaced_pod(RUNTIME_NS, label_selector=selector).items
         return {
             p.spec.node_name: p.status.pod_ip

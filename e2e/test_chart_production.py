@@ -188,7 +188,10 @@ def test_every_runtime_port_reaches_the_runtimes_and_the_operator(
     assert env["TOKENFLEET_RUNTIME_HTTP_PORT"] == "9000"
     assert env["TOKENFLEET_RUNTIME_GRPC_PORT"] == "9001"
     assert env["TOKENFLEET_RUNTIME_METRICS_PORT"] == "9102"
+    # the operator finds the runtime pods by the label the chart gives them (one spelling)
+    key, _, value = env["TOKENFLEET_RUNTIME_POD_LABEL"].partition("=")
     for ds in (d for d in docs if is_runtime_set(d)):
+        assert ds["spec"]["template"]["metadata"]["labels"][key] == value
         args = container(ds)["args"]
         assert {"--http-port=9000", "--grpc-port=9001", "--metrics-port=9102"} <= set(args)
         ports = {p["name"]: p["containerPort"] for p in container(ds)["ports"]}

@@ -21,8 +21,9 @@ from tokenfleet.api.conditions import get_condition
 
 GROUP, VERSION = "tokenfleet.io", "v1alpha1"
 MODULES = (
-    "tokenfleet.controllers.settings",
-    "tokenfleet.controllers.nodes",
+    "tokenfleet.controllers.lifecycle",  # the startup handler builds the operator context
+    "tokenfleet.controllers.indexes",
+    "tokenfleet.controllers.watches",
     "tokenfleet.controllers.immersionpod",
     "tokenfleet.controllers.vehiclepool",
 )

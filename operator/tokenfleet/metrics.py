@@ -4,20 +4,37 @@ Names follow the Prometheus conventions: ``tokenfleet_`` prefix, base units in t
 (``_seconds``, ``_kilowatts``), ``_total`` for counters, no unit-less ratios hidden in gauges.
 Controllers import the objects below; :func:`serve` starts the HTTP endpoint.
 
-Telemetry series (tank headroom, eligible vehicles per pool, telemetry age, rejected readings)
-live in :mod:`tokenfleet.telemetry.metrics` (same default registry, served by :func:`serve`):
-``tokenfleet_tank_headroom_kilowatts{tank,resource}``,
-``tokenfleet_vehiclepool_vehicles{pool,state}``, ``tokenfleet_telemetry_age_seconds{kind,name}``,
-``tokenfleet_telemetry_rejected_total{kind,field,problem}``.
+Every series of the operator is defined here (the gateway, a separate process, has its own in
+:mod:`tokenfleet.gateway.metrics`). The telemetry series:
+
+=============================================  =======  ======================================
+name                                           type     labels
+=============================================  =======  ======================================
+tokenfleet_telemetry_rejected_total            counter  kind (vehicle|tank), field, problem
+tokenfleet_telemetry_age_seconds               gauge    kind (tank|vehiclepool), name
+tokenfleet_telemetry_poll_total                counter  tank, result (ok|error)
+tokenfleet_tank_headroom_kilowatts             gauge    tank, resource (power|thermal)
+tokenfleet_tank_it_load_kilowatts              gauge    tank
+tokenfleet_tank_leak_detected                  gauge    tank (1 = Warning/Critical)
+tokenfleet_vehiclepool_vehicles                gauge    pool, state (total|eligible|serving)
+tokenfleet_vehiclepool_ineligible_vehicles     gauge    pool, reason
+=============================================  =======  ======================================
+
+Label cardinality: ``field`` and ``problem`` are bounded enums; vehicles are never a label
+(``tokenfleet_telemetry_age_seconds{kind="vehiclepool"}`` is the oldest fresh-or-not reading
+in the pool). A series whose value becomes unknown is removed, not set to a guess.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from tokenfleet.api.models import PlacementState, Target
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -99,6 +116,82 @@ TANK_LEAK_ACKNOWLEDGEMENTS = Counter(
     "(cleared, refused, notLatched).",
     ["tank", "result"],
 )
+
+
+# ---- telemetry --------------------------------------------------------------------------------
+
+TELEMETRY_REJECTED: Final = Counter(
+    "tokenfleet_telemetry_rejected",
+    "Telemetry fields rejected as unknown (missing, unparsable, out of range, non-finite, stale).",
+    ["kind", "field", "problem"],
+)
+TELEMETRY_AGE: Final = Gauge(
+    "tokenfleet_telemetry_age_seconds",
+    "Age of the latest telemetry reading (tank), or of the oldest vehicle reading (vehiclepool).",
+    ["kind", "name"],
+)
+TELEMETRY_POLLS: Final = Counter(
+    "tokenfleet_telemetry_poll",
+    "Redfish polls of an immersion tank by result.",
+    ["tank", "result"],
+)
+TANK_HEADROOM: Final = Gauge(
+    "tokenfleet_tank_headroom_kilowatts",
+    "Tank headroom in kW (power: limit minus IT load; thermal: heat limit minus heat).",
+    ["tank", "resource"],
+)
+TANK_IT_LOAD: Final = Gauge(
+    "tokenfleet_tank_it_load_kilowatts", "Measured IT load of a tank in kW.", ["tank"]
+)
+TANK_LEAK: Final = Gauge(
+    "tokenfleet_tank_leak_detected",
+    "1 when a tank's leak detectors report Warning/Critical.",
+    ["tank"],
+)
+POOL_VEHICLES: Final = Gauge(
+    "tokenfleet_vehiclepool_vehicles", "Vehicles in a pool by state.", ["pool", "state"]
+)
+POOL_INELIGIBLE: Final = Gauge(
+    "tokenfleet_vehiclepool_ineligible_vehicles",
+    "Vehicles of a pool that cannot take new work, by reason.",
+    ["pool", "reason"],
+)
+
+
+def clear_gauge(gauge: Gauge, *labels: str) -> None:
+    """Remove a labelled series if present (unknown values are not exported as numbers)."""
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)
+
+
+# ---- a job's series ---------------------------------------------------------------------------
+
+
+def record_job_status(namespace: str, job: str, status: Mapping[str, Any]) -> None:
+    """The job's gauges from the status it just wrote (wire names)."""
+    READY_REPLICAS.labels(namespace=namespace, job=job).set(status.get("readyReplicas") or 0)
+    DESIRED_REPLICAS.labels(namespace=namespace, job=job).set(status.get("desiredReplicas") or 0)
+    SERVED_TOKENS.labels(namespace=namespace, job=job).set(
+        status.get("servedTokensPerSecond") or 0.0
+    )
+    counts: dict[tuple[str, str], int] = {}
+    for p in status.get("placements") or ():
+        k = (str(p.get("target")), str(p.get("state")))
+        counts[k] = counts.get(k, 0) + 1
+    for target in Target:
+        for state in PlacementState:
+            PLACEMENTS.labels(
+                namespace=namespace, job=job, target=target.value, state=state.value
+            ).set(counts.get((target.value, state.value), 0))
+
+
+def forget_job(namespace: str, job: str) -> None:
+    """Drop a deleted job's series."""
+    for target in Target:
+        for state in PlacementState:
+            clear_gauge(PLACEMENTS, namespace, job, target.value, state.value)
+    for gauge in (READY_REPLICAS, DESIRED_REPLICAS, SERVED_TOKENS):
+        clear_gauge(gauge, namespace, job)
 
 
 @contextlib.contextmanager

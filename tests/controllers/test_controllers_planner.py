@@ -14,7 +14,9 @@ import pytest
 from fixtures_controllers import INT4, NOW, job_view, pool_view, vehicle
 from prometheus_client import REGISTRY
 
+from tokenfleet.clock import ManualClock
 from tokenfleet.controllers import planner as planner_mod
+from tokenfleet.controllers.fleet import FleetView, IndexId
 from tokenfleet.controllers.nodes import ServingReplica
 from tokenfleet.controllers.planner import Planner, _Signals
 from tokenfleet.controllers.settings import OperatorConfig
@@ -29,22 +31,29 @@ def _index(items: Iterable[Any], key: Any) -> dict[str, list[Any]]:
     return out
 
 
+def new_planner(config: OperatorConfig, clock: ManualClock | None = None) -> Planner:
+    clock = clock or ManualClock(NOW.timestamp(), 1000.0)
+    return Planner(config, FleetView(config), clock=clock)
+
+
 class Fleet:
     def __init__(self, nodes: list[NodeInfo], jobs: list[JobView]) -> None:
         self.nodes = {n.name: n for n in nodes}
         self.jobs = jobs
-        self.planner = Planner(OperatorConfig())
+        self.clock = ManualClock(NOW.timestamp(), 1000.0)
+        self.planner = new_planner(OperatorConfig(), self.clock)
         self.refresh()
 
     def refresh(self) -> None:
-        self.planner.attach(
+        self.planner.fleet.attach(
             {
                 "nodes_by_name": _index(self.nodes.values(), lambda n: n.name),
                 "runtime_pods_by_node": {},
                 "planner_tanks": {},
                 "planner_pools": _index([pool_view()], lambda p: p.name),
                 "planner_jobs": _index(self.jobs, lambda j: j.key),
-            }
+            },
+            partial=True,
         )
 
     async def replan(self, *, node: str | None = None, full: bool = True) -> None:
@@ -53,11 +62,6 @@ class Fleet:
         if node:
             signals.nodes.add(node)
         await self.planner.replan(signals)
-
-
-@pytest.fixture(autouse=True)
-def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(planner_mod.time, "time", lambda: NOW.timestamp())
 
 
 async def test_slices_desired_and_job_event() -> None:
@@ -118,11 +122,7 @@ async def test_runtime_failure_evicts_and_blocks_the_node() -> None:
     assert moved.removals[(victim, "int4")].reason == "RuntimeFailed"
 
 
-async def test_a_load_failure_backs_off_that_job_on_that_node_only(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(planner_mod.time, "monotonic", lambda: clock[0])
+async def test_a_load_failure_backs_off_that_job_on_that_node_only() -> None:
     jobs = [
         job_view("ghost", replicas=(1, 1), target=20),
         job_view("chat", replicas=(1, 1), target=20),
@@ -144,10 +144,10 @@ async def test_a_load_failure_backs_off_that_job_on_that_node_only(
     assert node == "car-1" and "no such model" in backoff.message
     # back-off doubles per failure in a row: 60 s, then 120 s
     base = OperatorConfig().runtime_failure_backoff_seconds
-    assert backoff.until == clock[0] + base
+    assert backoff.until == fleet.clock.monotonic() + base
     fleet.planner.report_load_failure("ns/ghost", "car-1", "again")
-    assert fleet.planner.load_failure("ns/ghost")[1].until == clock[0] + 2 * base  # type: ignore[index]
-    clock[0] += 2 * base + 1
+    assert fleet.planner.load_failure("ns/ghost")[1].until == fleet.clock.monotonic() + 2 * base  # type: ignore[index]
+    fleet.clock.advance(2 * base + 1)
     assert not fleet.planner.load_failed("ns/ghost", "car-1")
     # a new spec generation starts over
     fleet.planner.report_load_failure("ns/ghost", "car-1", "third")
@@ -205,10 +205,10 @@ async def test_dial_policy_refuses_addresses_outside_its_networks() -> None:
     loopback_car = dataclasses.replace(vehicle("car-1"), runtime_endpoint="127.0.0.1:41000")
     pod_ip_car = dataclasses.replace(vehicle("car-2"), runtime_endpoint="10.244.0.9:8000")
     fleet = Fleet([loopback_car, pod_ip_car], [job_view(replicas=(2, 2), target=40)])
-    fleet.planner = Planner(OperatorConfig(runtime_dial_networks="127.0.0.0/8"))
+    fleet.planner = new_planner(OperatorConfig(runtime_dial_networks="127.0.0.0/8"))
     await fleet.replan()
-    assert fleet.planner.runtime_endpoint("car-1") == "127.0.0.1:41000"
-    assert fleet.planner.runtime_endpoint("car-2") is None
+    assert fleet.planner.fleet.runtime_endpoint("car-1") == "127.0.0.1:41000"
+    assert fleet.planner.fleet.runtime_endpoint("car-2") is None
     slice_ = fleet.planner.slice_for("ns/chat")
     assert slice_ is not None
     assert {node for node, _ in slice_.desired} == {"car-1"}, "never place where it can't dial"
@@ -218,7 +218,7 @@ def test_invalid_dial_networks_stop_the_planner_naming_the_value() -> None:
     from tokenfleet.serving.errors import EndpointError
 
     with pytest.raises(EndpointError, match="bad network 'loopback'"):
-        Planner(OperatorConfig(runtime_dial_networks="loopback"))
+        FleetView(OperatorConfig(runtime_dial_networks="loopback"))
 
 
 def test_periodic_timer_successes_are_not_logged_but_failures_are() -> None:
@@ -236,16 +236,16 @@ def test_periodic_timer_successes_are_not_logged_but_failures_are() -> None:
 
 
 def test_a_runtime_pod_change_kicks_only_the_jobs_served_on_its_node() -> None:
-    planner = Planner(OperatorConfig())
+    planner = new_planner(OperatorConfig())
     served = {
         "car-1": [ServingReplica("ns/chat", 1, 20.0), ServingReplica("ns/code", 2, 40.0)],
         "car-2": [ServingReplica("ns/docs", 1, 20.0)],
     }
-    planner.attach({"serving_by_node": served})
+    planner.fleet.attach({IndexId.SERVING_BY_NODE: served}, partial=True)
     events = {k: planner.job_event(k) for k in ("ns/chat", "ns/code", "ns/docs")}
-    assert planner.jobs_serving_on("car-1") == {"ns/chat", "ns/code"}
-    assert planner.jobs_serving_on("car-9") == set()
-    planner.kick_jobs(planner.jobs_serving_on("car-1"))
+    assert planner.fleet.jobs_serving_on("car-1") == {"ns/chat", "ns/code"}
+    assert planner.fleet.jobs_serving_on("car-9") == set()
+    planner.kick_jobs(planner.fleet.jobs_serving_on("car-1"))
     assert {k for k, e in events.items() if e.is_set()} == {"ns/chat", "ns/code"}
 
 
@@ -293,9 +293,7 @@ async def test_a_higher_priority_job_preempts_with_reason_preempted() -> None:
     assert again.removals[("car-0", "int4")].reason == "Preempted"
 
 
-async def test_a_deadline_wakes_the_planner_and_rechecks_without_an_event(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_deadline_wakes_the_planner_and_rechecks_without_an_event() -> None:
     # car-0 enters its drain lead (900 s, band 918 s) 40 s from now; nothing will report it
     soon = vehicle("car-0", departure_time=fixtures_controllers.rfc(NOW + timedelta(seconds=940)))
     fleet = Fleet([soon, vehicle("car-1")], [job_view(replicas=(2, 2), target=40)])
@@ -304,7 +302,7 @@ async def test_a_deadline_wakes_the_planner_and_rechecks_without_an_event(
     assert first is not None and {n for n, _ in first.desired} == {"car-0", "car-1"}
     timeout, why = fleet.planner._next_wake()
     assert why == "deadline" and 0 < timeout <= 22
-    monkeypatch.setattr(planner_mod.time, "time", lambda: NOW.timestamp() + 120)
+    fleet.clock.advance(120)
     fleet.refresh()
     await fleet.planner.replan(_Signals(triggers={"deadline"}))
     after = fleet.planner.slice_for("ns/chat")

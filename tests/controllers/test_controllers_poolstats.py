@@ -9,10 +9,10 @@ from typing import Any
 import kopf
 import pytest
 
+from tokenfleet.controllers.context import OperatorContext, context_of, operator_memo
 from tokenfleet.controllers.nodes import ServingReplica
 from tokenfleet.controllers.poolstats import (
     ENERGY_DEADBAND_KWH,
-    EVICTIONS,
     EvictionLedger,
     PoolTally,
     advance,
@@ -21,6 +21,7 @@ from tokenfleet.controllers.poolstats import (
     tally_write_due,
     utc_day,
 )
+from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.vehiclepool import pool_watts, vehiclepool_status
 from tokenfleet.telemetry.node import parse_node
 
@@ -168,6 +169,14 @@ SPEC = {
 def _tick(status: dict[str, Any], memo: kopf.Memo, serving: dict[str, Any]) -> dict[str, Any]:
     patch = kopf.Patch()
     car = _car("car-1")
+    context_of(memo).fleet.attach(
+        {
+            "nodes_by_name": {"car-1": [car]},
+            "nodes_by_pool": {"vans": [car]},
+            "serving_by_node": serving,
+        },
+        partial=True,
+    )
     asyncio.run(
         vehiclepool_status(
             name="vans",
@@ -177,16 +186,14 @@ def _tick(status: dict[str, Any], memo: kopf.Memo, serving: dict[str, Any]) -> d
             meta=kopf.Meta(kopf.Body({"metadata": {"uid": "u-vans", "generation": 1}})),
             memo=memo,
             patch=patch,
-            nodes_by_name={"car-1": [car]},
-            nodes_by_pool={"vans": [car]},
-            serving_by_node=serving,
         )
     )
     return dict(patch.get("status") or {})
 
 
 def test_timer_writes_the_account_on_change_only() -> None:
-    memo = kopf.Memo()
+    context = OperatorContext.build(OperatorConfig())
+    memo = operator_memo(context)
     serving = {"car-1": [ServingReplica("ns/a", 1, 20.0, 60.0)]}
     first = _tick({}, memo, serving)
     today = utc_day(datetime.now(UTC))
@@ -194,10 +201,11 @@ def test_timer_writes_the_account_on_change_only() -> None:
     assert first["evictions"] == [] and first["vehicles"]["serving"] == 1
     status = first
     assert _tick(status, memo, serving) == {}  # 60 W for a few ms: inside the deadband
-    EVICTIONS.record("vans", "NotPluggedIn")
+    context.evictions.record("vans", "NotPluggedIn")
     second = _tick(status, memo, serving)
     assert second["evictions"] == [{"reason": "NotPluggedIn", "count": 1}]
     assert "vehicles" not in second  # only the account changed
     assert _tick(status | second, memo, serving) == {}
     # a restarted operator (empty memo) continues from status, nothing to write
-    assert _tick(status | second, kopf.Memo(), serving) == {}
+    restarted = operator_memo(OperatorContext.build(OperatorConfig()))
+    assert _tick(status | second, restarted, serving) == {}

@@ -9,6 +9,7 @@ from typing import Any
 from fixtures_controllers import job_view, vehicle
 from prometheus_client import REGISTRY
 
+from tokenfleet.controllers.fleet import FleetView
 from tokenfleet.controllers.nodes import RuntimePod
 from tokenfleet.controllers.planner import Planner
 from tokenfleet.controllers.runtimehealth import (
@@ -90,16 +91,17 @@ def _refused_port() -> int:
 
 def _planner(nodes: list[NodeInfo], jobs: list[Any], pods: list[RuntimePod]) -> Planner:
     config = OperatorConfig(runtime_dial_networks="127.0.0.0/8", triton_request_timeout_seconds=2)
-    planner = Planner(config)
+    planner = Planner(config, FleetView(config))
     by_node: dict[str, list[RuntimePod]] = {}
     for pod in pods:
         by_node.setdefault(pod.node, []).append(pod)
-    planner.attach(
+    planner.fleet.attach(
         {
             "nodes_by_name": {n.name: [n] for n in nodes},
             "runtime_pods_by_node": by_node,
             "planner_jobs": {j.key: [j] for j in jobs},
-        }
+        },
+        partial=True,
     )
     return planner
 
@@ -129,7 +131,7 @@ async def test_a_refused_runtime_wakes_its_jobs_only() -> None:
     events = {key: planner.job_event(key) for key in ("ns/a", "ns/b", "ns/c", "ns/d")}
     before = _count("unreachable")
     async with RuntimePool(timeout=2) as pool:
-        prober = RuntimeProber(planner, planner.config, pool=lambda: pool)
+        prober = RuntimeProber(planner, planner.config, pool=pool)
         results = await prober.probe_round()
         assert results == {dead: ProbeResult.UNREACHABLE}
         assert pool.endpoints == [dead]  # the pod address was never dialled
@@ -139,7 +141,7 @@ async def test_a_refused_runtime_wakes_its_jobs_only() -> None:
     assert list(prober.failing) == [dead]
 
     # the placement is Failed now (the daemon's doing): the runtime is no longer probed
-    planner.attach({**planner.indices, "planner_jobs": {}})
+    planner.fleet.attach({**planner.fleet.indexes, "planner_jobs": {}}, partial=True)
     assert await prober.probe_round() == {}
     assert REGISTRY.get_sample_value("tokenfleet_failing_runtimes") == 0
     await prober.stop()
@@ -152,13 +154,14 @@ async def test_a_paused_operator_probes_nothing() -> None:
     planner.daemon_running("ns/a", True)
     planner.daemon_running("ns/a", False)  # kopf stopped the daemon (peering paused us)
     async with RuntimePool(timeout=2) as pool:
-        prober = RuntimeProber(planner, planner.config, pool=lambda: pool)
+        prober = RuntimeProber(planner, planner.config, pool=pool)
         assert await prober.probe_round() == {}
         assert pool.endpoints == []
     assert not planner.job_event("ns/a").is_set()
 
 
 def test_disabled_prober_starts_no_task() -> None:
-    prober = RuntimeProber(Planner(OperatorConfig()), OperatorConfig(runtime_probe_seconds=0))
+    config = OperatorConfig(runtime_probe_seconds=0)
+    prober = RuntimeProber(Planner(config, FleetView(config)), config, RuntimePool())
     prober.start()
     assert not prober.enabled and prober.task is None

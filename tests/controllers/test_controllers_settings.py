@@ -10,8 +10,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tokenfleet import metrics
-from tokenfleet.controllers.inferencejob import Entry, _same_status
+from tokenfleet.clock import SYSTEM_CLOCK
+from tokenfleet.controllers.jobstatus import same_status as _same_status
 from tokenfleet.controllers.main import _namespaces
+from tokenfleet.controllers.replicas import from_wire
 from tokenfleet.controllers.settings import FINALIZER, OperatorConfig, apply_kopf_settings
 
 
@@ -90,10 +92,10 @@ def test_record_entries_round_trip_and_reject_garbage() -> None:
         "since": "2026-11-25T12:00:00Z",
         "reason": "Placed",
     }
-    entry = Entry.from_wire(raw)
+    entry = from_wire(raw, SYSTEM_CLOCK)
     assert entry is not None and entry.to_wire() == raw
-    assert Entry.from_wire({**raw, "state": "Exploded"}) is None
-    assert Entry.from_wire({**raw, "node": ""}) is None
+    assert from_wire({**raw, "state": "Exploded"}, SYSTEM_CLOCK) is None
+    assert from_wire({**raw, "node": ""}, SYSTEM_CLOCK) is None
 
 
 def test_same_status_ignores_nothing_it_sets() -> None:
@@ -114,3 +116,34 @@ def test_runtime_ports_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     config = OperatorConfig.from_env()
     assert (config.runtime_http_port, config.runtime_grpc_port) == (9000, 9001)
     assert config.runtime_metrics_port == 9102
+
+
+def test_runtime_pods_are_found_by_the_configured_label_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kopf
+
+    from tokenfleet.controllers.context import OperatorContext, operator_memo
+    from tokenfleet.controllers.indexes import runtime_pods_by_node
+
+    monkeypatch.setenv("TOKENFLEET_RUNTIME_POD_LABEL", "example.com/runtime=triton")
+    config = OperatorConfig.from_env()
+    memo = operator_memo(OperatorContext.build(config))
+    settings = kopf.OperatorSettings()
+    apply_kopf_settings(settings, config)
+    assert settings.watching.label_selectors["pods"] == "example.com/runtime=triton"
+
+    def pod(labels: dict[str, str]) -> kopf.Body:
+        return kopf.Body(
+            {
+                "metadata": {"namespace": "rt", "name": "p", "labels": labels},
+                "spec": {"nodeName": "car-1"},
+                "status": {"podIP": "127.0.0.1"},
+            }
+        )
+
+    ours = {"example.com/runtime": "triton"}
+    found = runtime_pods_by_node(body=pod(ours), labels=ours, memo=memo)
+    assert found is not None and found["car-1"].name == "p"
+    default = {"app.kubernetes.io/name": "tokenfleet-runtime"}
+    assert runtime_pods_by_node(body=pod(default), labels=default, memo=memo) is None

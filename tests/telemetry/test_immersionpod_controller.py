@@ -16,16 +16,10 @@ from e2e.sim.tank import TankSimulator
 
 from tokenfleet.api.conditions import get_condition
 from tokenfleet.api.models import LeakSeverity
-from tokenfleet.controllers.immersionpod import (
-    PollOutcome,
-    TankPoller,
-    acknowledgement_refusal,
-    needs_write,
-    next_latch,
-)
-from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED
+from tokenfleet.controllers.tankpoller import TankPoller, acknowledgement_refusal, needs_write
+from tokenfleet.controllers.tankstatus import PollOutcome, next_latch
+from tokenfleet.metrics import TANK_LEAK_ACKNOWLEDGEMENTS, TANK_LEAK_LATCHED, TELEMETRY_REJECTED
 from tokenfleet.telemetry.immersion import Health, LeakDetector, LeakState, TankReading
-from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
@@ -316,8 +310,10 @@ def test_needs_write_deadbands() -> None:
 
 
 def test_count_tank_nodes_and_replicas() -> None:
+    from tokenfleet.controllers.fleet import FleetView
     from tokenfleet.controllers.immersionpod import count_tank
     from tokenfleet.controllers.nodes import ServingReplica
+    from tokenfleet.controllers.settings import OperatorConfig
     from tokenfleet.telemetry.node import parse_node
 
     def rack(name: str, tank: str, deleting: bool = False) -> Any:
@@ -342,9 +338,15 @@ def test_count_tank_nodes_and_replicas() -> None:
         "r4": [ServingReplica("ns/a", 1, 5.0)],
     }
     spec = {"nodeSelector": {"tokenfleet.io/tank": "tank-a"}}
-    assert count_tank(spec, {"nodes_by_name": by_name, "serving_by_node": serving}) == (2, 3)
-    assert count_tank(spec, {"nodes_by_name": by_name}) == (2, None)
-    assert count_tank(spec, {}) == (None, None)
+    by_tank: dict[str, list[Any]] = {}
+    for info in infos:
+        by_tank.setdefault(info.labels["tokenfleet.io/tank"], []).append(info)
+    fleet = FleetView(OperatorConfig())
+    indexes = {"nodes_by_name": by_name, "nodes_by_tank": by_tank, "serving_by_node": serving}
+    fleet.attach(indexes, partial=True)
+    assert count_tank(spec, fleet) == (2, 3)
+    fleet.attach({**indexes, "serving_by_node": {}}, partial=True)
+    assert count_tank(spec, fleet) == (2, 0)
 
 
 async def test_replicas_written(sim: TankSimulator) -> None:

@@ -17,6 +17,14 @@
 {{- end }}
 {{- end }}
 
+{{/*
+The runtime pods' app.kubernetes.io/name: the one spelling of the label that marks a runtime pod
+(the DaemonSets, the PodMonitor and the operator's TOKENFLEET_RUNTIME_POD_LABEL all use it).
+*/}}
+{{- define "tokenfleet.runtimeName" -}}
+tokenfleet-runtime
+{{- end }}
+
 {{- define "tokenfleet.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}

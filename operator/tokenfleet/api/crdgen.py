@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -70,6 +70,22 @@ def _deref(ref: str, defs: Schema) -> Schema:
 
 def structural(node: Schema, defs: Schema, where: str = "") -> Schema:
     """A structural copy of pydantic JSON-Schema ``node``."""
+    node, nullable = _inlined(node, defs, where)
+    out: Schema = {}
+    for key, value in node.items():
+        _copy_key(out, key, value, defs, where)
+    if nullable:
+        out["nullable"] = True
+    if "type" not in out:
+        raise SchemaError(f"{where or '<root>'}: no type")
+    if out["type"] == "object" and "properties" in out:
+        _default_object_fields(out)
+    return _ordered(out)
+
+
+def _inlined(node: Schema, defs: Schema, where: str) -> tuple[Schema, bool]:
+    """``node`` with its ``$ref``, single ``allOf`` and ``anyOf [X, null]`` resolved; and whether
+    it is nullable."""
     node = dict(node)
     if "$ref" in node:
         base = _deref(node.pop("$ref"), defs)
@@ -83,63 +99,58 @@ def structural(node: Schema, defs: Schema, where: str = "") -> Schema:
         if "$ref" in inner:
             inner = _deref(inner["$ref"], defs)
         node = {**inner, **node}
-    nullable = False
-    if "anyOf" in node:
-        options = node.pop("anyOf")
-        non_null = [o for o in options if o != {"type": "null"}]
-        if len(non_null) != 1 or len(options) != 2:
-            raise SchemaError(f"{where or '<root>'}: anyOf other than [X, null] is not structural")
-        node = {**structural(non_null[0], defs, where), **node}
-        nullable = True
+    if "anyOf" not in node:
+        return node, False
+    options = node.pop("anyOf")
+    non_null = [o for o in options if o != {"type": "null"}]
+    if len(non_null) != 1 or len(options) != 2:
+        raise SchemaError(f"{where or '<root>'}: anyOf other than [X, null] is not structural")
+    return {**structural(non_null[0], defs, where), **node}, True
 
-    out: Schema = {}
-    for key, value in node.items():
-        if key in _DROP:
-            continue
-        if key == "additionalProperties":
-            if isinstance(value, bool):
-                continue  # false: pruning + strict field validation do the job
+
+_NOT_STRUCTURAL: Final = ("anyOf", "oneOf", "allOf", "not", "$ref", "const", "uniqueItems")
+
+
+def _copy_key(out: Schema, key: str, value: Any, defs: Schema, where: str) -> None:
+    """Copy one keyword of a schema into ``out``, made structural."""
+    if key in _DROP or (key == "default" and value is None):
+        return
+    if key == "additionalProperties":
+        if not isinstance(value, bool):  # false: pruning + strict field validation do the job
             out[key] = structural(value, defs, f"{where}.*")
-        elif key == "properties":
-            out[key] = {
-                name: structural(sub, defs, f"{where}.{name}") for name, sub in value.items()
-            }
-        elif key == "items":
-            out[key] = structural(value, defs, f"{where}[]")
-        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
-            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
-            out[key] = True
-        elif key == "default" and value is None:
-            continue
-        elif key == "x-kubernetes-validations":
-            out[key] = [_ordered_rule(rule) for rule in value]
-        elif key == "description" and isinstance(value, str):
-            out[key] = " ".join(value.split())
-        elif key in ("anyOf", "oneOf", "allOf", "not", "$ref", "const", "uniqueItems"):
-            raise SchemaError(f"{where or '<root>'}: {key} is not allowed in a structural schema")
-        else:
-            out[key] = value
-    if nullable:
-        out["nullable"] = True
-    if "type" not in out:
-        raise SchemaError(f"{where or '<root>'}: no type")
-    # Object fields built by a default factory default to their fields' defaults. Spelled out
-    # rather than `{}`: the API server checks a default against the CEL rules as written, before
-    # nested defaulting, so `{}` would fail `self.min <= self.max` with "no such key: min".
-    if out["type"] == "object" and "properties" in out:
-        required = set(out.get("required", []))
-        for name, sub in out["properties"].items():
-            if (
-                name not in required
-                and "default" not in sub
-                and not sub.get("nullable")
-                and sub.get("type") == "object"
-                and "properties" in sub
-                and not sub.get("required")
-            ):
-                default = {k: v["default"] for k, v in sub["properties"].items() if "default" in v}
-                out["properties"][name] = _ordered({**sub, "default": default})
-    return _ordered(out)
+    elif key == "properties":
+        out[key] = {name: structural(sub, defs, f"{where}.{name}") for name, sub in value.items()}
+    elif key == "items":
+        out[key] = structural(value, defs, f"{where}[]")
+    elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+        out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+        out[key] = True
+    elif key == "x-kubernetes-validations":
+        out[key] = [_ordered_rule(rule) for rule in value]
+    elif key == "description" and isinstance(value, str):
+        out[key] = " ".join(value.split())
+    elif key in _NOT_STRUCTURAL:
+        raise SchemaError(f"{where or '<root>'}: {key} is not allowed in a structural schema")
+    else:
+        out[key] = value
+
+
+def _default_object_fields(out: Schema) -> None:
+    """Object fields built by a default factory default to their fields' defaults. Spelled out
+    rather than `{}`: the API server checks a default against the CEL rules as written, before
+    nested defaulting, so `{}` would fail `self.min <= self.max` with "no such key: min"."""
+    required = set(out.get("required", []))
+    for name, sub in out["properties"].items():
+        if (
+            name not in required
+            and "default" not in sub
+            and not sub.get("nullable")
+            and sub.get("type") == "object"
+            and "properties" in sub
+            and not sub.get("required")
+        ):
+            default = {k: v["default"] for k, v in sub["properties"].items() if "default" in v}
+            out["properties"][name] = _ordered({**sub, "default": default})
 
 
 def _ordered_rule(rule: dict[str, str]) -> dict[str, str]:

@@ -563,6 +563,12 @@ def _variant_names_unique(variants: list[Variant]) -> bool:
     return len(names) == len(set(names))
 
 
+def triton_model_name(model: str, variant: str, override: str | None = None) -> str:
+    """The one rule for a variant's Triton model name: ``tritonModelName``, else
+    ``<model.name>-<variant.name>``."""
+    return override or f"{model}-{variant}"
+
+
 class InferenceJobSpec(WireModel):
     """Desired state of an inference job."""
 
@@ -605,7 +611,7 @@ class InferenceJobSpec(WireModel):
 
     def triton_model_name(self, variant: Variant) -> str:
         """The Triton model name of ``variant`` (its override or <model.name>-<variant.name>)."""
-        return variant.triton_model_name or f"{self.model.name}-{variant.name}"
+        return triton_model_name(self.model.name, variant.name, variant.triton_model_name)
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)

@@ -17,12 +17,16 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any, cast
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 
 from tokenfleet.api.conditions import rfc3339
+from tokenfleet.clock import Clock
+
+if TYPE_CHECKING:
+    from tokenfleet.controllers.kube import KubeWriter
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,6 @@ log = logging.getLogger(__name__)
 #: or kube-system when involvedObject.namespace is empty)
 CLUSTER_EVENTS_NAMESPACE = "default"
 COMPONENT = "tokenfleet-operator"
-MEMO_KEY = "tokenfleet_events"
 
 
 def cluster_event(
@@ -64,9 +67,12 @@ def cluster_event(
 
 
 class EventPoster:
-    """Posts Events from any thread of the operator (kept in the operator's kopf memo)."""
+    """Posts Events from any thread of the operator (part of the operator context; bound to the
+    operator's event loop at startup)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, kube: KubeWriter, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
+        self.kube = kube
+        self.clock = clock
         self.loop = loop
         self.instance = os.environ.get("POD_ID") or socket.gethostname()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,7 +84,7 @@ class EventPoster:
             kopf.event(cast(Any, body), type=type_, reason=reason, message=message)
             return
         event = cluster_event(
-            body, type_, reason, message, now=datetime.now(UTC), instance=self.instance
+            body, type_, reason, message, now=self.clock.now(), instance=self.instance
         )
         try:
             running = asyncio.get_running_loop()
@@ -95,10 +101,8 @@ class EventPoster:
         task.add_done_callback(self._tasks.discard)
 
     async def _create(self, event: dict[str, Any]) -> None:
-        from tokenfleet.controllers import kube
-
         try:
-            await kube.create_event(CLUSTER_EVENTS_NAMESPACE, event)
+            await self.kube.create_event(CLUSTER_EVENTS_NAMESPACE, event)
             self.posted += 1
         except Exception as error:  # never let an Event break a reconcile
             self.failed += 1
@@ -117,27 +121,14 @@ class EventPoster:
 
 
 def post(
-    memo: Mapping[str, Any] | None,
+    poster: EventPoster | None,
     body: Mapping[str, Any],
     type_: str,
     reason: str,
     message: str,
 ) -> None:
-    """Post through the operator's :class:`EventPoster` (kopf.event when there is none)."""
-    poster = (memo or {}).get(MEMO_KEY)
-    if isinstance(poster, EventPoster):
+    """Post through the operator's :class:`EventPoster` (kopf.event before it is started)."""
+    if poster is not None:
         poster.post(body, type_, reason, message)
     else:
         kopf.event(cast(Any, body), type=type_, reason=reason, message=message)
-
-
-@kopf.on.startup(id="tokenfleet_events_start")
-async def start_events(memo: kopf.Memo, **_: Any) -> None:
-    memo[MEMO_KEY] = EventPoster(asyncio.get_running_loop())
-
-
-@kopf.on.cleanup(id="tokenfleet_events_stop")
-async def stop_events(memo: kopf.Memo, **_: Any) -> None:
-    poster = memo.get(MEMO_KEY)
-    if isinstance(poster, EventPoster):
-        await poster.close()

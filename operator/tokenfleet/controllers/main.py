@@ -1,7 +1,10 @@
 """``tokenfleet run``: the operator process (kopf under the hood).
 
-Imports every controller module (their decorators register the handlers in kopf's default
-registry), configures logging, starts the metrics endpoint and runs kopf until SIGINT/SIGTERM.
+Builds the one :class:`~tokenfleet.controllers.context.OperatorContext` (config, clock, fleet
+view, planner, runtime pool, prober, Kubernetes writer, HTTP session, ledgers), imports every
+controller module (their decorators register the handlers in kopf's default registry),
+configures logging, starts the metrics endpoint and runs kopf with the context as its memo until
+SIGINT/SIGTERM. What starts and stops in which order is :meth:`OperatorContext.start`/``stop``.
 """
 
 from __future__ import annotations
@@ -18,18 +21,17 @@ from typing import Any
 import kopf
 
 from tokenfleet import metrics
-from tokenfleet.controllers.settings import OperatorConfig, set_config
+from tokenfleet.controllers.context import OperatorContext, operator_memo
+from tokenfleet.controllers.settings import OperatorConfig
 
-#: Controller modules, in import order. Each registers its kopf handlers on import.
+#: The modules whose decorators register kopf handlers (their order does not matter: start and
+#: stop order is written in OperatorContext.start/stop).
 CONTROLLER_MODULES = (
-    "tokenfleet.controllers.settings",
-    "tokenfleet.controllers.events",
-    "tokenfleet.controllers.nodes",
+    "tokenfleet.controllers.lifecycle",
+    "tokenfleet.controllers.indexes",
+    "tokenfleet.controllers.watches",
     "tokenfleet.controllers.immersionpod",
     "tokenfleet.controllers.vehiclepool",
-    "tokenfleet.controllers.planner",
-    # before inferencejob: its cleanup (stop probing) must run before the Triton pool closes
-    "tokenfleet.controllers.runtimehealth",
     "tokenfleet.controllers.inferencejob",
 )
 
@@ -196,7 +198,7 @@ def run_command(args: argparse.Namespace) -> int:
     config = OperatorConfig.from_env(
         runtime_namespace=getattr(args, "runtime_namespace", None),
     )
-    set_config(config)
+    context = OperatorContext.build(config)
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=bool(args.verbose), log_format=log_format, log_refkey="object")
@@ -243,6 +245,7 @@ def run_command(args: argparse.Namespace) -> int:
             clusterwide=clusterwide,
             namespaces=namespaces,
             liveness_endpoint=liveness,
+            memo=operator_memo(context),
             **kwargs,
         )
     except KeyboardInterrupt:

@@ -3,10 +3,10 @@
 Placement is fleet-wide (jobs compete for the same nodes and tank budgets), so a single
 background task owns it:
 
-* kopf indexes hold the picture (nodes + runtime pods from ``nodes.py``; tanks, pools and jobs
-  here), so a plan costs no API call;
-* watch events that matter (a node's parsed facts changed, a tank's or pool's spec/status
-  changed, a job's spec changed or it was deleted) *signal* the planner; it debounces
+* kopf indexes hold the picture, read through the :class:`FleetView` (``fleet.py``), so a plan
+  costs no API call;
+* watch events that matter (``watches.py``: a node's parsed facts changed, a tank's or pool's
+  spec/status changed, a job's spec changed or it was deleted) *signal* the planner; it debounces
   (``plan_debounce_seconds``) and also replans every ``plan_resync_seconds`` (staleness is a
   matter of time, not of events);
 * a single-node change with an unchanged rest replans incrementally (``replan_node``);
@@ -25,26 +25,25 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
-import kopf
-
-from tokenfleet import GROUP, metrics
-from tokenfleet.controllers import events, kube
-from tokenfleet.controllers.nodes import RuntimePod, index_values
-from tokenfleet.controllers.settings import OperatorConfig, get_config
+from tokenfleet import metrics
+from tokenfleet.clock import SYSTEM_CLOCK, Clock
+from tokenfleet.controllers.failures import FailureLedger, LoadBackoff
+from tokenfleet.controllers.fleet import FleetView
+from tokenfleet.controllers.kube import KubeWriter
+from tokenfleet.controllers.replicas import RUNTIME_FAILED, NodeKey
+from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import (
     JobView,
     NodeSite,
-    PoolView,
     SnapshotParts,
-    TankView,
     build_snapshot,
 )
 from tokenfleet.controllers.unknown import TimeVerdict, UnknownTelemetry
+from tokenfleet.metrics import TELEMETRY_REJECTED
 from tokenfleet.placement import (
     JobShortfall,
     Placement,
@@ -54,20 +53,11 @@ from tokenfleet.placement import (
     replan_due,
     replan_node,
 )
-from tokenfleet.serving.endpoints import (
-    dial_allowed,
-    format_host_port,
-    parse_host_port,
-    parse_networks,
-)
-from tokenfleet.telemetry.metrics import TELEMETRY_REJECTED
 from tokenfleet.telemetry.node import NodeInfo
 from tokenfleet.telemetry.vehicle import OBSERVED_AT
 
 log = logging.getLogger(__name__)
 
-#: eviction reason the operator adds when a runtime failed (not an engine reason)
-RUNTIME_FAILED = "RuntimeFailed"
 #: eviction reasons where the old node is unsafe *now*: unload first, then re-place (drain)
 DRAIN_NOW = frozenset(
     {
@@ -79,22 +69,6 @@ DRAIN_NOW = frozenset(
         RUNTIME_FAILED,
     }
 )
-
-NodeKey = tuple[str, str]  # (node, variant)
-NodeKeyJob = tuple[str, str]  # (job, node)
-#: a (job, node) back-off grows by this factor per consecutive load failure, up to MAX_FACTOR
-LOAD_BACKOFF_FACTOR = 2.0
-LOAD_BACKOFF_MAX_FACTOR = 8.0
-
-
-@dataclass(frozen=True)
-class LoadBackoff:
-    """A job's model failed to load on a node: the job avoids that node until ``until``
-    (monotonic s); ``failures`` in a row; ``message`` is the runtime's own text."""
-
-    until: float
-    failures: int
-    message: str
 
 
 @dataclass(frozen=True)
@@ -143,9 +117,18 @@ class _Signals:
 class Planner:
     """The one planner of this operator process (see the module docstring)."""
 
-    def __init__(self, config: OperatorConfig) -> None:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        fleet: FleetView,
+        *,
+        kube: KubeWriter | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.config = config
-        self.indices: Mapping[str, Any] = {}
+        self.fleet = fleet
+        self.kube = kube
+        self.clock = clock
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._signals = _Signals()
@@ -154,23 +137,16 @@ class Planner:
         self._slices: dict[str, JobSlice] = {}
         self._job_events: dict[str, asyncio.Event] = {}
         self._daemons: dict[str, int] = {}  # job -> its daemons running here (0 or 1, briefly 2)
-        self._failed_until: dict[str, float] = {}
-        self._load_failures: dict[NodeKeyJob, LoadBackoff] = {}
+        self.failures = FailureLedger(config.runtime_failure_backoff_seconds, clock)
         self._generations: dict[str, int] = {}
         self._plan_id = 0
         self._task: asyncio.Task[None] | None = None
         self.last_plan_monotonic: float | None = None
         self.last_error: str | None = None
-        # an invalid TOKENFLEET_RUNTIME_DIAL_NETWORKS stops the operator at start, naming it
-        self._dial_networks = parse_networks(config.runtime_dial_networks)
-        self._refused_dials: set[str] = set()
         self._unknown = UnknownTelemetry()
         self._tank_readings: dict[str, float] = {}
 
     # ---- wiring ---------------------------------------------------------------------------
-
-    def attach(self, indices: Mapping[str, Any]) -> None:
-        self.indices = indices
 
     def start(self) -> None:
         if self._task is None:
@@ -242,17 +218,14 @@ class Planner:
         return self._sites.get(node)
 
     def report_runtime_failure(self, node: str, why: str) -> None:
-        """A runtime failed (load failed, runtime unreachable, model dropped): no new work there
-        for ``runtime_failure_backoff_seconds`` and its placements are re-placed."""
-        until = time.monotonic() + self.config.runtime_failure_backoff_seconds
-        first = self._failed_until.get(node, 0.0) < time.monotonic()
-        self._failed_until[node] = until
-        if first:
+        """A runtime failed (unreachable, lost its models): no new work there for
+        ``runtime_failure_backoff_seconds`` and its placements are re-placed."""
+        if self.failures.runtime_failure(node):
             log.warning("runtime on node %s failed (%s): re-placing its replicas", node, why)
         self.signal("runtime-failed", full=True)
 
     def runtime_failed(self, node: str) -> bool:
-        return self._failed_until.get(node, 0.0) > time.monotonic()
+        return self.failures.runtime_failed(node)
 
     def record_tank_reading(self, tank: str, observed_at: float) -> None:
         """The tank's poller read it (epoch s of the reading): the planner judges the tank's
@@ -266,111 +239,26 @@ class Planner:
         self._tank_readings.pop(tank, None)
 
     def report_load_failure(self, job: str, node: str, why: str) -> None:
-        """The job's model failed to load on ``node``: that replica and that job only. The job
-        avoids the node for a back-off (``runtime_failure_backoff_seconds``, doubled per failure
-        in a row up to 8x); the runtime and every other job's replicas there are untouched."""
-        now = time.monotonic()
-        previous = self._load_failures.get((job, node))
-        failures = previous.failures + 1 if previous is not None else 1
-        factor = min(LOAD_BACKOFF_FACTOR ** (failures - 1), LOAD_BACKOFF_MAX_FACTOR)
-        until = now + self.config.runtime_failure_backoff_seconds * factor
-        self._load_failures[(job, node)] = LoadBackoff(until, failures, why)
+        """The job's model failed to load on ``node``: that replica and that job only (see
+        :mod:`~tokenfleet.controllers.failures`); the runtime and other jobs are untouched."""
+        backoff = self.failures.load_failure(job, node, why)
         log.warning(
             "job %s: model failed to load on %s (%s): retry there in %.0f s",
             job,
             node,
             why,
-            until - now,
+            backoff.until - self.clock.monotonic(),
         )
         self.signal("load-failed", full=True)
 
     def load_succeeded(self, job: str, node: str) -> None:
-        """A load of the job's model on ``node`` worked: its back-off there starts over."""
-        self._load_failures.pop((job, node), None)
+        self.failures.load_succeeded(job, node)
 
     def load_failed(self, job: str, node: str) -> bool:
-        """The job is in its load back-off on ``node``."""
-        backoff = self._load_failures.get((job, node))
-        return backoff is not None and backoff.until > time.monotonic()
+        return self.failures.load_failed(job, node)
 
     def load_failure(self, job: str) -> tuple[str, LoadBackoff] | None:
-        """The job's latest load failure still in back-off, as (node, back-off)."""
-        now = time.monotonic()
-        live = [(n, b) for (j, n), b in self._load_failures.items() if j == job and b.until > now]
-        return max(live, key=lambda nb: nb[1].until) if live else None
-
-    def _avoid_nodes(self, generations: Mapping[str, int]) -> dict[str, frozenset[str]]:
-        """job -> nodes in its load back-off (a new spec generation of a job starts over)."""
-        now = time.monotonic()
-        for job, node in list(self._load_failures):
-            changed = self._generations.get(job, generations.get(job)) != generations.get(job)
-            if changed or job not in generations:
-                self._load_failures.pop((job, node), None)
-        avoid: dict[str, set[str]] = {}
-        for (job, node), backoff in self._load_failures.items():
-            if backoff.until > now:
-                avoid.setdefault(job, set()).add(node)
-        return {job: frozenset(nodes) for job, nodes in avoid.items()}
-
-    # ---- the index views --------------------------------------------------------------------
-
-    def _index(self, name: str) -> Mapping[str, Iterable[Any]]:
-        index = self.indices.get(name)
-        return index if index is not None else {}
-
-    def nodes(self) -> list[NodeInfo]:
-        return list(index_values(self._index("nodes_by_name")))
-
-    def node(self, name: str) -> NodeInfo | None:
-        store = self._index("nodes_by_name").get(name)
-        return next(iter(store), None) if store is not None else None
-
-    def jobs_serving_on(self, node: str) -> set[str]:
-        """Jobs (``namespace/name``) with a Loaded replica on ``node``: the ones whose
-        EndpointSlice lists that node's runtime pod."""
-        store = self._index("serving_by_node").get(node)
-        return {r.job for r in store} if store is not None else set()
-
-    def runtime_pods(self, node: str) -> list[RuntimePod]:
-        store = self._index("runtime_pods_by_node").get(node)
-        return list(store) if store is not None else []
-
-    def jobs(self) -> list[JobView]:
-        return list(index_values(self._index("planner_jobs")))
-
-    def job_views(self) -> dict[str, JobView]:
-        return {j.key: j for j in self.jobs()}
-
-    def runtime_endpoint(self, node: str) -> str | None:
-        """HOST:PORT of the node's Triton HTTP port: the annotation wins, else the runtime pod.
-
-        ``None`` (no runtime) also when the dial policy forbids the address.
-        """
-        info = self.node(node)
-        if info is not None and info.runtime_endpoint:
-            endpoint = info.runtime_endpoint
-        else:
-            pod = self.runtime_pod(node)
-            if pod is None or not pod.pod_ip:
-                return None
-            endpoint = format_host_port(pod.pod_ip, self.config.runtime_http_port)
-        if not dial_allowed(parse_host_port(endpoint)[0], self._dial_networks):
-            if node not in self._refused_dials:
-                self._refused_dials.add(node)
-                log.warning(
-                    "not dialling %s for node %s: outside the runtime dial networks %s",
-                    endpoint,
-                    node,
-                    self.config.runtime_dial_networks,
-                )
-            return None
-        return endpoint
-
-    def runtime_pod(self, node: str) -> RuntimePod | None:
-        pods = [p for p in self.runtime_pods(node) if p.pod_ip and not p.deleting]
-        if not pods:
-            return None
-        return max(pods, key=lambda p: (p.ready, p.name))
+        return self.failures.latest_load_failure(job)
 
     # ---- planning -----------------------------------------------------------------------------
 
@@ -379,8 +267,8 @@ class Planner:
         threshold of a placed replica's node; re-checked incrementally) or the resync."""
         resync = self.config.plan_resync_seconds
         deadline = self._plan.next_deadline if self._plan is not None else None
-        if deadline is not None and deadline - time.time() < resync:
-            return max(deadline - time.time(), 0.0), "deadline"
+        if deadline is not None and deadline - self.clock.time() < resync:
+            return max(deadline - self.clock.time(), 0.0), "deadline"
         return resync, "resync"
 
     async def _run(self) -> None:
@@ -410,7 +298,7 @@ class Planner:
         for info in nodes:
             if self.runtime_failed(info.name):
                 unusable[info.name] = RUNTIME_FAILED
-            elif self.runtime_endpoint(info.name) is None:
+            elif self.fleet.runtime_endpoint(info.name) is None:
                 unusable[info.name] = "NoRuntime"
         return unusable
 
@@ -429,10 +317,10 @@ class Planner:
         return current
 
     async def replan(self, signals: _Signals) -> None:
-        start = time.perf_counter()
-        now = time.time()
-        nodes = self.nodes()
-        jobs = self.jobs()
+        start = self.clock.monotonic()
+        now = self.clock.time()
+        nodes = self.fleet.nodes()
+        jobs = self.fleet.jobs()
         unusable = self._unusable_nodes(nodes)
         current = self._current(jobs)
         failed = {n for n, why in unusable.items() if why == RUNTIME_FAILED}
@@ -449,16 +337,16 @@ class Planner:
         parts = build_snapshot(
             now=now,
             nodes=nodes,
-            tanks=index_values(self._index("planner_tanks")),
-            pools=index_values(self._index("planner_pools")),
+            tanks=self.fleet.tanks(),
+            pools=self.fleet.pools(),
             jobs=jobs,
             current=current if self._plan is not None else None,
             unusable_nodes=unusable,
             tank_readings=self._tank_readings,
         )
         parts.snapshot, verdicts = self._unknown.observe(parts.snapshot)
-        await _report_time_verdicts(verdicts)
-        avoid = self._avoid_nodes({j.key: j.generation for j in jobs})
+        await _report_time_verdicts(verdicts, self.kube)
+        avoid = self.failures.avoid_nodes({j.key: j.generation for j in jobs}, self._generations)
         if avoid:
             parts.snapshot = dataclasses.replace(
                 parts.snapshot,
@@ -493,11 +381,11 @@ class Planner:
         self._plan = result
         self._sites = parts.sites
         self._plan_id += 1
-        elapsed = time.perf_counter() - start
+        elapsed = self.clock.monotonic() - start
         metrics.PLAN_DURATION.labels(mode=mode).observe(elapsed)
         for trigger in signals.triggers or {"unknown"}:
             metrics.PLANS.labels(trigger=trigger).inc()
-        self.last_plan_monotonic = time.monotonic()
+        self.last_plan_monotonic = self.clock.monotonic()
         generations = {j.key: j.generation for j in jobs}
         self._publish(parts, result, forced, {j.key for j in jobs if not j.deleting})
         # a spec change the decision does not depend on still wakes the job (observedGeneration)
@@ -589,13 +477,15 @@ class Planner:
                 self._slices.pop(key, None)
 
 
-async def _report_time_verdicts(verdicts: Iterable[TimeVerdict]) -> None:
+async def _report_time_verdicts(verdicts: Iterable[TimeVerdict], kube: KubeWriter | None) -> None:
     """A Warning Event on the Node and ``tokenfleet_telemetry_rejected_total`` for each car whose
     reading just became unknown by its time (too old, or stamped too far in the future)."""
     for verdict in verdicts:
         TELEMETRY_REJECTED.labels("vehicle", OBSERVED_AT, verdict.kind.value).inc()
         message = f"telemetry treated as unknown: {verdict.message}"
         log.warning("node %s: %s", verdict.node, message)
+        if kube is None:
+            continue
         try:
             await kube.post_node_event(verdict.node, "TelemetryRejected", message)
         except Exception as exc:  # an Event is best effort; the metric and the log are not
@@ -633,280 +523,7 @@ def _pkey(p: Placement) -> tuple[str, str, str, int]:
     return (p.job, p.node, p.variant, p.replicas)
 
 
-# ---- the process-wide planner and its kopf wiring ---------------------------------------------
-
-_PLANNER: Planner | None = None
-
-
-def get_planner() -> Planner:
-    global _PLANNER
-    if _PLANNER is None:
-        _PLANNER = Planner(get_config())
-    return _PLANNER
-
-
-def reset_planner() -> None:
-    """Forget the process-wide planner (tests that run the operator several times in-process)."""
-    global _PLANNER
-    _PLANNER = None
-
-
-@kopf.on.startup()
-async def start_planner(logger: kopf.Logger, **kwargs: Any) -> None:
-    planner = get_planner()
-    # kopf passes every index as a keyword argument; they are live views.
-    planner.attach({k: v for k, v in kwargs.items() if isinstance(v, Mapping)})
-    planner.start()
-    logger.info("fleet planner started (indexes: %s)", sorted(planner.indices))
-
-
-@kopf.on.cleanup()
-async def stop_planner(**_: Any) -> None:
-    if _PLANNER is not None:
-        await _PLANNER.stop()
-
-
 def raise_if_ended(task: asyncio.Task[Any] | None, what: str) -> None:
     """For a liveness probe: fail when a background task that should run forever has ended."""
     if task is not None and task.done():
         raise RuntimeError(f"{what} task ended: {task.exception() if not task.cancelled() else ''}")
-
-
-@kopf.on.probe(id="planner")
-def planner_probe(**_: Any) -> dict[str, Any]:
-    planner = get_planner()
-    raise_if_ended(planner.task, "planner")
-    age = (
-        None
-        if planner.last_plan_monotonic is None
-        else round(time.monotonic() - planner.last_plan_monotonic, 3)
-    )
-    return {"lastPlanAgeSeconds": age, "lastError": planner.last_error}
-
-
-# ---- indexes of the three kinds --------------------------------------------------------------
-
-
-def _status(body: kopf.Body) -> dict[str, Any]:
-    return dict(body.get("status") or {})
-
-
-_View = TypeVar("_View", TankView, PoolView)
-
-
-def _cluster_view(cls: type[_View], body: kopf.Body, name: str, meta: kopf.Meta) -> _View:
-    return cls(
-        name=name,
-        uid=str(meta.get("uid", "")),
-        generation=int(meta.get("generation") or 0),
-        spec=dict(body.get("spec") or {}),
-        status=_status(body),
-        deleting=meta.get("deletionTimestamp") is not None,
-    )
-
-
-@kopf.index(GROUP, "immersionpods", id="planner_tanks")
-def planner_tanks(body: kopf.Body, name: str, meta: kopf.Meta, **_: Any) -> dict[str, TankView]:
-    return {name: _cluster_view(TankView, body, name, meta)}
-
-
-@kopf.index(GROUP, "vehiclepools", id="planner_pools")
-def planner_pools(body: kopf.Body, name: str, meta: kopf.Meta, **_: Any) -> dict[str, PoolView]:
-    return {name: _cluster_view(PoolView, body, name, meta)}
-
-
-@kopf.index(GROUP, "inferencejobs", id="planner_jobs")
-def planner_jobs(
-    body: kopf.Body, name: str, namespace: str | None, meta: kopf.Meta, **_: Any
-) -> dict[str, JobView]:
-    placements = tuple(dict(p) for p in (_status(body).get("placements") or ()))
-    view = JobView(
-        namespace=str(namespace or ""),
-        name=name,
-        uid=str(meta.get("uid", "")),
-        generation=int(meta.get("generation") or 0),
-        spec=dict(body.get("spec") or {}),
-        placements=placements,
-        deleting=meta.get("deletionTimestamp") is not None,
-    )
-    return {view.key: view}
-
-
-# ---- signals ----------------------------------------------------------------------------------
-
-# The last planning-relevant facts seen per object, so heartbeats and our own status writes do
-# not trigger replans.
-_seen_nodes: dict[str, NodeInfo] = {}
-_seen_tanks: dict[str, tuple[Any, ...]] = {}
-_seen_pools: dict[str, tuple[Any, ...]] = {}
-_seen_jobs: dict[str, tuple[Any, ...]] = {}
-_seen_pods: dict[str, tuple[Any, ...]] = {}
-
-_TANK_STATUS_KEYS = (
-    "itLoadKW",
-    "supplyTempC",
-    "returnTempC",
-    "flowLitersPerMinute",
-    "leakState",
-    "leakLatch",
-    "lastReadingTime",
-)
-
-
-@kopf.on.event("nodes", labels={"tokenfleet.io/role": kopf.PRESENT})
-def node_changed(
-    name: str,
-    type: str | None,  # noqa: A002
-    body: kopf.Body,
-    nodes_by_name: Any = None,
-    memo: Any = None,
-    **_: Any,
-) -> None:
-    planner = get_planner()
-    planner.mark_ready()
-    if type == "DELETED":
-        if _seen_nodes.pop(name, None) is not None:
-            planner.signal("node", node=name, full=True)
-        return
-    info = planner.node(name)
-    if info is None:
-        return
-    previous = _seen_nodes.get(name)
-    if previous is not None and previous == info:
-        return
-    _seen_nodes[name] = info
-    _report_problems(name, body, info, previous, memo)
-    planner.signal("node", node=name, full=previous is None)
-
-
-def _problems(info: NodeInfo | None) -> frozenset[str]:
-    if info is None:
-        return frozenset()
-    problems = list(info.problems)
-    if info.vehicle is not None:
-        problems.extend(info.vehicle.problems)
-    return frozenset(p.describe() for p in problems)
-
-
-def _report_problems(
-    name: str, body: kopf.Body, info: NodeInfo, previous: NodeInfo | None, memo: Any = None
-) -> None:
-    """A Warning Event on the Node when its set of rejected telemetry fields changes (the
-    values are ignored as unknown; ``tokenfleet_telemetry_rejected_total`` counts them)."""
-    now, before = _problems(info), _problems(previous)
-    if now and now != before:
-        message = "ignored telemetry (treated as unknown): " + "; ".join(sorted(now))
-        log.warning("node %s: %s", name, message)
-        with contextlib.suppress(Exception):
-            # a Node is cluster-scoped: posted so that `kubectl describe node` shows it
-            events.post(memo, body, "Warning", "TelemetryRejected", message[:1000])
-
-
-def _signal_on_change(
-    trigger: str,
-    seen: dict[str, tuple[Any, ...]],
-    name: str,
-    type_: str | None,
-    meta: kopf.Meta,
-    status_facts: Iterable[Any],
-) -> None:
-    """Replan when what the planner reads of a tank or pool changed (not on its own writes)."""
-    planner = get_planner()
-    planner.mark_ready()
-    facts = (
-        type_ == "DELETED",
-        meta.get("generation"),
-        meta.get("deletionTimestamp") is not None,
-        *status_facts,
-    )
-    if seen.get(name) == facts:
-        return
-    seen[name] = facts
-    if type_ == "DELETED":
-        seen.pop(name, None)
-    planner.signal(trigger, full=True)
-
-
-@kopf.on.event(GROUP, "immersionpods")
-def tank_changed(
-    name: str,
-    type: str | None,  # noqa: A002
-    body: kopf.Body,
-    meta: kopf.Meta,
-    **_: Any,
-) -> None:
-    status = body.get("status") or {}
-    facts = (status.get(k) for k in _TANK_STATUS_KEYS)
-    _signal_on_change("tank", _seen_tanks, name, type, meta, facts)
-
-
-@kopf.on.event(GROUP, "vehiclepools")
-def pool_changed(
-    name: str,
-    type: str | None,  # noqa: A002
-    body: kopf.Body,
-    meta: kopf.Meta,
-    **_: Any,
-) -> None:
-    status = body.get("status") or {}
-    facts = (status.get("energyUsedTodayKWh"),)
-    _signal_on_change("pool", _seen_pools, name, type, meta, facts)
-
-
-@kopf.on.event(GROUP, "inferencejobs")
-def job_changed(
-    name: str,
-    namespace: str | None,
-    type: str | None,  # noqa: A002
-    meta: kopf.Meta,
-    **_: Any,
-) -> None:
-    planner = get_planner()
-    planner.mark_ready()
-    key = f"{namespace}/{name}"
-    facts = (type == "DELETED", meta.get("generation"), meta.get("deletionTimestamp") is not None)
-    if _seen_jobs.get(key) == facts:
-        return
-    _seen_jobs[key] = facts
-    if type == "DELETED":
-        _seen_jobs.pop(key, None)
-    planner.signal("job", full=True)
-
-
-@kopf.on.event("pods", labels={"app.kubernetes.io/name": "tokenfleet-runtime"})
-def runtime_pod_changed(
-    name: str,
-    namespace: str | None,
-    type: str | None,  # noqa: A002
-    body: kopf.Body,
-    **_: Any,
-) -> None:
-    """A runtime pod appeared, moved, became (un)ready or vanished: endpoints may change."""
-    planner = get_planner()
-    planner.mark_ready()
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or ()
-    )
-    key = f"{namespace}/{name}"
-    facts = (
-        type == "DELETED",
-        spec.get("nodeName"),
-        status.get("podIP"),
-        ready,
-        (body.get("metadata") or {}).get("deletionTimestamp") is not None,
-    )
-    if _seen_pods.get(key) == facts:
-        return
-    first = key not in _seen_pods
-    _seen_pods[key] = facts
-    if type == "DELETED":
-        _seen_pods.pop(key, None)
-    # A node that just got its runtime can take work: replan. Otherwise only endpoints move,
-    # and only in the slices of the jobs served on that node.
-    if first or type == "DELETED":
-        planner.signal("runtime", full=True)
-    if spec.get("nodeName"):
-        planner.kick_jobs(planner.jobs_serving_on(str(spec["nodeName"])))

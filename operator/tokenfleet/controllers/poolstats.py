@@ -8,8 +8,9 @@ timer (``vehiclepool.py``) keeps it in the pool's kopf memo and advances it ever
   until the next one. The part of an interval before UTC midnight belongs to the previous day and
   is dropped with it.
 * **evictions**: replicas removed from the pool's vehicles, by reason. The job daemons
-  (``inferencejob.py``) record each removal in :data:`EVICTIONS` (in memory, stamped with its UTC
-  day) where they count ``tokenfleet_moves_total``; the timer takes them into the tally.
+  (``inferencejob.py``) record each removal in the operator's :class:`EvictionLedger` (in memory,
+  stamped with its UTC day) where they count ``tokenfleet_moves_total``; the timer takes them
+  into the tally.
 
 The tally is stored in ``status.energyUsedTodayKWh`` / ``status.energyDay`` /
 ``status.evictions``. After a restart it starts from that status when ``energyDay`` is today
@@ -28,10 +29,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from typing import Any, Final
 
+from tokenfleet.clock import SYSTEM_CLOCK, Clock
+
 __all__ = [
     "ENERGY_DEADBAND_KWH",
     "ENERGY_WRITE_MIN_SECONDS",
-    "EVICTIONS",
     "EvictionLedger",
     "PoolTally",
     "advance",
@@ -172,11 +174,12 @@ def tally_write_due(stored: Mapping[str, Any], tally: PoolTally, now: datetime) 
 class EvictionLedger:
     """Removals from pools' vehicles not yet taken into a tally: pool -> (day, reason) -> n."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self._pending: dict[str, Counter[tuple[str, str]]] = {}
 
     def record(self, pool: str, reason: str, now: datetime | None = None) -> None:
-        day = utc_day(now or datetime.now(UTC))
+        day = utc_day(now or self.clock.now())
         self._pending.setdefault(pool, Counter())[(day, reason)] += 1
 
     def take(self, pool: str) -> list[tuple[str, str, int]]:
@@ -186,7 +189,3 @@ class EvictionLedger:
 
     def forget(self, pool: str) -> None:
         self._pending.pop(pool, None)
-
-
-#: the process-wide ledger the job daemons write and the VehiclePool timer reads
-EVICTIONS: Final = EvictionLedger()

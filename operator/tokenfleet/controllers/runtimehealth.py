@@ -2,7 +2,7 @@
 
 Without it, a runtime that dies is only noticed when its jobs' daemons next observe their
 placements (``job_resync_seconds``, 30 s in production). One asyncio task per operator (started
-on kopf startup like the planner, stopped on cleanup), every ``runtime_probe_seconds``:
+and stopped with the planner by the operator context), every ``runtime_probe_seconds``:
 
 * takes every runtime that hosts at least one active placement (Loading, Loaded, Unloading) of
   a job whose daemon runs in this process. Like the planner, it starts only once kopf ran a
@@ -25,25 +25,20 @@ import asyncio
 import contextlib
 import enum
 import logging
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import kopf
 
 from tokenfleet import metrics
-from tokenfleet.controllers.planner import Planner, get_planner, raise_if_ended
-from tokenfleet.controllers.settings import OperatorConfig, get_config
+from tokenfleet.clock import SYSTEM_CLOCK, Clock
+from tokenfleet.controllers.planner import Planner
+from tokenfleet.controllers.replicas import ON_RUNTIME
+from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import JobView
 from tokenfleet.serving.endpoints import format_host_port, parse_host_port
 from tokenfleet.serving.errors import RuntimeUnavailable, ServingError
 from tokenfleet.serving.runtime import RuntimePool
 
 log = logging.getLogger(__name__)
-
-#: placement states whose runtime is probed (the replica is, or is about to be, or still is there)
-PROBED_STATES = frozenset({"Loading", "Loaded", "Unloading"})
 
 
 class ProbeResult(enum.StrEnum):
@@ -73,7 +68,7 @@ def jobs_by_node(jobs: Iterable[JobView], live: Collection[str]) -> dict[str, fr
             continue
         for p in job.placements:
             node = p.get("node")
-            if node and p.get("state") in PROBED_STATES:
+            if node and p.get("state") in ON_RUNTIME:
                 out.setdefault(str(node), set()).add(job.key)
     return {node: frozenset(keys) for node, keys in out.items()}
 
@@ -116,14 +111,6 @@ def jobs_to_wake(
 # ---- the prober --------------------------------------------------------------------------------
 
 
-def _operator_pool() -> RuntimePool:
-    # imported here: this module registers its cleanup before inferencejob's, so the prober
-    # stops before the pool it uses is closed (kopf runs cleanup handlers in that order)
-    from tokenfleet.controllers.inferencejob import runtime_pool
-
-    return runtime_pool()
-
-
 class RuntimeProber:
     """The one runtime health prober of this operator process (see the module docstring)."""
 
@@ -131,11 +118,14 @@ class RuntimeProber:
         self,
         planner: Planner,
         config: OperatorConfig,
-        pool: Callable[[], RuntimePool] = _operator_pool,
+        pool: RuntimePool,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.planner = planner
         self.config = config
-        self._pool = pool
+        self.pool = pool
+        self.clock = clock
         self._failing: dict[str, str] = {}  # endpoint -> why, as of the last round
         self._task: asyncio.Task[None] | None = None
         self.last_round_monotonic: float | None = None
@@ -172,30 +162,30 @@ class RuntimeProber:
     async def _run(self) -> None:
         await self.planner.wait_ready()
         while True:
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
                 await self.probe_round()
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let one round kill the prober
                 log.exception("runtime probe round failed")
-            self.last_round_monotonic = time.monotonic()
-            await asyncio.sleep(max(0.0, started + self.interval - time.monotonic()))
+            self.last_round_monotonic = self.clock.monotonic()
+            await asyncio.sleep(max(0.0, started + self.interval - self.clock.monotonic()))
 
     def _endpoint(self, node: str) -> str | None:
         try:
-            return self.planner.runtime_endpoint(node)
+            return self.planner.fleet.runtime_endpoint(node)
         except ServingError:  # a malformed annotation: no runtime to probe
             return None
 
     async def probe_round(self) -> dict[str, ProbeResult]:
         """Probe once; wake the jobs on failed runtimes. Returns the results by endpoint."""
-        placed = jobs_by_node(self.planner.jobs(), self.planner.daemon_jobs)
+        placed = jobs_by_node(self.planner.fleet.jobs(), self.planner.daemon_jobs)
         targets = probe_targets(placed, self._endpoint)
         if not targets:
             self._report({}, {})
             return {}
-        pool = self._pool()
+        pool = self.pool
         timeout = min(self.config.triton_request_timeout_seconds, max(1.0, self.interval))
 
         async def one(target: ProbeTarget) -> tuple[ProbeResult, str]:
@@ -238,44 +228,3 @@ class RuntimeProber:
                 log.info("runtime %s answers its readiness probe again", endpoint)
         self._failing = dict(failing)
         metrics.FAILING_RUNTIMES.set(len(self._failing))
-
-
-# ---- the process-wide prober and its kopf wiring ----------------------------------------------
-
-_PROBER: RuntimeProber | None = None
-
-
-def get_prober() -> RuntimeProber:
-    global _PROBER
-    if _PROBER is None:
-        _PROBER = RuntimeProber(get_planner(), get_config())
-    return _PROBER
-
-
-def reset_prober() -> None:
-    """Forget the process-wide prober (tests that run the operator several times in-process)."""
-    global _PROBER
-    _PROBER = None
-
-
-@kopf.on.startup()
-async def start_runtime_prober(logger: kopf.Logger, **_: Any) -> None:
-    prober = get_prober()
-    prober.start()
-    if prober.enabled:
-        logger.info("runtime prober started (every %gs)", prober.interval)
-    else:
-        logger.info("runtime prober disabled (TOKENFLEET_RUNTIME_PROBE_SECONDS=0)")
-
-
-@kopf.on.cleanup()
-async def stop_runtime_prober(**_: Any) -> None:
-    if _PROBER is not None:
-        await _PROBER.stop()
-
-
-@kopf.on.probe(id="runtimeProber")
-def runtime_prober_probe(**_: Any) -> dict[str, Any]:
-    prober = get_prober()
-    raise_if_ended(prober.task, "runtime prober")
-    return {"enabled": prober.enabled, "failingRuntimes": len(prober.failing)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -145,21 +146,9 @@ class OperatorConfig:
     def runtime_label_value(self) -> str:
         return self.runtime_pod_label.partition("=")[2]
 
-
-_CONFIG: OperatorConfig | None = None
-
-
-def get_config() -> OperatorConfig:
-    """The process-wide config (set by ``tokenfleet run``; from the environment otherwise)."""
-    global _CONFIG
-    if _CONFIG is None:
-        _CONFIG = OperatorConfig.from_env()
-    return _CONFIG
-
-
-def set_config(config: OperatorConfig) -> None:
-    global _CONFIG
-    _CONFIG = config
+    def is_runtime_pod(self, labels: Mapping[str, str]) -> bool:
+        """The pod carries :attr:`runtime_pod_label` (the one spelling of the runtime pod)."""
+        return labels.get(self.runtime_label_key) == self.runtime_label_value
 
 
 def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -193,10 +182,3 @@ def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig)
     settings.background.cancellation_polling = 5
     # HA: keep-alives every few seconds under the lifetime; a SIGKILLed leader is replaced after it.
     settings.peering.lifetime = max(2, int(config.peering_lifetime_seconds))
-
-
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-    config = get_config()
-    apply_kopf_settings(settings, config)
-    logger.info("tokenfleet settings: %s", dataclasses.asdict(config))

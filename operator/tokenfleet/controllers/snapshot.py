@@ -24,6 +24,7 @@ from tokenfleet.api import (
     parse_inferencejob_spec,
     parse_vehiclepool_spec,
 )
+from tokenfleet.controllers.replicas import HOLDING
 from tokenfleet.placement import (
     Job,
     Placement,
@@ -38,9 +39,6 @@ from tokenfleet.placement import (
 from tokenfleet.placement.model import LeakState
 from tokenfleet.telemetry.node import NodeInfo, selector_matches
 from tokenfleet.telemetry.vehicle import MAX_FUTURE_SKEW_SECONDS, parse_time
-
-#: placement states that occupy a node (the decision record's live entries)
-ACTIVE_STATES = frozenset({"Loading", "Loaded"})
 
 
 @dataclass(frozen=True)
@@ -274,7 +272,7 @@ def recorded_placements(view: JobView) -> list[Placement]:
     """The job's live placements from its decision record (status.placements)."""
     counts: dict[tuple[str, str], int] = {}
     for entry in view.placements:
-        if entry.get("state") in ACTIVE_STATES and entry.get("node") and entry.get("variant"):
+        if entry.get("state") in HOLDING and entry.get("node") and entry.get("variant"):
             key = (str(entry["node"]), str(entry["variant"]))
             counts[key] = counts.get(key, 0) + 1
     return [
@@ -320,6 +318,30 @@ def _owner(
         if selector and selector_matches(selector, info.labels):
             return name
     return label
+
+
+def _jobs_and_placements(
+    jobs: Iterable[JobView],
+    current: Mapping[str, Iterable[Placement]] | None,
+    parts: SnapshotParts,
+) -> tuple[list[Job], list[Placement]]:
+    """The valid jobs (an invalid one is recorded in ``parts``) and their current placements:
+    the planner's previous assignments, else the job's status record."""
+    job_objs: list[Job] = []
+    placements: list[Placement] = []
+    for jv in sorted(jobs, key=lambda j: j.key):
+        if jv.deleting:
+            continue
+        try:
+            job_objs.append(job_of(jv))
+        except (ValidationError, ValueError, TypeError) as exc:
+            parts.invalid_jobs[jv.key] = str(exc).splitlines()[0]
+            continue
+        if current is not None and jv.key in current:
+            placements.extend(current[jv.key])
+        else:
+            placements.extend(recorded_placements(jv))
+    return job_objs, placements
 
 
 def build_snapshot(
@@ -405,21 +427,7 @@ def build_snapshot(
             )
             parts.sites[info.name] = NodeSite("Vehicle", pool=pool)
 
-    job_objs: list[Job] = []
-    placements: list[Placement] = []
-    for jv in sorted(jobs, key=lambda j: j.key):
-        if jv.deleting:
-            continue
-        try:
-            job_objs.append(job_of(jv))
-        except (ValidationError, ValueError, TypeError) as exc:
-            parts.invalid_jobs[jv.key] = str(exc).splitlines()[0]
-            continue
-        if current is not None and jv.key in current:
-            placements.extend(current[jv.key])
-        else:
-            placements.extend(recorded_placements(jv))
-
+    job_objs, placements = _jobs_and_placements(jobs, current, parts)
     parts.snapshot = Snapshot(
         now=now,
         tanks=tuple(tank_objs),

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import kopf
@@ -36,9 +36,9 @@ from pydantic import ValidationError
 from tokenfleet.api.conditions import set_kstatus
 from tokenfleet.api.models import GROUP, VERSION
 from tokenfleet.controllers import events
+from tokenfleet.controllers.context import context_of
 from tokenfleet.controllers.nodes import ServingReplica, select_nodes, serving_from_job
 from tokenfleet.controllers.poolstats import (
-    EVICTIONS,
     PoolTally,
     advance,
     tally_fields,
@@ -46,9 +46,9 @@ from tokenfleet.controllers.poolstats import (
     tally_write_due,
 )
 from tokenfleet.controllers.snapshot import PoolView, pool_of, vehicle_node
+from tokenfleet.metrics import POOL_INELIGIBLE, POOL_VEHICLES, TELEMETRY_AGE, clear_gauge
 from tokenfleet.placement.model import PoolPolicy
 from tokenfleet.placement.state import vehicle_state
-from tokenfleet.telemetry.metrics import POOL_INELIGIBLE, POOL_VEHICLES, TELEMETRY_AGE, clear_gauge
 from tokenfleet.telemetry.node import NodeInfo, NodeRole
 
 __all__ = [
@@ -180,11 +180,12 @@ async def vehiclepool_status(
     meta: kopf.Meta,
     memo: kopf.Memo,
     patch: kopf.Patch,
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
     """Aggregate the pool's vehicles; patch status only when it changed."""
     if meta.get("deletionTimestamp"):
         return
+    context = context_of(memo)
     generation = meta.get("generation")
     gen = int(generation) if generation is not None else None
     view = PoolView(
@@ -206,18 +207,19 @@ async def vehiclepool_status(
             message=message,
             stalled=True,
             observed_generation=gen,
+            now=context.clock.now(),
         )
         if _conditions_key(conditions) != _conditions_key(status.get("conditions")):
-            events.post(memo, body, "Warning", "InvalidSpec", message)
+            events.post(context.events, body, "Warning", "InvalidSpec", message)
             patch.status["observedGeneration"] = gen
             patch.status["conditions"] = conditions
         return
-    by_name = kwargs.get("nodes_by_name") or {}
+    fleet = context.fleet
     nodes = select_nodes(
-        selector, by_name=by_name, by_pool=kwargs.get("nodes_by_pool"), role=NodeRole.VEHICLE
+        selector, by_name=fleet.nodes_by_name, by_pool=fleet.nodes_by_pool, role=NodeRole.VEHICLE
     )
-    now = datetime.now(UTC)
-    serving = kwargs.get("serving_by_node") or {}
+    now = context.clock.now()
+    serving = fleet.serving_by_node
     desired, oldest = pool_status(
         policy=policy,
         cordoned=cordoned,
@@ -234,7 +236,9 @@ async def vehiclepool_status(
     tally = memo.get(_TALLY)
     if not isinstance(tally, PoolTally):
         tally = tally_from_status(status, now)
-    tally = advance(tally, now=now, watts=pool_watts(nodes, serving), evicted=EVICTIONS.take(name))
+    tally = advance(
+        tally, now=now, watts=pool_watts(nodes, serving), evicted=context.evictions.take(name)
+    )
     changed = status_changed(status, desired)
     if changed or tally_write_due(status, tally, now):
         # the account rides along with any write; on its own it waits for its deadband
@@ -253,4 +257,4 @@ def vehiclepool_forget(name: str, memo: kopf.Memo, **_: Any) -> None:
     for reason in seen if isinstance(seen, set) else ():
         clear_gauge(POOL_INELIGIBLE, name, reason)
     clear_gauge(TELEMETRY_AGE, "vehiclepool", name)
-    EVICTIONS.forget(name)
+    context_of(memo).evictions.forget(name)

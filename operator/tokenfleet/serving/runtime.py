@@ -35,7 +35,7 @@ import enum
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -295,8 +295,11 @@ class TritonRuntime:
         metrics_url: str | None = None,
         limits: Sequence[asyncio.Semaphore] = (),
         gauges: Sequence[_Gauge] = (),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         host, port = parse_host_port(endpoint)  # raises EndpointError on garbage
+        #: the clock of the load/unload waits (injected: the operator's clock)
+        self.monotonic = monotonic
         self.endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.timeout = timeout
         self.load_timeout = load_timeout
@@ -471,7 +474,7 @@ class TritonRuntime:
         than ``unloaded`` (a failed load), ``WaitTimeout`` after ``timeout`` seconds,
         ``RuntimeUnavailable`` if the runtime stops answering.
         """
-        deadline = time.monotonic() + timeout
+        deadline = self.monotonic() + timeout
         last = ModelStatus(model_name, ModelState.ABSENT)
         while True:
             last = await self.model_status(model_name)
@@ -479,7 +482,7 @@ class TritonRuntime:
                 return
             if last.state is ModelState.UNAVAILABLE and last.reason not in ("", "unloaded"):
                 raise ModelLoadFailed(self.endpoint, model_name, last.reason)
-            if time.monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 raise WaitTimeout(self.endpoint, model_name, "loaded", last.state, timeout)
             await asyncio.sleep(POLL_INTERVAL)
 
@@ -490,12 +493,12 @@ class TritonRuntime:
         stops answering.
         """
         busy = (ModelState.READY, ModelState.LOADING, ModelState.UNLOADING)
-        deadline = time.monotonic() + timeout
+        deadline = self.monotonic() + timeout
         while True:
             state = await self.model_state(model_name)
             if state not in busy:
                 return
-            if time.monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 raise WaitTimeout(self.endpoint, model_name, "unloaded", state, timeout)
             await asyncio.sleep(POLL_INTERVAL)
 
@@ -617,11 +620,13 @@ class RuntimePool:
         max_concurrency: int = 64,
         per_endpoint_concurrency: int = 4,
         metrics_offset: int = 2,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_concurrency < 1 or per_endpoint_concurrency < 1:
             raise ValueError("concurrency limits must be >= 1")
         #: a runtime's metrics port minus its HTTP port (default_metrics_url)
         self.metrics_offset = metrics_offset
+        self.monotonic = monotonic
         self.timeout = timeout
         self.load_timeout = load_timeout
         self.max_concurrency = max_concurrency
@@ -649,6 +654,7 @@ class RuntimePool:
                 metrics_url=metrics_url or default_metrics_url(key, self.metrics_offset),
                 limits=(asyncio.Semaphore(self.per_endpoint_concurrency), self._global),
                 gauges=(self._global_gauge,),
+                monotonic=self.monotonic,
             )
             self._runtimes[key] = runtime
         return runtime

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -642,39 +642,8 @@ class Simulation:
     def run(self, progress: Callable[[float], None] | None = None) -> Result:
         heap: list[tuple[float, int, int]] = []
         t0, end = self.t0, self.end
-        # cars parked at the start arrive at t0 without a trip
-        for i in range(self.n_cars):
-            st = self.stays[i]
-            k = 0
-            while k < len(st) and st[k].depart <= t0:
-                k += 1
-            self.stay_pos[i] = k
-            if k < len(st):
-                s = st[k]
-                if s.arrive <= t0:
-                    self.cars.arrive(i, 0.0, self.ambient.at(t0))
-                    self.twin.arrive(i, 0.0, self.ambient.at(t0))
-                    self._push_leave(heap, i, s)
-                else:
-                    heapq.heappush(heap, (s.arrive, ARRIVE, i))
-        fulls = {t0}
-        k = 1
-        while t0 + k * self.sc.planner.full_plan_interval_s < end:
-            fulls.add(t0 + k * self.sc.planner.full_plan_interval_s)
-            k += 1
-        for h in range(self.sc.days * 24):
-            fulls.add(t0 + h * HOUR)
-        fulls.update(self.tou.boundaries(t0, end))
-        for ev in self.site.events:
-            fulls.update(x for x in (ev.start, ev.end) if t0 <= x < end)
-        for j in self.jobs:
-            if j.kind == "batch":
-                for d in range(-1, self.sc.days + 1):
-                    for hh in j.window:
-                        x = t0 + d * DAY + hh * HOUR
-                        if t0 <= x < end:
-                            fulls.add(x)
-        for x in fulls:
+        self._seed_stays(heap)
+        for x in self._full_plan_times():
             heapq.heappush(heap, (x, FULL, -1))
         step = self.sc.planner.step_s
         n_steps = math.ceil((end - t0) / step)
@@ -686,33 +655,14 @@ class Simulation:
             if t > end:
                 break
             self._advance(t)
-            if kind == FULL:
-                self._open_windows(t)
-                self._full_plan(t)
-            elif kind == STEP:
-                if self.plan is None:
-                    self._open_windows(t)
-                    self._full_plan(t)
-                self._record_step(t)
-                self._sample(t)
+            if kind == STEP:
+                self._step(t)
                 frac = (t - t0) / (end - t0)
                 if progress is not None and frac - last_progress >= 0.01:
                     progress(frac)
                     last_progress = frac
-            elif kind == ARRIVE:
-                stay = self.stays[i][self.stay_pos[i]]
-                amb = self.ambient.at(t)
-                self.cars.arrive(i, stay.trip_kwh, amb)
-                self.twin.arrive(i, stay.trip_kwh, amb)
-                self._sample(t, i)
-                self._push_leave(heap, i, stay)
-                if self.plan is not None:
-                    self._node_event(i, t)
-            elif kind == LEAD:
-                if self.plan is not None:
-                    self._node_event(i, t)
-            elif kind == DEPART:
-                self._depart(heap, i, t)
+            else:
+                self._event(heap, t, kind, i)
         self.totals.empty_battery_events = self.cars.empty_events
         return Result(
             self.sc,
@@ -727,6 +677,74 @@ class Simulation:
             self.batch_tokens,
             self.batch_done,
         )
+
+    def _seed_stays(self, heap: list[tuple[float, int, int]]) -> None:
+        """Cars parked at the start arrive at t0 without a trip; the others are scheduled."""
+        t0 = self.t0
+        for i in range(self.n_cars):
+            st = self.stays[i]
+            k = 0
+            while k < len(st) and st[k].depart <= t0:
+                k += 1
+            self.stay_pos[i] = k
+            if k < len(st):
+                s = st[k]
+                if s.arrive <= t0:
+                    self.cars.arrive(i, 0.0, self.ambient.at(t0))
+                    self.twin.arrive(i, 0.0, self.ambient.at(t0))
+                    self._push_leave(heap, i, s)
+                else:
+                    heapq.heappush(heap, (s.arrive, ARRIVE, i))
+
+    def _full_plan_times(self) -> set[float]:
+        """When a full plan runs: the planner's interval, every hour, tariff boundaries, site
+        events and the batch jobs' windows."""
+        t0, end = self.t0, self.end
+        fulls = {t0}
+        k = 1
+        while t0 + k * self.sc.planner.full_plan_interval_s < end:
+            fulls.add(t0 + k * self.sc.planner.full_plan_interval_s)
+            k += 1
+        for h in range(self.sc.days * 24):
+            fulls.add(t0 + h * HOUR)
+        fulls.update(self.tou.boundaries(t0, end))
+        for ev in self.site.events:
+            fulls.update(x for x in (ev.start, ev.end) if t0 <= x < end)
+        for j in self.jobs:
+            if j.kind == "batch":
+                fulls.update(self._window_times(j.window))
+        return fulls
+
+    def _window_times(self, window: Iterable[float]) -> list[float]:
+        t0, end = self.t0, self.end
+        times = (t0 + d * DAY + hh * HOUR for d in range(-1, self.sc.days + 1) for hh in window)
+        return [x for x in times if t0 <= x < end]
+
+    def _step(self, t: float) -> None:
+        if self.plan is None:
+            self._open_windows(t)
+            self._full_plan(t)
+        self._record_step(t)
+        self._sample(t)
+
+    def _event(self, heap: list[tuple[float, int, int]], t: float, kind: int, i: int) -> None:
+        if kind == FULL:
+            self._open_windows(t)
+            self._full_plan(t)
+        elif kind == ARRIVE:
+            stay = self.stays[i][self.stay_pos[i]]
+            amb = self.ambient.at(t)
+            self.cars.arrive(i, stay.trip_kwh, amb)
+            self.twin.arrive(i, stay.trip_kwh, amb)
+            self._sample(t, i)
+            self._push_leave(heap, i, stay)
+            if self.plan is not None:
+                self._node_event(i, t)
+        elif kind == LEAD:
+            if self.plan is not None:
+                self._node_event(i, t)
+        elif kind == DEPART:
+            self._depart(heap, i, t)
 
     def _push_leave(self, heap: list[tuple[float, int, int]], i: int, s: Stay) -> None:
         self.lead_at[i] = s.depart - float(self.drain_lead[i])

@@ -1,0 +1,189 @@
+"""Watch events that wake the planner, filtered so only what the planner reads does.
+
+kopf calls one handler per watch event (a Node, an ImmersionPod, a VehiclePool, an InferenceJob,
+a runtime pod). Each handler reduces the object to the facts the planner reads and asks the
+operator's :class:`~tokenfleet.controllers.watchfilter.WatchFilter` (part of the operator
+context) whether they changed since the
+last event of that object; only a change signals the planner, so heartbeats and the operator's
+own status writes do not replan. A rejected-telemetry change on a Node also posts a Warning
+Event there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import kopf
+
+from tokenfleet import GROUP
+from tokenfleet.controllers import events
+from tokenfleet.controllers.context import OperatorContext, context_of
+from tokenfleet.controllers.watchfilter import (
+    POOL_STATUS_KEYS,
+    TANK_STATUS_KEYS,
+    Seen,
+    problems_of,
+)
+from tokenfleet.telemetry.node import NodeInfo
+from tokenfleet.telemetry.vehicle import ROLE_LABEL
+
+log = logging.getLogger(__name__)
+
+
+def _object_facts(deleted: bool, meta: kopf.Meta, status_facts: Iterable[Any]) -> tuple[Any, ...]:
+    return (
+        deleted,
+        meta.get("generation"),
+        meta.get("deletionTimestamp") is not None,
+        *status_facts,
+    )
+
+
+def _report_problems(
+    context: OperatorContext,
+    name: str,
+    body: kopf.Body,
+    info: NodeInfo,
+    previous: NodeInfo | None,
+) -> None:
+    """A Warning Event on the Node when its set of rejected telemetry fields changes (the
+    values are ignored as unknown; ``tokenfleet_telemetry_rejected_total`` counts them)."""
+    now, before = problems_of(info), problems_of(previous)
+    if now and now != before:
+        message = "ignored telemetry (treated as unknown): " + "; ".join(sorted(now))
+        log.warning("node %s: %s", name, message)
+        with contextlib.suppress(Exception):
+            # a Node is cluster-scoped: posted so that `kubectl describe node` shows it
+            events.post(context.events, body, "Warning", "TelemetryRejected", message[:1000])
+
+
+@kopf.on.event("nodes", labels={ROLE_LABEL: kopf.PRESENT})
+def node_changed(
+    name: str,
+    type: str | None,  # noqa: A002
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    context = context_of(memo)
+    planner = context.planner
+    planner.mark_ready()
+    if type == "DELETED":
+        if context.watches.nodes.forget(name):
+            planner.signal("node", node=name, full=True)
+        return
+    info = context.fleet.node(name)
+    if info is None:
+        return
+    change = context.watches.nodes.observe(name, info)
+    if change is None:
+        return
+    _report_problems(context, name, body, info, change.previous)
+    planner.signal("node", node=name, full=change.first)
+
+
+def _signal_on_change(
+    memo: kopf.Memo,
+    trigger: str,
+    seen_of: str,
+    key: str,
+    facts: tuple[Any, ...],
+    deleted: bool,
+) -> None:
+    """Replan when what the planner reads of an object changed (not on its own writes)."""
+    context = context_of(memo)
+    context.planner.mark_ready()
+    seen: Seen[tuple[Any, ...]] = getattr(context.watches, seen_of)
+    if seen.observe(key, facts, deleted=deleted) is not None:
+        context.planner.signal(trigger, full=True)
+
+
+@kopf.on.event(GROUP, "immersionpods")
+def tank_changed(
+    name: str,
+    type: str | None,  # noqa: A002
+    body: kopf.Body,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    status = body.get("status") or {}
+    deleted = type == "DELETED"
+    facts = _object_facts(deleted, meta, (status.get(k) for k in TANK_STATUS_KEYS))
+    _signal_on_change(memo, "tank", "tanks", name, facts, deleted)
+
+
+@kopf.on.event(GROUP, "vehiclepools")
+def pool_changed(
+    name: str,
+    type: str | None,  # noqa: A002
+    body: kopf.Body,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    status = body.get("status") or {}
+    deleted = type == "DELETED"
+    facts = _object_facts(deleted, meta, (status.get(k) for k in POOL_STATUS_KEYS))
+    _signal_on_change(memo, "pool", "pools", name, facts, deleted)
+
+
+@kopf.on.event(GROUP, "inferencejobs")
+def job_changed(
+    name: str,
+    namespace: str | None,
+    type: str | None,  # noqa: A002
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    deleted = type == "DELETED"
+    facts = _object_facts(deleted, meta, ())
+    _signal_on_change(memo, "job", "jobs", f"{namespace}/{name}", facts, deleted)
+
+
+def _pod_ready(status: kopf.Status | dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+
+
+@kopf.on.event("pods")
+def runtime_pod_changed(
+    name: str,
+    namespace: str | None,
+    type: str | None,  # noqa: A002
+    body: kopf.Body,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """A runtime pod appeared, moved, became (un)ready or vanished: endpoints may change."""
+    context = context_of(memo)
+    if not context.config.is_runtime_pod(labels):
+        return
+    planner = context.planner
+    planner.mark_ready()
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    deleted = type == "DELETED"
+    facts = (
+        deleted,
+        spec.get("nodeName"),
+        status.get("podIP"),
+        _pod_ready(status),
+        (body.get("metadata") or {}).get("deletionTimestamp") is not None,
+    )
+    change = context.watches.pods.observe(f"{namespace}/{name}", facts, deleted=deleted)
+    if change is None:
+        return
+    # A node that just got its runtime can take work: replan. Otherwise only endpoints move,
+    # and only in the slices of the jobs served on that node.
+    if change.first or deleted:
+        planner.signal("runtime", full=True)
+    if spec.get("nodeName"):
+        planner.kick_jobs(context.fleet.jobs_serving_on(str(spec["nodeName"])))
