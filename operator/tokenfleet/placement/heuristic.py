@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -358,12 +358,14 @@ def _pass_candidates(
     limit: int,
     only: str | None = None,
     keep_all: bool = False,
+    cap_tps: float = INF,
 ) -> tuple[IntArr, list[Variant], IntArr, int]:
     """Vectorised scoring of the nodes for one more replica of ``info``.
 
     Returns up to ``limit`` candidate node indices (best first), the variant list and per
     candidate the index into it, and how many nodes were feasible in all. ``keep_all``: also
-    nodes where one more replica scores <= 0 (to reach ``min_replicas`` whatever it earns)."""
+    nodes where one more replica scores <= 0 (to reach ``min_replicas`` whatever it earns).
+    ``cap_tps``: only variants serving at most this many tokens/s."""
     f = work.fleet
     ok = work.ok_of(info)
     nr = f.n_racks
@@ -388,6 +390,8 @@ def _pass_candidates(
             hrs = f.hours_today[lo:hi]
         pref = work.bonus if info.preferred == t else 0.0
         for var in ranked:
+            if var.tokens_per_second > cap_tps + EPS:
+                continue
             kw = var.watts / 1000.0
             fit = remaining & (memf + EPS >= var.memory_mib)
             if t == "Rack":
@@ -448,14 +452,19 @@ def _pass_candidates(
     return idx[pos], variants, choice[pos], total
 
 
-def fill_job(work: Work, info: JobInfo, only: str | None = None) -> None:
+def fill_job(
+    work: Work, info: JobInfo, only: str | None = None, overshoot: Overshoot = "any"
+) -> None:
     """Add replicas of one job toward its target, best marginal value first (on ``only``'s
-    target kind when given)."""
+    target kind when given).  ``overshoot`` limits the variants by what the job still needs
+    (the floor aside): ``"none"`` only those serving no more than that, ``"least"`` also the
+    smallest that covers it, ``"any"`` every variant."""
     job = info.job
     name = job.name
     if job.spread.max_replicas_per_node <= 0:
         return
     limit = 0
+    min_tps = min((v.tokens_per_second for vs in info.ranked.values() for v in vs), default=1.0)
 
     def below_min() -> bool:
         return work.count.get(name, 0) < job.min_replicas
@@ -465,13 +474,13 @@ def fill_job(work: Work, info: JobInfo, only: str | None = None) -> None:
         slots = job.max_replicas - work.count.get(name, 0)
         if (need <= EPS and not below_min()) or slots <= 0:
             return
-        min_tps = min((v.tokens_per_second for vs in info.ranked.values() for v in vs), default=1.0)
         want = min(slots, max(int(max(need, 0.0) / max(min_tps, EPS)) + 1, job.min_replicas))
         limit = max(limit, 2 * want + 16)
         # replicas.min holds whatever the target says (0, absent, or met by fewer replicas)
         short = below_min()
+        cap = INF if short else _tps_cap(info, max(need, 0.0), overshoot)
         cand, variants, choice, total = _pass_candidates(
-            work, info, max(need, 0.0), limit, only, keep_all=short
+            work, info, max(need, 0.0), limit, only, keep_all=short, cap_tps=cap
         )
         if len(cand) == 0:
             return
@@ -500,6 +509,19 @@ def fill_job(work: Work, info: JobInfo, only: str | None = None) -> None:
             if total <= limit:
                 return
             limit *= 4  # every candidate we looked at was blocked: look further
+
+
+Overshoot = Literal["any", "least", "none"]
+
+
+def _tps_cap(info: JobInfo, need: float, overshoot: Overshoot) -> float:
+    """Most tokens/s one more replica may serve under ``overshoot`` (see :func:`fill_job`)."""
+    if overshoot == "any":
+        return INF
+    if overshoot == "none":
+        return need
+    covering = [v.tokens_per_second for vs in info.ranked.values() for v in vs]
+    return min((x for x in covering if x + EPS >= need), default=INF)
 
 
 # -- phase 3: trim ------------------------------------------------------------------------------
@@ -840,8 +862,10 @@ def assemble(
 def _pair_moves(evictions: list[Eviction], added: list[Placement]) -> list[Eviction]:
     """Mark an eviction as a move when the same job got a new replica elsewhere."""
     free: dict[str, list[str]] = {}
+    movers = {e.job for e in evictions}
     for a in added:
-        free.setdefault(a.job, []).extend([a.node] * a.replicas)
+        if a.job in movers:
+            free.setdefault(a.job, []).extend([a.node] * a.replicas)
     out: list[Eviction] = []
     for e in sorted(evictions, key=lambda e: (e.job, e.node, e.variant, e.reason.value)):
         spots = free.get(e.job)
@@ -947,24 +971,20 @@ def plan_heuristic(
     if starts is None:
         starts = WORK_BUDGET // max(1, len(fleet.names) * len(order))
     starts = max(1, min(starts, len(MODES) + PRICE_ROUNDS))
-    best: Plan | None = None
+    best: tuple[float, Work] | None = None
     for mode in MODES[:starts]:
-        p = _plan_once(snapshot, fleet, order, mode)
-        if best is None or p.objective > best.objective + 1e-9:
-            best = p
+        scored = _plan_once(snapshot, fleet, order, mode)
+        if best is None or scored[0] > best[0] + 1e-9:
+            best = scored
     if starts > len(MODES):
         prices = _initial_prices(fleet)
         for _ in range(starts - len(MODES)):
-            p = _plan_once(snapshot, fleet, order, "priced", prices)
-            if best is None or p.objective > best.objective + 1e-9:
-                best = p
-            work = p.cache[0] if isinstance(p.cache, tuple) else None
-            if not isinstance(work, Work):
-                break
-            prices = _update_prices(fleet, work, prices)
+            scored = _plan_once(snapshot, fleet, order, "priced", prices)
+            if best is None or scored[0] > best[0] + 1e-9:
+                best = scored
+            prices = _update_prices(fleet, scored[1], prices)
     assert best is not None
-    work = best.cache[0] if isinstance(best.cache, tuple) else None
-    assert isinstance(work, Work)
+    work = best[1]
     if guided is None:
         guided = len(fleet.names) * len(order) <= GUIDE_MAX_WORK
     guide = lp_guide(snapshot, fleet) if guided else None
@@ -1081,7 +1101,8 @@ def _update_prices(fleet: Fleet, work: Work, prices: Prices) -> Prices:
 
 def _plan_once(
     snapshot: Snapshot, fleet: Fleet, order: list[str], mode: str, prices: Prices | None = None
-) -> Plan:
+) -> tuple[float, Work]:
+    """One greedy pass in fill order ``mode``: (its objective, its state)."""
     work = new_work(fleet)
     work.bonus = snapshot.weights.preference_bonus
     mode, _, extra = mode.partition("+")
@@ -1095,7 +1116,10 @@ def _plan_once(
             trim_job(work, info)
         work.prices = None
     fill_rounds(work, order)
-    return assemble(snapshot, work, order, "heuristic", explain_all=False)
+    # the plan's objective as :func:`assemble` would report it (evictions reconciled first)
+    reconcile_evictions(work)
+    removed = sum(e.replicas for e in work.evictions)
+    return work_objective(work, removed, snapshot.weights.move_cost), work
 
 
 def min_floor(work: Work) -> int:
