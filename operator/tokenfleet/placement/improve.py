@@ -31,9 +31,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from tokenfleet.placement.heuristic import Unit, Work, fill_job
+from tokenfleet.placement.greedy import fill_job
 from tokenfleet.placement.model import Variant
 from tokenfleet.placement.state import EPS, INF, FloatArr, JobInfo
+from tokenfleet.placement.work import Unit, Work
 
 LS_BUDGET = 6_000_000
 """Work units per plan on fleets up to :data:`LS_FULL_NODES` nodes (fewer above, see

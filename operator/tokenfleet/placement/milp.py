@@ -7,7 +7,7 @@ resource (tank, vehicle energy, pool) has current replicas and a hysteresis band
 there are allowed only when the whole load fits under the band.
 
 Objective (maximised): ``Σ weight_j s_j - Σ rate_u x_u - move_cost Σ r_u`` with the same terms
-as :func:`tokenfleet.placement.heuristic.objective`.
+as :func:`tokenfleet.placement.assemble.objective`.
 
 :func:`build_model` is shared with the LP relaxation that guides the heuristic on small fleets
 (:mod:`tokenfleet.placement.relax`).
@@ -22,15 +22,10 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix, csr_matrix
 
-from tokenfleet.placement.heuristic import (
-    Unit,
-    Work,
-    assemble,
-    job_order,
-    new_work,
-)
+from tokenfleet.placement.assemble import assemble, job_order
 from tokenfleet.placement.model import Eviction, Plan, Reason, Snapshot, Variant
 from tokenfleet.placement.state import EPS, Fleet, FloatArr, build_fleet, compat_codes, reason_of
+from tokenfleet.placement.work import Unit, Work, new_work
 
 Resource = tuple[str, int]
 """("t", tank) / ("p", pool) / ("e", vehicle node): a shared capacity with a hysteresis band."""

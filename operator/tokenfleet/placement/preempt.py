@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokenfleet.placement.heuristic import Overshoot, Unit, Work, fill_job
+from tokenfleet.placement.greedy import Overshoot, fill_job
 from tokenfleet.placement.improve import TOL, _Budget, _reconcile, _value, budget_for, is_short
 from tokenfleet.placement.model import Eviction, Reason, Variant
 from tokenfleet.placement.state import EPS, INF, FloatArr, JobInfo
+from tokenfleet.placement.work import Unit, Work
 
 CANDIDATES = 6
 """Nodes tried per (job, variant) and round, best estimate first."""
@@ -43,7 +44,7 @@ FRESH_MAX_WORK = 3_000_000
 start the phase (see :func:`_blocked`): a fresh plan of 10,000 nodes x 1,000 jobs stays within
 its second."""
 OVERSHOOT_ROUNDS: tuple[Overshoot, ...] = ("none", "least", "any")
-"""Fill rounds of a sweep's short jobs (see :func:`~tokenfleet.placement.heuristic.fill_job`)."""
+"""Fill rounds of a sweep's short jobs (see :func:`~tokenfleet.placement.greedy.fill_job`)."""
 BUDGET_SHARE = 4
 """The phase gets 1/BUDGET_SHARE of :func:`~tokenfleet.placement.improve.budget_for`."""
 
