@@ -146,6 +146,49 @@ def _binding_density(snapshot: Snapshot, work: Work) -> dict[tuple[str, str, str
     return out
 
 
+def _score(
+    work: Work,
+    info: JobInfo,
+    var: Variant,
+    nodes: IntArr,
+    memf: FloatArr,
+    hrs: FloatArr | None,
+    need: float,
+    pref: float,
+) -> FloatArr:
+    """Score of one more replica of ``var`` on each of ``nodes`` (racks when ``hrs`` is None,
+    else cars staying ``hrs`` hours today; ``memf``: their free memory)."""
+    f = work.fleet
+    kw = var.watts / 1000.0
+    sc: FloatArr = (
+        info.weight * min(var.tokens_per_second, need)
+        - kw * f.cost[nodes]
+        + pref
+        - FIT_WEIGHT * (memf - var.memory_mib) / f.mem_max
+    )
+    if hrs is not None:
+        # pool energy is spent by the hour: prefer cars whose stay costs the pool least
+        sc = sc - f.pool_price[f.pool[nodes]] * kw * hrs
+        if work.rank_term and len(f.pool_kw_ref):
+            # rearrangement: on a budgeted pool, hungrier replicas take the cars that
+            # leave soonest and frugal ones the long stays (sum of kW x h is smallest)
+            pn = f.pool[nodes]
+            sc = sc - RANK_WEIGHT * (f.pool_price[pn] > 0) * (kw - f.pool_kw_ref[pn]) * (
+                hrs - f.pool_h_ref[pn]
+            )
+    if len(f.popularity):
+        # leave nodes that many (restricted) jobs can use to those jobs
+        sc = sc - POP_WEIGHT * f.popularity[nodes]
+    pr = work.prices
+    if pr is not None:
+        if hrs is None:
+            sc = sc - pr.tank[f.tank[nodes]] * kw - pr.mem[nodes] * var.memory_mib
+        else:
+            sc = sc - pr.pool[f.pool[nodes]] * kw * hrs
+            sc = sc - pr.mem[nodes] * var.memory_mib
+    return sc
+
+
 def _pass_candidates(
     work: Work,
     info: JobInfo,
@@ -168,7 +211,6 @@ def _pass_candidates(
     score_parts: list[FloatArr] = []
     choice_parts: list[IntArr] = []
     variants: list[Variant] = []
-    memmax = f.mem_max
     for t, lo, hi in (("Rack", 0, nr), ("Vehicle", nr, len(f.names))):
         ranked = info.ranked.get(t)
         if not ranked or hi <= lo or (only is not None and t != only):
@@ -177,12 +219,12 @@ def _pass_candidates(
         if not remaining.any():
             continue
         memf = work.mem_free[lo:hi]
+        hrs = f.hours_today[lo:hi]
         if t == "Rack":
             room = (f.tank_free_new - work.tank_used)[f.tank[lo:hi]]
         else:
             e_room = f.energy_new[lo:hi] - work.e_used[lo:hi]
             p_room = (f.pool_free_new - work.pool_used)[f.pool[lo:hi]]
-            hrs = f.hours_today[lo:hi]
         pref = work.bonus if info.preferred == t else 0.0
         for var in ranked:
             if var.tokens_per_second > cap_tps + EPS:
@@ -200,32 +242,9 @@ def _pass_candidates(
             vi = len(variants)
             variants.append(var)
             nodes = sel + lo
-            sc = (
-                info.weight * min(var.tokens_per_second, need)
-                - kw * f.cost[nodes]
-                + pref
-                - FIT_WEIGHT * (memf[sel] - var.memory_mib) / memmax
+            sc = _score(
+                work, info, var, nodes, memf[sel], hrs[sel] if t == "Vehicle" else None, need, pref
             )
-            if t == "Vehicle":
-                # pool energy is spent by the hour: prefer cars whose stay costs the pool least
-                sc = sc - f.pool_price[f.pool[nodes]] * kw * hrs[sel]
-                if work.rank_term and len(f.pool_kw_ref):
-                    # rearrangement: on a budgeted pool, hungrier replicas take the cars that
-                    # leave soonest and frugal ones the long stays (sum of kW x h is smallest)
-                    pn = f.pool[nodes]
-                    sc = sc - RANK_WEIGHT * (f.pool_price[pn] > 0) * (kw - f.pool_kw_ref[pn]) * (
-                        hrs[sel] - f.pool_h_ref[pn]
-                    )
-            if len(f.popularity):
-                # leave nodes that many (restricted) jobs can use to those jobs
-                sc = sc - POP_WEIGHT * f.popularity[nodes]
-            pr = work.prices
-            if pr is not None:
-                if t == "Rack":
-                    sc = sc - pr.tank[f.tank[nodes]] * kw - pr.mem[nodes] * var.memory_mib
-                else:
-                    sc = sc - pr.pool[f.pool[nodes]] * kw * hrs[sel]
-                    sc = sc - pr.mem[nodes] * var.memory_mib
             idx_parts.append(nodes)
             score_parts.append(sc)
             choice_parts.append(np.full(sel.size, vi, dtype=np.int64))

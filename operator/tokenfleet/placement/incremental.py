@@ -28,6 +28,7 @@ from tokenfleet.placement.state import (
     INF,
     Fleet,
     IntArr,
+    NodeState,
     _fill_state,
     energy_deadline,
     rack_state,
@@ -109,14 +110,8 @@ def _window_energy(f: Fleet, ks: IntArr, t_end: float) -> None:
     f.energy_new[ks] = np.minimum(f.energy_new[ks], e_end)
 
 
-def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | None) -> Plan | None:
-    """Incremental path; ``None`` when the cache cannot be used (caller falls back).
-
-    Re-checks ``node_name`` and every node whose time threshold (drain lead, charge by
-    departure at its draw, stale telemetry) ``snapshot.now`` has crossed, evicts what no longer
-    fits there and re-places it.  Takes over (mutates) the previous plan's solver state, so each
-    plan's cache serves one incremental step; a second use, a chain past :data:`CHAIN_STEPS` or
-    past :func:`chain_end` returns ``None``."""
+def _cached_work(snapshot: Snapshot, previous: Plan) -> tuple[Work, list[str]] | None:
+    """The previous plan's solver state when this step may take it over (else ``None``)."""
     cache = previous.cache
     if not isinstance(cache, tuple) or len(cache) != 2:
         return None
@@ -124,15 +119,25 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | N
     if not isinstance(work, Work) or work.consumed:
         return None
     f0 = work.fleet
-    k0 = f0.index.get(node_name) if node_name is not None else None
-    if (node_name is not None and k0 is None) or len(snapshot.jobs) != len(f0.jobs):
+    if len(snapshot.jobs) != len(f0.jobs):
         return None
     if snapshot.now < f0.now or snapshot.now >= chain_end(work) or work.steps >= CHAIN_STEPS:
         return None
     if f0.inputs != (snapshot.tanks, snapshot.pools, snapshot.jobs, snapshot.weights):
         return None  # a tank, pool, job or weight changed: only a full plan re-derives those
+    return work, order
+
+
+def _recheck_nodes(
+    snapshot: Snapshot, work: Work, node_name: str | None
+) -> tuple[dict[int, VehicleNode | RackNode], set[int]] | None:
+    """The nodes to re-check - ``node_name`` and those whose deadline ``snapshot.now`` passed
+    (popped off the heap) - with their new records, and the set of them; ``None`` when one left
+    or changed identity.  Takes the state over (``work.consumed``) once ``node_name`` passed."""
+    f0 = work.fleet
     nodes: dict[int, VehicleNode | RackNode] = {}
-    if node_name is not None and k0 is not None:
+    if node_name is not None:
+        k0 = f0.index[node_name]
         node = _find_node(snapshot, node_name, k0, f0)
         if node is None or not _same_identity(f0, k0, node):
             return None  # the node left, or its pool/tank/region/attestation changed
@@ -146,14 +151,37 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | N
         if other is None or not _same_identity(f0, k, other):
             return None
         nodes[k] = other
-    rank = work.rank or {name: i for i, name in enumerate(order)}
+    return nodes, crossed
+
+
+def _take_off(
+    work: Work, nodes: dict[int, VehicleNode | RackNode], rank: dict[str, int]
+) -> dict[int, list[tuple[Unit, int]]]:
+    """Take every replica off the re-checked nodes under the old figures; what was there."""
+    f0 = work.fleet
     here: dict[int, list[tuple[Unit, int]]] = {}
     for k in nodes:
         here[k] = sorted(work.node_units.get(k, {}).items(), key=lambda x: (rank[x[0][0]], x[0][2]))
-        # take everything off the node under the old figures, then switch the node's figures
         for u, n in here[k]:
             info = f0.jobs[u[0]]
             work.remove(info, k, info.variants[u[2]], n)
+    return here
+
+
+def _node_state(snapshot: Snapshot, nd: VehicleNode | RackNode) -> NodeState:
+    if isinstance(nd, VehicleNode):
+        pool = next((p for p in snapshot.pools if p.name == nd.pool), None)
+        return vehicle_state(nd, pool, snapshot.now)
+    tank = next((t for t in snapshot.tanks if t.name == nd.tank), None)
+    return rack_state(nd, tank, snapshot.now)
+
+
+def _refresh_fleet(
+    snapshot: Snapshot, work: Work, nodes: dict[int, VehicleNode | RackNode]
+) -> Fleet:
+    """A copy of the fleet with the re-checked nodes' figures at ``snapshot.now`` (energy bands
+    windowed to the chain's end); installs it in ``work`` with the policy masks updated."""
+    f0 = work.fleet
     f = replace(
         f0,
         hard_code=f0.hard_code.copy(),
@@ -171,12 +199,7 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | N
         _window_energy(f, np.arange(f.n_racks, len(f.names), dtype=np.int64), t_end)
         work.windowed = True
     for k, nd in nodes.items():
-        if isinstance(nd, VehicleNode):
-            pool = next((p for p in snapshot.pools if p.name == nd.pool), None)
-            st = vehicle_state(nd, pool, snapshot.now)
-        else:
-            tank = next((t for t in snapshot.tanks if t.name == nd.tank), None)
-            st = rack_state(nd, tank, snapshot.now)
+        st = _node_state(snapshot, nd)
         _fill_state(
             k, st, f.hard_code, f.new_code, f.energy_hard, f.energy_new, f.hours_today, f.cost
         )
@@ -196,18 +219,24 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | N
         ok = ok.copy()
         ok[ks] = (work.compat[key][ks] == 0) & (f.new_code[ks] == 0)
         work.ok[key] = ok
-    work.current = {}
-    work.evictions = []
-    touched: set[tuple[str, str, str]] = set()
+    return f
+
+
+def _put_back(
+    work: Work, here: dict[int, list[tuple[Unit, int]]], touched: set[tuple[str, str, str]]
+) -> list[str]:
+    """Put back what still fits under the hard limits (the rest is evicted, with its reason);
+    returns the jobs that lost a replica, in node order."""
+    f = work.fleet
     affected: list[str] = []
-    for k in sorted(nodes):
+    for k in sorted(here):
         kname = f.names[k]
+        why: Reason | None = reason_of(int(f.hard_code[k])) if f.hard_code[k] else None
         for u, n in here[k]:
             info = f.jobs[u[0]]
             var = info.variants[u[2]]
             work.current[u] = n
             touched.add((u[0], kname, u[2]))
-            why: Reason | None = reason_of(int(f.hard_code[k])) if f.hard_code[k] else None
             lost: Counter[Reason] = Counter()
             for _ in range(n):
                 r = why or work.fits(info, k, var, new=False)
@@ -219,6 +248,19 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | N
                 work.evictions.append(Eviction(u[0], kname, u[2], m, r))
             if lost and u[0] not in affected:
                 affected.append(u[0])
+    return affected
+
+
+def _refill(
+    work: Work,
+    affected: list[str],
+    rank: dict[str, int],
+    nodes: dict[int, VehicleNode | RackNode],
+    touched: set[tuple[str, str, str]],
+) -> list[Placement]:
+    """Re-fill the jobs that lost replicas; the replicas added (their nodes join ``nodes``: a
+    new draw, a new deadline)."""
+    f = work.fleet
     before = {name: dict(work.job_units.get(name, {})) for name in affected}
     for name in sorted(affected, key=rank.__getitem__):
         fill_job(work, f.jobs[name])
@@ -232,7 +274,18 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | N
                 work.current.setdefault(u, before[name].get(u, 0))
                 touched.add((name, f.names[kk], u[2]))
                 nodes.setdefault(kk, nodes[next(iter(nodes))])  # new draw: new deadline
-    evictions = pair_moves(work.evictions, added)
+    return added
+
+
+def _update_records(
+    work: Work,
+    touched: set[tuple[str, str, str]],
+    nodes: dict[int, VehicleNode | RackNode],
+    crossed: set[int],
+    added: list[Placement],
+) -> None:
+    """The plan's assignments, the deadline heap and the unused nodes after the step."""
+    f = work.fleet
     for j, node_n, v in sorted(touched):
         n = work.units.get((j, f.index[node_n], v), 0)
         _set_item(
@@ -246,12 +299,6 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | N
         if d < INF:
             heapq.heappush(work.deadlines, (d, k))
     work.steps += 1
-    # explanations: reuse the previous ones, refresh affected jobs and the touched nodes
-    shortfalls = [s for s in previous.job_shortfalls if s.job not in affected]
-    if affected:
-        sub, _ = explain(work, [n for n in order if n in affected], nodes=False)
-        shortfalls.extend(sub)
-        shortfalls.sort(key=lambda s: rank[s.job])
     for a in added:
         _set_item(work.unused_list, work.unused_pos, a.node, None)
     for k in sorted(crossed):
@@ -259,6 +306,42 @@ def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | N
             c = int(f.hard_code[k]) or int(f.new_code[k])
             u_new = UnusedNode(f.names[k], reason_of(c) if c else Reason.NO_DEMAND)
             _set_item(work.unused_list, work.unused_pos, f.names[k], u_new)
+
+
+def replan_node_heuristic(snapshot: Snapshot, previous: Plan, node_name: str | None) -> Plan | None:
+    """Incremental path; ``None`` when the cache cannot be used (caller falls back).
+
+    Re-checks ``node_name`` and every node whose time threshold (drain lead, charge by
+    departure at its draw, stale telemetry) ``snapshot.now`` has crossed, evicts what no longer
+    fits there and re-places it.  Takes over (mutates) the previous plan's solver state, so each
+    plan's cache serves one incremental step; a second use, a chain past :data:`CHAIN_STEPS` or
+    past :func:`chain_end` returns ``None``."""
+    cached = _cached_work(snapshot, previous)
+    if cached is None:
+        return None
+    work, order = cached
+    if node_name is not None and node_name not in work.fleet.index:
+        return None
+    rechecked = _recheck_nodes(snapshot, work, node_name)
+    if rechecked is None:
+        return None
+    nodes, crossed = rechecked
+    rank = work.rank or {name: i for i, name in enumerate(order)}
+    here = _take_off(work, nodes, rank)
+    _refresh_fleet(snapshot, work, nodes)
+    work.current = {}
+    work.evictions = []
+    touched: set[tuple[str, str, str]] = set()
+    affected = _put_back(work, here, touched)
+    added = _refill(work, affected, rank, nodes, touched)
+    evictions = pair_moves(work.evictions, added)
+    # explanations: reuse the previous ones, refresh affected jobs and the touched nodes
+    _update_records(work, touched, nodes, crossed, added)
+    shortfalls = [s for s in previous.job_shortfalls if s.job not in affected]
+    if affected:
+        sub, _ = explain(work, [n for n in order if n in affected], nodes=False)
+        shortfalls.extend(sub)
+        shortfalls.sort(key=lambda s: rank[s.job])
     removed = sum(e.replicas for e in evictions)
     return Plan(
         assignments=tuple(work.assign_list),

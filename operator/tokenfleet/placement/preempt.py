@@ -29,7 +29,7 @@ from tokenfleet.placement.greedy import Overshoot, fill_job
 from tokenfleet.placement.improve import TOL, _Budget, _reconcile, _value, budget_for, is_short
 from tokenfleet.placement.model import Eviction, Reason, Variant
 from tokenfleet.placement.state import EPS, INF, FloatArr, JobInfo
-from tokenfleet.placement.work import Unit, Work
+from tokenfleet.placement.work import Unit, Work, host_mask
 
 CANDIDATES = 6
 """Nodes tried per (job, variant) and round, best estimate first."""
@@ -193,34 +193,18 @@ def _candidates(
     """Up to :data:`CANDIDATES` nodes where one more replica of ``var`` could go after taking
     lower-priority replicas off, best estimate first."""
     f = work.fleet
-    job = info.job
-    pr = float(job.priority)
-    nr = f.n_racks
-    lo, hi = (0, nr) if t == "Rack" else (nr, len(f.names))
-    if hi <= lo:
+    pr = float(info.job.priority)
+    mask = host_mask(work, info, t, var)
+    if mask is None:
         return []
+    lo, ok = mask
     kw = var.watts / 1000.0
-    ok = work.ok_of(info)[lo:hi] & (f.mem_cap[lo:hi] + EPS >= var.memory_mib)
+    nodes_all = slice(lo, lo + len(ok))
     if t == "Vehicle":
-        ok &= f.energy_new[lo:hi] + EPS >= kw
-        shared_min = idx.pool_min[f.pool[lo:hi]]
+        shared_min = idx.pool_min[f.pool[nodes_all]]
     else:
-        shared_min = idx.tank_min[f.tank[lo:hi]]
-    ok &= (idx.node_min[lo:hi] < pr) | (shared_min < pr)
-    sp = job.spread
-    for (_j, k, _v), _n in work.job_units.get(job.name, {}).items():
-        if lo <= k < hi and work.job_node.get((job.name, k), 0) >= sp.max_replicas_per_node:
-            ok[k - lo] = False
-    if t == "Rack" and sp.max_replicas_per_tank is not None:
-        cap = sp.max_replicas_per_tank
-        full = [tt for (jn, tt), c in work.job_tank.items() if jn == job.name and c >= cap]
-        if full:
-            ok &= ~np.isin(f.tank[lo:hi], full)
-    if t == "Vehicle" and sp.max_replicas_per_pool is not None:
-        cap = sp.max_replicas_per_pool
-        full = [pp for (jn, pp), c in work.job_pool.items() if jn == job.name and c >= cap]
-        if full:
-            ok &= ~np.isin(f.pool[lo:hi], full)
+        shared_min = idx.tank_min[f.tank[nodes_all]]
+    ok &= (idx.node_min[nodes_all] < pr) | (shared_min < pr)
     sel = np.flatnonzero(ok)
     if sel.size == 0:
         return []
@@ -311,17 +295,10 @@ def _preempt_one(
     return False
 
 
-def _sweep_level(
-    work: Work, idx: _Index, order: list[str], level: int, move_cost: float, b: _Budget
-) -> bool:
-    """One priority sweep at ``level``: take every replica of a job below ``level`` off the nodes
-    (and their tanks and pools) that the short jobs at or above ``level`` may use, fill those
-    short jobs, put the victims back where they still fit as new work, re-fill the victims'
-    jobs; keep it when the objective (moves included) strictly improves."""
+def _sweep_victims(work: Work, idx: _Index, short: list[str], level: int) -> list[tuple[Unit, int]]:
+    """Every placed unit of a job below ``level`` on a node one of the ``short`` jobs may use
+    or in the tank or pool of one, with its replica count."""
     f = work.fleet
-    short = [n for n in order if f.jobs[n].job.priority >= level and is_short(work, f.jobs[n])]
-    if not short or not b.spend(UNIT_COST * len(work.units) + len(f.names) * (len(short) + 4)):
-        return False
     usable = np.zeros(len(f.names), dtype=np.bool_)
     for name in short:
         usable |= work.ok_of(f.jobs[name])
@@ -339,6 +316,36 @@ def _sweep_level(
                 or (not f.is_vehicle[k] and int(f.tank[k]) in tanks)
             ):
                 victims.append((u, work.units.get(u, 0)))
+    return victims
+
+
+def _put_back(work: Work, tr: _Trial, victims: list[tuple[Unit, int]]) -> None:
+    """Put the victims back where they still fit as new work (the same test whether or not they
+    were current), most valuable first."""
+    f = work.fleet
+    for u, n in sorted(victims, key=lambda x: _key(work, x[0]), reverse=True):
+        info = f.jobs[u[0]]
+        var = info.variants[u[2]]
+        for _ in range(n):
+            if work.count.get(u[0], 0) >= info.job.max_replicas:
+                break
+            if work.fits(info, u[1], var, new=True) is not None:
+                break
+            tr.add(info, u[1], var)
+
+
+def _sweep_level(
+    work: Work, idx: _Index, order: list[str], level: int, move_cost: float, b: _Budget
+) -> bool:
+    """One priority sweep at ``level``: take every replica of a job below ``level`` off the nodes
+    (and their tanks and pools) that the short jobs at or above ``level`` may use, fill those
+    short jobs, put the victims back where they still fit as new work, re-fill the victims'
+    jobs; keep it when the objective (moves included) strictly improves."""
+    f = work.fleet
+    short = [n for n in order if f.jobs[n].job.priority >= level and is_short(work, f.jobs[n])]
+    if not short or not b.spend(UNIT_COST * len(work.units) + len(f.names) * (len(short) + 4)):
+        return False
+    victims = _sweep_victims(work, idx, short, level)
     if not victims:
         return False
     tr = _Trial(work, move_cost)
@@ -351,17 +358,7 @@ def _sweep_level(
     for overshoot in OVERSHOOT_ROUNDS:
         for name in short:
             tr.fill(f.jobs[name], overshoot)
-    # put the victims back where they still fit (as new work: the same test whether or not they
-    # were current), most valuable first
-    for u, n in sorted(victims, key=lambda x: _key(work, x[0]), reverse=True):
-        info = f.jobs[u[0]]
-        var = info.variants[u[2]]
-        for _ in range(n):
-            if work.count.get(u[0], 0) >= info.job.max_replicas:
-                break
-            if work.fits(info, u[1], var, new=True) is not None:
-                break
-            tr.add(info, u[1], var)
+    _put_back(work, tr, victims)
     rank = {name: i for i, name in enumerate(order)}
     for vname in sorted({u[0] for u, _n in victims}, key=lambda x: (rank.get(x, 0), x)):
         tr.fill(f.jobs[vname])

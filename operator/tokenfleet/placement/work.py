@@ -218,6 +218,38 @@ def new_work(fleet: Fleet) -> Work:
     )
 
 
+def host_mask(work: Work, info: JobInfo, t: str, var: Variant) -> tuple[int, BoolArr] | None:
+    """Where one more replica of ``var`` could go on nodes of kind ``t`` once room is made
+    there: ``(lo, mask)`` over the nodes ``[lo, hi)`` of that kind that the job's policy and
+    the node's eligibility allow, whose memory and (cars) energy band could hold it, and where
+    the job's spread limits (node, tank, pool) leave room; ``None`` when there is no such node
+    kind.  Shared by the local search and preemption (their candidates)."""
+    f = work.fleet
+    job = info.job
+    nr = f.n_racks
+    lo, hi = (0, nr) if t == "Rack" else (nr, len(f.names))
+    if hi <= lo:
+        return None
+    ok = work.ok_of(info)[lo:hi] & (f.mem_cap[lo:hi] + EPS >= var.memory_mib)
+    if t == "Vehicle":
+        ok &= f.energy_new[lo:hi] + EPS >= var.watts / 1000.0
+    sp = job.spread
+    for (_j, k, _v), _n in work.job_units.get(job.name, {}).items():
+        if lo <= k < hi and work.job_node.get((job.name, k), 0) >= sp.max_replicas_per_node:
+            ok[k - lo] = False
+    if t == "Rack" and sp.max_replicas_per_tank is not None:
+        cap = sp.max_replicas_per_tank
+        full = [tt for (jn, tt), c in work.job_tank.items() if jn == job.name and c >= cap]
+        if full:
+            ok &= ~np.isin(f.tank[lo:hi], full)
+    if t == "Vehicle" and sp.max_replicas_per_pool is not None:
+        cap = sp.max_replicas_per_pool
+        full = [pp for (jn, pp), c in work.job_pool.items() if jn == job.name and c >= cap]
+        if full:
+            ok &= ~np.isin(f.pool[lo:hi], full)
+    return lo, ok
+
+
 def target_of(fleet: Fleet, k: int) -> str:
     return "Vehicle" if fleet.is_vehicle[k] else "Rack"
 
