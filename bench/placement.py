@@ -40,12 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 import numpy as np
 import scipy
 
+from placementkit.baseline import plan_baseline, replan_node_baseline
+from placementkit.synthetic import make_snapshot, run_chain
 from tokenfleet.placement import plan, replan_node, solve_milp
-from tokenfleet.placement.baseline import plan_baseline, replan_node_baseline
 from tokenfleet.placement.checker import check_all, check_plan
-from tokenfleet.placement.heuristic import plan_heuristic
 from tokenfleet.placement.model import Job, Plan, Snapshot, Tank
-from tokenfleet.placement.synthetic import make_snapshot, run_chain
+from tokenfleet.placement.solver import plan_heuristic
 
 
 @dataclass(frozen=True)

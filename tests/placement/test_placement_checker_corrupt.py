@@ -9,12 +9,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from bench.placementkit.synthetic import make_snapshot
 from fleet_factory import NOW, rack_only, vehicle_only
 
 from tokenfleet.placement import Eviction, Placement, Plan, Reason, Snapshot, UnusedNode, plan
 from tokenfleet.placement.checker import check_all, check_consistency, check_plan
 from tokenfleet.placement.model import Variant
-from tokenfleet.placement.synthetic import make_snapshot
 
 CAR = (Placement("ns/job", "car-1", "int4"),)
 RACK = (Placement("ns/job", "rack-1", "fp16"),)

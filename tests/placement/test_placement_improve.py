@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from bench.placementkit.synthetic import make_snapshot
 from fleet_factory import NOW, car, job, pool, with_load_of
 
 from tokenfleet.placement import Plan, Snapshot, Spread, Variant, plan, replan_node, solve_milp
+from tokenfleet.placement.assemble import objective
 from tokenfleet.placement.checker import check_plan
-from tokenfleet.placement.heuristic import objective, plan_heuristic
-from tokenfleet.placement.synthetic import make_snapshot
+from tokenfleet.placement.solver import plan_heuristic
 
 HUNGRY = Variant("int4", memory_mib=4096, tokens_per_second=36.0, watts=117.0,
                  targets=frozenset({"Vehicle"}))  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 from tests.placement.fleet_factory import FP16, NOW, job, rack, tank, with_load_of
 
 from tokenfleet.placement import Placement, Reason, Snapshot, check_plan, plan, solve_milp
-from tokenfleet.placement.heuristic import objective
+from tokenfleet.placement.assemble import objective
 
 
 def full_racks(high_priority: int, low_priority: int = 10, high_target: float = 900.0) -> Snapshot:

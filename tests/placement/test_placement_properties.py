@@ -25,8 +25,8 @@ from tokenfleet.placement import (
     replan_node,
     solve_milp,
 )
+from tokenfleet.placement.assemble import objective
 from tokenfleet.placement.checker import check_all
-from tokenfleet.placement.heuristic import objective
 from tokenfleet.placement.model import Target
 
 REGIONS = ["eu", "us"]

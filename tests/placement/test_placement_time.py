@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from bench.placementkit.synthetic import make_snapshot, run_chain
 from fleet_factory import NOW, car, job, pool, rack, tank, with_load_of
 
 from tokenfleet.placement import Reason, Snapshot, check_plan, plan, replan_node
 from tokenfleet.placement.checker import check_all
-from tokenfleet.placement.heuristic import CHAIN_SECONDS, CHAIN_STEPS
-from tokenfleet.placement.synthetic import make_snapshot, run_chain
+from tokenfleet.placement.incremental import CHAIN_SECONDS, CHAIN_STEPS
 
 
 def two_cars(departure: float) -> Snapshot:

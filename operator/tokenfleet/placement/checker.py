@@ -2,8 +2,8 @@
 
 Re-derives every rule the solvers enforce from the snapshot alone, in plain scalar Python,
 following the semantics written in :mod:`tokenfleet.placement.model`.  It deliberately imports
-nothing from the solvers (no ``state``, ``heuristic`` or ``milp``) so a bug there cannot hide
-here.  It is at least as strict as the engine:
+nothing from the solvers (no ``state``, ``work``, ``greedy``, ``solver`` or ``milp``) so a bug
+there cannot hide here.  It is at least as strict as the engine:
 
 * hard limits on everything the plan keeps or adds (a replica of 0 MiB and 0 W included);
 * the hysteresis bands on *new* work: a node that takes a new replica must be beyond every band

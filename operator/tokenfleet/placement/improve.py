@@ -31,9 +31,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from tokenfleet.placement.heuristic import Unit, Work, fill_job
+from tokenfleet.placement.greedy import fill_job
 from tokenfleet.placement.model import Variant
-from tokenfleet.placement.state import EPS, INF, FloatArr, JobInfo
+from tokenfleet.placement.state import EPS, INF, BoolArr, FloatArr, IntArr, JobInfo
+from tokenfleet.placement.work import Unit, Work, host_mask
 
 LS_BUDGET = 6_000_000
 """Work units per plan on fleets up to :data:`LS_FULL_NODES` nodes (fewer above, see
@@ -257,37 +258,11 @@ def _candidates(
     first (the gain minus the cheapest victims' loss); with ``local`` False only nodes where it
     fits without taking anything off the node itself."""
     f = work.fleet
-    job = info.job
-    nr = f.n_racks
-    lo, hi = (0, nr) if t == "Rack" else (nr, len(f.names))
-    if hi <= lo:
+    mask = host_mask(work, info, t, var)
+    if mask is None:
         return []
+    lo, ok = mask
     kw = var.watts / 1000.0
-    ok = work.ok_of(info)[lo:hi] & (f.mem_cap[lo:hi] + EPS >= var.memory_mib)
-    if t == "Vehicle":
-        ok &= f.energy_new[lo:hi] + EPS >= kw
-    sp = job.spread
-    full_tanks: set[int] = set()
-    full_pools: set[int] = set()
-    for (_j, k, _v), _n in work.job_units.get(job.name, {}).items():
-        if lo <= k < hi and work.job_node.get((job.name, k), 0) >= sp.max_replicas_per_node:
-            ok[k - lo] = False
-    if t == "Rack" and sp.max_replicas_per_tank is not None:
-        full_tanks = {
-            tt
-            for (jn, tt), c in work.job_tank.items()
-            if jn == job.name and c >= sp.max_replicas_per_tank
-        }
-    if t == "Vehicle" and sp.max_replicas_per_pool is not None:
-        full_pools = {
-            pp
-            for (jn, pp), c in work.job_pool.items()
-            if jn == job.name and c >= sp.max_replicas_per_pool
-        }
-    if full_tanks:
-        ok &= ~np.isin(f.tank[lo:hi], list(full_tanks))
-    if full_pools:
-        ok &= ~np.isin(f.pool[lo:hi], list(full_pools))
     sel = np.flatnonzero(ok)
     if sel.size == 0:
         return []
@@ -412,18 +387,12 @@ def _compact(work: Work, b: _Budget) -> _Trial:
     return tr
 
 
-def _compact_pool(work: Work, tr: _Trial, p: int, b: _Budget) -> bool:
-    """One sweep over the pool's added replicas, biggest kWh first; True if anything moved."""
+def _pool_arrays(
+    work: Work, units: list[Unit]
+) -> tuple[IntArr, FloatArr, FloatArr, IntArr, BoolArr, IntArr]:
+    """Per replica in ``units``: node, kW, MiB, policy class, and per policy class the nodes it
+    may use (rows), and the job index."""
     f = work.fleet
-    units: list[Unit] = []
-    if not b.spend(len(work.units)):
-        return False
-    for u in work.units:
-        k = u[1]
-        if f.is_vehicle[k] and int(f.pool[k]) == p and removable(work, u) > 0:
-            units.extend([u] * removable(work, u))
-    if len(units) < 1:
-        return False
     infos = [f.jobs[u[0]] for u in units]
     vars_ = [i.variants[u[2]] for i, u in zip(infos, units, strict=True)]
     node = np.array([u[1] for u in units], dtype=np.int64)
@@ -436,6 +405,22 @@ def _compact_pool(work: Work, tr: _Trial, p: int, b: _Budget) -> bool:
         key_info.setdefault(keys[ji.policy_key], ji)
     polmat = np.stack([work.ok_of(key_info[x]) for x in range(len(keys))])
     jid = np.array([i.index for i in infos], dtype=np.int64)
+    return node, kw, mem, pol, polmat, jid
+
+
+def _compact_pool(work: Work, tr: _Trial, p: int, b: _Budget) -> bool:
+    """One sweep over the pool's added replicas, biggest kWh first; True if anything moved."""
+    f = work.fleet
+    units: list[Unit] = []
+    if not b.spend(len(work.units)):
+        return False
+    for u in work.units:
+        k = u[1]
+        if f.is_vehicle[k] and int(f.pool[k]) == p and removable(work, u) > 0:
+            units.extend([u] * removable(work, u))
+    if len(units) < 1:
+        return False
+    node, kw, mem, pol, polmat, jid = _pool_arrays(work, units)
     nr = f.n_racks
     cars = np.flatnonzero(f.pool[nr:] == p) + nr
     order = sorted(range(len(units)), key=lambda i: (-kw[i] * f.hours_today[node[i]], units[i]))
@@ -549,6 +534,31 @@ def _undo_to(tr: _Trial, mark: int) -> None:
             tr.work.add(info, k, var, n)
 
 
+def _take_shared(
+    work: Work, vic: _Victims, tr: _Trial, name: str, k: int, var: Variant, limit: int
+) -> None:
+    """Take the cheapest removable replicas (not ``name``'s, not on ``k``) out of ``k``'s pool
+    or tank until one more replica of ``var`` fits its share or ``tr`` holds ``limit`` victims."""
+    f = work.fleet
+    kw = var.watts / 1000.0
+    if f.is_vehicle[k]:
+        p = int(f.pool[k])
+        for _ratio, _kwh, u in vic.by_pool.get(p, []):
+            room = f.pool_free_new[p] - work.pool_used[p]
+            if room + EPS >= kw * f.hours_today[k] or len(tr.taken) >= limit:
+                break
+            if u[0] != name and u[1] != k:
+                tr.take(u)
+    else:
+        t = int(f.tank[k])
+        for _ratio, _kw, u in vic.by_tank.get(t, []):
+            room = f.tank_free_new[t] - work.tank_used[t]
+            if room + EPS >= kw or len(tr.taken) >= limit:
+                break
+            if u[0] != name and u[1] != k:
+                tr.take(u)
+
+
 def _place(
     work: Work,
     vic: _Victims,
@@ -593,22 +603,7 @@ def _place(
     # shared room: first move replicas within / out of the pool or tank to where they use less
     # of it (neutral for the objective), then take the cheapest ones off
     _relocate_for(work, vic, tr, k, var, b)
-    if f.is_vehicle[k]:
-        p = int(f.pool[k])
-        for _ratio, _kwh, u in vic.by_pool.get(p, []):
-            room = f.pool_free_new[p] - work.pool_used[p]
-            if room + EPS >= kw * f.hours_today[k] or len(tr.taken) >= limit:
-                break
-            if u[0] != name and u[1] != k:
-                tr.take(u)
-    else:
-        t = int(f.tank[k])
-        for _ratio, _kw, u in vic.by_tank.get(t, []):
-            room = f.tank_free_new[t] - work.tank_used[t]
-            if room + EPS >= kw or len(tr.taken) >= limit:
-                break
-            if u[0] != name and u[1] != k:
-                tr.take(u)
+    _take_shared(work, vic, tr, name, k, var, limit)
     if work.fits(info, k, var, new=True) is not None:
         _undo_to(tr, mark)
         del tr.taken[n_taken:]
@@ -753,6 +748,29 @@ def _objective(work: Work) -> float:
     return sum(_value(work, f.jobs[nm]) for nm in work.served) - work.cost_total
 
 
+def _recreate(
+    work: Work, order: list[str], ruined: str, rank: dict[str, int], b: _Budget, n: int
+) -> list[_Trial]:
+    """Chains for the short jobs in priority order, the ``ruined`` job last; the trials kept."""
+    f = work.fleet
+    vic = _victims(work)
+    subs: list[_Trial] = []
+    for nm in [*(o for o in order if o != ruined), ruined]:
+        info = f.jobs[nm]
+        while b.left > 0 and is_short(work, info):
+            sub = _improve_job(work, vic, info, rank, b, n, set())
+            if sub is None:
+                break
+            subs.append(sub)
+    return subs
+
+
+def _touch_all(trials: list[_Trial], touched_units: set[Unit]) -> None:
+    for t in trials:
+        for _s, ji, kk, vv, _c in t.ops:
+            touched_units.add((ji.job.name, kk, vv.name))
+
+
 def _ruin(work: Work, order: list[str], b: _Budget, touched_units: set[Unit]) -> int:
     """Ruin and recreate: for each job holding added replicas, least value per replica first,
     take all of them off and run the chains again for the short jobs in priority order (the
@@ -781,20 +799,10 @@ def _ruin(work: Work, order: list[str], b: _Budget, touched_units: set[Unit]) ->
         for u in [u for u in work.units if u[0] == x]:
             while tr.take(u):
                 pass
-        vic = _victims(work)
-        subs: list[_Trial] = []
-        for nm in [*(o for o in order if o != x), x]:
-            info = f.jobs[nm]
-            while b.left > 0 and is_short(work, info):
-                sub = _improve_job(work, vic, info, rank, b, n, set())
-                if sub is None:
-                    break
-                subs.append(sub)
+        subs = _recreate(work, order, x, rank, b, n)
         if _objective(work) > obj0 + TOL:
             kept += 1
-            for t in [tr, *subs]:
-                for _s, ji, kk, vv, _c in t.ops:
-                    touched_units.add((ji.job.name, kk, vv.name))
+            _touch_all([tr, *subs], touched_units)
         else:
             for t in reversed(subs):
                 t.undo()

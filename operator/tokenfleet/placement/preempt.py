@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokenfleet.placement.heuristic import Unit, Work, fill_job
+from tokenfleet.placement.greedy import Overshoot, fill_job
 from tokenfleet.placement.improve import TOL, _Budget, _reconcile, _value, budget_for, is_short
 from tokenfleet.placement.model import Eviction, Reason, Variant
 from tokenfleet.placement.state import EPS, INF, FloatArr, JobInfo
+from tokenfleet.placement.work import Unit, Work, host_mask
 
 CANDIDATES = 6
 """Nodes tried per (job, variant) and round, best estimate first."""
@@ -38,6 +39,12 @@ MAX_VARIANTS = 2
 """Variants tried per job and target kind (best first)."""
 TRIAL_COST = 400
 UNIT_COST = 40
+FRESH_MAX_WORK = 3_000_000
+"""Above this many nodes x jobs, only current replicas in the way of a short higher-priority job
+start the phase (see :func:`_blocked`): a fresh plan of 10,000 nodes x 1,000 jobs stays within
+its second."""
+OVERSHOOT_ROUNDS: tuple[Overshoot, ...] = ("none", "least", "any")
+"""Fill rounds of a sweep's short jobs (see :func:`~tokenfleet.placement.greedy.fill_job`)."""
 BUDGET_SHARE = 4
 """The phase gets 1/BUDGET_SHARE of :func:`~tokenfleet.placement.improve.budget_for`."""
 
@@ -134,12 +141,12 @@ class _Trial:
             self.victims.append(u[0])
         return True
 
-    def fill(self, info: JobInfo) -> None:
+    def fill(self, info: JobInfo, overshoot: Overshoot = "any") -> None:
         name = info.job.name
         before = dict(self.work.job_units.get(name, {}))
         if name not in self.values0:
             self.values0[name] = _value(self.work, info)
-        fill_job(self.work, info)
+        fill_job(self.work, info, overshoot=overshoot)
         for u, n in self.work.job_units.get(name, {}).items():
             extra = n - before.get(u, 0)
             if extra > 0:
@@ -186,34 +193,18 @@ def _candidates(
     """Up to :data:`CANDIDATES` nodes where one more replica of ``var`` could go after taking
     lower-priority replicas off, best estimate first."""
     f = work.fleet
-    job = info.job
-    pr = float(job.priority)
-    nr = f.n_racks
-    lo, hi = (0, nr) if t == "Rack" else (nr, len(f.names))
-    if hi <= lo:
+    pr = float(info.job.priority)
+    mask = host_mask(work, info, t, var)
+    if mask is None:
         return []
+    lo, ok = mask
     kw = var.watts / 1000.0
-    ok = work.ok_of(info)[lo:hi] & (f.mem_cap[lo:hi] + EPS >= var.memory_mib)
+    nodes_all = slice(lo, lo + len(ok))
     if t == "Vehicle":
-        ok &= f.energy_new[lo:hi] + EPS >= kw
-        shared_min = idx.pool_min[f.pool[lo:hi]]
+        shared_min = idx.pool_min[f.pool[nodes_all]]
     else:
-        shared_min = idx.tank_min[f.tank[lo:hi]]
-    ok &= (idx.node_min[lo:hi] < pr) | (shared_min < pr)
-    sp = job.spread
-    for (_j, k, _v), _n in work.job_units.get(job.name, {}).items():
-        if lo <= k < hi and work.job_node.get((job.name, k), 0) >= sp.max_replicas_per_node:
-            ok[k - lo] = False
-    if t == "Rack" and sp.max_replicas_per_tank is not None:
-        cap = sp.max_replicas_per_tank
-        full = [tt for (jn, tt), c in work.job_tank.items() if jn == job.name and c >= cap]
-        if full:
-            ok &= ~np.isin(f.tank[lo:hi], full)
-    if t == "Vehicle" and sp.max_replicas_per_pool is not None:
-        cap = sp.max_replicas_per_pool
-        full = [pp for (jn, pp), c in work.job_pool.items() if jn == job.name and c >= cap]
-        if full:
-            ok &= ~np.isin(f.pool[lo:hi], full)
+        shared_min = idx.tank_min[f.tank[nodes_all]]
+    ok &= (idx.node_min[nodes_all] < pr) | (shared_min < pr)
     sel = np.flatnonzero(ok)
     if sel.size == 0:
         return []
@@ -304,17 +295,10 @@ def _preempt_one(
     return False
 
 
-def _sweep_level(
-    work: Work, idx: _Index, order: list[str], level: int, move_cost: float, b: _Budget
-) -> bool:
-    """One priority sweep at ``level``: take every replica of a job below ``level`` off the nodes
-    (and their tanks and pools) that the short jobs at or above ``level`` may use, fill those
-    short jobs, put the victims back where they still fit as new work, re-fill the victims'
-    jobs; keep it when the objective (moves included) strictly improves."""
+def _sweep_victims(work: Work, idx: _Index, short: list[str], level: int) -> list[tuple[Unit, int]]:
+    """Every placed unit of a job below ``level`` on a node one of the ``short`` jobs may use
+    or in the tank or pool of one, with its replica count."""
     f = work.fleet
-    short = [n for n in order if f.jobs[n].job.priority >= level and is_short(work, f.jobs[n])]
-    if not short or not b.spend(UNIT_COST * len(work.units) + len(f.names) * (len(short) + 4)):
-        return False
     usable = np.zeros(len(f.names), dtype=np.bool_)
     for name in short:
         usable |= work.ok_of(f.jobs[name])
@@ -332,16 +316,13 @@ def _sweep_level(
                 or (not f.is_vehicle[k] and int(f.tank[k]) in tanks)
             ):
                 victims.append((u, work.units.get(u, 0)))
-    if not victims:
-        return False
-    tr = _Trial(work, move_cost)
-    for u, n in victims:
-        for _ in range(n):
-            tr.take(u)
-    for name in short:
-        tr.fill(f.jobs[name])
-    # put the victims back where they still fit (as new work: the same test whether or not they
-    # were current), most valuable first
+    return victims
+
+
+def _put_back(work: Work, tr: _Trial, victims: list[tuple[Unit, int]]) -> None:
+    """Put the victims back where they still fit as new work (the same test whether or not they
+    were current), most valuable first."""
+    f = work.fleet
     for u, n in sorted(victims, key=lambda x: _key(work, x[0]), reverse=True):
         info = f.jobs[u[0]]
         var = info.variants[u[2]]
@@ -351,6 +332,33 @@ def _sweep_level(
             if work.fits(info, u[1], var, new=True) is not None:
                 break
             tr.add(info, u[1], var)
+
+
+def _sweep_level(
+    work: Work, idx: _Index, order: list[str], level: int, move_cost: float, b: _Budget
+) -> bool:
+    """One priority sweep at ``level``: take every replica of a job below ``level`` off the nodes
+    (and their tanks and pools) that the short jobs at or above ``level`` may use, fill those
+    short jobs, put the victims back where they still fit as new work, re-fill the victims'
+    jobs; keep it when the objective (moves included) strictly improves."""
+    f = work.fleet
+    short = [n for n in order if f.jobs[n].job.priority >= level and is_short(work, f.jobs[n])]
+    if not short or not b.spend(UNIT_COST * len(work.units) + len(f.names) * (len(short) + 4)):
+        return False
+    victims = _sweep_victims(work, idx, short, level)
+    if not victims:
+        return False
+    tr = _Trial(work, move_cost)
+    for u, n in victims:
+        for _ in range(n):
+            tr.take(u)
+    # every short job first without overshooting its target (a big replica spent on a small
+    # remainder takes room another job could use in full), then with the smallest replica that
+    # covers its remainder, then with any
+    for overshoot in OVERSHOOT_ROUNDS:
+        for name in short:
+            tr.fill(f.jobs[name], overshoot)
+    _put_back(work, tr, victims)
     rank = {name: i for i, name in enumerate(order)}
     for vname in sorted({u[0] for u, _n in victims}, key=lambda x: (rank.get(x, 0), x)):
         tr.fill(f.jobs[vname])
@@ -361,20 +369,58 @@ def _sweep_level(
     return False
 
 
-def _contended(work: Work, order: list[str]) -> list[int]:
-    """Priorities of short jobs above the lowest priority holding a replica, highest first
-    (empty: nothing to preempt; O(jobs))."""
+def _in_the_way(work: Work, current_only: bool) -> FloatArr:
+    """Per node, the lowest priority of a replica on it or sharing its tank (racks) or pool
+    (cars); with ``current_only`` only the snapshot's replicas still placed count (inf: none)."""
     f = work.fleet
-    held = [f.jobs[n].job.priority for n in order if work.count.get(n, 0) > 0]
-    if not held:
+    node = np.full(len(f.names), INF)
+    for u, n in work.units.items():
+        if n > 0 and (not current_only or work.current.get(u, 0) > 0):
+            node[u[1]] = min(node[u[1]], float(f.jobs[u[0]].job.priority))
+    tank = np.full(len(f.tank_free_new), INF)
+    pool = np.full(len(f.pool_free_new), INF)
+    rack = ~f.is_vehicle
+    np.minimum.at(tank, f.tank[rack], node[rack])
+    np.minimum.at(pool, f.pool[f.is_vehicle], node[f.is_vehicle])
+    way: FloatArr = np.minimum(node, np.where(f.is_vehicle, pool[f.pool], tank[f.tank]))
+    return way
+
+
+def _blocked(work: Work, order: list[str]) -> list[str]:
+    """The short jobs that a replica of strictly lower priority stands in the way of - on a
+    node the job may use, or in the tank or pool of one - by priority (empty: nothing to
+    preempt).  O(placed units + policy classes x nodes).
+
+    On a fleet above :data:`FRESH_MAX_WORK` nodes x jobs only *current* replicas count: the
+    greedy already weighs priority in the value of what it adds (``priority/100 x tokens/s``),
+    so a fresh plan of that size skips the phase; what the greedy does not weigh is the work the
+    keep phase kept (hysteresis keeps whatever still fits, whatever its priority)."""
+    f = work.fleet
+    short = [n for n in order if is_short(work, f.jobs[n])]
+    current_only = len(f.names) * len(order) > FRESH_MAX_WORK
+    if not short or (current_only and not work.current):
         return []
-    lowest = min(held)
-    levels = {
-        f.jobs[n].job.priority
-        for n in order
-        if f.jobs[n].job.priority > lowest and is_short(work, f.jobs[n])
-    }
-    return sorted(levels, reverse=True)
+    way = _in_the_way(work, current_only)
+    lowest = float(way.min()) if len(way) else INF
+    floor: dict[tuple[object, ...], float] = {}
+    out: list[str] = []
+    for n in short:
+        info = f.jobs[n]
+        if info.job.priority <= lowest:
+            continue
+        key = info.policy_key
+        if key not in floor:
+            usable = work.ok_of(info)
+            floor[key] = float(way[usable].min()) if usable.any() else INF
+        if info.job.priority > floor[key]:
+            out.append(n)
+    return out
+
+
+def _contended(work: Work, order: list[str]) -> list[int]:
+    """Priorities of the :func:`_blocked` jobs, highest first."""
+    f = work.fleet
+    return sorted({f.jobs[n].job.priority for n in _blocked(work, order)}, reverse=True)
 
 
 def _sweep(work: Work, order: list[str], move_cost: float, b: _Budget) -> bool:
@@ -408,12 +454,13 @@ def preempt(work: Work, order: list[str], move_cost: float, budget: int | None =
         while b.left > 0:
             if not b.spend(UNIT_COST * len(work.units) + n):
                 break
+            blocked = _blocked(work, order)
+            if not blocked:
+                break
             idx = _index(work)
             progress = False
-            for name in order:
+            for name in blocked:
                 info = f.jobs[name]
-                if idx.lowest >= info.job.priority:
-                    continue
                 while b.left > 0 and is_short(work, info):
                     if not _preempt_one(work, idx, info, move_cost, rank, b):
                         break

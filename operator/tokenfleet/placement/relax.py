@@ -9,8 +9,8 @@ one replica less the dual price of the shared budgets it uses; the node's own me
 left out, the knapsack prices memory exactly) plus a small pull toward the LP's own solution
 (:data:`PRIMAL_PULL`, which breaks the many ties of a degenerate optimum the LP's way).  The
 chosen replicas are added best value first, each only while its job is still short and it fits
-as new work, then :func:`~tokenfleet.placement.heuristic.fill_rounds` tops up.  It is one more
-start of :func:`~tokenfleet.placement.heuristic.plan_heuristic`: the best plan wins.
+as new work, then :func:`~tokenfleet.placement.greedy.fill_rounds` tops up.  It is one more
+start of :func:`~tokenfleet.placement.solver.plan_heuristic`: the best plan wins.
 
 Deterministic (the LP is solved by a deterministic simplex; ties break by index).
 """
@@ -24,10 +24,11 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import vstack
 
-from tokenfleet.placement.heuristic import Unit, Work, fill_rounds, keep_phase, new_work
+from tokenfleet.placement.greedy import fill_rounds, keep_phase
 from tokenfleet.placement.milp import Model, build_model
 from tokenfleet.placement.model import Snapshot, Variant
 from tokenfleet.placement.state import EPS, BoolArr, Fleet, FloatArr, JobInfo
+from tokenfleet.placement.work import Unit, Work, new_work
 
 GUIDE_MAX_WORK = 100_000
 """The guided start runs when nodes x jobs is at most this: the largest size measured (1,000 x

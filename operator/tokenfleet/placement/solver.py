@@ -1,9 +1,33 @@
-"""Solver entry points (signatures are the contract with the operator)."""
+"""Solver entry points (signatures are the contract with the operator) and the orchestration of
+the heuristic: greedy passes (:mod:`~tokenfleet.placement.greedy`), the LP-guided start
+(:mod:`~tokenfleet.placement.relax`), local search (:mod:`~tokenfleet.placement.improve`),
+preemption (:mod:`~tokenfleet.placement.preempt`), plan assembly
+(:mod:`~tokenfleet.placement.assemble`) and the incremental path
+(:mod:`~tokenfleet.placement.incremental`).  The top of the package's layers: nothing in
+``placement`` imports it but ``__init__``."""
 
 from __future__ import annotations
 
-from tokenfleet.placement.heuristic import plan_heuristic, replan_node_heuristic
+from dataclasses import replace
+
+from tokenfleet.placement.assemble import assemble, job_order
+from tokenfleet.placement.greedy import (
+    MODES,
+    PRICE_ROUNDS,
+    WORK_BUDGET,
+    final_trim,
+    initial_prices,
+    plan_once,
+    update_prices,
+)
+from tokenfleet.placement.improve import improve
+from tokenfleet.placement.incremental import arm_deadlines, next_deadline, replan_node_heuristic
+from tokenfleet.placement.milp import solve
 from tokenfleet.placement.model import Plan, Snapshot
+from tokenfleet.placement.preempt import preempt
+from tokenfleet.placement.relax import GUIDE_MAX_WORK, lp_guide, plan_guided
+from tokenfleet.placement.state import build_fleet, node_popularity, pool_references
+from tokenfleet.placement.work import Work, min_floor, work_objective
 
 
 def plan(snapshot: Snapshot) -> Plan:
@@ -52,8 +76,6 @@ def replan_node(snapshot: Snapshot, previous: Plan, node_name: str) -> Plan:
     out = replan_node_heuristic(snapshot, previous, node_name)
     if out is not None:
         return out
-    from dataclasses import replace
-
     return plan_heuristic(replace(snapshot, placements=previous.assignments))
 
 
@@ -64,8 +86,6 @@ def replan_due(snapshot: Snapshot, previous: Plan) -> Plan:
     out = replan_node_heuristic(snapshot, previous, None)
     if out is not None:
         return out
-    from dataclasses import replace
-
     return plan_heuristic(replace(snapshot, placements=previous.assignments))
 
 
@@ -73,6 +93,67 @@ def solve_milp(snapshot: Snapshot, time_limit_s: float = 30.0, mip_rel_gap: floa
     """Exact MILP (``scipy.optimize.milp``, HiGHS) over the same objective and hard constraints
     (hysteresis included).  ``Plan.bound`` is the solver's best proven upper bound on the
     objective; ``Plan.objective`` the value of the plan it returns."""
-    from tokenfleet.placement.milp import solve
-
     return solve(snapshot, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap)
+
+
+def plan_heuristic(
+    snapshot: Snapshot,
+    starts: int | None = None,
+    improve_budget: int | None = None,
+    guided: bool | None = None,
+) -> Plan:
+    """Greedy plan.  ``starts`` greedy passes (default from
+    :data:`~tokenfleet.placement.greedy.WORK_BUDGET`): first the fill orders in
+    :data:`~tokenfleet.placement.greedy.MODES`, then price-directed re-runs; the best objective is
+    kept and then improved by the bounded local search (:mod:`tokenfleet.placement.improve`) with
+    ``improve_budget`` work units (default: scaled to the fleet's size; 0 = greedy only).
+    ``guided`` (default: fleets of at most :data:`~tokenfleet.placement.relax.GUIDE_MAX_WORK`
+    nodes x jobs) adds the LP-relaxation-guided start (:mod:`tokenfleet.placement.relax`),
+    improved the same way; the better of the two plans is returned."""
+    fleet = build_fleet(snapshot)
+    fleet.popularity = node_popularity(fleet)
+    pool_references(fleet)
+    order = job_order(snapshot)
+    if starts is None:
+        starts = WORK_BUDGET // max(1, len(fleet.names) * len(order))
+    starts = max(1, min(starts, len(MODES) + PRICE_ROUNDS))
+    best: tuple[float, Work] | None = None
+    for mode in MODES[:starts]:
+        scored = plan_once(snapshot, fleet, order, mode)
+        if best is None or scored[0] > best[0] + 1e-9:
+            best = scored
+    if starts > len(MODES):
+        prices = initial_prices(fleet)
+        for _ in range(starts - len(MODES)):
+            scored = plan_once(snapshot, fleet, order, "priced", prices)
+            if best is None or scored[0] > best[0] + 1e-9:
+                best = scored
+            prices = update_prices(fleet, scored[1], prices)
+    assert best is not None
+    work = best[1]
+    if guided is None:
+        guided = len(fleet.names) * len(order) <= GUIDE_MAX_WORK
+    guide = lp_guide(snapshot, fleet) if guided else None
+    candidates = [work] if guide is None else [work, plan_guided(snapshot, fleet, order, guide)]
+    move_cost = snapshot.weights.move_cost
+    if improve_budget is None or improve_budget > 0:
+        for w in candidates:
+            improve(w, order, improve_budget)
+    for w in candidates:
+        if preempt(w, order, move_cost) and (improve_budget is None or improve_budget > 0):
+            # the victims' re-fills and the preemptors' replicas are new: polish them, then
+            # preempt again until nothing pays (the last word, for a stable re-plan)
+            improve(w, order, improve_budget)
+            preempt(w, order, move_cost)
+        final_trim(w, order)
+    work = max(
+        candidates,
+        key=lambda w: (
+            min_floor(w),
+            work_objective(w, sum(e.replicas for e in w.evictions), move_cost),
+        ),
+    )
+    # the passes skipped the explanations; only the plan returned needs them
+    arm_deadlines(work)
+    out = assemble(snapshot, work, order, "heuristic")
+    return replace(out, next_deadline=next_deadline(work))

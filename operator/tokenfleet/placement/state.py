@@ -126,6 +126,118 @@ def telemetry_unknown(v: VehicleNode, pool: PoolPolicy, now: float) -> Reason | 
     return None
 
 
+class _Verdict:
+    """The first reason a node may keep nothing (``hard``) and take nothing new (``new``)."""
+
+    def __init__(self) -> None:
+        self.hard: Reason | None = None
+        self.new: Reason | None = None
+
+    def fail(self, reason: Reason, is_hard: bool) -> None:
+        if is_hard and self.hard is None:
+            self.hard = reason
+        if self.new is None:
+            self.new = reason
+
+    def limit(self, reason: Reason, beyond_limit: bool, within_band: bool) -> None:
+        """A rule with a hard limit and a hysteresis band before it (new work only)."""
+        if beyond_limit:
+            self.fail(reason, True)
+        elif within_band:
+            self.fail(reason, False)
+
+
+def _vehicle_times(
+    v: VehicleNode, pool: PoolPolicy, now: float, unknown: Reason | None, vd: _Verdict
+) -> float:
+    """The unknown-telemetry verdict (grace) and the earliest moment the verdict changes by time
+    alone (see :func:`vehicle_state`)."""
+    times: list[float] = []
+    if unknown is not None:
+        vd.fail(unknown, False)
+        since = v.unknown_since
+        if since is not None:
+            times.append(since + pool.unknown_grace_seconds)
+            if now - since >= pool.unknown_grace_seconds:
+                vd.fail(Reason.TELEMETRY_UNKNOWN, True)
+    if v.observed_at is not None:
+        times.append(v.observed_at + pool.stale_after_seconds)
+        times.append(v.observed_at - pool.max_future_skew_seconds)
+    dep = v.departure_time
+    if dep is not None and unknown is not Reason.STALE_TELEMETRY:
+        h = pool.hysteresis_percent
+        times.append(dep - pool.drain_lead_seconds * (1 + h / 100))
+        times.append(dep - pool.drain_lead_seconds)
+    return min((t for t in times if t >= now), default=INF)
+
+
+def _vehicle_limits(v: VehicleNode, pool: PoolPolicy, now: float, vd: _Verdict) -> None:
+    """The known values' rules: plugged in, reserve SoC, drain lead, temperatures, bandwidth,
+    cordon (each with its hysteresis band for new work)."""
+    h = pool.hysteresis_percent
+    if pool.require_plugged_in and v.plugged_in is False:
+        vd.fail(Reason.NOT_PLUGGED_IN, True)
+    soc = v.soc_percent
+    if soc is not None:
+        vd.limit(
+            Reason.BELOW_RESERVE_SOC, soc < pool.min_soc_percent, soc < pool.min_soc_percent + h
+        )
+    if v.departure_time is not None:
+        lead = v.departure_time - now
+        vd.limit(
+            Reason.DEPARTURE_WITHIN_DRAIN_LEAD,
+            lead <= pool.drain_lead_seconds,
+            lead <= pool.drain_lead_seconds * (1 + h / 100),
+        )
+    for temp, limit, reason in (
+        (v.battery_temp_c, pool.max_battery_temp_c, Reason.BATTERY_TOO_HOT),
+        (v.compute_temp_c, pool.max_compute_temp_c, Reason.COMPUTE_TOO_HOT),
+    ):
+        if temp is not None:
+            vd.limit(reason, temp > limit, temp > limit - abs(limit) * h / 100)
+    if pool.min_bandwidth_mbps > 0 and v.bandwidth_mbps is not None:
+        bw = v.bandwidth_mbps
+        vd.limit(
+            Reason.LOW_BANDWIDTH,
+            bw < pool.min_bandwidth_mbps,
+            bw < pool.min_bandwidth_mbps * (1 + h / 100),
+        )
+    if v.cordoned:
+        vd.fail(Reason.NODE_CORDONED, False)
+
+
+def _vehicle_energy(
+    v: VehicleNode, pool: PoolPolicy, now: float, vd: _Verdict, cost: float, next_change: float
+) -> NodeState:
+    """The energy rule on known values: ``(charger - draw) * hours >= need`` gives
+    ``draw <= charger - need / hours`` (and the band for new work)."""
+    assert v.soc_percent is not None and v.departure_time is not None
+    soc, dep = v.soc_percent, v.departure_time
+    h = pool.hysteresis_percent
+    lead = dep - now
+    hours = max(lead, 0.0) / 3600.0
+    if hours <= 0:
+        return NodeState(
+            vd.hard or Reason.DEPARTURE_WITHIN_DRAIN_LEAD, vd.new, 0.0, 0.0, 0.0, cost, next_change
+        )
+    charger = (v.charger_kw or 0.0) if v.plugged_in else 0.0
+    capacity = (
+        v.battery_capacity_kwh
+        if v.battery_capacity_kwh is not None
+        else (pool.battery_capacity_kwh)
+    )
+    target = v.target_soc_percent if v.target_soc_percent is not None else pool.target_soc_percent
+    need_kwh = (target - soc) / 100.0 * capacity
+    e_hard = charger - need_kwh / hours
+    e_new = charger - (need_kwh + h / 100.0 * capacity) / hours
+    hours_today = min(lead, seconds_to_next_utc_midnight(now)) / 3600.0
+    band = h / 100.0 * capacity
+    return NodeState(
+        vd.hard, vd.new, e_hard, e_new, hours_today, cost, next_change, need_kwh, band, charger,
+        dep,
+    )  # fmt: skip
+
+
 def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeState:
     """Eligibility of a vehicle under its pool's policy at ``now`` (see model docstring).
 
@@ -139,95 +251,19 @@ def vehicle_state(v: VehicleNode, pool: PoolPolicy | None, now: float) -> NodeSt
     """
     if pool is None:
         return NodeState(Reason.UNKNOWN_POOL, Reason.UNKNOWN_POOL)
-    h = pool.hysteresis_percent
     cost = pool.energy_cost_per_kwh + pool.wear_cost_per_kwh
-    hard: Reason | None = None
-    new: Reason | None = None
-
-    def fail(reason: Reason, is_hard: bool) -> None:
-        nonlocal hard, new
-        if is_hard and hard is None:
-            hard = reason
-        if new is None:
-            new = reason
-
-    times: list[float] = []
+    vd = _Verdict()
     unknown = telemetry_unknown(v, pool, now)
-    if unknown is not None:
-        fail(unknown, False)
-        since = v.unknown_since
-        if since is not None:
-            times.append(since + pool.unknown_grace_seconds)
-            if now - since >= pool.unknown_grace_seconds:
-                fail(Reason.TELEMETRY_UNKNOWN, True)
-    if v.observed_at is not None:
-        times.append(v.observed_at + pool.stale_after_seconds)
-        times.append(v.observed_at - pool.max_future_skew_seconds)
-    soc, dep = v.soc_percent, v.departure_time
-    if dep is not None and unknown is not Reason.STALE_TELEMETRY:
-        times.append(dep - pool.drain_lead_seconds * (1 + h / 100))
-        times.append(dep - pool.drain_lead_seconds)
-    next_change = min((t for t in times if t >= now), default=INF)
+    next_change = _vehicle_times(v, pool, now, unknown, vd)
     if unknown is Reason.STALE_TELEMETRY:
         if v.cordoned:
-            fail(Reason.NODE_CORDONED, False)
-        return NodeState(hard, new, INF, 0.0, 0.0, cost, next_change)
-    plugged = bool(v.plugged_in)
-    if pool.require_plugged_in and v.plugged_in is False:
-        fail(Reason.NOT_PLUGGED_IN, True)
-    if soc is not None:
-        if soc < pool.min_soc_percent:
-            fail(Reason.BELOW_RESERVE_SOC, True)
-        elif soc < pool.min_soc_percent + h:
-            fail(Reason.BELOW_RESERVE_SOC, False)
-    lead = dep - now if dep is not None else None
-    if lead is not None:
-        if lead <= pool.drain_lead_seconds:
-            fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, True)
-        elif lead <= pool.drain_lead_seconds * (1 + h / 100):
-            fail(Reason.DEPARTURE_WITHIN_DRAIN_LEAD, False)
-    if v.battery_temp_c is not None:
-        if v.battery_temp_c > pool.max_battery_temp_c:
-            fail(Reason.BATTERY_TOO_HOT, True)
-        elif v.battery_temp_c > pool.max_battery_temp_c - abs(pool.max_battery_temp_c) * h / 100:
-            fail(Reason.BATTERY_TOO_HOT, False)
-    if v.compute_temp_c is not None:
-        if v.compute_temp_c > pool.max_compute_temp_c:
-            fail(Reason.COMPUTE_TOO_HOT, True)
-        elif v.compute_temp_c > pool.max_compute_temp_c - abs(pool.max_compute_temp_c) * h / 100:
-            fail(Reason.COMPUTE_TOO_HOT, False)
-    if pool.min_bandwidth_mbps > 0 and v.bandwidth_mbps is not None:
-        bw = v.bandwidth_mbps
-        if bw < pool.min_bandwidth_mbps:
-            fail(Reason.LOW_BANDWIDTH, True)
-        elif bw < pool.min_bandwidth_mbps * (1 + h / 100):
-            fail(Reason.LOW_BANDWIDTH, False)
-    if v.cordoned:
-        fail(Reason.NODE_CORDONED, False)
-    if unknown is not None or lead is None or soc is None or dep is None:
+            vd.fail(Reason.NODE_CORDONED, False)
+        return NodeState(vd.hard, vd.new, INF, 0.0, 0.0, cost, next_change)
+    _vehicle_limits(v, pool, now, vd)
+    if unknown is not None or v.soc_percent is None or v.departure_time is None:
         # the energy rule is not judged on unknown values: keep (until the grace), nothing new
-        return NodeState(hard, new, INF, 0.0, 0.0, cost, next_change)
-    # energy: (charger - draw) * hours >= need  =>  draw <= charger - need / hours
-    hours = max(lead, 0.0) / 3600.0
-    if hours <= 0:
-        return NodeState(
-            hard or Reason.DEPARTURE_WITHIN_DRAIN_LEAD, new, 0.0, 0.0, 0.0, cost, next_change
-        )
-    charger = (v.charger_kw or 0.0) if plugged else 0.0
-    capacity = (
-        v.battery_capacity_kwh
-        if v.battery_capacity_kwh is not None
-        else (pool.battery_capacity_kwh)
-    )
-    target = v.target_soc_percent if v.target_soc_percent is not None else pool.target_soc_percent
-    need_kwh = (target - soc) / 100.0 * capacity
-    e_hard = charger - need_kwh / hours
-    e_new = charger - (need_kwh + h / 100.0 * capacity) / hours
-    hours_today = min(lead, seconds_to_next_utc_midnight(now)) / 3600.0
-    band = h / 100.0 * capacity
-    return NodeState(
-        hard, new, e_hard, e_new, hours_today, cost, next_change, need_kwh, band, charger, dep,
-    )  # fmt: skip
+        return NodeState(vd.hard, vd.new, INF, 0.0, 0.0, cost, next_change)
+    return _vehicle_energy(v, pool, now, vd, cost, next_change)
 
 
 def rack_state(r: RackNode, tank: Tank | None, now: float) -> NodeState:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from tokenfleet.placement.heuristic import objective
+from tokenfleet.placement.assemble import objective
 from tokenfleet.placement.model import (
     Eviction,
     Job,

@@ -20,6 +20,7 @@ from tokenfleet.placement.model import (
     Variant,
     VehicleNode,
 )
+from tokenfleet.placement.solver import plan, replan_node
 
 NOW = 1_795_000_000.0  # a fixed epoch (2026-11-18 ~ 11:06 UTC); only differences matter
 REGIONS = ("eu-central", "eu-west", "us-east")
@@ -224,8 +225,6 @@ def run_chain(
     re-planned with :func:`~tokenfleet.placement.replan_node` (which itself falls back to a full
     plan when its chain ends).  Each plan acted on is checked with ``check`` against the
     snapshot it was made for."""
-    from tokenfleet.placement.solver import plan, replan_node
-
     rng = np.random.default_rng(seed)
     out = ChainResult()
     prev = plan(snapshot)
