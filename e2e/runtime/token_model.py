@@ -25,7 +25,9 @@ never drawn, so a request gets exactly ``max_tokens`` tokens. The output is a pu
 
 ``tokens_per_second`` paces each request's tokens (a car's variant is slower than a rack's);
 ``delay_ms_per_token`` adds a fixed sleep per token; ``ballast_mib`` holds that much memory
-while loaded. Each request runs in its own thread (continuous batching's effect: streams do not
+while loaded. Every generated token increments the counter
+``vllm:generation_tokens_total{model,version}``, the family Triton's vLLM backend exports.
+Each request runs in its own thread (continuous batching's effect: streams do not
 wait for one another); ``finalize`` (unload) waits for the requests in flight to finish, so an
 unload drains.
 """
@@ -134,6 +136,17 @@ class TritonPythonModel:
         self.ballast = np.ones(ballast * 1024 * 1024, dtype=np.uint8) if ballast > 0 else None
         self.inflight = 0
         self.cond = threading.Condition()
+        # generated tokens, counted as Triton's vLLM backend counts them (the operator's measured
+        # tokens/s reads this counter on the metrics port)
+        self.generated_family = pb_utils.MetricFamily(
+            name="vllm:generation_tokens_total",
+            description="Number of generation tokens processed.",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.generated = self.generated_family.Metric(
+            labels={"model": args["model_name"], "version": args["model_version"]}
+        )
+        self.metric_lock = threading.Lock()
 
     def _prompt_ids(self, text):
         words = text.split()
@@ -195,6 +208,8 @@ class TritonPythonModel:
             for token in self._tokens(prompt, n, temperature, seed):
                 piece = (" " if pieces else "") + self.words[token]
                 pieces.append(piece)
+                with self.metric_lock:
+                    self.generated.increment(1)
                 if stream:
                     sender.send(self._response(piece, len(pieces), prompt_tokens, ""))
             if stream:
@@ -226,3 +241,6 @@ class TritonPythonModel:
         with self.cond:
             self.cond.wait_for(lambda: self.inflight == 0, timeout=_FINALIZE_WAIT_S)
         self.ballast = None
+        # a metric goes before its family (Triton's python backend requires that order)
+        self.generated = None
+        self.generated_family = None

@@ -37,7 +37,7 @@ import kopf
 
 from tokenfleet import GROUP, metrics
 from tokenfleet.api.conditions import rfc3339, set_kstatus
-from tokenfleet.controllers import kube
+from tokenfleet.controllers import kube, throughput
 from tokenfleet.controllers.planner import (
     DRAIN_NOW,
     RUNTIME_FAILED,
@@ -734,6 +734,8 @@ class JobWorker:
             "readyReplicas": ready,
             "placements": [e.to_wire() for e in self.record],
             "servedTokensPerSecond": served,
+            # hook (#12): tokens/s measured at the runtimes (controllers/throughput.py)
+            "measuredTokensPerSecond": throughput.measured(self.key),
             "serviceName": service_name(self.name),
             "shortfallReason": (slice_.shortfall_reason if slice_ is not None else None),
         }
@@ -755,7 +757,7 @@ class JobWorker:
             return
         patch = dict(status)
         # a merge patch deletes with null: clear fields we no longer set
-        for k in ("shortfallReason", "desiredReplicas"):
+        for k in ("shortfallReason", "desiredReplicas", "measuredTokensPerSecond"):
             if status.get(k) is None:
                 patch[k] = None
         await kube.patch_job_status(self.namespace, self.name, patch)

@@ -30,6 +30,7 @@ CONTROLLER_MODULES = (
     "tokenfleet.controllers.planner",
     # before inferencejob: its cleanup (stop probing) must run before the Triton pool closes
     "tokenfleet.controllers.runtimehealth",
+    "tokenfleet.controllers.throughput",
     "tokenfleet.controllers.inferencejob",
 )
 
