@@ -9,7 +9,7 @@
 #   3. app:   the tokenfleet wheel, built from the tracked files of the image context only
 #             (pyproject.toml, README.md, operator/; see .dockerignore), installed on top;
 #             OCI labels (source, version, revision, created...), non-root user, entrypoint;
-#   4. smoke: `tokenfleet --version` and `pip check` run inside the built image;
+#   4. smoke: `tokenfleet --version` and `pip check` run inside the built image (once per image);
 #   5. out:   an OCI archive (`buildah push ... oci-archive:`), written to $IMAGE_DIR/tokenfleet.oci.tar
 #             plus $IMAGE_DIR/image.json (name, size, layers, build seconds).
 #
@@ -154,13 +154,18 @@ if ! exists "$APP_IMAGE"; then
   "${B[@]}" commit --quiet --rm --format oci "$c" "$APP_IMAGE" >/dev/null
 fi
 
-# ---- 4. smoke: the built image runs -----------------------------------------------------------
-c="$("${B[@]}" from "$APP_IMAGE")"
-trap '"${B[@]}" rm "$c" >/dev/null 2>&1 || true' EXIT
-smoke="$("${B[@]}" "${RUN[@]}" "$c" -- tokenfleet --version)"
-"${B[@]}" "${RUN[@]}" --env PIP_NO_CACHE_DIR=1 "$c" -- python -m pip check >/dev/null
-"${B[@]}" rm "$c" >/dev/null
-trap - EXIT
+# ---- 4. smoke: the built image runs (once per image) -------------------------------------------
+if [ "$(cut -f1 "$IMAGE_DIR/smoke.txt" 2>/dev/null)" = "$APP_IMAGE" ]; then
+  smoke="$(cut -f2 "$IMAGE_DIR/smoke.txt")"
+else
+  c="$("${B[@]}" from "$APP_IMAGE")"
+  trap '"${B[@]}" rm "$c" >/dev/null 2>&1 || true' EXIT
+  smoke="$("${B[@]}" "${RUN[@]}" "$c" -- tokenfleet --version)"
+  "${B[@]}" "${RUN[@]}" --env PIP_NO_CACHE_DIR=1 "$c" -- python -m pip check >/dev/null
+  "${B[@]}" rm "$c" >/dev/null
+  trap - EXIT
+  printf '%s\t%s\n' "$APP_IMAGE" "$smoke" >"$IMAGE_DIR/smoke.txt"
+fi
 log "smoke: tokenfleet --version -> $smoke"
 
 # ---- 5. the OCI archive ---------------------------------------------------------------------
@@ -170,6 +175,14 @@ if [ ! -s "$ARCHIVE" ] || [ "$(cat "$IMAGE_DIR/archive.key" 2>/dev/null)" != "$A
   "${B[@]}" push --quiet "$APP_IMAGE" "oci-archive:$ARCHIVE:tokenfleet:$VERSION"
   echo "$APP_IMAGE" >"$IMAGE_DIR/archive.key"
 fi
+# vfs keeps every image as a full copy: drop what an earlier build left (other keys, other code)
+for stale in $("${B[@]}" images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/tokenfleet' |
+  grep -vxF -e "$BASE_IMAGE" -e "$DEPS_IMAGE" -e "$APP_IMAGE" || true); do
+  "${B[@]}" rmi "$stale" >/dev/null 2>&1 || true
+done
+for old in "$IMAGE_DIR"/base-*.tar; do
+  [ "$old" = "$BASE_TAR" ] || rm -f "$old"
+done
 seconds=$(($(date +%s) - started))
 python3 - "$IMAGE_DIR" "$APP_IMAGE" "$ARCHIVE" "$smoke" "$seconds" <<'EOF'
 import json, os, sys
