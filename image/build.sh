@@ -38,6 +38,9 @@ for tool in debootstrap buildah git; do
   }
 done
 if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    exec sudo -n --preserve-env=IMAGE_DIR,IMAGE_SUITE,IMAGE_MIRROR,IMAGE_SOURCE,PYTHON,PIP_CERT,SSL_CERT_FILE "$0" "$@"
+  fi
   echo "image/build.sh: needs root (debootstrap, and buildah's chroot isolation)" >&2
   exit 2
 fi
