@@ -138,6 +138,7 @@ class KubeWatcher:
                 self.table.replace(kind, objs)
                 return
             # namespaced: drop only this namespace's entries, then add the list
+            self.table.changed()
             if kind == "jobs":
                 for key in [k for k in self.table.jobs if k[0] == namespace]:
                     del self.table.jobs[key]
