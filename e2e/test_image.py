@@ -199,3 +199,17 @@ def test_smoke_run_from_the_archive(
         timeout=120,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_the_build_context_is_what_dockerignore_lets_in() -> None:
+    """image/build.sh copies the same paths into its context as .dockerignore admits for a
+    Dockerfile build (requirements.lock goes to the dependency layer on its own)."""
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    script = BUILD.read_text()
+    line = next(x for x in script.splitlines() if x.startswith("CONTEXT_PATHS=("))
+    context = set(line[len("CONTEXT_PATHS=(") : -1].split())
+    assert context | {"requirements.lock"} == allowed
