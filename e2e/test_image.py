@@ -26,6 +26,9 @@ import pytest
 
 from e2e.cluster.fleet import REPO
 
+#: a cold build (no `make image` before) runs debootstrap and downloads the locked wheels
+pytestmark = pytest.mark.timeout(3600)
+
 BUILD = REPO / "image" / "build.sh"
 SITE = "opt/tokenfleet/lib/python3.11/site-packages"
 #: compressed layers, all three (measured: 49.9 + 111.9 + 0.8 = 162.6 MB; numpy and scipy are
