@@ -26,7 +26,8 @@ never drawn, so a request gets exactly ``max_tokens`` tokens. The output is a pu
 ``tokens_per_second`` paces each request's tokens (a car's variant is slower than a rack's);
 ``delay_ms_per_token`` adds a fixed sleep per token; ``ballast_mib`` holds that much memory
 while loaded. Every generated token increments the counter
-``vllm:generation_tokens_total{model,version}``, the family Triton's vLLM backend exports.
+``vllm:generation_tokens_total{model,version,instance}``, the family Triton's vLLM backend
+exports (plus a per-instance label, so a reload never shares a series between two instances).
 Each request runs in its own thread (continuous batching's effect: streams do not
 wait for one another); ``finalize`` (unload) waits for the requests in flight to finish, so an
 unload drains.
@@ -35,6 +36,7 @@ unload drains.
 import json
 import threading
 import time
+import uuid
 import zlib
 
 import numpy as np
@@ -143,8 +145,15 @@ class TritonPythonModel:
             description="Number of generation tokens processed.",
             kind=pb_utils.MetricFamily.COUNTER,
         )
+        # one series per model instance: on a reload Triton runs the new instance before it
+        # finalizes the old one, and a series two instances shared would be freed under the new
+        # one when the old one goes (tritonserver crashed on that); readers sum over instances
         self.generated = self.generated_family.Metric(
-            labels={"model": args["model_name"], "version": args["model_version"]}
+            labels={
+                "model": args["model_name"],
+                "version": args["model_version"],
+                "instance": uuid.uuid4().hex[:12],
+            }
         )
         self.metric_lock = threading.Lock()
 

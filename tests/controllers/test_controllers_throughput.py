@@ -19,6 +19,7 @@ from tokenfleet.controllers.planner import Planner
 from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.throughput import ThroughputMeter
 from tokenfleet.serving.runtime import RuntimePool, TritonRuntime
+from tokenfleet.serving.throughput import token_counters
 
 MODEL = "meterllama-fp16"
 
@@ -65,8 +66,7 @@ async def _counter(rt: TritonRuntime, at_least: float) -> float:
     """The runtime's counter, once it shows ``at_least`` (it lags the response a moment)."""
     deadline = time.monotonic() + 5
     while True:
-        m = await rt.metrics()
-        value = m.samples.get(f'vllm:generation_tokens_total{{model="{MODEL}",version="1"}}', 0.0)
+        value = token_counters(await rt.metrics_text()).get(MODEL, 0.0)
         if value >= at_least or time.monotonic() > deadline:
             return value
         await asyncio.sleep(0.05)
@@ -135,3 +135,23 @@ async def test_disabled_meter_measures_nothing() -> None:
     meter = ThroughputMeter(Planner(OperatorConfig()), OperatorConfig(throughput_seconds=0))
     meter.start()
     assert not meter.enabled and meter.task is None and meter.measured("ns/a") is None
+
+
+async def test_a_reloaded_model_keeps_serving_and_counting(triton: TritonFleet) -> None:
+    """A reload runs the new instance before the old one is finalized: each instance has its
+    own counter series (a shared one was freed under the new instance and crashed Triton)."""
+    endpoint = triton[0].http_endpoint
+    async with RuntimePool(timeout=5.0, load_timeout=30.0) as pool:
+        rt = pool.get(endpoint)
+        await rt.load(MODEL)
+        try:
+            await _generate(rt, 3)
+            await rt.load(MODEL)  # already loaded: Triton reloads it
+            for _ in range(20):  # serve and scrape while the old instance goes away
+                await _generate(rt, 4)
+                await rt.metrics_text()
+                await asyncio.sleep(0.1)
+            assert await rt.server_ready()
+            assert await _counter(rt, 80) >= 80
+        finally:
+            await rt.unload(MODEL)

@@ -21,7 +21,8 @@ SCRAPE = """\
 # HELP vllm:generation_tokens_total Number of generation tokens processed.
 # TYPE vllm:generation_tokens_total counter
 vllm:generation_tokens_total{model="tinyllama-fp16",version="1"} 120
-vllm:generation_tokens_total{model="tinyllama-fp16",version="2"} 30
+vllm:generation_tokens_total{model="tinyllama-fp16",version="2",instance="b"} 20
+vllm:generation_tokens_total{model="tinyllama-fp16",version="2",instance="c"} 10
 vllm:generation_tokens_total{model="qwen \\"q\\"-int4",version="1"} 7
 vllm:generation_tokens_total{version="1"} 99
 vllm:prompt_tokens_total{model="tinyllama-fp16",version="1"} 500
@@ -29,7 +30,7 @@ nv_inference_count{model="tinyllama-int4",version="1"} 15
 """
 
 
-def test_token_counters_per_model_summed_over_versions() -> None:
+def test_token_counters_per_model_summed_over_versions_and_instances() -> None:
     counters = token_counters(SCRAPE)
     # a sample without a model label is nobody's; other families are not tokens generated;
     # a model without the counter is absent, not 0 (its runtime does not measure it)
