@@ -4,6 +4,8 @@
 # Layers: the pinned dependencies (requirements.lock, hash-checked) in one layer, the operator's
 # own wheel in a small layer on top, so a code change rebuilds and ships only the latter.
 # Build: buildah bud (or podman/docker build) --build-arg REVISION=$(git rev-parse HEAD) -t tokenfleet .
+# Without a registry (CI): `make image` (image/build.sh) builds the same layers from a debootstrap
+# root with buildah and writes an OCI archive.
 # requirements.lock: `uv pip compile pyproject.toml --generate-hashes --python-version 3.11
 #   --python-platform x86_64-manylinux_2_28 -o requirements.lock` after a dependency change.
 ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm

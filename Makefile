@@ -8,7 +8,7 @@ TRITON_VENV := .venv-triton
 STAMP := $(VENV)/.installed
 
 .PHONY: install triton-venv lint imports typecheck crds crds-check unit bench bench-smoke e2e test \
-        cluster-build cluster-up cluster-down dev clean promtool
+        cluster-build cluster-up cluster-down dev clean promtool image
 
 ## install: create .venv with the project and everything its tests need
 install: $(STAMP)
@@ -65,7 +65,7 @@ cluster-up: install cluster-build
 cluster-down: install
 	$(PY) -m e2e.cluster.fleet down
 
-e2e: install triton-venv cluster-build promtool
+e2e: install triton-venv cluster-build promtool image
 	$(BIN)/pytest e2e
 
 test: lint typecheck crds-check unit bench-smoke e2e
@@ -82,6 +82,14 @@ promtool: .bin/promtool
 	  dpkg-deb -x prometheus_*.deb x && install -m 0755 x/usr/bin/promtool "$(abspath .bin)/promtool" && \
 	  rm -rf "$$tmp"
 	.bin/promtool --version | head -1
+
+## image: the operator image, built without a daemon or a registry (image/build.sh): a Debian
+## root from debootstrap, then buildah (vfs, chroot isolation) adds the locked dependencies and
+## the wheel as separate layers, smoke-runs `tokenfleet --version` and writes the OCI archive
+## .cache/image/tokenfleet.oci.tar (cached: only what changed is rebuilt). Needs root and Debian's
+## debootstrap + buildah (.ci/run installs them); e2e/test_image.py checks the result.
+image: install
+	PYTHON=$(abspath $(PY)) image/build.sh
 
 ## dev: the local fleet — control plane, simulated racks and cars, real tritonservers, a tank
 ## simulator, an example job, the OpenAI-compatible gateway on 127.0.0.1:8088 and the operator

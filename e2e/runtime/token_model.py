@@ -25,7 +25,10 @@ never drawn, so a request gets exactly ``max_tokens`` tokens. The output is a pu
 
 ``tokens_per_second`` paces each request's tokens (a car's variant is slower than a rack's);
 ``delay_ms_per_token`` adds a fixed sleep per token; ``ballast_mib`` holds that much memory
-while loaded. Each request runs in its own thread (continuous batching's effect: streams do not
+while loaded. Every generated token increments the counter
+``vllm:generation_tokens_total{model,version,instance}``, the family Triton's vLLM backend
+exports (plus a per-instance label, so a reload never shares a series between two instances).
+Each request runs in its own thread (continuous batching's effect: streams do not
 wait for one another); ``finalize`` (unload) waits for the requests in flight to finish, so an
 unload drains.
 """
@@ -33,6 +36,7 @@ unload drains.
 import json
 import threading
 import time
+import uuid
 import zlib
 
 import numpy as np
@@ -134,6 +138,24 @@ class TritonPythonModel:
         self.ballast = np.ones(ballast * 1024 * 1024, dtype=np.uint8) if ballast > 0 else None
         self.inflight = 0
         self.cond = threading.Condition()
+        # generated tokens, counted as Triton's vLLM backend counts them (the operator's measured
+        # tokens/s reads this counter on the metrics port)
+        self.generated_family = pb_utils.MetricFamily(
+            name="vllm:generation_tokens_total",
+            description="Number of generation tokens processed.",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        # one series per model instance: on a reload Triton runs the new instance before it
+        # finalizes the old one, and a series two instances shared would be freed under the new
+        # one when the old one goes (tritonserver crashed on that); readers sum over instances
+        self.generated = self.generated_family.Metric(
+            labels={
+                "model": args["model_name"],
+                "version": args["model_version"],
+                "instance": uuid.uuid4().hex[:12],
+            }
+        )
+        self.metric_lock = threading.Lock()
 
     def _prompt_ids(self, text):
         words = text.split()
@@ -195,6 +217,8 @@ class TritonPythonModel:
             for token in self._tokens(prompt, n, temperature, seed):
                 piece = (" " if pieces else "") + self.words[token]
                 pieces.append(piece)
+                with self.metric_lock:
+                    self.generated.increment(1)
                 if stream:
                     sender.send(self._response(piece, len(pieces), prompt_tokens, ""))
             if stream:
@@ -226,3 +250,6 @@ class TritonPythonModel:
         with self.cond:
             self.cond.wait_for(lambda: self.inflight == 0, timeout=_FINALIZE_WAIT_S)
         self.ballast = None
+        # a metric goes before its family (Triton's python backend requires that order)
+        self.generated = None
+        self.generated_family = None

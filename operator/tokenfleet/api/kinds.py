@@ -161,6 +161,13 @@ INFERENCEJOB = KindInfo(
         PrinterColumn(
             "Tokens/s", "number", ".status.servedTokensPerSecond", "Served tokens/s estimate"
         ),
+        PrinterColumn(
+            "Measured",
+            "number",
+            ".status.measuredTokensPerSecond",
+            "Served tokens/s measured at the runtimes",
+            priority=1,
+        ),
         PrinterColumn("Model", "string", ".spec.model.name", "Model", priority=1),
         PrinterColumn("Priority", "integer", ".spec.priority", "Priority", priority=1),
         PrinterColumn(

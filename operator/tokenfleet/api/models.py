@@ -646,6 +646,10 @@ class InferenceJobStatus(StatusModel):
     """Every replica the operator placed and its state."""
     served_tokens_per_second: Annotated[float, Field(ge=0)] | None = None
     """Estimated tokens/s of the Loaded replicas."""
+    measured_tokens_per_second: Annotated[float, Field(ge=0)] | None = None
+    """Tokens/s the job's replicas generated, measured at their runtimes (a generated-tokens
+    counter on Triton's metrics port, `vllm:generation_tokens_total` by default) over the
+    operator's measurement window; absent when no replica's runtime exports the counter."""
     service_name: Annotated[str, Field(max_length=63)] | None = None
     """Service that fronts the Loaded replicas."""
     shortfall_reason: Annotated[str, Field(max_length=1024)] | None = None

@@ -32,6 +32,7 @@ from tokenfleet.controllers.planner import Planner
 from tokenfleet.controllers.poolstats import EvictionLedger
 from tokenfleet.controllers.runtimehealth import RuntimeProber
 from tokenfleet.controllers.settings import OperatorConfig, apply_kopf_settings
+from tokenfleet.controllers.throughput import ThroughputMeter
 from tokenfleet.controllers.watchfilter import WatchFilter
 from tokenfleet.serving.runtime import RuntimePool
 
@@ -70,6 +71,8 @@ class OperatorContext:
     planner: Planner
     runtimes: RuntimePool
     prober: RuntimeProber
+    throughput: ThroughputMeter
+    """Each job's served tokens/s measured at its runtimes (``status.measuredTokensPerSecond``)."""
     http: HttpSession
     watches: WatchFilter
     node_cache: NodeInfoCache
@@ -102,6 +105,7 @@ class OperatorContext:
             planner=planner,
             runtimes=runtimes,
             prober=RuntimeProber(planner, config, runtimes, clock=clock),
+            throughput=ThroughputMeter(planner, config, runtimes, clock=clock),
             http=HttpSession(),
             watches=WatchFilter(),
             node_cache=NodeInfoCache(),
@@ -115,7 +119,8 @@ class OperatorContext:
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         """In this order: kopf's settings, the Event poster, the fleet view on kopf's indexes,
-        the planner, the runtime prober. (The job daemons start when kopf runs them.)"""
+        the planner, the runtime prober, the throughput meter. (The job daemons start when kopf
+        runs them.)"""
         apply_kopf_settings(settings, self.config)
         logger.info("tokenfleet settings: %s", dataclasses.asdict(self.config))
         self.events = EventPoster(self.kube, self.clock, asyncio.get_running_loop())
@@ -127,11 +132,23 @@ class OperatorContext:
             logger.info("runtime prober started (every %gs)", self.prober.interval)
         else:
             logger.info("runtime prober disabled (TOKENFLEET_RUNTIME_PROBE_SECONDS=0)")
+        meter = self.throughput
+        meter.start()
+        if meter.enabled:
+            logger.info(
+                "throughput meter started (every %gs, %gs window, counter %s)",
+                meter.interval,
+                self.config.throughput_window_seconds,
+                self.config.throughput_metric,
+            )
+        else:
+            logger.info("throughput meter disabled (TOKENFLEET_THROUGHPUT_SECONDS=0)")
 
     async def stop(self) -> None:
-        """In this order: the prober (it uses the runtime pool), the planner, the runtime pool,
-        the Redfish HTTP session, then the Events still being posted."""
+        """In this order: the prober and the throughput meter (they use the runtime pool), the
+        planner, the runtime pool, the Redfish HTTP session, then the Events still being posted."""
         await self.prober.stop()
+        await self.throughput.stop()
         await self.planner.stop()
         with contextlib.suppress(Exception):
             await self.runtimes.close()

@@ -52,6 +52,7 @@ def _new_worker(
         kube=context.kube,
         evictions=context.evictions,
         clock=context.clock,
+        measured=context.throughput.measured,
     )
     worker.load_record()
     return worker

@@ -29,7 +29,7 @@ from tokenfleet.controllers.replicas import (
 #: the wire name of each InferenceJobStatus field (the API model is the one spelling)
 _WIRE: Final = {name: f.alias or name for name, f in InferenceJobStatus.model_fields.items()}
 #: fields a merge patch must clear with null when the status no longer sets them
-CLEARED_WHEN_UNSET: Final = ("shortfallReason", "desiredReplicas")
+CLEARED_WHEN_UNSET: Final = ("shortfallReason", "desiredReplicas", "measuredTokensPerSecond")
 
 
 class JobStatusFields(TypedDict, total=False):
@@ -42,6 +42,7 @@ class JobStatusFields(TypedDict, total=False):
     ready_replicas: int
     placements: list[dict[str, Any]]
     served_tokens_per_second: float
+    measured_tokens_per_second: float | None
     service_name: str
     shortfall_reason: str | None
 
@@ -186,9 +187,11 @@ def job_status(
     tokens_per_second: Callable[[str], float],
     service_name: str,
     load_failure: tuple[str, str] | None = None,
+    measured_tokens_per_second: float | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The job's status (wire names). ``previous``: the status last written or read."""
+    """The job's status (wire names). ``previous``: the status last written or read;
+    ``measured_tokens_per_second``: the throughput meter's figure (``None``: not measured)."""
     counts = Counts.of(record)
     state = readiness(
         invalid=invalid,
@@ -215,6 +218,7 @@ def job_status(
         ready_replicas=counts.ready,
         placements=[r.to_wire() for r in record],
         served_tokens_per_second=round(served, 3),
+        measured_tokens_per_second=measured_tokens_per_second,
         service_name=service_name,
         shortfall_reason=decision.shortfall_reason if decision is not None else None,
     )
@@ -230,7 +234,11 @@ def same_status(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     for k, v in new.items():
         if current.get(k) != v:
             return False
-    return all(current.get(k) is None for k in ("shortfallReason",) if new.get(k) is None)
+    return all(
+        current.get(k) is None
+        for k in ("shortfallReason", "measuredTokensPerSecond")
+        if new.get(k) is None
+    )
 
 
 def merge_patch(status: Mapping[str, Any]) -> dict[str, Any]:

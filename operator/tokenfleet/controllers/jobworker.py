@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,8 @@ class JobWorker:
     kube: KubeWriter
     evictions: EvictionLedger
     clock: Clock = SYSTEM_CLOCK
+    measured: Callable[[str], float | None] = lambda _job: None
+    """The throughput meter's tokens/s for a job key (``ThroughputMeter.measured``)."""
     record: list[Replica] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_status: dict[str, Any] | None = None
@@ -508,6 +510,7 @@ class JobWorker:
             tokens_per_second=lambda variant: tokens_per_second(spec, variant),
             service_name=service_name(self.name),
             load_failure=None if failure is None else (failure[0], failure[1].message),
+            measured_tokens_per_second=self.measured(self.key),
             now=self.clock.now(),
         )
 

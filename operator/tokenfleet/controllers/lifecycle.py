@@ -53,3 +53,10 @@ def runtime_prober_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
     prober = context_of(memo).prober
     raise_if_ended(prober.task, "runtime prober")
     return {"enabled": prober.enabled, "failingRuntimes": len(prober.failing)}
+
+
+@kopf.on.probe(id="throughputMeter")
+def throughput_meter_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    meter = context_of(memo).throughput
+    raise_if_ended(meter.task, "throughput meter")
+    return {"enabled": meter.enabled}

@@ -92,6 +92,13 @@ class OperatorConfig:
     request_timeout_seconds: float = 30.0
     #: kopf peering (HA): a replica silent this long is presumed dead and a standby takes over
     peering_lifetime_seconds: float = 60.0
+    #: measured served tokens/s: every runtime hosting a Loaded replica has its generated-tokens
+    #: counter scraped this often (seconds; 0: off, and status.measuredTokensPerSecond stays
+    #: absent), and the rate is taken over the window (seconds)
+    throughput_seconds: float = 15.0
+    throughput_window_seconds: float = 60.0
+    #: the runtimes' counter of generated tokens, labelled by Triton model (Triton's vLLM backend)
+    throughput_metric: str = "vllm:generation_tokens_total"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> OperatorConfig:
@@ -134,6 +141,11 @@ class OperatorConfig:
             "peering_lifetime_seconds": _env_float(
                 "PEERING_LIFETIME_SECONDS", d.peering_lifetime_seconds
             ),
+            "throughput_seconds": _env_float("THROUGHPUT_SECONDS", d.throughput_seconds),
+            "throughput_window_seconds": _env_float(
+                "THROUGHPUT_WINDOW_SECONDS", d.throughput_window_seconds
+            ),
+            "throughput_metric": _env_str("THROUGHPUT_METRIC", d.throughput_metric),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

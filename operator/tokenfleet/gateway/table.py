@@ -180,6 +180,19 @@ class RoutingTable:
     node_endpoints: dict[str, str] = field(default_factory=dict)
     outstanding: dict[tuple[str, str], float] = field(default_factory=dict)
     in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: per job: the JobInfo they were resolved for and its ready replicas (dial addresses parsed,
+    #: dial policy applied). A request's pick reads this; any watch event clears it, so the
+    #: work of resolving is done once per change, not once per request.
+    _ready: dict[tuple[str, str], tuple[JobInfo, list[Replica]]] = field(
+        default_factory=dict, repr=False
+    )
+    _by_service: dict[tuple[str, str], list[SliceEndpoint]] | None = field(default=None, repr=False)
+
+    def changed(self) -> None:
+        """Forget what was resolved from the tables (called on every update; call it after
+        editing ``jobs``/``slices``/``node_endpoints`` directly)."""
+        self._ready.clear()
+        self._by_service = None
 
     # ---- updates from watch events -----------------------------------------------------------
 
@@ -187,6 +200,7 @@ class RoutingTable:
         info = parse_job(obj)
         if info is None:
             return
+        self.changed()
         if deleted:
             self.jobs.pop(info.key, None)
         else:
@@ -196,6 +210,7 @@ class RoutingTable:
         parsed = parse_slice(obj)
         if parsed is None:
             return
+        self.changed()
         namespace, name, service, endpoints = parsed
         if deleted:
             self.slices.pop((namespace, name), None)
@@ -207,6 +222,7 @@ class RoutingTable:
         name = meta.get("name")
         if not name:
             return
+        self.changed()
         value = (meta.get("annotations") or {}).get(RUNTIME_ENDPOINT_ANNOTATION)
         if deleted or not value:
             self.node_endpoints.pop(str(name), None)
@@ -215,6 +231,7 @@ class RoutingTable:
 
     def replace(self, kind: str, objs: Iterable[Mapping[str, Any]]) -> None:
         """A fresh LIST of one kind replaces what was known of it."""
+        self.changed()
         if kind == "jobs":
             self.jobs.clear()
             for o in objs:
@@ -250,14 +267,24 @@ class RoutingTable:
         return endpoint if dial_allowed(host, self.dial_networks) else None
 
     def endpoints(self, job: JobInfo) -> list[SliceEndpoint]:
-        out: list[SliceEndpoint] = []
-        for (namespace, _), (service, eps) in sorted(self.slices.items()):
-            if namespace == job.namespace and service == job.service:
-                out.extend(eps)
-        return out
+        if self._by_service is None:
+            index: dict[tuple[str, str], list[SliceEndpoint]] = {}
+            for (namespace, _), (service, eps) in sorted(self.slices.items()):
+                index.setdefault((namespace, service), []).extend(eps)
+            self._by_service = index
+        return list(self._by_service.get((job.namespace, job.service), ()))
 
     def ready_replicas(self, job: JobInfo) -> list[Replica]:
-        """The job's ready endpoints that resolve to a runtime and a known variant."""
+        """The job's ready endpoints that resolve to a runtime and a known variant (resolved
+        once per change of the table, see ``_ready``)."""
+        cached = self._ready.get(job.key)
+        if cached is not None and cached[0] is job:
+            return cached[1]
+        replicas = self._resolve(job)
+        self._ready[job.key] = (job, replicas)
+        return replicas
+
+    def _resolve(self, job: JobInfo) -> list[Replica]:
         replicas: list[Replica] = []
         for ep in self.endpoints(job):
             if not ep.ready:

@@ -2,8 +2,9 @@
 
 One thread per kind lists, then watches from the list's resourceVersion; every event is handed
 to the event loop (``call_soon_threadsafe``), so the table is only touched from the loop. A
-watch that ends or fails is followed by a fresh list (which replaces what was known of the
-kind), after a short pause on errors.
+watch that times out is resumed from the last resourceVersion it delivered (bookmarks
+included); one that fails or is told its version is gone (410) is followed by a fresh list
+(which replaces what was known of the kind), after a short pause on errors.
 
 Kinds: InferenceJobs, the operator's EndpointSlices
 (``endpointslice.kubernetes.io/managed-by=operator.tokenfleet.io``), Nodes (the
@@ -138,6 +139,7 @@ class KubeWatcher:
                 self.table.replace(kind, objs)
                 return
             # namespaced: drop only this namespace's entries, then add the list
+            self.table.changed()
             if kind == "jobs":
                 for key in [k for k in self.table.jobs if k[0] == namespace]:
                     del self.table.jobs[key]
@@ -174,6 +176,34 @@ class KubeWatcher:
     def stop(self) -> None:
         self._stop.set()
 
+    def _watch(self, kind: _Kind, loop: asyncio.AbstractEventLoop, version: str) -> str:
+        """One watch from ``version``; returns the version to resume from ("" to list again)."""
+        resp = kind.list_call(
+            **kind.kwargs,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _preload_content=False,
+            _request_timeout=WATCH_SECONDS + 10,
+        )
+        try:
+            for event in _events(resp):
+                if self._stop.is_set():
+                    break
+                type_ = event.get("type")
+                obj = event.get("object")
+                if type_ == "ERROR" or not isinstance(obj, dict):
+                    return ""  # e.g. 410 Gone: list again
+                seen = (obj.get("metadata") or {}).get("resourceVersion")
+                if seen:
+                    version = str(seen)
+                if type_ in ("ADDED", "MODIFIED", "DELETED"):
+                    loop.call_soon_threadsafe(kind.apply_event, obj, type_ == "DELETED")
+        finally:
+            resp.release_conn()
+        return version
+
     def _run(self, kind: _Kind, loop: asyncio.AbstractEventLoop) -> None:
         base = kind.name.split("/")[0]
         while not self._stop.is_set():
@@ -188,26 +218,11 @@ class KubeWatcher:
                     self._synced.add(base)
 
                 loop.call_soon_threadsafe(listed)
-                resp = kind.list_call(
-                    **kind.kwargs,
-                    watch=True,
-                    resource_version=version,
-                    timeout_seconds=WATCH_SECONDS,
-                    _preload_content=False,
-                    _request_timeout=WATCH_SECONDS + 10,
-                )
-                try:
-                    for event in _events(resp):
-                        if self._stop.is_set():
-                            break
-                        type_ = event.get("type")
-                        obj = event.get("object")
-                        if type_ == "ERROR" or not isinstance(obj, dict):
-                            break  # e.g. 410 Gone: list again
-                        if type_ in ("ADDED", "MODIFIED", "DELETED"):
-                            loop.call_soon_threadsafe(kind.apply_event, obj, type_ == "DELETED")
-                finally:
-                    resp.release_conn()
+                # watch from there, and resume from the last resourceVersion seen when a watch
+                # times out: a full LIST (and the table rebuilt from it) only at start, after an
+                # error or when the version is too old (410 Gone), as informers do
+                while version and not self._stop.is_set():
+                    version = self._watch(kind, loop, version)
             except Exception as exc:
                 if self._stop.is_set():
                     return
