@@ -13,8 +13,9 @@ runs in virtual time); this module runs them against the wall clock sped up by `
 **Time scaling.** A virtual hour lasts ``3600 / scale`` wall seconds. Departure times are
 published in wall time, so the operator drains a car ``drainLeadSeconds`` (wall) before it leaves.
 Charging is ``scale`` times faster in wall time than the published charger power says; the dev
-pool therefore declares ``battery.capacityKWh = battery_kwh / scale`` (:meth:`DevFleet.pool_battery_kwh`),
-which makes the operator's "energy to reach the target SoC by departure" check exact in wall time:
+pool therefore declares ``battery.capacityKWh = battery_kwh / scale``
+(:meth:`DevFleet.pool_battery_kwh`), which makes the operator's "energy to reach the target
+SoC by departure" check exact in wall time:
 ``(charger - draw) * h_wall >= dSoC * E / scale`` is ``(charger - draw) * h_virtual >= dSoC * E``.
 
 **Stays.** Car ``i`` of ``n`` runs a shuttle cycle of ``period_hours``: parked and plugged in for
@@ -68,6 +69,10 @@ class ScaledClock:
         return self.wall_start + (virtual - self.virtual_start) / self.scale
 
 
+DEV_AMBIENT = Ambient(mean_c=18.0, amplitude_c=6.0, peak_hour=15.0)
+DEV_TANK_LOOP = TankLoopSpec(design_flow_lpm=300.0, tau_s=900.0)
+
+
 @dataclass(frozen=True, slots=True)
 class DevFleetConfig:
     """The dev fleet's knobs (every one has a dev-friendly default)."""
@@ -86,13 +91,13 @@ class DevFleetConfig:
     trip_kwh: tuple[float, float] = (6.0, 2.0)
     """Mean and standard deviation of the energy a trip takes, kWh."""
     bandwidth_mbps: float = 200.0
-    ambient: Ambient = Ambient(mean_c=18.0, amplitude_c=6.0, peak_hour=15.0)
+    ambient: Ambient = DEV_AMBIENT
     site_cap_kw: float = 100.0
     demand_response_hours: tuple[float, float] = (17.0, 19.0)
     """Daily window (virtual hours of day, UTC) of the demand-response cap drop."""
     demand_response_factor: float = 0.6
     """The cap during demand response over the normal cap."""
-    tank_loop: TankLoopSpec = TankLoopSpec(design_flow_lpm=300.0, tau_s=900.0)
+    tank_loop: TankLoopSpec = DEV_TANK_LOOP
     rack_baseline_kw: float = 2.0
     """Background IT load of each tank (fans, pumps, idle servers), kW."""
     horizon_days: int = 14
@@ -132,7 +137,7 @@ def shuttle_stays(
     period = cfg.period_hours * HOUR
     parked = period - cfg.away_hours * HOUR
     jitter = cfg.jitter_minutes * 60.0
-    cycles = int(math.ceil(cfg.horizon_days * DAY / period)) + 1
+    cycles = math.ceil(cfg.horizon_days * DAY / period) + 1
     out: list[list[Stay]] = []
     for i in range(n_cars):
         phase = period * i / max(n_cars, 1)
