@@ -48,7 +48,11 @@ class QuietPeriodicSuccess(logging.Filter):
         if record.levelno > logging.INFO:
             return True
         message = record.getMessage()
-        return not (message.startswith("Timer '") and message.endswith("' succeeded."))
+        # issue #13 hook: kopf's routine successes say nothing a user acts on (the controllers
+        # log what changed: loads, moves, sheds, leaks)
+        if message.startswith(("Timer '", "Handler '")) and message.endswith("' succeeded."):
+            return False
+        return not (message.endswith(" succeeded; 0 failed.") and " is processed: " in message)
 
 
 def _namespaces(args: argparse.Namespace, config: OperatorConfig) -> tuple[bool, list[str]]:

@@ -260,7 +260,7 @@ def add_devfleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--interval", type=float, default=1.0, help="wall seconds per tick")
     parser.add_argument("--period-hours", type=float, default=4.0, help="a car's stay cycle")
-    parser.add_argument("--away-hours", type=float, default=0.75, help="away part of a cycle")
+    parser.add_argument("--away-hours", type=float, default=0.5, help="away part of a cycle")
     parser.add_argument("--duration", type=float, default=0.0, help="wall seconds (0: forever)")
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default: $KUBECONFIG)")
 

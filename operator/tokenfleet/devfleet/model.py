@@ -86,7 +86,7 @@ class DevFleetConfig:
     initial_soc_percent: tuple[float, float] = (45.0, 75.0)
     """Uniform range of the SoC of the cars parked at the start."""
     period_hours: float = 4.0
-    away_hours: float = 0.75
+    away_hours: float = 0.5
     jitter_minutes: float = 4.0
     trip_kwh: tuple[float, float] = (6.0, 2.0)
     """Mean and standard deviation of the energy a trip takes, kWh."""
