@@ -413,6 +413,15 @@ def remove_dev_objects(rig: Any, *, wait: bool = True) -> None:
             gone.append(
                 lambda p=plural, n=name: custom.get_cluster_custom_object(GROUP, VERSION, p, n)
             )
+    from kubernetes import client
+
+    from e2e.operator_kit import RUNTIME_NS
+
+    apps = client.AppsV1Api(rig.api)
+    daemonset = f"runtime-{DEV_RIG}"
+    with contextlib.suppress(ApiException):
+        apps.delete_namespaced_daemon_set(daemonset, RUNTIME_NS, propagation_policy="Foreground")
+        gone.append(lambda: apps.read_namespaced_daemon_set(daemonset, RUNTIME_NS))
     for node in core.list_node(label_selector=f"{RIG_LABEL}={DEV_RIG}").items:
         name = node.metadata.name
         with contextlib.suppress(ApiException):

@@ -204,10 +204,10 @@ class Driver:
         if self._cap_factor.get(tank.name) == factor:
             return
         cap = round(tank.normal_kw * factor, 3)
-        body = {"spec": {"power": {"capacityKW": cap}}}
+        patch = {"spec": {"power": {"capacityKW": cap}}}
         try:
             self.custom.patch_cluster_custom_object(
-                GROUP, VERSION, "immersionpods", tank.name, body
+                GROUP, VERSION, "immersionpods", tank.name, patch
             )
         except Exception as error:
             self.errors += 1

@@ -10,26 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tokenfleet.placement.model import Reason
+
 __all__ = ["MOVE_REASONS", "build_state", "event_row"]
 
 MOVE_REASONS = frozenset(
-    {
-        "Placed",
-        "ReplicaPlaced",
-        "ReplicaLoaded",
-        "DepartureSoon",
-        "NotPluggedIn",
-        "Unplugged",
-        "LowStateOfCharge",
-        "Preempted",
-        "ScaledDown",
-        "NodeRemoved",
-        "TelemetryUnknown",
-        "RuntimeFailed",
-        "LeakDetected",
-        "PowerCap",
-        "ThermalLimit",
-    }
+    {str(r) for r in Reason}
+    | {"ReplicaPlaced", "ReplicaLoaded", "Preempted", "ScaledDown", "NodeRemoved", "RuntimeFailed"}
 )
 """Event reasons shown as moves (any Event on an InferenceJob is shown; these are highlighted)."""
 
