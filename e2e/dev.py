@@ -202,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from e2e.gateway_kit import GatewayProcess, Load, create_api_key
     from e2e.operator_kit import TEST_ENV, TOKENFLEET, Rig, free_port, wait_for
     from e2e.runtime.repository import DEFAULT_MODELS
+    from tokenfleet.devfleet.model import DevFleetConfig, pool_battery_kwh
 
     tmp = Path(tempfile.mkdtemp(prefix="tokenfleet-dev-"))
     log.log = (tmp / "dev.log").open("a")
@@ -228,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "targetStateOfChargePercent": 80,
                 "requirePluggedIn": True,
                 "maxBatteryTempC": 45,
-                # the car's 60 kWh over the time scale (see tokenfleet.devfleet.model)
-                "capacityKWh": round(60.0 / args.scale, 4),
+                # see tokenfleet.devfleet.model: the battery at the time scale
+                "capacityKWh": pool_battery_kwh(DevFleetConfig(scale=args.scale)),
             },
             # 20 virtual minutes
             drainLeadSeconds=max(5, int(1200 / args.scale)),
@@ -239,22 +240,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for j in range(cars):
             rig.add_vehicle(f"car-{j}", racks + j, pool)
         rig.wait_runtime_pods()
-        # the rack target alone is met by the racks; a car share keeps replicas on cars
-        car_replicas = cars - 2
-        rig.create_job(
-            DEV_JOB,
-            [
-                {"name": "fp16", "precision": "FP16", "memoryMiB": 4096,
-                 "tokensPerSecond": 400, "watts": 300, "targets": ["Rack"]},
-                {"name": "int4", "precision": "INT4", "memoryMiB": 1024,
-                 "tokensPerSecond": 40, "watts": 45, "targets": ["Vehicle"]},
-            ],
-            replicas=(racks + car_replicas, racks + car_replicas),
-            target_tps=400 * racks + 40 * car_replicas,
-            preference="PreferVehicle",
-        )  # fmt: skip
-        log(f"ImmersionPod {tank}, VehiclePool {pool}, InferenceJob {args.namespace}/{DEV_JOB}")
-
         # the operator, its log in the foreground
         run_env = {**os.environ, **fleet.env(), **TEST_ENV, "TOKENFLEET_DRAIN_SECONDS": "1"}
         scope = (
@@ -282,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # the living fleet: the driver, and one real agent per car with a runtime
         agents_dir = tmp / "agents"
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         kubeconfig = str(fleet.kubeconfig)
         driver_argv = [
             str(TOKENFLEET), "devfleet", "--kubeconfig", kubeconfig,
@@ -312,6 +298,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             [*(s.process.pid for s in rig.tritons.servers if s.process), gateway.process.pid]  # type: ignore[union-attr]
             + [p.pid for p in procs],
         )
+
+        # the job comes once every dev car speaks for itself (its agent published the
+        # simulator's state): a plan made on the enrolment's placeholder telemetry would move
+        # replicas at once
+        dev_cars = [n for n in rig.nodes if n.startswith("car-")]
+
+        def cars_published() -> bool:
+            observed = [
+                (rig.core.read_node(n).metadata.annotations or {}).get(  # type: ignore[union-attr]
+                    "telemetry.tokenfleet.io/observed-at", ""
+                )
+                for n in dev_cars
+            ]
+            return all(o >= since for o in observed)
+
+        wait_for(cars_published, 120, "the dev cars' agents to publish", interval=0.5)
+        # the rack target alone is met by the racks; a car share keeps replicas on cars
+        car_replicas = cars - 2
+        rig.create_job(
+            DEV_JOB,
+            [
+                {"name": "fp16", "precision": "FP16", "memoryMiB": 4096,
+                 "tokensPerSecond": 400, "watts": 300, "targets": ["Rack"]},
+                {"name": "int4", "precision": "INT4", "memoryMiB": 1024,
+                 "tokensPerSecond": 40, "watts": 45, "targets": ["Vehicle"]},
+            ],
+            replicas=(racks + car_replicas, racks + car_replicas),
+            target_tps=400 * racks + 40 * car_replicas,
+            preference="PreferVehicle",
+        )  # fmt: skip
+        log(f"ImmersionPod {tank}, VehiclePool {pool}, InferenceJob {args.namespace}/{DEV_JOB}")
 
         def job_ready() -> bool:
             conds = {c["type"]: c for c in rig.status(DEV_JOB).get("conditions") or ()}  # type: ignore[union-attr]
@@ -357,9 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log("removing the dev rig (job, pool, tank, nodes, API key) and the runtimes")
             with contextlib.suppress(Exception):
                 rig.core.delete_namespaced_secret("dev-api-key", args.namespace)
-            with contextlib.suppress(Exception):
-                remove_dev_objects(rig, wait=False)
             rig.cleanup()
+            with contextlib.suppress(Exception):  # finalizers, pods kwok left, and wait
+                remove_dev_objects(rig, quiet=True)
         with contextlib.suppress(OSError):
             (args.state_dir / RUN_FILE).unlink()
         log(f"stopped; the control plane is still up ({fleet.kubeconfig if fleet else '-'}):"
@@ -367,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def remove_dev_objects(rig: Any, *, wait: bool = True) -> None:
+def remove_dev_objects(rig: Any, *, wait: bool = True, quiet: bool = False) -> None:
     """Remove what a dev rig (this one or a killed earlier one) created: InferenceJobs of the
     dev namespace that are ours, the dev tank and pool, the dev nodes; finalizers first (no
     operator may be left to remove them). Waits for the names to be free when ``wait``."""
@@ -420,8 +437,13 @@ def remove_dev_objects(rig: Any, *, wait: bool = True) -> None:
     apps = client.AppsV1Api(rig.api)
     daemonset = f"runtime-{DEV_RIG}"
     with contextlib.suppress(ApiException):
-        apps.delete_namespaced_daemon_set(daemonset, RUNTIME_NS, propagation_policy="Foreground")
+        apps.delete_namespaced_daemon_set(daemonset, RUNTIME_NS)
         gone.append(lambda: apps.read_namespaced_daemon_set(daemonset, RUNTIME_NS))
+    # kwok does not finish the pods of a deleted node: remove them at once
+    selector = f"{RIG_LABEL}={DEV_RIG}"
+    for pod in core.list_namespaced_pod(RUNTIME_NS, label_selector=selector).items:
+        with contextlib.suppress(ApiException):
+            core.delete_namespaced_pod(pod.metadata.name, RUNTIME_NS, grace_period_seconds=0)
     for node in core.list_node(label_selector=f"{RIG_LABEL}={DEV_RIG}").items:
         name = node.metadata.name
         with contextlib.suppress(ApiException):
@@ -429,7 +451,8 @@ def remove_dev_objects(rig: Any, *, wait: bool = True) -> None:
         gone.append(lambda n=name: core.read_node(n))
     if not wait or not gone:
         return
-    log(f"removed {len(gone)} objects left by an earlier make dev")
+    if not quiet:
+        log(f"removed {len(gone)} objects left by an earlier make dev")
     deadline = time.monotonic() + 30
     for read in gone:
         while time.monotonic() < deadline:

@@ -27,7 +27,10 @@ POOL = {
     "status": {
         "conditions": [{"type": "Ready", "status": "True"}],
         "vehicles": {"total": 4, "eligible": 2, "serving": 2},
-        "ineligible": {"NotPluggedIn": 1, "DepartureSoon": 1},
+        "ineligible": [
+            {"reason": "NotPluggedIn", "count": 1},
+            {"reason": "DepartureSoon", "count": 1},
+        ],
         "energyUsedTodayKWh": 0.25,
     },
 }
@@ -82,6 +85,14 @@ def test_state_has_tanks_pools_replicas_moves_and_rates() -> None:
     # newest first; both are moves
     assert [e["reason"] for e in state["events"]] == ["DepartureSoon", "ReplicaPlaced"]
     assert all(e["move"] for e in state["events"])
+
+
+def test_events_of_a_deleted_object_are_not_shown() -> None:
+    job = {**JOB, "metadata": {**JOB["metadata"], "uid": "new"}}  # type: ignore[dict-item]
+    old = {**MOVE, "involvedObject": {**MOVE["involvedObject"], "uid": "old"}}  # type: ignore[dict-item]
+    new = {**PLACED, "involvedObject": {**PLACED["involvedObject"], "uid": "new"}}  # type: ignore[dict-item]
+    state = build_state([], [], [job], [old, new], {}, now="t")
+    assert [e["reason"] for e in state["events"]] == ["ReplicaPlaced"]
 
 
 def test_empty_cluster_is_an_empty_view() -> None:

@@ -49,7 +49,7 @@ from tokenfleet.agent.publisher import node_annotation_patcher
 from tokenfleet.agent.runner import Agent
 from tokenfleet.agent.signals import Sample, signals_from_mapping
 from tokenfleet.devfleet.model import Change, DevFleet, DevFleetConfig
-from tokenfleet.telemetry.vehicle import RUNTIME_ENDPOINT_ANNOTATION, parse_time
+from tokenfleet.telemetry.vehicle import POOL_LABEL, RUNTIME_ENDPOINT_ANNOTATION, parse_time
 
 __all__ = [
     "MemorySource",
@@ -296,7 +296,9 @@ def run_devfleet(args: argparse.Namespace) -> int:
         period_hours=args.period_hours,
         away_hours=args.away_hours,
     )
-    fleet = DevFleet(cars, [t.name for t in tanks], cfg, time.time())
+    pools = {n.metadata.name: (n.metadata.labels or {}).get(POOL_LABEL, "") for n in nodes}
+    groups = [pools[c] for c in cars]
+    fleet = DevFleet(cars, [t.name for t in tanks], cfg, time.time(), groups=groups)
     driver = Driver(api, fleet, agent_dir, agent_cars, tanks)
     log.info(
         "driving %d cars (%d through real agents in %s), %d tanks, at %gx (a virtual hour every"

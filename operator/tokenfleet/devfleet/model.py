@@ -12,11 +12,14 @@ runs in virtual time); this module runs them against the wall clock sped up by `
 
 **Time scaling.** A virtual hour lasts ``3600 / scale`` wall seconds. Departure times are
 published in wall time, so the operator drains a car ``drainLeadSeconds`` (wall) before it leaves.
-Charging is ``scale`` times faster in wall time than the published charger power says; the dev
-pool therefore declares ``battery.capacityKWh = battery_kwh / scale``
-(:meth:`DevFleet.pool_battery_kwh`), which makes the operator's "energy to reach the target
-SoC by departure" check exact in wall time:
-``(charger - draw) * h_wall >= dSoC * E / scale`` is ``(charger - draw) * h_virtual >= dSoC * E``.
+Charging is ``scale`` times faster in wall time than the charger's power says. The dev pool
+therefore declares a smaller battery, ``battery.capacityKWh = E_pool`` =
+``max(5, battery_kwh / scale)`` (5 kWh is the API's minimum; :func:`pool_battery_kwh`), and the
+cars publish their charger power times ``f = E_pool * scale / battery_kwh`` (1 until the 5 kWh
+floor binds: 5x at 60x for a 60 kWh car; :func:`charger_factor`). The operator's "energy to reach
+the target SoC by departure" check ``(charger * f - draw) * h_wall >= dSoC * E_pool`` is then the
+virtual-time truth ``(charger - draw) * h_virtual >= dSoC * battery_kwh`` up to the compute draw
+(which the operator does not scale: 45 W against 55 kW, under 0.1 %).
 
 **Stays.** Car ``i`` of ``n`` runs a shuttle cycle of ``period_hours``: parked and plugged in for
 ``period_hours - away_hours`` (charging toward its target SoC), then away (unplugged, a trip's
@@ -47,6 +50,9 @@ __all__ = [
     "DevFleetConfig",
     "ScaledClock",
     "TankReading",
+    "charger_factor",
+    "phases",
+    "pool_battery_kwh",
     "shuttle_stays",
 ]
 
@@ -111,6 +117,20 @@ class DevFleetConfig:
             raise ValueError("demand_response_factor must be in (0, 1]")
 
 
+MIN_POOL_BATTERY_KWH = 5.0
+"""The API's minimum of ``spec.battery.capacityKWh``."""
+
+
+def pool_battery_kwh(cfg: DevFleetConfig) -> float:
+    """``battery.capacityKWh`` for the dev pool (see the module docstring)."""
+    return max(MIN_POOL_BATTERY_KWH, cfg.battery_kwh / cfg.scale)
+
+
+def charger_factor(cfg: DevFleetConfig) -> float:
+    """What the published charger power is multiplied by (see the module docstring)."""
+    return pool_battery_kwh(cfg) * cfg.scale / cfg.battery_kwh
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """Something that happened, for the log: ``kind`` is Arrived, Departed or SiteCap."""
@@ -129,24 +149,43 @@ class TankReading:
     flow_lpm: float
 
 
+def phases(groups: Sequence[str]) -> list[float]:
+    """Each car's phase, a fraction of the cycle: its rank within its group (a pool) over the
+    group's size, so every pool is staggered on its own."""
+    size: dict[str, int] = {}
+    for g in groups:
+        size[g] = size.get(g, 0) + 1
+    seen: dict[str, int] = {}
+    out: list[float] = []
+    for g in groups:
+        out.append(seen.get(g, 0) / size[g])
+        seen[g] = seen.get(g, 0) + 1
+    return out
+
+
 def shuttle_stays(
-    rng: np.random.Generator, n_cars: int, start: float, cfg: DevFleetConfig
+    rng: np.random.Generator,
+    n_cars: int,
+    start: float,
+    cfg: DevFleetConfig,
+    phase: Sequence[float] | None = None,
 ) -> list[list[Stay]]:
     """Per car, its stays over ``[start - period, start + horizon)``: staggered shuttle cycles
-    (see the module docstring). Deterministic for ``rng``'s seed."""
+    (see the module docstring); ``phase`` is each car's fraction of the cycle (default:
+    ``i / n_cars``). Deterministic for ``rng``'s seed."""
     period = cfg.period_hours * HOUR
     parked = period - cfg.away_hours * HOUR
     jitter = cfg.jitter_minutes * 60.0
     cycles = math.ceil(cfg.horizon_days * DAY / period) + 1
     out: list[list[Stay]] = []
     for i in range(n_cars):
-        phase = period * i / max(n_cars, 1)
+        offset = period * (phase[i] if phase is not None else i / max(n_cars, 1))
         a_j = rng.normal(0.0, jitter, size=cycles) if jitter > 0 else np.zeros(cycles)
         d_j = rng.normal(0.0, jitter, size=cycles) if jitter > 0 else np.zeros(cycles)
         trips = np.maximum(rng.normal(cfg.trip_kwh[0], cfg.trip_kwh[1], size=cycles), 0.5)
         stays: list[Stay] = []
         for k in range(cycles):
-            arrive = start - period + phase + k * period + float(a_j[k])
+            arrive = start - period + offset + k * period + float(a_j[k])
             depart = arrive + parked + float(d_j[k])
             if stays and arrive < stays[-1].depart + MIN_GAP_SECONDS:
                 arrive = stays[-1].depart + MIN_GAP_SECONDS
@@ -178,13 +217,15 @@ class DevFleet:
         cfg: DevFleetConfig,
         wall_start: float,
         virtual_start: float | None = None,
+        groups: Sequence[str] | None = None,
     ) -> None:
+        """``groups``: each car's group (its pool), staggered on its own (default: one group)."""
         self.cfg = cfg
         v0 = wall_start if virtual_start is None else virtual_start
         self.clock = ScaledClock(wall_start, v0, cfg.scale)
         self.now = v0
         rng = np.random.default_rng(cfg.seed)
-        stays = shuttle_stays(rng, len(cars), v0, cfg)
+        stays = shuttle_stays(rng, len(cars), v0, cfg, phases(groups or [""] * len(cars)))
         self.cars = [_Car(name, s) for name, s in zip(cars, stays, strict=True)]
         self.by_name = {c.name: i for i, c in enumerate(self.cars)}
         spec = CarSpec(
@@ -294,9 +335,8 @@ class DevFleet:
     # ---- what the world publishes ------------------------------------------------------------
 
     def pool_battery_kwh(self) -> float:
-        """``battery.capacityKWh`` for the dev pool: the battery over the time scale (see the
-        module docstring)."""
-        return self.cfg.battery_kwh / self.cfg.scale
+        """``battery.capacityKWh`` for the dev pool (see the module docstring)."""
+        return pool_battery_kwh(self.cfg)
 
     def wall_time(self) -> float:
         return self.clock.wall(self.now)
@@ -305,12 +345,10 @@ class DevFleet:
         return bool(self.fleet.present[self.by_name[name]])
 
     def departure_wall(self, name: str) -> float | None:
-        """Wall time of the car's next departure (``None`` while away)."""
-        i = self.by_name[name]
-        stay = self._stay(i)
-        if stay is None or not self.fleet.present[i]:
-            return None
-        return self.clock.wall(stay.depart)
+        """Wall time of the car's next departure: this stay's, or while away the next stay's
+        (the fleet schedule knows it); ``None`` past the horizon."""
+        stay = self._stay(self.by_name[name])
+        return None if stay is None else self.clock.wall(stay.depart)
 
     def car_document(self, name: str) -> dict[str, object]:
         """The car gateway's signal document (what ``tokenfleet agent --source json:`` reads)."""
@@ -322,7 +360,9 @@ class DevFleet:
         return {
             "soc-percent": round(float(self.fleet.soc[i]), 2),
             "plugged-in": present,
-            "charger-power-kw": round(self.cfg.charger_kw * factor, 3) if present else 0.0,
+            "charger-power-kw": round(self.cfg.charger_kw * factor * charger_factor(self.cfg), 3)
+            if present
+            else 0.0,
             "battery-temp-c": round(float(self.fleet.battery_temp[i]), 2),
             "compute-temp-c": round(float(self.fleet.compute_temp[i]), 2),
             "departure-time": None

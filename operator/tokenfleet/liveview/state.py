@@ -35,6 +35,17 @@ def _num(value: Any) -> float | None:
         return None
 
 
+def _reason_counts(value: Any) -> dict[str, int]:
+    """A status ReasonCounts list (``[{reason, count}]``) as ``{reason: count}``."""
+    if isinstance(value, Mapping):
+        return {str(k): int(v) for k, v in value.items()}
+    out: dict[str, int] = {}
+    for item in value or ():
+        if isinstance(item, Mapping) and item.get("reason"):
+            out[str(item["reason"])] = int(item.get("count") or 0)
+    return out
+
+
 def event_row(event: Mapping[str, Any]) -> dict[str, Any]:
     """One Event (as a dict from the API, camelCase) as a row of the moves list."""
     involved = event.get("involvedObject") or {}
@@ -99,7 +110,7 @@ def build_state(
                 "total": vehicles.get("total"),
                 "eligible": vehicles.get("eligible"),
                 "serving": vehicles.get("serving"),
-                "ineligible": dict(st.get("ineligible") or {}),
+                "ineligible": _reason_counts(st.get("ineligible")),
                 "energyUsedTodayKWh": energy,
             }
         )
@@ -130,7 +141,15 @@ def build_state(
                 ],
             }
         )
-    rows = sorted((event_row(e) for e in events), key=lambda r: r["time"], reverse=True)
+    tanks, pools, jobs = list(tanks), list(pools), list(jobs)
+    # Events of objects that exist now (a deleted and re-created job's old Events are not its)
+    uids = {(o.get("metadata") or {}).get("uid") for o in (*tanks, *pools, *jobs)} - {None}
+    current = [
+        e
+        for e in events
+        if not uids or (e.get("involvedObject") or {}).get("uid") in (uids | {None})
+    ]
+    rows = sorted((event_row(e) for e in current), key=lambda r: r["time"], reverse=True)
     for row in rows:
         row["move"] = row["reason"] in MOVE_REASONS or " moved to " in row["message"]
     return {
