@@ -22,6 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from e2e.cluster.fleet import REPO, Fleet
 from e2e.operator_kit import GROUP, RIG_LABEL, VERSION, free_port, log_tail, wait_for
 
@@ -228,6 +230,7 @@ def chromium_dom(url: str, budget_ms: int = 4000) -> str:
     return out.stdout.decode(errors="replace")
 
 
+@pytest.mark.timeout(900)
 def test_dev_fleet_lives_for_three_simulated_hours(
     fleet: Fleet, namespace: str, tmp_path: Path
 ) -> None:
@@ -285,6 +288,7 @@ def test_dev_fleet_lives_for_three_simulated_hours(
     assert leftovers(fleet, namespace) == []
 
 
+@pytest.mark.timeout(1200)
 def test_dev_stops_clean_and_restarts_after_ctrl_c_sigkill_and_a_closed_pipe(
     fleet: Fleet, namespace: str, tmp_path: Path
 ) -> None:
