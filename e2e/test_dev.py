@@ -292,9 +292,8 @@ def test_dev_fleet_lives_for_three_simulated_hours(
 def test_dev_stops_clean_and_restarts_after_ctrl_c_sigkill_and_a_closed_pipe(
     fleet: Fleet, namespace: str, tmp_path: Path
 ) -> None:
-    log = tmp_path / "dev.log"
     # 1. Ctrl-C: everything it made is gone, finalizers included
-    first = DevRun(fleet, namespace, log, "--runtimes", "4").start()
+    first = DevRun(fleet, namespace, tmp_path / "first.log", "--runtimes", "4").start()
     first.wait_ready()
     children = recorded_children(fleet)
     assert first.interrupt() == 0, first.tail()
@@ -302,12 +301,12 @@ def test_dev_stops_clean_and_restarts_after_ctrl_c_sigkill_and_a_closed_pipe(
     assert not [c for c in children if alive(*c)]
 
     # 2. SIGKILL: the next run reaps its processes and objects and comes up
-    second = DevRun(fleet, namespace, log, "--runtimes", "4").start()
+    second = DevRun(fleet, namespace, tmp_path / "second.log", "--runtimes", "4").start()
     second.wait_ready()
     orphans = recorded_children(fleet)
     second.kill()
     assert any(alive(*c) for c in orphans)  # a SIGKILL leaves them running...
-    third = DevRun(fleet, namespace, log, "--runtimes", "4")
+    third = DevRun(fleet, namespace, tmp_path / "third.log", "--runtimes", "4")
     third.start(pipe=True)  # 3. ...and this one's reader goes away (`make dev | head`)
     assert third.process is not None and third.process.stdout is not None
     seen = b""
