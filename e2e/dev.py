@@ -374,7 +374,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             log("removing the dev rig (job, pool, tank, nodes, API key) and the runtimes")
             with contextlib.suppress(Exception):
                 rig.core.delete_namespaced_secret("dev-api-key", args.namespace)
-            rig.cleanup()
+            try:
+                rig.cleanup()
+            except Exception as error:  # the API went away (make cluster-down): say so, go on
+                log(f"could not remove everything ({type(error).__name__}); the next make dev will")
+                if rig.tritons is not None:
+                    with contextlib.suppress(Exception):
+                        rig.tritons.stop()
             with contextlib.suppress(Exception):  # finalizers, pods kwok left, and wait
                 remove_dev_objects(rig, quiet=True)
         with contextlib.suppress(OSError):
