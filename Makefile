@@ -8,7 +8,7 @@ TRITON_VENV := .venv-triton
 STAMP := $(VENV)/.installed
 
 .PHONY: install triton-venv lint imports typecheck crds crds-check unit bench bench-smoke e2e test \
-        cluster-build cluster-up cluster-down dev clean promtool image
+        cluster-build cluster-up cluster-down dev dev-prereqs clean promtool image
 
 ## install: create .venv with the project and everything its tests need
 install: $(STAMP)
@@ -59,7 +59,7 @@ bench-smoke: install
 cluster-build:
 	e2e/cluster/build.sh
 
-cluster-up: install cluster-build
+cluster-up: dev-prereqs install cluster-build
 	$(PY) -m e2e.cluster.fleet up
 
 cluster-down: install
@@ -94,8 +94,12 @@ image: install
 ## dev: the local fleet — control plane, simulated racks and cars, real tritonservers, a tank
 ## simulator, an example job, the OpenAI-compatible gateway on 127.0.0.1:8088 and the operator
 ## in the foreground (Ctrl-C to stop)
-dev: install triton-venv cluster-build
+## (issue #13) dev-prereqs first: a missing etcd/openssl/go is installed or named in the first second
+dev: dev-prereqs install triton-venv cluster-build
 	$(PY) -m e2e.dev
+
+dev-prereqs:
+	@e2e/cluster/prereqs.sh
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .cluster .mypy_cache .ruff_cache .pytest_cache

@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,9 @@ class GatewayProcess:
         *,
         namespaces: tuple[str, ...] = (),
         requests_per_second: float = 1000.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        self.extra_args = list(extra_args)
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.port = free_port()
@@ -68,6 +70,7 @@ class GatewayProcess:
         ]
         for ns in self.namespaces:
             argv += ["--namespace", ns]
+        argv += self.extra_args
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv,

@@ -2,7 +2,7 @@
 
 `crds` generates or checks the CRD YAML, `run` runs the operator, `agent` the node agent,
 `gateway` the OpenAI-compatible gateway in front of the fleet, `simulate` runs a fleet scenario in
-virtual time.
+virtual time, `devfleet` drives a local fleet's cars and tanks in scaled real time.
 """
 
 from __future__ import annotations
@@ -88,6 +88,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "simulate", help="run a fleet scenario in virtual time through the placement engine"
     )
     add_simulate_arguments(simulate)
+    from tokenfleet.devfleet.driver import add_devfleet_arguments
+
+    devfleet = sub.add_parser(
+        "devfleet", help="drive a local fleet's cars, tanks and site cap in scaled real time"
+    )
+    add_devfleet_arguments(devfleet)
     return parser
 
 
@@ -124,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenfleet.simulate.command import simulate_command
 
         return simulate_command(args)
+    if args.command == "devfleet":
+        from tokenfleet.devfleet.driver import run_devfleet
+
+        return run_devfleet(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

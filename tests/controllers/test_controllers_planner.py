@@ -232,7 +232,11 @@ def test_periodic_timer_successes_are_not_logged_but_failures_are() -> None:
     quiet = QuietPeriodicSuccess()
     assert not quiet.filter(record(logging.INFO, "Timer 'immersionpod_telemetry' succeeded."))
     assert quiet.filter(record(logging.ERROR, "Timer 'immersionpod_telemetry' failed with X"))
-    assert quiet.filter(record(logging.INFO, "Handler 'job_changed' succeeded."))
+    # issue #13: kopf's routine handler successes are dropped too; what changed is logged
+    assert not quiet.filter(record(logging.INFO, "Handler 'job_changed' succeeded."))
+    assert not quiet.filter(record(logging.INFO, "Creation is processed: 1 succeeded; 0 failed."))
+    assert quiet.filter(record(logging.INFO, "Updating is processed: 0 succeeded; 1 failed."))
+    assert quiet.filter(record(logging.INFO, "replica int4 on car-1 moved to car-2: Departure"))
 
 
 def test_a_runtime_pod_change_kicks_only_the_jobs_served_on_its_node() -> None:

@@ -409,6 +409,9 @@ class JobWorker:
             self._event(
                 "Normal", "ReplicaLoaded", f"{model} ready on {entry.node}: {entry.message}"
             )
+        else:  # a Normal Event per placement (a replacement has its own above)
+            where = entry.tank or entry.pool or entry.target
+            self._event("Normal", "ReplicaPlaced", f"{model} ready on {entry.node} ({where})")
 
     async def _remove_replaced(self, slice_: JobSlice) -> None:
         """Make-before-break: remove placements the plan dropped once replacements settled."""

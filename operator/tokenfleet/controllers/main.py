@@ -50,7 +50,13 @@ class QuietPeriodicSuccess(logging.Filter):
         if record.levelno > logging.INFO:
             return True
         message = record.getMessage()
-        return not (message.startswith("Timer '") and message.endswith("' succeeded."))
+        # issue #13 hook: kopf's routine successes say nothing a user acts on (the controllers
+        # log what changed: loads, moves, sheds, leaks)
+        if message.startswith(("Timer '", "Handler '", "Activity '")) and message.endswith(
+            "' succeeded."
+        ):
+            return False
+        return not (message.endswith(" succeeded; 0 failed.") and " is processed: " in message)
 
 
 def _namespaces(args: argparse.Namespace, config: OperatorConfig) -> tuple[bool, list[str]]:
@@ -207,6 +213,8 @@ def run_command(args: argparse.Namespace) -> int:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(QuietPeriodicSuccess())
+        for handler in logging.getLogger().handlers:  # issue #13 hook: kopf.activities.* too
+            handler.addFilter(QuietPeriodicSuccess())
 
     load_controllers()
     metrics.record_build_info()

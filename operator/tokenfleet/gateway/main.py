@@ -63,6 +63,12 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="seconds one request may take end to end (default: %(default)s)",
     )
+    # issue #13 hook: the live view (tokenfleet.liveview) on this gateway's port
+    parser.add_argument(
+        "--live-view",
+        action="store_true",
+        help="serve the live fleet view at /live (needs list on tokenfleet kinds and Events)",
+    )
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -81,7 +87,12 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     loop = asyncio.get_running_loop()
     watcher.start(loop)
-    runner = web.AppRunner(gateway.app(), access_log=None)
+    app = gateway.app()
+    if getattr(args, "live_view", False):  # issue #13 hook
+        from tokenfleet.liveview.server import mount_live_view, tokens_by_target
+
+        mount_live_view(app, api_client(), lambda: tokens_by_target(gateway.metrics.registry))
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.address, args.port)
     await site.start()
