@@ -88,6 +88,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "simulate", help="run a fleet scenario in virtual time through the placement engine"
     )
     add_simulate_arguments(simulate)
+    from tokenfleet.delivery.runner import add_modelcache_arguments
+
+    modelcache = sub.add_parser(
+        "modelcache", help="node model cache: fetch, verify and install models from the store"
+    )
+    add_modelcache_arguments(modelcache)
     return parser
 
 
@@ -124,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenfleet.simulate.command import simulate_command
 
         return simulate_command(args)
+    if args.command == "modelcache":
+        from tokenfleet.delivery.runner import run_modelcache
+
+        return run_modelcache(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

@@ -51,6 +51,7 @@ from tokenfleet.controllers.planner import (
 from tokenfleet.controllers.poolstats import EVICTIONS
 from tokenfleet.controllers.settings import OperatorConfig, get_config
 from tokenfleet.controllers.snapshot import ACTIVE_STATES, JobView, job_spec
+from tokenfleet.delivery.gate import GateAction, delivery_gate, delivery_refused  # [delivery]
 from tokenfleet.serving.errors import (
     ModelLoadFailed,
     RoutingError,
@@ -118,6 +119,7 @@ class Entry:
     observe_failures: int = 0
     needs_load: bool = False
     needs_unload: bool = False
+    placed: tuple[str | None, str | None] | None = None  # [model delivery hook] reason, message
 
     @property
     def key(self) -> NodeKey:
@@ -482,6 +484,8 @@ class JobWorker:
             entry.failed_at = time.monotonic()
             self.planner.report_load_failure(self.key, entry.node, "no runtime endpoint")
             return
+        if not self._delivered(entry, model):  # [model delivery hook] verified first
+            return
         start = time.perf_counter()
         try:
             await runtime.load(model)
@@ -515,6 +519,26 @@ class JobWorker:
             self._event(
                 "Normal", "ReplicaLoaded", f"{model} ready on {entry.node}: {entry.message}"
             )
+
+    def _delivered(self, entry: Entry, model: str) -> bool:
+        """[model delivery hook] On a node with a model cache, load only what it verified:
+        wait (reason Fetching/Verifying/WaitingForFetch), or fail a refused model."""
+        info = self.planner.node(entry.node)
+        spec = self.body.get("spec") or {}
+        decision = delivery_gate(info.model_cache if info else None, model, spec, entry.variant)
+        if decision.action is GateAction.LOAD:
+            entry.reason, entry.message = entry.placed or (entry.reason, entry.message)
+            return True
+        entry.placed = entry.placed or (entry.reason, entry.message)
+        if decision.action is GateAction.WAIT:
+            entry.reason, entry.message, entry.needs_load = decision.reason, decision.message, True
+            return False
+        entry.set_state("Failed", decision.reason, decision.message)
+        entry.failed_at, entry.needs_load = time.monotonic(), False
+        self.planner.report_load_failure(self.key, entry.node, str(decision.message))
+        delivery_refused(str(decision.reason))
+        self._event("Warning", str(decision.reason), f"{model} on {entry.node}: {decision.message}")
+        return False
 
     async def _remove_replaced(self, slice_: JobSlice) -> None:
         """Make-before-break: remove placements the plan dropped once replacements settled."""

@@ -45,6 +45,7 @@ from tokenfleet.controllers.snapshot import (
     build_snapshot,
 )
 from tokenfleet.controllers.unknown import TimeVerdict, UnknownTelemetry
+from tokenfleet.delivery.placement import delivery_terms  # [model delivery hook]
 from tokenfleet.placement import (
     JobShortfall,
     Placement,
@@ -464,6 +465,20 @@ class Planner:
                 parts.snapshot,
                 jobs=tuple(
                     dataclasses.replace(j, avoid_nodes=avoid[j.name]) if j.name in avoid else j
+                    for j in parts.snapshot.jobs
+                ),
+            )
+        # [model delivery hook] cars that may not download a job's model now; warm nodes
+        terms = delivery_terms(now, nodes, index_values(self._index("planner_pools")), jobs)
+        if terms:
+            parts.snapshot = dataclasses.replace(
+                parts.snapshot,
+                jobs=tuple(
+                    dataclasses.replace(
+                        j, fetch_blocked=terms[j.name].fetch_blocked, warm=terms[j.name].warm
+                    )
+                    if j.name in terms
+                    else j
                     for j in parts.snapshot.jobs
                 ),
             )

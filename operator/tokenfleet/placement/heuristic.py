@@ -57,6 +57,8 @@ RANK_WEIGHT = 1.0
 budgeted pools (see ``Fleet.pool_kw_ref``)."""
 """Score penalty for a node every job could use (see ``Fleet.popularity``)."""
 FIT_WEIGHT = 0.05
+WARM_BONUS = 1.0
+"""[model delivery] Score bonus of a node whose cache holds the variant (no download)."""
 """Score penalty per node-memory fraction a replica leaves unused (best fit packs tighter)."""
 
 Unit = tuple[str, int, str]
@@ -417,6 +419,9 @@ def _pass_candidates(
                     sc = sc - RANK_WEIGHT * (f.pool_price[pn] > 0) * (kw - f.pool_kw_ref[pn]) * (
                         hrs[sel] - f.pool_h_ref[pn]
                     )
+            if info.job.warm:  # [model delivery] a node that holds the model: load, not fetch
+                held = [(f.names[n], var.name) in info.job.warm for n in nodes]
+                sc = sc + WARM_BONUS * np.asarray(held, dtype=float)
             if len(f.popularity):
                 # leave nodes that many (restricted) jobs can use to those jobs
                 sc = sc - POP_WEIGHT * f.popularity[nodes]
