@@ -8,7 +8,7 @@ TRITON_VENV := .venv-triton
 STAMP := $(VENV)/.installed
 
 .PHONY: install triton-venv lint imports typecheck crds crds-check unit bench bench-smoke e2e test \
-        cluster-build cluster-up cluster-down dev dev-prereqs clean promtool image
+        cluster-build cluster-up cluster-down dev dev-prereqs clean promtool image objstore-build
 
 ## install: create .venv with the project and everything its tests need
 install: $(STAMP)
@@ -59,13 +59,20 @@ bench-smoke: install
 cluster-build:
 	e2e/cluster/build.sh
 
+## objstore-build: the S3-compatible object store for tests and `make dev` — SeaweedFS's `weed`
+## built from its Go module (e2e/objstore/build.sh; pinned in e2e/objstore/weed/go.mod) into
+## $(OBJSTORE_BIN_DIR) (default .bin/); rebuilt only when the pin changes
+OBJSTORE_BIN_DIR ?= .bin
+objstore-build:
+	OBJSTORE_BIN_DIR=$(OBJSTORE_BIN_DIR) e2e/objstore/build.sh
+
 cluster-up: dev-prereqs install cluster-build
 	$(PY) -m e2e.cluster.fleet up
 
 cluster-down: install
 	$(PY) -m e2e.cluster.fleet down
 
-e2e: install triton-venv cluster-build promtool image
+e2e: install triton-venv cluster-build promtool image objstore-build
 	$(BIN)/pytest e2e
 
 test: lint typecheck crds-check unit bench-smoke e2e
@@ -94,8 +101,8 @@ image: install
 ## dev: the local fleet — control plane, simulated racks and cars, real tritonservers, a tank
 ## simulator, an example job, the OpenAI-compatible gateway on 127.0.0.1:8088 and the operator
 ## in the foreground (Ctrl-C to stop)
-## (issue #13) dev-prereqs first: a missing etcd/openssl/go is installed or named in the first second
-dev: dev-prereqs install triton-venv cluster-build
+## dev-prereqs first: a missing etcd/openssl/go is installed or named in the first second
+dev: dev-prereqs install triton-venv cluster-build objstore-build
 	$(PY) -m e2e.dev
 
 dev-prereqs:

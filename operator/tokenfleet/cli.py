@@ -94,6 +94,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "devfleet", help="drive a local fleet's cars, tanks and site cap in scaled real time"
     )
     add_devfleet_arguments(devfleet)
+    from tokenfleet.delivery.runner import add_modelcache_arguments
+
+    modelcache = sub.add_parser(
+        "modelcache", help="node model cache: fetch, verify and install models from the store"
+    )
+    add_modelcache_arguments(modelcache)
     return parser
 
 
@@ -134,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenfleet.devfleet.driver import run_devfleet
 
         return run_devfleet(args)
+    if args.command == "modelcache":
+        from tokenfleet.delivery.runner import run_modelcache
+
+        return run_modelcache(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

@@ -389,6 +389,17 @@ class BatteryPolicy(WireModel):
     to reach its target state of charge by departure)."""
 
 
+class DeliveryPolicy(WireModel):
+    """When the pool's vehicles may download model weights from the object store."""
+
+    min_bandwidth_mbps: Annotated[float, Field(ge=0, le=100000)] = 20
+    """A vehicle downloads a model only while its link (telemetry bandwidth-mbps) is at least
+    this, Mbit/s (and, when battery.requirePluggedIn, only while plugged in)."""
+    fetch_time_margin_percent: Annotated[float, Field(ge=100, le=1000)] = 150
+    """A download starts only if size / bandwidth x this percentage ends before the vehicle's
+    departure less drainLeadSeconds, percent."""
+
+
 class VehiclePoolSpec(WireModel):
     """Desired state of a vehicle pool."""
 
@@ -417,6 +428,8 @@ class VehiclePoolSpec(WireModel):
     """State-of-charge / temperature band that must be crossed before replicas move, percent."""
     cordoned: bool = False
     """When true, nothing new is placed on the pool's vehicles."""
+    delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
+    """When the vehicles may download model weights (model delivery)."""
 
 
 class VehicleCounts(StatusModel):
@@ -492,9 +505,10 @@ class Variant(WireModel):
     targets: Targets
     """Hardware this variant may run on."""
     sha256: Sha256 | None = None
-    """SHA-256 digest of the variant's model files. Recorded only: nothing verifies it yet (the
-    runtimes load from their own model repository); model delivery is to check it before a
-    runtime may load the variant."""
+    """SHA-256 digest of the variant's model directory: sha256 of the sorted
+    '<file sha256>  <relative path>' lines (tokenfleet modelcache digest DIR prints it). A node
+    with a model cache loads the variant only after the files fetched from
+    model.repositoryUri/<triton model name>/ match it (and refuses a variant without one)."""
     triton_model_name: TritonName | None = None
     """Name in the Triton repository (default: <model.name>-<variant.name>)."""
 

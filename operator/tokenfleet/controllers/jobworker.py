@@ -60,6 +60,7 @@ from tokenfleet.controllers.replicas import (
 )
 from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import JobView, job_spec
+from tokenfleet.delivery.gate import GateAction, delivery_gate, delivery_refused
 from tokenfleet.serving.errors import (
     ModelLoadFailed,
     RuntimeUnavailable,
@@ -379,6 +380,8 @@ class JobWorker:
             entry.fail(replicas.NO_RUNTIME, message, clock=self.clock)
             self.planner.report_load_failure(self.key, entry.node, "no runtime endpoint")
             return
+        if not self._delivered(entry, model):  # the node's model cache verifies first
+            return
         start = self.clock.monotonic()
         try:
             await runtime.load(model)
@@ -412,6 +415,26 @@ class JobWorker:
         else:  # a Normal Event per placement (a replacement has its own above)
             where = entry.tank or entry.pool or entry.target
             self._event("Normal", "ReplicaPlaced", f"{model} ready on {entry.node} ({where})")
+
+    def _delivered(self, entry: Replica, model: str) -> bool:
+        """On a node with a model cache, load only what the cache verified: wait (reason
+        Fetching/Verifying/WaitingForFetch), or fail a refused model (Warning Event)."""
+        info = self.fleet.node(entry.node)
+        decision = delivery_gate(
+            info.model_cache if info else None, model, self._spec, entry.variant
+        )
+        if decision.action is GateAction.LOAD:
+            entry.reason, entry.message = entry.placed or (entry.reason, entry.message)
+            return True
+        entry.placed = entry.placed or (entry.reason, entry.message)
+        if decision.action is GateAction.WAIT:
+            entry.reason, entry.message, entry.needs_load = decision.reason, decision.message, True
+            return False
+        entry.fail(str(decision.reason), str(decision.message), clock=self.clock)
+        self.planner.report_load_failure(self.key, entry.node, str(decision.message))
+        delivery_refused(str(decision.reason))
+        self._event("Warning", str(decision.reason), f"{model} on {entry.node}: {decision.message}")
+        return False
 
     async def _remove_replaced(self, slice_: JobSlice) -> None:
         """Make-before-break: remove placements the plan dropped once replacements settled."""

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,12 +43,15 @@ from tokenfleet.controllers.snapshot import (
     build_snapshot,
 )
 from tokenfleet.controllers.unknown import TimeVerdict, UnknownTelemetry
+from tokenfleet.delivery.placement import delivery_terms
 from tokenfleet.metrics import TELEMETRY_REJECTED
 from tokenfleet.placement import (
+    Job,
     JobShortfall,
     Placement,
     Plan,
     Reason,
+    Snapshot,
     plan,
     replan_due,
     replan_node,
@@ -316,6 +319,27 @@ class Planner:
                 current[a.job].append(a)
         return current
 
+    def _with_job_terms(
+        self, snapshot: Snapshot, now: float, nodes: Sequence[NodeInfo], jobs: Sequence[JobView]
+    ) -> Snapshot:
+        """The snapshot's jobs with what this process knows beyond the objects: the nodes where
+        their loads failed (avoided), and the cars that may not download their model now and
+        the nodes whose model cache holds it (model delivery)."""
+        avoid = self.failures.avoid_nodes({j.key: j.generation for j in jobs}, self._generations)
+        terms = delivery_terms(now, nodes, self.fleet.pools(), jobs)
+        if not avoid and not terms:
+            return snapshot
+
+        def one(job: Job) -> Job:
+            if job.name in avoid:
+                job = dataclasses.replace(job, avoid_nodes=avoid[job.name])
+            term = terms.get(job.name)
+            if term is not None:
+                job = dataclasses.replace(job, fetch_blocked=term.fetch_blocked, warm=term.warm)
+            return job
+
+        return dataclasses.replace(snapshot, jobs=tuple(one(j) for j in snapshot.jobs))
+
     async def replan(self, signals: _Signals) -> None:
         start = self.clock.monotonic()
         now = self.clock.time()
@@ -346,15 +370,7 @@ class Planner:
         )
         parts.snapshot, verdicts = self._unknown.observe(parts.snapshot)
         await _report_time_verdicts(verdicts, self.kube)
-        avoid = self.failures.avoid_nodes({j.key: j.generation for j in jobs}, self._generations)
-        if avoid:
-            parts.snapshot = dataclasses.replace(
-                parts.snapshot,
-                jobs=tuple(
-                    dataclasses.replace(j, avoid_nodes=avoid[j.name]) if j.name in avoid else j
-                    for j in parts.snapshot.jobs
-                ),
-            )
+        parts.snapshot = self._with_job_terms(parts.snapshot, now, nodes, jobs)
         previous = self._plan
         incremental = (
             previous is not None

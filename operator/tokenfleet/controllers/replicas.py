@@ -92,6 +92,9 @@ class Replica:
     needs_unload: bool = False
     gone: bool = False
     """No longer on its runtime: dropped from the record at the end of the step."""
+    placed: tuple[str | None, str | None] | None = None
+    """The placement's (reason, message) while the node's model cache fetches or verifies the
+    model (the replica says Fetching/Verifying meanwhile, then its placement reason again)."""
 
     @property
     def key(self) -> NodeKey:

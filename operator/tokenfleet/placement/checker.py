@@ -132,6 +132,8 @@ def _check_assignment(ctx: _Ctx, job_name: str, node: str, variant: str, n: int)
     kind = "Rack" if rack is not None else "Vehicle"
     if node in job.avoid_nodes:
         ctx.bad("LoadBackoff", node, f"{job_name} failed to load there")
+    if node in job.fetch_blocked:
+        ctx.bad("ModelNotDeliverable", node, f"{job_name} cannot be downloaded there now")
     if kind not in job.targets or kind not in var.targets:
         ctx.bad("Target", node, f"{job_name}/{variant} on {kind}")
     _check_policy(ctx, job, node, rack, car)

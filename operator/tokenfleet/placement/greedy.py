@@ -41,16 +41,17 @@ from tokenfleet.placement.work import (
 )
 
 POP_WEIGHT = 0.5
-
+"""Score penalty for a node every job could use (see ``Fleet.popularity``)."""
 
 RANK_WEIGHT = 1.0
 """Score weight (currency per kW per hour squared) of the kW x stay rearrangement term on
 budgeted pools (see ``Fleet.pool_kw_ref``)."""
-"""Score penalty for a node every job could use (see ``Fleet.popularity``)."""
-
 
 FIT_WEIGHT = 0.05
 """Score penalty per node-memory fraction a replica leaves unused (best fit packs tighter)."""
+
+WARM_BONUS = 1.0
+"""Score bonus of a node whose model cache holds the variant (a load, not a download)."""
 
 
 def keep_phase(snapshot: Snapshot, work: Work, order: list[str]) -> None:
@@ -176,6 +177,9 @@ def _score(
             sc = sc - RANK_WEIGHT * (f.pool_price[pn] > 0) * (kw - f.pool_kw_ref[pn]) * (
                 hrs - f.pool_h_ref[pn]
             )
+    if info.job.warm:  # a node that holds the model: load, not fetch (model delivery)
+        held = [(f.names[n], var.name) in info.job.warm for n in nodes]
+        sc = sc + WARM_BONUS * np.asarray(held, dtype=float)
     if len(f.popularity):
         # leave nodes that many (restricted) jobs can use to those jobs
         sc = sc - POP_WEIGHT * f.popularity[nodes]

@@ -91,6 +91,9 @@ class Reason(StrEnum):
     SPREAD_LIMIT = "SpreadLimit"
     LOAD_FAILED = "LoadFailed"
     """The job's model failed to load on the node; it waits out a back-off there."""
+    MODEL_NOT_DELIVERABLE = "ModelNotDeliverable"
+    """The car holds none of the job's vehicle variants and may not download
+    one now (unplugged, link below the pool's floor, or it would not finish before departure)."""
     # job-level / plan-level
     NO_ELIGIBLE_NODE = "NoEligibleNode"
     MAX_REPLICAS = "MaxReplicas"
@@ -289,6 +292,12 @@ class Job:
     spread: Spread = field(default_factory=Spread)
     avoid_nodes: frozenset[str] = frozenset()
     """Nodes this job may not use now (its model failed to load there: per-job back-off)."""
+    fetch_blocked: frozenset[str] = frozenset()
+    """Cars that would have to download the job's model and may not now: no
+    new replica there (existing ones are never listed)."""
+    warm: frozenset[tuple[str, str]] = frozenset()
+    """``(node, variant)`` whose model the node's cache already holds: a
+    replica there is a load, not a download, and is preferred (tie-break bonus)."""
 
 
 @dataclass(frozen=True, slots=True)

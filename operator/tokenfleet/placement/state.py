@@ -362,6 +362,7 @@ def job_info(job: Job, index: int, value_per_tps: float) -> JobInfo:
         bool(ranked.get("Rack")),
         bool(ranked.get("Vehicle")),
         job.avoid_nodes,
+        job.fetch_blocked,
     )
     return JobInfo(
         job,
@@ -628,6 +629,9 @@ def compat_codes(fleet: Fleet, info: JobInfo) -> IntArr:
     if job.avoid_nodes:
         avoid = [fleet.index[x] for x in job.avoid_nodes if x in fleet.index]
         code[avoid] = CODE[Reason.LOAD_FAILED]
+    if job.fetch_blocked:
+        blocked = [fleet.index[x] for x in job.fetch_blocked if x in fleet.index]
+        code[blocked] = CODE[Reason.MODEL_NOT_DELIVERABLE]
     if job.require_attestation:
         code[~fleet.attested] = CODE[Reason.NOT_ATTESTED]
     if job.ownership:
@@ -668,6 +672,8 @@ def compat_scalar(fleet: Fleet, info: JobInfo, k: int) -> Reason | None:
         return Reason.NOT_ATTESTED
     if job.avoid_nodes and fleet.names[k] in job.avoid_nodes:
         return Reason.LOAD_FAILED
+    if job.fetch_blocked and fleet.names[k] in job.fetch_blocked:
+        return Reason.MODEL_NOT_DELIVERABLE
     return None
 
 

@@ -10,6 +10,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
+from tokenfleet.delivery.report import MODEL_CACHE_ANNOTATION, CacheReport, decode_report
 from tokenfleet.serving.endpoints import format_host_port, parse_host_port
 from tokenfleet.serving.errors import EndpointError
 from tokenfleet.telemetry.problems import ProblemKind, TelemetryProblem, raw_text
@@ -132,6 +133,9 @@ class NodeInfo:
     """All labels (read-only), for nodeSelector matching."""
     vehicle: VehicleReading | None = None
     problems: tuple[TelemetryProblem, ...] = ()
+    model_cache: CacheReport | None = None
+    """The node's model cache report (``tokenfleet.io/model-cache``); ``None``
+    when the node has no model cache (or its report is unreadable)."""
 
     @property
     def is_vehicle(self) -> bool:
@@ -236,4 +240,12 @@ def parse_node(body: Mapping[str, Any]) -> NodeInfo:
         labels=MappingProxyType(labels),
         vehicle=parse_vehicle_reading(labels, annotations) if role is NodeRole.VEHICLE else None,
         problems=tuple(problems),
+        model_cache=_model_cache(annotations.get(MODEL_CACHE_ANNOTATION)),
     )
+
+
+def _model_cache(raw: str | None) -> CacheReport | None:
+    """A present but unreadable report holds nothing (never "no cache")."""
+    if raw is None:
+        return None
+    return decode_report(raw) or CacheReport(0, 0, {})

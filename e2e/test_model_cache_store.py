@@ -1,0 +1,140 @@
+"""The node cache against the real object store, without the control plane: resumable range
+downloads, verification before installation, the LRU disk budget, the car's download window."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from e2e.delivery_kit import put_objects, upload_variant
+from e2e.objstore import ObjectStoreServer
+from tokenfleet.delivery.cache import ModelCache, WantedModel
+from tokenfleet.delivery.report import CacheState
+from tokenfleet.delivery.rules import FetchWindow
+from tokenfleet.store import ObjectStore
+
+MB = 1 << 20
+
+
+def _cache(store: ObjectStoreServer, tmp: Path, budget: int) -> ModelCache:
+    return ModelCache(
+        repository=tmp / "repo",
+        state_dir=tmp / "state",
+        budget_bytes=budget,
+        store_factory=lambda: ObjectStore(store.store_config()),
+        clock=time.time,
+    )
+
+
+def _rack() -> FetchWindow | None:
+    return None
+
+
+async def test_fetch_verify_install_then_hit(objstore: ObjectStoreServer, tmp_path: Path) -> None:
+    bucket = f"c-{uuid.uuid4().hex[:6]}"
+    sha = upload_variant(objstore, bucket, "m", "a-int4", ballast_bytes=2 * MB)
+    cache = _cache(objstore, tmp_path, 64 * MB)
+    want = WantedModel("a-int4", f"s3://{bucket}/m", sha)
+    cache.observe_wanted([want])
+    entry = await cache.ensure(want, _rack)
+    assert entry.state is CacheState.READY and entry.matches(sha)
+    assert (tmp_path / "repo" / "a-int4" / "1" / "weights.bin").stat().st_size == 2 * MB
+    fetched = cache.metrics.bytes_fetched
+    assert fetched >= 2 * MB and cache.metrics.misses == 1
+    # wanted again later (another replica): a hit, nothing moves
+    cache.observe_wanted([])
+    cache.observe_wanted([want])
+    assert (await cache.ensure(want, _rack)).state is CacheState.READY
+    assert cache.metrics.bytes_fetched == fetched and cache.metrics.hits == 1
+    # a restart keeps what is cached (index on disk)
+    again = _cache(objstore, tmp_path, 64 * MB)
+    assert again.holds("a-int4", sha) and again.used_bytes() == cache.used_bytes()
+
+
+async def test_a_download_paused_by_the_window_resumes_with_a_range_get(
+    objstore: ObjectStoreServer, tmp_path: Path
+) -> None:
+    bucket = f"c-{uuid.uuid4().hex[:6]}"
+    sha = upload_variant(objstore, bucket, "m", "b-int4", ballast_bytes=5 * MB)
+    cache = _cache(objstore, tmp_path, 64 * MB)
+    want = WantedModel("b-int4", f"s3://{bucket}/m", sha)
+    departure = time.time() + 4 * 3600
+    plugged = {"in": True}
+
+    def window() -> FetchWindow:
+        return FetchWindow(plugged["in"], 500.0, departure, 900.0, 100.0)
+
+    # unplug after the first 1 MiB chunk of the weights file
+    original = cache._set
+
+    def spy(name: str, entry: object) -> None:
+        original(name, entry)  # type: ignore[arg-type]
+        if getattr(entry, "bytes", 0) >= 2 * MB:
+            plugged["in"] = False
+
+    cache._set = spy  # type: ignore[method-assign]
+    cache.observe_wanted([want])
+    paused = await cache.ensure(want, window)
+    assert paused.state is CacheState.WAITING and paused.reason == "FetchNotPluggedIn"
+    partial = paused.bytes
+    assert 0 < partial < paused.total  # type: ignore[operator]
+    assert not (tmp_path / "repo" / "b-int4").exists()
+    # plugged again: only the missing bytes move (range GET from the partial file's size)
+    plugged["in"] = True
+    cache._set = original  # type: ignore[method-assign]
+    before = cache.metrics.bytes_fetched
+    done = await cache.ensure(want, window)
+    assert done.state is CacheState.READY, done
+    assert cache.metrics.bytes_fetched - before == done.total - partial  # type: ignore[operator]
+
+
+async def test_tampered_files_are_refused_and_never_installed(
+    objstore: ObjectStoreServer, tmp_path: Path
+) -> None:
+    bucket = f"c-{uuid.uuid4().hex[:6]}"
+    sha = upload_variant(objstore, bucket, "m", "c-int4")
+    put_objects(objstore, bucket, {"m/c-int4/1/extra.py": b"import os\n"})
+    cache = _cache(objstore, tmp_path, 64 * MB)
+    want = WantedModel("c-int4", f"s3://{bucket}/m", sha)
+    cache.observe_wanted([want])
+    entry = await cache.ensure(want, _rack)
+    assert entry.state is CacheState.FAILED and entry.reason == "DigestMismatch"
+    assert not (tmp_path / "repo" / "c-int4").exists()
+    assert not any((tmp_path / "state" / "staging").iterdir())  # staging copy deleted
+    assert cache.metrics.verification_failures == 1
+    # a variant without a digest is never fetched at all
+    nodigest = WantedModel("c-int4", f"s3://{bucket}/m", None)
+    assert (await cache.ensure(nodigest, _rack)).reason == "NoDigest"
+
+
+async def test_the_disk_budget_is_kept_by_evicting_least_recently_used(
+    objstore: ObjectStoreServer, tmp_path: Path
+) -> None:
+    bucket = f"c-{uuid.uuid4().hex[:6]}"
+    wants = [
+        WantedModel(
+            f"m{i}-int4",
+            f"s3://{bucket}/m",
+            upload_variant(objstore, bucket, "m", f"m{i}-int4", ballast_bytes=3 * MB),
+        )
+        for i in range(4)
+    ]
+    size = 3 * MB + 20_000  # weights + config + model.py, roughly
+    cache = _cache(objstore, tmp_path, 2 * size + MB)  # room for two
+    for want in wants[:2]:
+        cache.observe_wanted([want])
+        assert (await cache.ensure(want, _rack)).state is CacheState.READY
+    cache.observe_wanted([wants[0]])  # m0 used again: m1 is now least recently used
+    await cache.ensure(wants[0], _rack)
+    cache.observe_wanted([wants[0], wants[2]])
+    assert (await cache.ensure(wants[2], _rack)).state is CacheState.READY
+    repo = tmp_path / "repo"
+    assert sorted(p.name for p in repo.iterdir()) == ["m0-int4", "m2-int4"]
+    assert cache.used_bytes() <= cache.budget_bytes
+    # both held models in use: a third does not fit and nothing in use is evicted
+    cache.observe_wanted([wants[0], wants[2], wants[3]])
+    full = await cache.ensure(wants[3], _rack)
+    assert full.state is CacheState.FAILED and full.reason == "CacheBudgetExceeded"
+    assert sorted(p.name for p in repo.iterdir()) == ["m0-int4", "m2-int4"]
+    assert cache.metrics.evictions == 1

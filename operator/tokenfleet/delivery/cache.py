@@ -1,0 +1,371 @@
+"""The node-side model cache: fetch from the store, verify, then rename into the repository.
+
+``ModelCache.ensure(want, window)`` brings one variant to Ready, one step at a time:
+
+1. already in the repository with this digest → Ready (its last use is touched);
+2. no digest on the variant → Failed ``NoDigest`` (an unverifiable model is never served);
+3. a car that may not download now (:func:`tokenfleet.delivery.rules.may_fetch`) → Waiting;
+4. list ``<repositoryUri>/<model>/``; nothing there → Failed ``NotInStore``;
+5. least-recently-used models not in use are evicted until it fits the disk budget, else Failed
+   ``CacheBudgetExceeded``;
+6. each file is fetched into ``<state>/staging/<model>@<digest16>/`` — resumed with a range GET
+   from the partial file's size — re-checking ``window`` between chunks (a car that unplugs
+   stops; the partial files stay for the next time);
+7. the staging directory's digest (:mod:`.digest`) is compared with the variant's; a mismatch is
+   Failed ``DigestMismatch`` and the staging copy is deleted;
+8. only then is it renamed (one ``rename(2)``, same filesystem) to ``<repository>/<model>``.
+
+The index of what is cached (digest, size, last use) is ``<state>/index.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from tokenfleet.delivery.digest import DigestError, tree_digest
+from tokenfleet.delivery.lru import CachedModel, plan_evictions
+from tokenfleet.delivery.report import DIGEST_PREFIX, CacheEntry, CacheReport, CacheState
+from tokenfleet.delivery.rules import FetchVerdict, FetchWindow, may_fetch
+from tokenfleet.store import ObjectInfo, ObjectStore, StoreError, parse_s3_uri
+
+__all__ = ["CacheMetrics", "ModelCache", "WantedModel"]
+
+log = logging.getLogger("tokenfleet.modelcache")
+
+INDEX_FILE: Final = "index.json"
+
+
+@dataclass(frozen=True, slots=True)
+class WantedModel:
+    """A variant a replica on this node needs: Triton model name, store URI, digest."""
+
+    model: str
+    repository_uri: str
+    sha256: str | None
+
+
+@dataclass
+class CacheMetrics:
+    """Counters the runner exports (plain ints: the runner owns the Prometheus objects)."""
+
+    bytes_fetched: int = 0
+    hits: int = 0
+    misses: int = 0
+    verification_failures: int = 0
+    evictions: int = 0
+
+
+@dataclass
+class _Indexed:
+    digest: str
+    size: int
+    last_used: float
+
+
+@dataclass
+class ModelCache:
+    """One node's cache. ``store_factory`` opens an :class:`ObjectStore` (``async with``)."""
+
+    repository: Path
+    state_dir: Path
+    budget_bytes: int
+    store_factory: Callable[[], ObjectStore]
+    clock: Callable[[], float]
+    metrics: CacheMetrics = field(default_factory=CacheMetrics)
+    entries: dict[str, CacheEntry] = field(default_factory=dict)
+    index: dict[str, _Indexed] = field(default_factory=dict)
+    in_use: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.repository = Path(self.repository)
+        self.state_dir = Path(self.state_dir)
+        self.repository.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "staging").mkdir(parents=True, exist_ok=True)
+        self._load_index()
+
+    # ---- index -----------------------------------------------------------------------------
+
+    def _load_index(self) -> None:
+        path = self.state_dir / INDEX_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raw = {}
+        for name, item in (raw.get("models") or {}).items() if isinstance(raw, dict) else ():
+            try:
+                entry = _Indexed(str(item["digest"]), int(item["size"]), float(item["lastUsed"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if (self.repository / name).is_dir():
+                self.index[name] = entry
+                self.entries[name] = CacheEntry(
+                    CacheState.READY, entry.digest[:DIGEST_PREFIX], entry.size, entry.size
+                )
+
+    def _save_index(self) -> None:
+        doc = {
+            "models": {
+                n: {"digest": e.digest, "size": e.size, "lastUsed": e.last_used}
+                for n, e in sorted(self.index.items())
+            }
+        }
+        tmp = self.state_dir / (INDEX_FILE + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(self.state_dir / INDEX_FILE)
+
+    def _install(self, name: str, staging: Path) -> None:
+        """Rename the verified staging directory into the repository (one ``rename(2)``)."""
+        target = self.repository / name
+        if target.exists():
+            # another build of the same model, not in use (the operator loads by name only
+            # after this reports Ready for the new digest): out of the repository first
+            self._evict(name)
+        staging.rename(target)
+
+    def used_bytes(self) -> int:
+        return sum(e.size for e in self.index.values())
+
+    def report(self) -> CacheReport:
+        return CacheReport(self.budget_bytes, self.used_bytes(), dict(self.entries))
+
+    def holds(self, model: str, sha256: str | None) -> bool:
+        e = self.index.get(model)
+        return e is not None and sha256 is not None and e.digest == sha256
+
+    # ---- eviction --------------------------------------------------------------------------
+
+    def _evict(self, name: str) -> None:
+        self.index.pop(name, None)
+        self.entries.pop(name, None)
+        target = self.repository / name
+        if target.exists():
+            trash = self.state_dir / "trash" / f"{name}.{int(self.clock() * 1000)}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            target.rename(trash)  # out of the repository at once, then deleted
+            shutil.rmtree(trash, ignore_errors=True)
+        self.metrics.evictions += 1
+        self._save_index()
+        log.info("evicted %s (least recently used)", name)
+
+    def observe_wanted(self, wants: list[WantedModel]) -> None:
+        """The models replicas on this node want now: they are in use (never evicted); one
+        newly wanted counts as a cache hit when it is already held, else a miss. Entries of
+        models nobody wants any more are dropped, except Ready ones (kept until evicted)."""
+        names = {w.model for w in wants}
+        for w in wants:
+            if w.model not in self.in_use:
+                if self.holds(w.model, w.sha256):
+                    self.metrics.hits += 1
+                else:
+                    self.metrics.misses += 1
+        self.in_use = names
+        for name in list(self.entries):
+            if name not in names and self.entries[name].state is not CacheState.READY:
+                del self.entries[name]
+
+    # ---- the work --------------------------------------------------------------------------
+
+    def _set(self, name: str, entry: CacheEntry) -> None:
+        self.entries[name] = entry
+
+    async def ensure(
+        self, want: WantedModel, window: Callable[[], FetchWindow | None]
+    ) -> CacheEntry:
+        """One pass toward Ready for ``want`` (see the module docstring). Never raises for the
+        store or the model's content: the outcome is the returned (and reported) entry.
+        ``window`` is read again between chunks, so a car that unplugs stops downloading."""
+        name, sha = want.model, want.sha256
+        short = (sha or "none")[:DIGEST_PREFIX]
+        if self.holds(name, sha):
+            self.index[name].last_used = self.clock()
+            entry = self.entries.get(name)
+            if entry is None or entry.state is not CacheState.READY:
+                size = self.index[name].size
+                self._set(name, CacheEntry(CacheState.READY, short, size, size))
+            return self.entries[name]
+        if sha is None:
+            entry = CacheEntry(
+                CacheState.FAILED,
+                short,
+                reason="NoDigest",
+                message="the variant names no sha256: the model cache serves verified models only",
+            )
+            self._set(name, entry)
+            return entry
+        current = self.entries.get(name)
+        if (
+            current is not None
+            and current.state is CacheState.FAILED
+            and current.reason == "DigestMismatch"
+            and current.matches(sha)
+        ):
+            return current  # refused: not fetched again while this digest is wanted here
+        try:
+            bucket, prefix = parse_s3_uri(want.repository_uri)
+        except ValueError as error:
+            entry = CacheEntry(
+                CacheState.FAILED, short, reason="BadRepositoryUri", message=str(error)
+            )
+            self._set(name, entry)
+            return entry
+        key_prefix = f"{prefix}/{name}/" if prefix else f"{name}/"
+        try:
+            async with self.store_factory() as store:
+                objects = await store.list(bucket, key_prefix)
+                total = sum(o.size for o in objects)
+                if not objects:
+                    entry = CacheEntry(
+                        CacheState.FAILED,
+                        short,
+                        reason="NotInStore",
+                        message=f"nothing under s3://{bucket}/{key_prefix}",
+                    )
+                    self._set(name, entry)
+                    return entry
+                staging = self.state_dir / "staging" / f"{name}@{short}"
+                have = _staged_bytes(staging, objects, key_prefix)
+                verdict = may_fetch(window(), total - have, self.clock())
+                if not verdict.ok:
+                    return self._waiting(name, short, have, total, verdict)
+                plan = plan_evictions(
+                    (
+                        CachedModel(n, e.size, e.last_used, n in self.in_use)
+                        for n, e in self.index.items()
+                        if n != name
+                    ),
+                    total,
+                    self.budget_bytes,
+                )
+                if not plan.fits:
+                    entry = CacheEntry(
+                        CacheState.FAILED,
+                        short,
+                        0,
+                        total,
+                        reason="CacheBudgetExceeded",
+                        message=f"{total} B does not fit the {self.budget_bytes} B budget next "
+                        f"to the models in use",
+                    )
+                    self._set(name, entry)
+                    return entry
+                for victim in plan.evict:
+                    self._evict(victim)
+                stopped = await self._fetch(
+                    store, bucket, key_prefix, objects, staging, name, short, total, window
+                )
+                if stopped is not None:
+                    have = _staged_bytes(staging, objects, key_prefix)
+                    return self._waiting(name, short, have, total, stopped)
+        except StoreError as error:
+            entry = CacheEntry(
+                CacheState.WAITING, short, reason="StoreUnavailable", message=str(error)[:300]
+            )
+            self._set(name, entry)
+            log.warning("fetching %s: %s", name, error)
+            return entry
+        return await self._verify_and_install(name, sha, short, staging, total)
+
+    def _waiting(
+        self, name: str, short: str, have: int, total: int, verdict: FetchVerdict
+    ) -> CacheEntry:
+        entry = CacheEntry(
+            CacheState.WAITING,
+            short,
+            have,
+            total,
+            reason=verdict.reason.value if verdict.reason else "Waiting",
+            message=verdict.message,
+        )
+        self._set(name, entry)
+        return entry
+
+    async def _fetch(
+        self,
+        store: ObjectStore,
+        bucket: str,
+        key_prefix: str,
+        objects: list[ObjectInfo],
+        staging: Path,
+        name: str,
+        short: str,
+        total: int,
+        window: Callable[[], FetchWindow | None],
+    ) -> FetchVerdict | None:
+        """Fetch every object into ``staging`` (resuming partial files). Returns a negative
+        verdict when the window closed mid-way, else ``None``."""
+        done = _staged_bytes(staging, objects, key_prefix)
+        self._set(name, CacheEntry(CacheState.FETCHING, short, done, total))
+        for obj in objects:
+            rel = obj.key[len(key_prefix) :]
+            if not rel or rel.endswith("/") or ".." in Path(rel).parts or rel.startswith("/"):
+                continue
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            have = path.stat().st_size if path.exists() else 0
+            if have > obj.size:
+                path.unlink()
+                done -= have
+                have = 0
+            if have == obj.size:
+                continue
+            with path.open("ab") as f:
+                async for chunk in store.stream(bucket, obj.key, start=have):
+                    f.write(chunk)
+                    done += len(chunk)
+                    self.metrics.bytes_fetched += len(chunk)
+                    self._set(name, CacheEntry(CacheState.FETCHING, short, done, total))
+                    verdict = may_fetch(window(), total - done, self.clock())
+                    if not verdict.ok:
+                        f.flush()
+                        return verdict
+                    await asyncio.sleep(0)
+        return None
+
+    async def _verify_and_install(
+        self, name: str, sha: str, short: str, staging: Path, total: int
+    ) -> CacheEntry:
+        self._set(name, CacheEntry(CacheState.VERIFYING, short, total, total))
+        try:
+            digest = await asyncio.to_thread(tree_digest, staging)
+        except (DigestError, OSError) as error:
+            digest, problem = None, str(error)
+        else:
+            problem = ""
+        if digest != sha:
+            shutil.rmtree(staging, ignore_errors=True)
+            self.metrics.verification_failures += 1
+            message = (
+                f"digest of the fetched files is {digest}, the variant says {sha}"
+                if digest is not None
+                else f"cannot digest the fetched files: {problem}"
+            )
+            entry = CacheEntry(
+                CacheState.FAILED, short, 0, total, reason="DigestMismatch", message=message
+            )
+            self._set(name, entry)
+            log.warning("refused %s: %s", name, message)
+            return entry
+        self._install(name, staging)
+        self.index[name] = _Indexed(sha, total, self.clock())
+        self._save_index()
+        entry = CacheEntry(CacheState.READY, short, total, total)
+        self._set(name, entry)
+        log.info("%s verified (%s) and installed, %d B", name, sha[:12], total)
+        return entry
+
+
+def _staged_bytes(staging: Path, objects: list[ObjectInfo], key_prefix: str) -> int:
+    total = 0
+    for obj in objects:
+        path = staging / obj.key[len(key_prefix) :]
+        with contextlib.suppress(OSError):
+            total += min(path.stat().st_size, obj.size)
+    return total
