@@ -36,6 +36,8 @@ from tokenfleet.api import (
     wire_name,
 )
 
+from tokenfleet.api.batch import InferenceBatch  # noqa: E402  (issue-14)
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
@@ -43,6 +45,7 @@ KIND_MODELS: dict[str, type[BaseModel]] = {
     "ImmersionPod": ImmersionPod,
     "VehiclePool": VehiclePool,
     "InferenceJob": InferenceJob,
+    "InferenceBatch": InferenceBatch,  # issue-14
 }
 
 
