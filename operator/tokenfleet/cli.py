@@ -88,6 +88,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "simulate", help="run a fleet scenario in virtual time through the placement engine"
     )
     add_simulate_arguments(simulate)
+    # issue-14: the batch dispatcher
+    from tokenfleet.batch.main import add_dispatcher_arguments
+
+    dispatcher = sub.add_parser(
+        "dispatcher", help="serve InferenceBatches: lease work units to the jobs' replicas"
+    )
+    add_dispatcher_arguments(dispatcher)
     return parser
 
 
@@ -124,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenfleet.simulate.command import simulate_command
 
         return simulate_command(args)
+    if args.command == "dispatcher":  # issue-14
+        from tokenfleet.batch.main import run_dispatcher
+
+        return run_dispatcher(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
