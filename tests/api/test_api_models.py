@@ -35,8 +35,7 @@ from tokenfleet.api import (
     parse_vehiclepool_spec,
     wire_name,
 )
-
-from tokenfleet.api.batch import InferenceBatch  # noqa: E402  (issue-14)
+from tokenfleet.api.batch import InferenceBatch  # issue-14
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

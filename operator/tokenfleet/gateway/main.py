@@ -63,6 +63,20 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="seconds one request may take end to end (default: %(default)s)",
     )
+    # issue-14: /v1/files and /v1/batches
+    parser.add_argument(
+        "--files-uri",
+        default=os.environ.get("TOKENFLEET_FILES_URI"),
+        help="s3://bucket/prefix for /v1/files and /v1/batches (store credentials from "
+        "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, endpoint from $TOKENFLEET_S3_ENDPOINT); "
+        "unset: no batch endpoints",
+    )
+    parser.add_argument(
+        "--batch-secret",
+        default="tokenfleet-batch-store",
+        help="Secret, in each API key's namespace, with the store credentials the dispatcher "
+        "uses for the batches created through /v1/batches (default: %(default)s)",
+    )
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -81,7 +95,22 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     loop = asyncio.get_running_loop()
     watcher.start(loop)
-    runner = web.AppRunner(gateway.app(), access_log=None)
+    app = gateway.app()
+    if args.files_uri:  # issue-14: /v1/files and /v1/batches
+        from tokenfleet.gateway.batches import BatchEndpoints
+        from tokenfleet.store import StoreConfig, parse_s3_uri
+
+        bucket, prefix = parse_s3_uri(args.files_uri)
+        BatchEndpoints(
+            store_config=StoreConfig.from_env(),
+            bucket=bucket,
+            prefix=prefix,
+            secret_name=args.batch_secret,
+            api_client=api_client(),
+            authenticate=gateway._authenticate,
+            resolve=gateway._resolve,
+        ).register(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.address, args.port)
     await site.start()
