@@ -68,7 +68,9 @@ def openai_batch(obj: dict[str, Any]) -> dict[str, Any]:
     finished = _epoch(status.get("finishedAt"))
     errors: dict[str, Any] | None = None
     if phase == "failed":
-        ready: dict[str, Any] = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions") or () if c.get("type") == "Ready"), {}
+        )
         errors = {
             "object": "list",
             "data": [{"code": ready.get("reason"), "message": ready.get("message"), "line": None}],
