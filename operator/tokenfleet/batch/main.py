@@ -31,6 +31,7 @@ import pydantic
 
 from tokenfleet import GROUP, VERSION
 from tokenfleet.api.batch import TERMINAL_PHASES, BatchPhase, InferenceBatchSpec
+from tokenfleet.batch.demand import BATCH_TPS_ANNOTATION
 from tokenfleet.batch.fleet import FleetView
 from tokenfleet.batch.layout import Layout
 from tokenfleet.batch.runner import BatchRef, BatchRunner, RunnerSettings
@@ -41,7 +42,6 @@ __all__ = ["BATCH_TPS_ANNOTATION", "add_dispatcher_arguments", "run_dispatcher"]
 
 log = logging.getLogger("tokenfleet.dispatcher")
 
-BATCH_TPS_ANNOTATION = "tokenfleet.io/batch-tokens-per-second"
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "tokenfleet-dispatcher"
 

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import kopf
 
 from tokenfleet import GROUP, metrics
+from tokenfleet.batch.demand import batch_demand  # issue-14
 from tokenfleet.controllers import events, kube
 from tokenfleet.controllers.nodes import RuntimePod, index_values
 from tokenfleet.controllers.settings import OperatorConfig, get_config
@@ -728,6 +729,7 @@ def planner_jobs(
         spec=dict(body.get("spec") or {}),
         placements=placements,
         deleting=meta.get("deletionTimestamp") is not None,
+        batch_tokens_per_second=batch_demand(meta.get("annotations")),  # issue-14
     )
     return {view.key: view}
 
