@@ -11,7 +11,7 @@ from tokenfleet.batch.demand import BATCH_TPS_ANNOTATION, batch_demand
 from tokenfleet.controllers.snapshot import job_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "controllers"))
-from fixtures_controllers import job_view  # noqa: E402
+from fixtures_controllers import job_view
 
 
 def test_annotation_parsing() -> None:
