@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import signal
 import time
@@ -44,6 +45,7 @@ log = logging.getLogger("tokenfleet.dispatcher")
 
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "tokenfleet-dispatcher"
+RESTART_SECONDS = 5.0
 
 
 def add_dispatcher_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +113,9 @@ class Dispatcher:
         default_factory=dict
     )
     annotated: dict[tuple[str, str], float] = field(default_factory=dict)
+    failed_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    """When a batch's runner last failed: it is started again (resuming from the store) after
+    RESTART_SECONDS."""
 
     # ---- watch handlers -------------------------------------------------------------------------
 
@@ -233,10 +238,13 @@ class Dispatcher:
                 del self.runners[key]
                 if not task.cancelled() and task.exception() is not None:
                     log.error("%s/%s: runner failed: %r", *key, task.exception())
+                    self.failed_at[key] = time.monotonic()
         for key, obj in list(self.batches.items()):
             meta = obj.get("metadata") or {}
             uid = str(meta.get("uid") or "")
             if key in self.runners or not owns(uid, self.args.shard, self.args.shards):
+                continue
+            if time.monotonic() - self.failed_at.get(key, -math.inf) < RESTART_SECONDS:
                 continue
             phase = (obj.get("status") or {}).get("phase")
             if phase in {p.value for p in TERMINAL_PHASES}:

@@ -239,7 +239,7 @@ class BatchRunner:
         self.started = self.clock()
         try:
             final = json.loads(await self.store.get(self.layout.bucket, self.layout.final_key))
-        except ObjectNotFound:
+        except StoreError:  # none yet, or the store refuses us: the input check says which
             final = None
         if isinstance(final, dict) and final.get("phase"):
             phase = BatchPhase(str(final["phase"]))
@@ -566,7 +566,8 @@ class BatchRunner:
         return await self._finish(phase, write_status=write_status)
 
     async def _finish(self, phase: BatchPhase, *, write_status: bool = True) -> BatchPhase:
-        await self._status(BatchPhase.FINALIZING, reason="Finalizing", message="writing files")
+        if write_status:
+            await self._status(BatchPhase.FINALIZING, reason="Finalizing", message="writing files")
         listed = await self.store.list(self.layout.bucket, self.layout.parts_prefix)
         merged, repeats = merge_records(
             [await self.store.get(self.layout.bucket, o.key) for o in listed]
