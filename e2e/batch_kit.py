@@ -42,7 +42,13 @@ class DispatcherProcess:
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
+    def _starts(self) -> int:
+        if not self.log_path.exists():
+            return 0
+        return self.log_path.read_text(errors="replace").count("dispatcher started")
+
     def start(self, timeout: float = 60) -> DispatcherProcess:
+        before = self._starts()
         argv = [
             str(TOKENFLEET),
             "dispatcher",
@@ -64,7 +70,7 @@ class DispatcherProcess:
                 start_new_session=True,
             )
         wait_for(
-            lambda: "dispatcher started" in self.log_path.read_text(errors="replace"),
+            lambda: self._starts() > before,
             timeout,
             "the dispatcher to start",
             describe=self.log_tail,
