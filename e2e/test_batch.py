@@ -299,3 +299,43 @@ def _no_leftover_batches(rig: Rig, namespace: str) -> Any:
             rig.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, namespace, "inferencebatches", item["metadata"]["name"]
             )
+
+
+def test_api_server_enforces_the_batch_rules(rig: Rig, namespace: str) -> None:
+    """The generated CRD's CEL rules, by the real API server: output must be a prefix, jobName
+    and the URIs are immutable, cancel cannot be unset."""
+    from kubernetes.client.exceptions import ApiException
+
+    from e2e.operator_kit import GROUP, VERSION
+
+    def make(name: str, output: str) -> None:
+        create_batch(
+            rig.custom,
+            namespace,
+            name,
+            job="j",
+            input_uri="s3://bucket/in.jsonl",
+            output_uri=output,
+            secret="s",
+        )
+
+    with pytest.raises(ApiException) as refused:
+        make("bad-output", "s3://bucket/out.jsonl")
+    assert refused.value.status == 422
+    assert "output.uri must end with '/'" in str(refused.value.body)
+    make("ok", "s3://bucket/out/")
+
+    def patch(spec: dict[str, Any]) -> None:
+        rig.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "inferencebatches", "ok", {"spec": spec}
+        )
+
+    patch({"cancel": True})
+    for spec, message in (
+        ({"cancel": False}, "cancel cannot be unset once true"),
+        ({"jobName": "other"}, "jobName is immutable"),
+        ({"input": {"uri": "s3://bucket/other.jsonl"}}, "input.uri and output.uri are immutable"),
+    ):
+        with pytest.raises(ApiException) as caught:
+            patch(spec)
+        assert caught.value.status == 422 and message in str(caught.value.body), spec
