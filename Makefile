@@ -8,7 +8,7 @@ TRITON_VENV := .venv-triton
 STAMP := $(VENV)/.installed
 
 .PHONY: install triton-venv lint typecheck crds crds-check unit bench bench-smoke e2e test \
-        cluster-build cluster-up cluster-down dev clean promtool
+        cluster-build cluster-up cluster-down dev clean promtool objstore-build
 
 ## install: create .venv with the project and everything its tests need
 install: $(STAMP)
@@ -55,13 +55,20 @@ bench-smoke: install
 cluster-build:
 	e2e/cluster/build.sh
 
+## objstore-build: the S3-compatible object store for tests and `make dev` — SeaweedFS's `weed`
+## built from its Go module (e2e/objstore/build.sh; pinned in e2e/objstore/weed/go.mod) into
+## $(OBJSTORE_BIN_DIR) (default .bin/); rebuilt only when the pin changes
+OBJSTORE_BIN_DIR ?= .bin
+objstore-build:
+	OBJSTORE_BIN_DIR=$(OBJSTORE_BIN_DIR) e2e/objstore/build.sh
+
 cluster-up: install cluster-build
 	$(PY) -m e2e.cluster.fleet up
 
 cluster-down: install
 	$(PY) -m e2e.cluster.fleet down
 
-e2e: install triton-venv cluster-build promtool
+e2e: install triton-venv cluster-build promtool objstore-build
 	$(BIN)/pytest e2e
 
 test: lint typecheck crds-check unit bench-smoke e2e
@@ -82,7 +89,7 @@ promtool: .bin/promtool
 ## dev: the local fleet — control plane, simulated racks and cars, real tritonservers, a tank
 ## simulator, an example job, the OpenAI-compatible gateway on 127.0.0.1:8088 and the operator
 ## in the foreground (Ctrl-C to stop)
-dev: install triton-venv cluster-build
+dev: install triton-venv cluster-build objstore-build
 	$(PY) -m e2e.dev
 
 clean:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from e2e.cluster.fleet import BIN_DIR, Fleet, FleetError
+from e2e.objstore import ObjectStoreError, ObjectStoreServer, default_weed_binary
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,3 +61,22 @@ def namespace(fleet: Fleet) -> Iterator[str]:
         yield name
     finally:
         api.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def objstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStoreServer]:
+    """A real S3-compatible object store (SeaweedFS ``weed mini``) on 127.0.0.1 for the session,
+    with random SigV4 credentials (``objstore.access_key``/``secret_key``, ``objstore.env()``,
+    ``objstore.store_config()``). Built by `make objstore-build`; never a mock."""
+    binary = default_weed_binary()
+    if not binary.exists():
+        pytest.fail(f"{binary} missing: run `make objstore-build` (e2e/objstore/build.sh)")
+    store = ObjectStoreServer(tmp_path_factory.mktemp("objstore"), binary=binary)
+    try:
+        store.start()
+    except ObjectStoreError as exc:
+        pytest.fail(f"object store failed to start: {exc}")
+    try:
+        yield store
+    finally:
+        store.stop()

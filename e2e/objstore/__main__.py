@@ -1,0 +1,5 @@
+import sys
+
+from e2e.objstore import main
+
+sys.exit(main())
