@@ -46,6 +46,9 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
 DRAIN_LEAD = 30
 SAFETY = 1.5  # the dispatcher's factor on a unit's expected duration (DispatchSettings.safety)
 PROPAGATION = 5.0  # seconds a telemetry write may take to reach the dispatcher's watch
+#: tokens per request: the test runtimes generate 100 (int4) / 400 (fp16) tokens/s per stream,
+#: 5x the variants' declared 20 / 40, so 200 tokens take 2 s on a car
+TOKENS = 200
 
 
 def _fleet(rig: Rig, cars: int) -> tuple[str, list[str]]:
@@ -91,7 +94,7 @@ def test_batch_completes_exactly_once_through_departures_and_a_sigkill(
     rig.wait_ready("factory", 4)
 
     bucket = Bucket(objstore.store_config(), f"b-{rig.id}").create()
-    valid = [request_line(f"req-{i:04d}", 24, chat=i % 3 != 0) for i in range(300)]
+    valid = [request_line(f"req-{i:04d}", TOKENS, chat=i % 3 != 0) for i in range(300)]
     malformed: list[dict[str, Any] | bytes] = [
         b'{"custom_id": "broken", "method": "POST", ',
         {**request_line("wrong-url", 4), "url": "/v1/embeddings"},
@@ -128,9 +131,10 @@ def test_batch_completes_exactly_once_through_departures_and_a_sigkill(
         )
         wait_for(lambda: _answered(rig, "nightly") >= 40, 120, "40 answers")
 
-        # car0: departure moved to just past its drain lead -> 6 s of parked time left,
-        # then it unplugs; car1 departs (unplugged, departure now)
-        leaving = datetime.now(UTC) + timedelta(seconds=DRAIN_LEAD + 6)
+        # car0: departure moved to just past its drain lead -> 20 s of parked time left (one
+        # request fits: 200 tokens at the declared 20 tokens/s x 1.5), then it unplugs;
+        # car1 departs (unplugged, departure now)
+        leaving = datetime.now(UTC) + timedelta(seconds=DRAIN_LEAD + 20)
         departures[cars[0]].append((time.time(), leaving.timestamp()))
         rig.set_telemetry(cars[0], **{"departure-time": rfc3339(leaving)})
         wait_for(lambda: _answered(rig, "nightly") >= 100, 120, "100 answers")
@@ -157,7 +161,7 @@ def test_batch_completes_exactly_once_through_departures_and_a_sigkill(
     assert status["requestCounts"] == {"total": 303, "completed": 300, "failed": 3}
     assert status["outputUri"] == f"s3://{bucket.name}/out/output.jsonl"
     assert status["errorUri"] == f"s3://{bucket.name}/out/errors.jsonl"
-    assert status["tokens"]["output"] == 300 * 24
+    assert status["tokens"]["output"] == 300 * TOKENS
     assert status["energy"]["rackKWh"] > 0 and status["energy"]["vehicleKWh"] > 0
     assert killed_at < 300
 
@@ -169,9 +173,9 @@ def test_batch_completes_exactly_once_through_departures_and_a_sigkill(
     for line in output:
         body = line["response"]["body"]
         assert line["response"]["status_code"] == 200 and line["error"] is None
-        assert body["usage"]["completion_tokens"] == 24
+        assert body["usage"]["completion_tokens"] == TOKENS
         text = body["choices"][0].get("text") or body["choices"][0]["message"]["content"]
-        assert len(text.split()) == 24
+        assert len(text.split()) == TOKENS
     reasons = {line["custom_id"]: line["error"]["code"] for line in errors}
     assert reasons == {
         None: "invalid_json",
