@@ -355,6 +355,11 @@ class BatchRunner:
                     task = self.tasks.pop(lease_id, None)
                     if task is not None:
                         task.cancel()
+                    log.info(
+                        "%s/%s: lease %d revoked, its unanswered requests reissued",
+                        *self.ref.key,
+                        lease_id,
+                    )
                 for lease in core.plan(slots, now):
                     self.tasks[lease.id] = asyncio.create_task(self._serve(lease))
                 if self.buffer and (
