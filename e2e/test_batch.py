@@ -221,8 +221,9 @@ def test_batch_missing_input_unreadable_input_and_expired_window(
     create_store_secret(
         rig.core, namespace, "wrong", {**objstore.secret_data(), "secretAccessKey": "nope-nope"}
     )
-    # 30 requests of 100 tokens at 20 tokens/s, one at a time: 150 s of work in a 60 s window
-    bucket.put("in/slow.jsonl", input_lines([request_line(f"s-{i:02d}", 100) for i in range(30)]))
+    # 30 requests of 400 tokens at 100 tokens/s (the int4 runtime's real rate), one at a time:
+    # 120 s of work in a 60 s window
+    bucket.put("in/slow.jsonl", input_lines([request_line(f"s-{i:02d}", 400) for i in range(30)]))
     dispatcher = DispatcherProcess(
         fleet.env(),
         tmp_path / "dispatcher.log",
