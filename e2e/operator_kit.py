@@ -278,7 +278,7 @@ def install_crds(fleet: Fleet) -> None:
         if f"crds:{fleet.server}" in _setup_done:
             return
         fleet.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-        for plural in ("immersionpods", "vehiclepools", "inferencejobs"):
+        for plural in ("immersionpods", "vehiclepools", "inferencejobs", "inferencebatches"):
             fleet.kubectl(
                 "wait", "--for=condition=Established", f"crd/{plural}.{GROUP}", "--timeout=60s"
             )

@@ -66,8 +66,8 @@ def test_unreachable_cluster_is_one_line(tmp_path: Path) -> None:
 def test_crds_check_from_any_directory(tmp_path: Path) -> None:
     rc, out = tokenfleet("crds", "--check", cwd=tmp_path)
     assert rc == 0, out
-    assert "crds: 3 CRDs match the models" in out
-    assert "charts/tokenfleet/templates/crds: 3 CRDs match the models" in out
+    assert "crds: 4 CRDs match the models" in out  # issue-14: + InferenceBatch
+    assert "charts/tokenfleet/templates/crds: 4 CRDs match the models" in out
 
 
 def test_build_info_metric() -> None:

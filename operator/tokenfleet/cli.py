@@ -100,6 +100,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "modelcache", help="node model cache: fetch, verify and install models from the store"
     )
     add_modelcache_arguments(modelcache)
+    from tokenfleet.batch.main import add_dispatcher_arguments
+
+    dispatcher = sub.add_parser(
+        "dispatcher", help="serve InferenceBatches: lease work units to the jobs' replicas"
+    )
+    add_dispatcher_arguments(dispatcher)
     return parser
 
 
@@ -144,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenfleet.delivery.runner import run_modelcache
 
         return run_modelcache(args)
+    if args.command == "dispatcher":
+        from tokenfleet.batch.main import run_dispatcher
+
+        return run_dispatcher(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

@@ -80,6 +80,7 @@ ALL_CRDS = [info.plural for info in KINDS]
 def test_one_file_per_kind() -> None:
     assert sorted(p.name for p in CRDS.glob("*.yaml")) == [
         "tokenfleet.io_immersionpods.yaml",
+        "tokenfleet.io_inferencebatches.yaml",
         "tokenfleet.io_inferencejobs.yaml",
         "tokenfleet.io_vehiclepools.yaml",
     ]
@@ -174,11 +175,13 @@ def test_short_names_and_scope() -> None:
         "ImmersionPod": ["imp"],
         "VehiclePool": ["vpool"],
         "InferenceJob": ["infjob"],
+        "InferenceBatch": ["infbatch"],
     }
     assert {k: c["spec"]["scope"] for k, c in crds.items()} == {
         "ImmersionPod": "Cluster",
         "VehiclePool": "Cluster",
         "InferenceJob": "Namespaced",
+        "InferenceBatch": "Namespaced",
     }
 
 

@@ -35,6 +35,7 @@ from tokenfleet.api import (
     parse_vehiclepool_spec,
     wire_name,
 )
+from tokenfleet.api.batch import InferenceBatch  # issue-14
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -43,6 +44,7 @@ KIND_MODELS: dict[str, type[BaseModel]] = {
     "ImmersionPod": ImmersionPod,
     "VehiclePool": VehiclePool,
     "InferenceJob": InferenceJob,
+    "InferenceBatch": InferenceBatch,  # issue-14
 }
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from tokenfleet.api.base import StatusModel, WireModel
+from tokenfleet.api.batch import InferenceBatchSpec, InferenceBatchStatus
 from tokenfleet.api.models import (
     GROUP,
     ImmersionPodSpec,
@@ -177,7 +178,42 @@ INFERENCEJOB = KindInfo(
     ),
 )
 
-KINDS: tuple[KindInfo, ...] = (IMMERSIONPOD, VEHICLEPOOL, INFERENCEJOB)
+# InferenceBatch (its models live in tokenfleet.api.batch)
+INFERENCEBATCHES = "inferencebatches"
+INFERENCEBATCH = KindInfo(
+    kind="InferenceBatch",
+    plural=INFERENCEBATCHES,
+    singular="inferencebatch",
+    short_names=("infbatch",),
+    scope="Namespaced",
+    spec_model=InferenceBatchSpec,
+    status_model=InferenceBatchStatus,
+    description=(
+        "InferenceBatch declares an OpenAI-format batch of inference requests (a JSONL file in "
+        "an object store) that an InferenceJob's replicas serve by a deadline; tokenfleet "
+        "dispatcher fills idle racks and cars with it and writes the results back to the store."
+    ),
+    columns=(
+        READY,
+        PrinterColumn("Phase", "string", ".status.phase", "Lifecycle phase"),
+        PrinterColumn(
+            "Completed", "integer", ".status.requestCounts.completed", "Requests answered"
+        ),
+        PrinterColumn("Total", "integer", ".status.requestCounts.total", "Requests in the input"),
+        PrinterColumn(
+            "Failed", "integer", ".status.requestCounts.failed", "Requests failed", priority=1
+        ),
+        PrinterColumn("Job", "string", ".spec.jobName", "InferenceJob serving it", priority=1),
+        PrinterColumn(
+            "ETA", "string", ".status.estimatedCompletionTime", "Expected completion", priority=1
+        ),
+        PrinterColumn("Expires", "string", ".status.expiresAt", "End of the window", priority=1),
+        REASON,
+        AGE,
+    ),
+)
+
+KINDS: tuple[KindInfo, ...] = (IMMERSIONPOD, VEHICLEPOOL, INFERENCEJOB, INFERENCEBATCH)
 
 M = TypeVar("M", bound=WireModel)
 

@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar
 import kopf
 
 from tokenfleet.api.models import GROUP
+from tokenfleet.batch.demand import batch_demand
 from tokenfleet.controllers.context import context_of
 from tokenfleet.controllers.fleet import IndexId
 from tokenfleet.controllers.nodes import (
@@ -113,5 +114,6 @@ def planner_jobs(
         spec=dict(body.get("spec") or {}),
         placements=placements,
         deleting=meta.get("deletionTimestamp") is not None,
+        batch_tokens_per_second=batch_demand(meta.get("annotations")),
     )
     return {view.key: view}

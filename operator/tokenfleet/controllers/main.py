@@ -50,7 +50,7 @@ class QuietPeriodicSuccess(logging.Filter):
         if record.levelno > logging.INFO:
             return True
         message = record.getMessage()
-        # issue #13 hook: kopf's routine successes say nothing a user acts on (the controllers
+        # kopf's routine successes say nothing a user acts on (the controllers
         # log what changed: loads, moves, sheds, leaks)
         if message.startswith(("Timer '", "Handler '", "Activity '")) and message.endswith(
             "' succeeded."
@@ -213,7 +213,7 @@ def run_command(args: argparse.Namespace) -> int:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(QuietPeriodicSuccess())
-        for handler in logging.getLogger().handlers:  # issue #13 hook: kopf.activities.* too
+        for handler in logging.getLogger().handlers:  # kopf.activities.* too
             handler.addFilter(QuietPeriodicSuccess())
 
     load_controllers()

@@ -70,6 +70,9 @@ class JobView:
     spec: Mapping[str, Any]
     placements: tuple[Mapping[str, Any], ...] = ()
     deleting: bool = False
+    batch_tokens_per_second: float = 0.0
+    """Added to the target while a batch's deadline is at risk (annotation
+    ``tokenfleet.io/batch-tokens-per-second``, written by the dispatcher)."""
 
     @property
     def key(self) -> str:
@@ -250,7 +253,8 @@ def job_of(view: JobView) -> Job:
     target_tps = spec.throughput.target_tokens_per_second
     return Job(
         name=view.key,
-        target_tokens_per_second=float(target_tps) if target_tps is not None else 0.0,
+        target_tokens_per_second=(float(target_tps) if target_tps is not None else 0.0)
+        + view.batch_tokens_per_second,  # a batch's deadline at risk
         variants=variants,
         min_replicas=int(spec.replicas.min),
         max_replicas=int(spec.replicas.max),

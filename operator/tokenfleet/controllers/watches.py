@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from tokenfleet import GROUP
+from tokenfleet.batch.demand import batch_demand
 from tokenfleet.controllers import events
 from tokenfleet.controllers.context import OperatorContext, context_of
 from tokenfleet.controllers.watchfilter import (
@@ -141,7 +142,8 @@ def job_changed(
     **_: Any,
 ) -> None:
     deleted = type == "DELETED"
-    facts = _object_facts(deleted, meta, ())
+    # a batch whose deadline is at risk raises the job's target through an annotation
+    facts = _object_facts(deleted, meta, (batch_demand(meta.get("annotations")),))
     _signal_on_change(memo, "job", "jobs", f"{namespace}/{name}", facts, deleted)
 
 

@@ -63,11 +63,25 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="seconds one request may take end to end (default: %(default)s)",
     )
-    # issue #13 hook: the live view (tokenfleet.liveview) on this gateway's port
+    # the live view (tokenfleet.liveview) on this gateway's port
     parser.add_argument(
         "--live-view",
         action="store_true",
         help="serve the live fleet view at /live (needs list on tokenfleet kinds and Events)",
+    )
+    # /v1/files and /v1/batches
+    parser.add_argument(
+        "--files-uri",
+        default=os.environ.get("TOKENFLEET_FILES_URI"),
+        help="s3://bucket/prefix for /v1/files and /v1/batches (store credentials from "
+        "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, endpoint from $TOKENFLEET_S3_ENDPOINT); "
+        "unset: no batch endpoints",
+    )
+    parser.add_argument(
+        "--batch-secret",
+        default="tokenfleet-batch-store",
+        help="Secret, in each API key's namespace, with the store credentials the dispatcher "
+        "uses for the batches created through /v1/batches (default: %(default)s)",
     )
 
 
@@ -88,10 +102,24 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     watcher.start(loop)
     app = gateway.app()
-    if getattr(args, "live_view", False):  # issue #13 hook
+    if getattr(args, "live_view", False):
         from tokenfleet.liveview.server import mount_live_view, tokens_by_target
 
         mount_live_view(app, api_client(), lambda: tokens_by_target(gateway.metrics.registry))
+    if args.files_uri:
+        from tokenfleet.gateway.batches import BatchEndpoints
+        from tokenfleet.store import StoreConfig, parse_s3_uri
+
+        bucket, prefix = parse_s3_uri(args.files_uri)
+        BatchEndpoints(
+            store_config=StoreConfig.from_env(),
+            bucket=bucket,
+            prefix=prefix,
+            secret_name=args.batch_secret,
+            api_client=api_client(),
+            authenticate=gateway._authenticate,
+            resolve=gateway._resolve,
+        ).register(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.address, args.port)

@@ -1,0 +1,351 @@
+"""``tokenfleet dispatcher``: serve InferenceBatches (a process of its own, beside the operator).
+
+Watches InferenceBatches, their InferenceJobs, the operator's EndpointSlices, Nodes and
+VehiclePools; runs one :class:`~tokenfleet.batch.runner.BatchRunner` per batch that is not
+finished. Scale out with ``--shards N --shard I``: each process takes the batches whose UID
+hashes to its shard (every batch has exactly one owner; progress is in the store, so a batch
+moves to another process by restarting with another shard count).
+
+When a batch's deadline is at risk, the dispatcher writes the tokens/s its jobs' batches need
+as the annotation ``tokenfleet.io/batch-tokens-per-second`` on the InferenceJob (removed when no
+batch needs it); the operator adds it to the job's throughput target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pydantic
+
+from tokenfleet import GROUP, VERSION
+from tokenfleet.api.batch import TERMINAL_PHASES, BatchPhase, InferenceBatchSpec
+from tokenfleet.batch.demand import BATCH_TPS_ANNOTATION
+from tokenfleet.batch.fleet import FleetView
+from tokenfleet.batch.layout import Layout
+from tokenfleet.batch.runner import BatchRef, BatchRunner, RunnerSettings
+from tokenfleet.batch.watch import Watcher, standard_kinds
+from tokenfleet.serving.endpoints import parse_networks
+
+__all__ = ["BATCH_TPS_ANNOTATION", "add_dispatcher_arguments", "run_dispatcher"]
+
+log = logging.getLogger("tokenfleet.dispatcher")
+
+MERGE_PATCH = "application/merge-patch+json"
+FIELD_MANAGER = "tokenfleet-dispatcher"
+RESTART_SECONDS = 5.0
+
+
+def add_dispatcher_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-n", "--namespace", default=None, help="serve batches of this namespace (default: all)"
+    )
+    parser.add_argument(
+        "--s3-endpoint",
+        default=os.environ.get("TOKENFLEET_S3_ENDPOINT"),
+        help="object store URL when a batch's Secret names none (default: $TOKENFLEET_S3_ENDPOINT)",
+    )
+    parser.add_argument(
+        "--dial-networks",
+        default=os.environ.get("TOKENFLEET_RUNTIME_DIAL_NETWORKS", ""),
+        help="CIDRs runtimes may be dialled in (the operator's dial policy; default: any, or "
+        "$TOKENFLEET_RUNTIME_DIAL_NETWORKS)",
+    )
+    parser.add_argument("--shards", type=int, default=1, help="dispatcher processes in all")
+    parser.add_argument("--shard", type=int, default=0, help="this process's shard, 0-based")
+    parser.add_argument("--unit-size", type=int, default=8, help="requests per work unit")
+    parser.add_argument(
+        "--max-window", type=int, default=4, help="work units in flight per replica at most"
+    )
+
+
+def owns(uid: str, shard: int, shards: int) -> bool:
+    """Whether shard ``shard`` of ``shards`` serves the batch with ``uid``."""
+    digest = hashlib.sha256(uid.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % max(shards, 1) == shard
+
+
+def parse_batch(obj: Mapping[str, Any]) -> tuple[BatchRef | None, str | None]:
+    """A BatchRef of an InferenceBatch body, or (None, why) when its spec is invalid."""
+    meta = obj.get("metadata") or {}
+    try:
+        spec = InferenceBatchSpec.model_validate(dict(obj.get("spec") or {}))
+    except pydantic.ValidationError as exc:
+        return None, str(exc)[:1024]
+    created = str(meta.get("creationTimestamp") or "")
+    try:
+        when = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        when = datetime.now(UTC)
+    return (
+        BatchRef(
+            namespace=str(meta.get("namespace")),
+            name=str(meta.get("name")),
+            uid=str(meta.get("uid")),
+            generation=int(meta.get("generation") or 1),
+            created=when,
+            spec=spec,
+            deleting=meta.get("deletionTimestamp") is not None,
+        ),
+        None,
+    )
+
+
+@dataclass
+class Dispatcher:
+    args: argparse.Namespace
+    api_client: Any
+    fleet: FleetView
+    batches: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    runners: dict[tuple[str, str], tuple[str, asyncio.Task[Any], BatchRunner | None]] = field(
+        default_factory=dict
+    )
+    annotated: dict[tuple[str, str], float] = field(default_factory=dict)
+    failed_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    """When a batch's runner last failed: it is started again (resuming from the store) after
+    RESTART_SECONDS."""
+
+    # ---- watch handlers -------------------------------------------------------------------------
+
+    def set_batch(self, obj: Mapping[str, Any], deleted: bool = False) -> None:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if deleted:
+            self.batches.pop(key, None)
+        else:
+            self.batches[key] = obj
+
+    def current(self, key: tuple[str, str], uid: str) -> BatchRef | None:
+        obj = self.batches.get(key)
+        if obj is None or (obj.get("metadata") or {}).get("uid") != uid:
+            return None
+        ref, _ = parse_batch(obj)
+        return ref
+
+    # ---- Kubernetes writes (official client, in a thread) ---------------------------------------
+
+    async def patch_status(self, key: tuple[str, str], status: dict[str, Any]) -> None:
+        from kubernetes import client as k8s
+
+        def call() -> None:
+            api: Any = k8s.CustomObjectsApi(self.api_client)
+            api.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                key[0],
+                "inferencebatches",
+                key[1],
+                {"status": status},
+                field_manager=FIELD_MANAGER,
+                _content_type=MERGE_PATCH,
+            )
+
+        await asyncio.to_thread(call)
+
+    async def annotate_job(self, key: tuple[str, str], tps: float) -> None:
+        from kubernetes import client as k8s
+
+        value = None if tps <= 0 else f"{tps:.3f}"
+
+        def call() -> None:
+            api: Any = k8s.CustomObjectsApi(self.api_client)
+            api.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                key[0],
+                "inferencejobs",
+                key[1],
+                {"metadata": {"annotations": {BATCH_TPS_ANNOTATION: value}}},
+                field_manager=FIELD_MANAGER,
+                _content_type=MERGE_PATCH,
+            )
+
+        await asyncio.to_thread(call)
+
+    async def store_config(self, ref: BatchRef) -> Any:
+        from kubernetes import client as k8s
+
+        from tokenfleet.store import StoreConfig
+
+        def read() -> dict[str, str]:
+            api: Any = k8s.CoreV1Api(self.api_client)
+            secret = api.read_namespaced_secret(ref.spec.credentials_secret_name, ref.namespace)
+            return dict(secret.data or {})
+
+        data = await asyncio.to_thread(read)
+        name = f"Secret {ref.namespace}/{ref.spec.credentials_secret_name}"
+        config = StoreConfig.from_secret_data(data, name=name)
+        if config.endpoint_url is None and self.args.s3_endpoint:
+            config = StoreConfig(self.args.s3_endpoint, config.credentials, config.region)
+        return config
+
+    # ---- running batches ------------------------------------------------------------------------
+
+    async def run_one(self, ref: BatchRef, session: aiohttp.ClientSession) -> None:
+        from tokenfleet.store import ObjectStore, parse_s3_uri
+
+        key = ref.key
+        try:
+            config = await self.store_config(ref)
+        except Exception as exc:
+            await self.patch_status(
+                key,
+                {
+                    "phase": BatchPhase.FAILED.value,
+                    "conditions": _failed_conditions(
+                        "CredentialsUnreadable",
+                        f"credentialsSecretName {ref.spec.credentials_secret_name}: {exc}"[:1024],
+                        ref.generation,
+                    ),
+                },
+            )
+            return
+        bucket, prefix = parse_s3_uri(ref.spec.output.uri)
+        async with ObjectStore(config) as store:
+            runner = BatchRunner(
+                ref=ref,
+                store=store,
+                layout=Layout(bucket, prefix, ref.uid),
+                slots=lambda now: self.fleet.slots(ref.namespace, ref.spec.job_name, now),
+                current=lambda: self.current(key, ref.uid),
+                patch_status=lambda status: self.patch_status(key, status),
+                session=session,
+                settings=RunnerSettings(
+                    unit_size=self.args.unit_size, max_window=self.args.max_window
+                ),
+            )
+            entry = self.runners.get(key)
+            if entry is not None:
+                self.runners[key] = (entry[0], entry[1], runner)
+            phase = await runner.run()
+            log.info("%s/%s: %s", *key, phase.value)
+
+    async def reconcile(self, session: aiohttp.ClientSession) -> None:
+        for key, (_uid, task, _) in list(self.runners.items()):
+            if task.done():
+                del self.runners[key]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("%s/%s: runner failed: %r", *key, task.exception())
+                    self.failed_at[key] = time.monotonic()
+        for key, obj in list(self.batches.items()):
+            meta = obj.get("metadata") or {}
+            uid = str(meta.get("uid") or "")
+            if key in self.runners or not owns(uid, self.args.shard, self.args.shards):
+                continue
+            if time.monotonic() - self.failed_at.get(key, -math.inf) < RESTART_SECONDS:
+                continue
+            phase = (obj.get("status") or {}).get("phase")
+            if phase in {p.value for p in TERMINAL_PHASES}:
+                continue
+            ref, _problem = parse_batch(obj)
+            if ref is None:
+                continue  # the API server's schema refuses such specs; nothing to serve
+            if ref.deleting:
+                continue
+            task = asyncio.create_task(self.run_one(ref, session))
+            self.runners[key] = (uid, task, None)
+        await self.publish_demand()
+
+    async def publish_demand(self) -> None:
+        demand: dict[tuple[str, str], float] = {}
+        for key, (_, _, runner) in self.runners.items():
+            if runner is not None and runner.requested_tps > 0:
+                job = (key[0], runner.ref.spec.job_name)
+                demand[job] = demand.get(job, 0.0) + runner.requested_tps
+        for job in set(demand) | set(self.annotated):
+            want = round(demand.get(job, 0.0), 1)
+            if self.annotated.get(job, 0.0) == want:
+                continue
+            try:
+                await self.annotate_job(job, want)
+            except Exception as exc:
+                log.warning("%s/%s: annotating the job failed: %s", *job, exc)
+                continue
+            if want > 0:
+                self.annotated[job] = want
+            else:
+                self.annotated.pop(job, None)
+
+
+def _failed_conditions(reason: str, message: str, generation: int) -> list[dict[str, Any]]:
+    from tokenfleet.api.conditions import set_kstatus
+
+    return set_kstatus(
+        None,
+        ready=False,
+        reason=reason,
+        message=message,
+        stalled=True,
+        observed_generation=generation,
+    )
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from tokenfleet.controllers.kube import api_client
+
+    client = api_client()
+    fleet = FleetView()
+    fleet.table.dial_networks = parse_networks(args.dial_networks)
+    dispatcher = Dispatcher(args=args, api_client=client, fleet=fleet)
+    namespaces = (args.namespace,) if args.namespace else ()
+
+    def clear_jobs() -> None:
+        fleet.table.jobs.clear()
+        fleet.watts.clear()
+
+    def clear_nodes() -> None:
+        fleet.table.node_endpoints.clear()
+        fleet.nodes.clear()
+
+    watcher = Watcher(
+        standard_kinds(
+            client,
+            namespaces,
+            batches=(dispatcher.set_batch, dispatcher.batches.clear),
+            jobs=(fleet.set_job, clear_jobs),
+            slices=(fleet.table.set_slice, fleet.table.slices.clear),
+            nodes=(fleet.set_node, clear_nodes),
+            pools=(fleet.set_pool, fleet.pools.clear),
+        )
+    )
+    loop = asyncio.get_running_loop()
+    watcher.start(loop)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"dispatcher started (shard {args.shard} of {args.shards})", flush=True)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        try:
+            while not stop.is_set():
+                if watcher.synced():
+                    await dispatcher.reconcile(session)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+        finally:
+            watcher.stop()
+            for _, task, _ in dispatcher.runners.values():
+                task.cancel()
+            await asyncio.gather(
+                *(t for _, t, _ in dispatcher.runners.values()), return_exceptions=True
+            )
+
+
+def run_dispatcher(args: argparse.Namespace) -> int:
+    if not 0 <= args.shard < args.shards:
+        raise SystemExit(f"--shard must be in 0..{args.shards - 1}, got {args.shard}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.Formatter.converter = time.gmtime
+    asyncio.run(_serve(args))
+    return 0
