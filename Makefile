@@ -59,7 +59,7 @@ bench-smoke: install
 cluster-build:
 	e2e/cluster/build.sh
 
-## objstore-build: the S3-compatible object store for tests and `make dev` — SeaweedFS's `weed`
+## objstore-build: the S3-compatible object store for the tests — SeaweedFS's `weed`
 ## built from its Go module (e2e/objstore/build.sh; pinned in e2e/objstore/weed/go.mod) into
 ## $(OBJSTORE_BIN_DIR) (default .bin/); rebuilt only when the pin changes
 OBJSTORE_BIN_DIR ?= .bin
@@ -102,7 +102,7 @@ image: install
 ## simulator, an example job, the OpenAI-compatible gateway on 127.0.0.1:8088 and the operator
 ## in the foreground (Ctrl-C to stop)
 ## dev-prereqs first: a missing etcd/openssl/go is installed or named in the first second
-dev: dev-prereqs install triton-venv cluster-build objstore-build
+dev: dev-prereqs install triton-venv cluster-build
 	$(PY) -m e2e.dev
 
 dev-prereqs:
