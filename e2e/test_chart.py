@@ -100,6 +100,7 @@ def test_rendered_crds_equal_the_generated_ones(fleet: Fleet) -> None:
             "immersionpods.tokenfleet.io",
             "vehiclepools.tokenfleet.io",
             "inferencejobs.tokenfleet.io",
+            "inferencebatches.tokenfleet.io",
         }
     )
     for name, doc in rendered.items():
