@@ -97,8 +97,9 @@ class ChartOperator(OperatorProcess):
         log_path: Path,
         *,
         extra_env: dict[str, str] | None = None,
+        verbose: bool = False,
     ) -> None:
-        super().__init__(fleet, [], log_path)
+        super().__init__(fleet, [], log_path, verbose=verbose)
         (container,) = [c for c in pod["spec"]["containers"] if c["name"] == "operator"]
         self.pod_name = str(pod["metadata"]["name"])
         self.chart_args = [str(a) for a in container["args"]]
@@ -125,7 +126,10 @@ class ChartOperator(OperatorProcess):
                 args.append(f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz")
             else:
                 args.append(arg)
-        return [str(TOKENFLEET), *args, "--metrics-address=127.0.0.1"]
+        # --verbose: kopf's per-object "Handler ... succeeded" records too (a test reads which
+        # replica handled an object from them; the chart's INFO log leaves them out)
+        verbose = ["--verbose"] if self.verbose else []
+        return [str(TOKENFLEET), *args, "--metrics-address=127.0.0.1", *verbose]
 
 
 def operator_pods(fleet: Fleet, namespace: str, release: str) -> list[dict[str, Any]]:

@@ -158,7 +158,7 @@ def test_chart_ha_two_replicas_one_active_and_the_standby_takes_over(
             fleet, namespace, f"{release}-tokenfleet", tmp_path / "sa.kubeconfig"
         )
         ops = [
-            ChartOperator(fleet, pod, kubeconfig, tmp_path / f"operator-{i}.log")
+            ChartOperator(fleet, pod, kubeconfig, tmp_path / f"operator-{i}.log", verbose=True)
             for i, pod in enumerate(pods)
         ]
         for op in ops:
