@@ -4,7 +4,7 @@ moves they make, the objective, and the reasons (job shortfalls, unused nodes)."
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from tokenfleet.placement.state import (
     CODE,
     EPS,
     BoolArr,
+    FloatArr,
     IntArr,
     JobInfo,
     reason_of,
@@ -28,43 +29,73 @@ from tokenfleet.placement.state import (
 from tokenfleet.placement.work import Work, reconcile_evictions, work_objective
 
 
-def job_reason_codes(work: Work, info: JobInfo) -> IntArr:
-    """Per node, why one more replica of the job cannot go there now (0 = it could)."""
+@dataclass
+class _Rooms:
+    """What :func:`job_reason_codes` reads for every job of one explanation, computed once:
+    per node the room left (car energy band, its tank's kW, its pool's kWh), the tank's
+    reason code, and per policy class the objection codes before capacity."""
+
+    e_room: FloatArr
+    tank_room: FloatArr
+    pool_room: FloatArr
+    tank_code: IntArr
+    base: dict[tuple[object, ...], IntArr] = field(default_factory=dict)
+
+
+def _rooms(work: Work) -> _Rooms:
+    f = work.fleet
+    tank_reason = np.array(
+        [CODE[r] for r in f.tank_new_reason] + [CODE[Reason.TANK_POWER_BUDGET]], dtype=np.int64
+    )
+    return _Rooms(
+        f.energy_new - work.e_used,
+        (f.tank_free_new - work.tank_used)[f.tank],
+        (f.pool_free_new - work.pool_used)[f.pool],
+        tank_reason[f.tank],
+    )
+
+
+def job_reason_codes(work: Work, info: JobInfo, rooms: _Rooms | None = None) -> IntArr:
+    """Per node, why one more replica of the job cannot go there now (0 = it could).
+    ``rooms``: shared figures of the current state (computed here when not given)."""
     f = work.fleet
     job = info.job
-    code = work.compat_of(info).copy()
-    free = code == 0
-    code[free & (f.new_code != 0)] = f.new_code[free & (f.new_code != 0)]
+    rm = rooms if rooms is not None else _rooms(work)
+    base = rm.base.get(info.policy_key)
+    if base is None:
+        base = work.compat_of(info).copy()
+        free = base == 0
+        base[free & (f.new_code != 0)] = f.new_code[free & (f.new_code != 0)]
+        rm.base[info.policy_key] = base
+    code = base.copy()
     free = code == 0
     if not free.any():
         return code
     # smallest variant per target decides memory/energy/tank/pool reasons
-    e_room = f.energy_new - work.e_used
-    tank_room = (f.tank_free_new - work.tank_used)[f.tank]
-    pool_room = (f.pool_free_new - work.pool_used)[f.pool]
-    tank_reason = np.array(
-        [CODE[r] for r in f.tank_new_reason] + [CODE[Reason.TANK_POWER_BUDGET]], dtype=np.int64
-    )
     for t, is_v in (("Rack", False), ("Vehicle", True)):
         ranked = info.ranked.get(t)
         if not ranked:
             continue
-        g = free & (f.is_vehicle == is_v)
+        lo, hi = (f.n_racks, len(f.names)) if is_v else (0, f.n_racks)
+        g = np.flatnonzero(free[lo:hi]) + lo
+        if g.size == 0:
+            continue
         mem = min(v.memory_mib for v in ranked)
         kw = min(v.watts for v in ranked) / 1000.0
         checks: list[tuple[BoolArr, IntArr | int]] = [
-            (work.mem_free + EPS < mem, CODE[Reason.INSUFFICIENT_MEMORY]),
-            (e_room + EPS < kw, CODE[Reason.INSUFFICIENT_ENERGY_FOR_TARGET]),
-            (tank_room + EPS < kw, tank_reason[f.tank]),
-            (pool_room + EPS < kw * f.hours_today, CODE[Reason.POOL_ENERGY_BUDGET]),
+            (work.mem_free[g] + EPS < mem, CODE[Reason.INSUFFICIENT_MEMORY]),
+            (rm.e_room[g] + EPS < kw, CODE[Reason.INSUFFICIENT_ENERGY_FOR_TARGET]),
+            (rm.tank_room[g] + EPS < kw, rm.tank_code[g]),
+            (rm.pool_room[g] + EPS < kw * f.hours_today[g], CODE[Reason.POOL_ENERGY_BUDGET]),
         ]
+        left = np.ones(g.size, dtype=np.bool_)
         for bad, c in checks:
-            sel = g & bad
+            sel = left & bad
             if isinstance(c, int):
-                code[sel] = c
+                code[g[sel]] = c
             else:
-                code[sel] = c[sel]
-            g = g & ~bad
+                code[g[sel]] = c[sel]
+            left &= ~bad
     # spread: nodes where the job is at its per-node limit
     for _jn, k, _v in work.job_units.get(job.name, {}):
         n = work.job_node.get((job.name, k), 0)
@@ -107,6 +138,7 @@ def explain(
     f = work.fleet
     shortfalls: list[JobShortfall] = []
     first_codes: IntArr | None = None
+    rooms: _Rooms | None = None
     for name in order:
         info = f.jobs[name]
         job = info.job
@@ -126,7 +158,9 @@ def explain(
                 )
             )
             continue
-        codes = job_reason_codes(work, info)
+        if rooms is None:
+            rooms = _rooms(work)
+        codes = job_reason_codes(work, info, rooms)
         if first_codes is None:
             first_codes = codes
         counts = np.bincount(codes, minlength=len(CODE) + 1)
@@ -223,13 +257,21 @@ def assemble(
 ) -> Plan:
     f = work.fleet
     reconcile_evictions(work)
-    keys = sorted(work.units.items(), key=lambda x: (x[0][0], x[0][1], x[0][2]))
-    assignments = tuple(Placement(j, f.names[k], v, n) for (j, k, v), n in keys if n > 0)
+    names = f.names
+    current = work.current
+    out: list[Placement] = []
     added: list[Placement] = []
-    for (j, k, v), n in keys:
-        extra = n - work.current.get((j, k, v), 0)
-        if extra > 0:
-            added.append(Placement(j, f.names[k], v, extra))
+    for (j, k, v), n in sorted(work.units.items()):  # (job, node index, variant) order
+        if n <= 0:
+            continue
+        a = Placement(j, names[k], v, n)
+        out.append(a)
+        extra = n - current.get((j, k, v), 0) if current else n
+        if extra == n:
+            added.append(a)  # all of it is new: the same record
+        elif extra > 0:
+            added.append(Placement(j, names[k], v, extra))
+    assignments = tuple(out)
     evictions = pair_moves(work.evictions, added)
     shortfalls, unused = explain(work, order) if explain_all else ([], [])
     removed = sum(e.replicas for e in evictions)
