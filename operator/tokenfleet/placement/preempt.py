@@ -16,6 +16,12 @@ on whether a replica is current or newly added (priority, then value, then name)
 runs until no trial pays.  A current replica costs the move cost on top of what an added one
 costs, so on a plan's own output (its replicas now current) no trial pays either.
 
+The gate (:func:`_blocked`) runs on every plan: in O(jobs) it finds no job short of its target
+that outranks the lowest-priority job placed (the usual state) and the phase does nothing; only
+otherwise does it index the placed replicas (per node, tank and pool, lowest priority first).
+A sweep's reach is bounded by what its short jobs want (:data:`SWEEP_NODES_PER_REPLICA`), so a
+few short replicas on a large fleet move a few dozen victims, not thousands.
+
 Deterministic, budgeted in abstract work units like :mod:`tokenfleet.placement.improve`.
 """
 
@@ -39,10 +45,10 @@ MAX_VARIANTS = 2
 """Variants tried per job and target kind (best first)."""
 TRIAL_COST = 400
 UNIT_COST = 40
-FRESH_MAX_WORK = 3_000_000
-"""Above this many nodes x jobs, only current replicas in the way of a short higher-priority job
-start the phase (see :func:`_blocked`): a fresh plan of 10,000 nodes x 1,000 jobs stays within
-its second."""
+SWEEP_NODES_PER_REPLICA = 8
+"""A sweep clears at most this many nodes per replica its short jobs still want (plus
+:data:`SWEEP_NODES_MIN`), the cheapest victims first (see :func:`_sweep_victims`)."""
+SWEEP_NODES_MIN = 128
 OVERSHOOT_ROUNDS: tuple[Overshoot, ...] = ("none", "least", "any")
 """Fill rounds of a sweep's short jobs (see :func:`~tokenfleet.placement.greedy.fill_job`)."""
 BUDGET_SHARE = 4
@@ -295,9 +301,26 @@ def _preempt_one(
     return False
 
 
+def _want(work: Work, info: JobInfo) -> int:
+    """Replicas ``info`` still wants: its remainder over its smallest variant (at least its
+    floor), within its ``max_replicas`` (as :func:`~tokenfleet.placement.greedy.fill_job`)."""
+    job = info.job
+    need = max(job.target_tokens_per_second - work.served.get(job.name, 0.0), 0.0)
+    tps = min((v.tokens_per_second for vs in info.ranked.values() for v in vs), default=1.0)
+    count = work.count.get(job.name, 0)
+    return max(min(job.max_replicas - count, int(need / max(tps, EPS)) + 1), 0)
+
+
 def _sweep_victims(work: Work, idx: _Index, short: list[str], level: int) -> list[tuple[Unit, int]]:
     """Every placed unit of a job below ``level`` on a node one of the ``short`` jobs may use
-    or in the tank or pool of one, with its replica count."""
+    or in the tank or pool of one, with its replica count.
+
+    The reach is bounded by what the short jobs want: when more nodes than
+    :data:`SWEEP_NODES_PER_REPLICA` x the replicas they want (+ :data:`SWEEP_NODES_MIN`) hold
+    such units, only that many nodes are cleared - those whose lower-priority replicas are worth
+    least, among the nodes with the memory for the short jobs' smallest replica - and only
+    the replicas on them are taken (so a sweep for two replicas on a 10,000-node fleet moves a
+    few dozen replicas, not thousands)."""
     f = work.fleet
     usable = np.zeros(len(f.names), dtype=np.bool_)
     for name in short:
@@ -305,18 +328,33 @@ def _sweep_victims(work: Work, idx: _Index, short: list[str], level: int) -> lis
     tanks = set(np.unique(f.tank[usable]).tolist())
     pools = set(np.unique(f.pool[usable]).tolist())
     victims: list[tuple[Unit, int]] = []
+    lower = np.zeros(len(f.names))  # per usable node, the value of its replicas below level
     for k_list in idx.by_node.values():
         for u in k_list:
-            if f.jobs[u[0]].job.priority >= level:
+            info = f.jobs[u[0]]
+            if info.job.priority >= level:
                 break
             k = u[1]
-            if (
-                usable[k]
-                or (f.is_vehicle[k] and int(f.pool[k]) in pools)
-                or (not f.is_vehicle[k] and int(f.tank[k]) in tanks)
+            if usable[k]:
+                n = work.units.get(u, 0)
+                lower[k] += info.weight * info.variants[u[2]].tokens_per_second * n + EPS
+                victims.append((u, n))
+            elif (f.is_vehicle[k] and int(f.pool[k]) in pools) or (
+                not f.is_vehicle[k] and int(f.tank[k]) in tanks
             ):
                 victims.append((u, work.units.get(u, 0)))
-    return victims
+    limit = SWEEP_NODES_PER_REPLICA * sum(_want(work, f.jobs[n]) for n in short) + SWEEP_NODES_MIN
+    if len({u[1] for u, _n in victims}) <= limit:
+        return victims
+    smallest = min(
+        (v.memory_mib for n in short for vs in f.jobs[n].ranked.values() for v in vs),
+        default=0.0,
+    )
+    cand = np.flatnonzero((lower > 0) & (f.mem_cap + EPS >= smallest))
+    cand = cand[np.lexsort((cand, lower[cand]))][:limit]
+    reach = np.zeros(len(f.names), dtype=np.bool_)
+    reach[cand] = True
+    return [(u, n) for u, n in victims if reach[u[1]]]
 
 
 def _put_back(work: Work, tr: _Trial, victims: list[tuple[Unit, int]]) -> None:
@@ -369,13 +407,13 @@ def _sweep_level(
     return False
 
 
-def _in_the_way(work: Work, current_only: bool) -> FloatArr:
+def _in_the_way(work: Work) -> FloatArr:
     """Per node, the lowest priority of a replica on it or sharing its tank (racks) or pool
-    (cars); with ``current_only`` only the snapshot's replicas still placed count (inf: none)."""
+    (cars) (inf: none)."""
     f = work.fleet
     node = np.full(len(f.names), INF)
     for u, n in work.units.items():
-        if n > 0 and (not current_only or work.current.get(u, 0) > 0):
+        if n > 0:
             node[u[1]] = min(node[u[1]], float(f.jobs[u[0]].job.priority))
     tank = np.full(len(f.tank_free_new), INF)
     pool = np.full(len(f.pool_free_new), INF)
@@ -387,27 +425,27 @@ def _in_the_way(work: Work, current_only: bool) -> FloatArr:
 
 
 def _blocked(work: Work, order: list[str]) -> list[str]:
-    """The short jobs that a replica of strictly lower priority stands in the way of - on a
-    node the job may use, or in the tank or pool of one - by priority (empty: nothing to
-    preempt).  O(placed units + policy classes x nodes).
+    """The gate: the short jobs that a replica of strictly lower priority stands in the way of
+    - on a node the job may use, or in the tank or pool of one - by priority (empty: nothing to
+    preempt).
 
-    On a fleet above :data:`FRESH_MAX_WORK` nodes x jobs only *current* replicas count: the
-    greedy already weighs priority in the value of what it adds (``priority/100 x tokens/s``),
-    so a fresh plan of that size skips the phase; what the greedy does not weigh is the work the
-    keep phase kept (hysteresis keeps whatever still fits, whatever its priority)."""
+    In O(jobs) when no job short of its target outranks the lowest-priority job placed (the
+    usual state: every job met, or only the lowest tier short); otherwise O(placed units +
+    policy classes x nodes)."""
     f = work.fleet
     short = [n for n in order if is_short(work, f.jobs[n])]
-    current_only = len(f.names) * len(order) > FRESH_MAX_WORK
-    if not short or (current_only and not work.current):
+    if not short:
         return []
-    way = _in_the_way(work, current_only)
-    lowest = float(way.min()) if len(way) else INF
+    placed = [f.jobs[n].job.priority for n, c in work.count.items() if c > 0]
+    lowest = float(min(placed, default=INF))
+    short = [n for n in short if f.jobs[n].job.priority > lowest]
+    if not short:
+        return []
+    way = _in_the_way(work)
     floor: dict[tuple[object, ...], float] = {}
     out: list[str] = []
     for n in short:
         info = f.jobs[n]
-        if info.job.priority <= lowest:
-            continue
         key = info.policy_key
         if key not in floor:
             usable = work.ok_of(info)
