@@ -7,18 +7,31 @@ Runs against the real local fleet (kube-apiserver + KCM + scheduler + kwok from 
 ``make triton-venv``. Prints one JSON document with ``--json`` (a summary line otherwise).
 
 1. **Overhead**: a one-replica job of an unpaced model (no per-token sleep, so the runtime's
-   time is small and the gateway's share shows). ``--requests`` non-streaming requests of
-   ``--max-tokens`` tokens, one at a time, alternating straight to the replica's runtime
-   (Triton ``/generate``) and through the gateway (``/v1/completions``), with the same raw
-   aiohttp client: ``direct_p50_ms``/``direct_p99_ms``, ``gateway_p50_ms``/``gateway_p99_ms``
-   and ``overhead_p99_ms`` (gateway p99 minus direct p99).
+   time is small and the gateway's share shows). ``--rounds`` rounds of ``--requests``
+   non-streaming requests of ``--max-tokens`` tokens, one at a time, interleaved request by
+   request straight to the replica's runtime (Triton ``/generate``) and through the gateway
+   (``/v1/completions``), the order turned round every request (ABBA), by one aiohttp client
+   session (one process, idle otherwise), after a warm-up that is not counted. Each figure is
+   the median over the rounds of that round's percentile: ``direct_p50_ms``/``direct_p99_ms``,
+   ``gateway_p50_ms``/``gateway_p99_ms``, ``overhead_p50_ms``/``overhead_p99_ms`` (gateway minus
+   direct), and ``gateway_cpu_ms_per_request`` (the gateway process's CPU time over the
+   requests it served: what the gateway costs, much less sensitive to a busy machine than the
+   latencies). ``--compare-gateway PATH`` runs a second gateway from another checkout's
+   ``tokenfleet`` executable against the same fleet and interleaves it into the same rounds:
+   its figures come as ``baseline_*``, with ``overhead_p99_ratio`` (ours / baseline's).
 2. **Saturation**: ``--concurrency`` clients through the gateway for ``--saturate-seconds`` on
-   a two-replica unpaced job: ``requests_per_second`` completed by the one gateway process.
+   a two-replica unpaced job: ``requests_per_second`` completed by the one gateway process,
+   and ``saturation_gateway_cpu_percent``, its CPU use meanwhile (near 100: the gateway was the
+   bottleneck; well below: the client or the runtimes were).
 3. **Moves**: a two-replica car job of the paced model (100 tokens/s per stream) on
    ``--cars`` cars under a constant load of ``--workers`` official-``openai``-client threads
    (streaming chat and completions alternating, each checked complete); ``--moves`` times a car
    that serves a replica unplugs, the replica moves (make-before-break, drained) and the car
    plugs back in: ``failed_requests_during_moves`` and the requests completed meanwhile.
+
+``--phases`` picks phases (default all three; ``--phases overhead`` takes about a minute and a
+half). ``machine`` gives the CPUs and the 1-minute load average before and after: on a shared
+machine compare the ratio against a baseline of the same run, not absolute figures.
 """
 
 from __future__ import annotations
@@ -27,10 +40,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,46 +75,103 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Route:
+    """One way to the runtime under test: straight, or through a gateway process."""
+
+    name: str
+    url: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    pid: int | None = None  # the gateway process (CPU accounting)
+
+
 async def measure_overhead(
-    runtime: str, gateway_url: str, job: str, requests: int, max_tokens: int
-) -> dict[str, float]:
-    direct: list[float] = []
-    through: list[float] = []
-    headers = {"Authorization": f"Bearer {KEY}"}
-    direct_body = {"text_input": "bench prompt", "max_tokens": max_tokens}
-    gateway_body = {"model": job, "prompt": "bench prompt", "max_tokens": max_tokens}
+    runtime: str,
+    gateways: list[tuple[str, GatewayProcess]],
+    job: str,
+    requests: int,
+    rounds: int,
+    max_tokens: int,
+    warmup: int = 50,
+) -> dict[str, Any]:
+    paths = [
+        Route(
+            "direct",
+            f"http://{runtime}/v2/models/{FAST}/generate",
+            {"text_input": "bench prompt", "max_tokens": max_tokens},
+            {},
+        )
+    ]
+    for name, gw in gateways:
+        assert gw.process is not None
+        paths.append(
+            Route(
+                name,
+                f"{gw.url}/completions",
+                {"model": job, "prompt": "bench prompt", "max_tokens": max_tokens},
+                {"Authorization": f"Bearer {KEY}"},
+                gw.process.pid,
+            )
+        )
+    per_round: list[dict[str, float]] = []
     async with aiohttp.ClientSession() as s:
 
-        async def one(url: str, body: dict[str, Any], hdrs: dict[str, str]) -> float:
+        async def one(p: Route) -> float:
             t0 = time.perf_counter()
-            async with s.post(url, json=body, headers=hdrs) as r:
+            async with s.post(p.url, json=p.body, headers=p.headers) as r:
                 await r.read()
                 if r.status != 200:
-                    raise RuntimeError(f"{url}: HTTP {r.status}")
+                    raise RuntimeError(f"{p.url}: HTTP {r.status}")
             return (time.perf_counter() - t0) * 1000.0
 
-        direct_url = f"http://{runtime}/v2/models/{FAST}/generate"
-        gateway_completions = f"{gateway_url}/completions"
-        for _ in range(20):  # warm both paths (connections, first-call costs)
-            await one(direct_url, direct_body, {})
-            await one(gateway_completions, gateway_body, headers)
-        for _ in range(requests):
-            direct.append(await one(direct_url, direct_body, {}))
-            through.append(await one(gateway_completions, gateway_body, headers))
-    return {
-        "requests_each": requests,
-        "direct_p50_ms": round(_pct(direct, 0.5), 3),
-        "direct_p99_ms": round(_pct(direct, 0.99), 3),
-        "gateway_p50_ms": round(_pct(through, 0.5), 3),
-        "gateway_p99_ms": round(_pct(through, 0.99), 3),
-        "overhead_p50_ms": round(_pct(through, 0.5) - _pct(direct, 0.5), 3),
-        "overhead_p99_ms": round(_pct(through, 0.99) - _pct(direct, 0.99), 3),
-    }
+        for i in range(warmup):  # connections, first-call costs: not counted
+            for p in paths if i % 2 == 0 else paths[::-1]:
+                await one(p)
+        for _ in range(rounds):
+            samples: dict[str, list[float]] = {p.name: [] for p in paths}
+            cpu0 = {p.name: _cpu_seconds(p.pid) for p in paths if p.pid is not None}
+            for i in range(requests):
+                for p in paths if i % 2 == 0 else paths[::-1]:
+                    samples[p.name].append(await one(p))
+            figures: dict[str, float] = {}
+            for p in paths:
+                figures[f"{p.name}_p50_ms"] = _pct(samples[p.name], 0.5)
+                figures[f"{p.name}_p99_ms"] = _pct(samples[p.name], 0.99)
+                if p.pid is not None:
+                    cpu = _cpu_seconds(p.pid) - cpu0[p.name]
+                    figures[f"{p.name}_cpu_ms_per_request"] = cpu * 1000.0 / requests
+            for p in paths[1:]:
+                prefix = "" if p.name == "gateway" else f"{p.name}_"
+                for q in ("p50", "p99"):
+                    figures[f"{prefix}overhead_{q}_ms"] = (
+                        figures[f"{p.name}_{q}_ms"] - figures[f"direct_{q}_ms"]
+                    )
+            per_round.append(figures)
+    out: dict[str, Any] = {"requests_each_per_round": requests, "rounds": rounds}
+    for key in per_round[0]:
+        out[key] = round(statistics.median(r[key] for r in per_round), 3)
+    if "baseline_overhead_p99_ms" in out:
+        base = out["baseline_overhead_p99_ms"]
+        out["overhead_p99_ratio"] = round(out["overhead_p99_ms"] / base, 3) if base > 0 else None
+        base_cpu = out["baseline_cpu_ms_per_request"]
+        out["cpu_per_request_ratio"] = round(out["gateway_cpu_ms_per_request"] / base_cpu, 3)
+    out["overhead_rounds"] = [{k: round(v, 3) for k, v in r.items()} for r in per_round]
+    return out
 
 
 async def measure_saturation(
-    gateway_url: str, job: str, concurrency: int, seconds: float
+    gateway: GatewayProcess, job: str, concurrency: int, seconds: float
 ) -> dict[str, float]:
+    gateway_url = gateway.url
+    assert gateway.process is not None
+    pid = gateway.process.pid
     headers = {"Authorization": f"Bearer {KEY}"}
     body = {"model": job, "prompt": "bench", "max_tokens": 1}
     done = 0
@@ -121,8 +194,10 @@ async def measure_saturation(
                         failed += 1
 
         t0 = time.monotonic()
+        cpu0 = _cpu_seconds(pid)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.monotonic() - t0
+        cpu = _cpu_seconds(pid) - cpu0
     return {
         "requests_per_second": round(done / elapsed, 1),
         "saturation_concurrency": concurrency,
@@ -130,6 +205,7 @@ async def measure_saturation(
         "saturation_p50_ms": round(_pct(latencies, 0.5), 2),
         "saturation_p99_ms": round(_pct(latencies, 0.99), 2),
         "saturation_non_200": failed,
+        "saturation_gateway_cpu_percent": round(100.0 * cpu / elapsed, 1),
     }
 
 
@@ -182,10 +258,26 @@ def measure_moves(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the JSON document")
-    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument(
+        "--requests", type=int, default=400, help="requests per path and round (overhead)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="overhead rounds (median taken)")
+    parser.add_argument(
+        "--phases",
+        default="overhead,saturation,moves",
+        help="comma-separated, of overhead, saturation, moves (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compare-gateway",
+        type=Path,
+        default=None,
+        metavar="TOKENFLEET",
+        help="another checkout's tokenfleet executable (e.g. main's .venv/bin/tokenfleet):"
+        " its gateway is measured in the same overhead rounds, as baseline_*",
+    )
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--saturate-seconds", type=float, default=10.0)
@@ -195,9 +287,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="50 requests, 3 s, 2 moves")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.requests, args.saturate_seconds, args.moves = 50, 3.0, 2
+        args.requests, args.rounds, args.saturate_seconds, args.moves = 50, 2, 3.0, 2
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    unknown = phases - {"overhead", "saturation", "moves"}
+    if unknown:
+        parser.error(f"--phases: unknown phase(s) {sorted(unknown)}")
+    if args.compare_gateway is not None and not args.compare_gateway.is_file():
+        parser.error(f"--compare-gateway: no such executable {args.compare_gateway}")
+    if (args.requests < 100 and not args.smoke) or args.rounds < 1:
+        parser.error("--requests must be at least 100 (a p99 needs them), --rounds at least 1")
     if args.cars < 3:
         parser.error("--cars must be at least 3 (two replicas and a spare)")
+    return args, phases
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, phases = _parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="tokenfleet-bench-gw-"))
     fleet = Fleet(
@@ -214,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     rig: Rig | None = None
     op: OperatorProcess | None = None
     gateway: GatewayProcess | None = None
+    baseline: GatewayProcess | None = None
     try:
         fleet.core_v1().create_namespace({"metadata": {"name": namespace}})
         rig = Rig(fleet, namespace, work)
@@ -243,6 +349,15 @@ def main(argv: list[str] | None = None) -> int:
             fleet.env(), work / "gateway.log", namespaces=(namespace,), requests_per_second=1e6
         )
         gateway.start()
+        if args.compare_gateway is not None:
+            baseline = GatewayProcess(
+                fleet.env(),
+                work / "baseline-gateway.log",
+                namespaces=(namespace,),
+                requests_per_second=1e6,
+                executable=args.compare_gateway,
+            )
+            baseline.start()
         gw = gateway
         wait_for(
             lambda: gw.metric("tokenfleet_gateway_in_flight_requests") == 0,
@@ -254,31 +369,21 @@ def main(argv: list[str] | None = None) -> int:
         result: dict[str, Any] = {
             "machine": {"cpus": _cpus(), "load_avg_1m": _load()},
             "fleet": {"cars": args.cars, "runtimes": args.cars},
+            "phases": sorted(phases),
         }
-        # the gateway must see the job's slice before measuring
-        wait_for(lambda: _gateway_serves(gw, "fast1"), 30, "the gateway to route fast1")
-        result.update(
-            asyncio.run(
-                measure_overhead(runtime, gateway.url, "fast1", args.requests, args.max_tokens)
-            )
-        )
-        result.update(
-            asyncio.run(
-                measure_saturation(gateway.url, "fast2", args.concurrency, args.saturate_seconds)
-            )
-        )
-        for job in ("fast1", "fast2"):
-            rig.custom.delete_namespaced_custom_object(
-                "tokenfleet.io", "v1alpha1", namespace, "inferencejobs", job
-            )
-        rig.create_job("moves", [VEHICLE_INT4], replicas=(2, 2), target_tps=40)
-        rig.wait_ready("moves", 2, timeout=120)
-        wait_for(lambda: _gateway_serves(gw, "moves"), 30, "the gateway to route moves")
-        result.update(measure_moves(rig, gateway, "moves", args.moves, args.workers))
+        gateways = [("gateway", gateway)]
+        if baseline is not None:
+            gateways.append(("baseline", baseline))
+            result["baseline_executable"] = str(args.compare_gateway)
+        # the gateways must see the job's slice before measuring
+        for _, g in gateways:
+            wait_for(lambda g=g: _gateway_serves(g, "fast1"), 30, "the gateway to route fast1")
+        result.update(_run_phases(args, phases, rig, runtime, gateways, namespace))
         result["machine"]["load_avg_1m_after"] = _load()
     finally:
-        if gateway is not None:
-            gateway.stop()
+        for g in (gateway, baseline):
+            if g is not None:
+                g.stop()
         if op is not None:
             op.stop()
         if rig is not None:
@@ -288,15 +393,83 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        keys = (
-            "direct_p99_ms",
-            "gateway_p99_ms",
-            "overhead_p99_ms",
-            "requests_per_second",
-            "failed_requests_during_moves",
-        )
-        print(" ".join(f"{k}={result[k]}" for k in keys))
+        print(_summary(result))
     return 0
+
+
+def _run_phases(
+    args: argparse.Namespace,
+    phases: set[str],
+    rig: Rig,
+    runtime: str,
+    gateways: list[tuple[str, GatewayProcess]],
+    namespace: str,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    gateway = gateways[0][1]
+    if "overhead" in phases:
+        result.update(
+            asyncio.run(
+                measure_overhead(
+                    runtime, gateways, "fast1", args.requests, args.rounds, args.max_tokens
+                )
+            )
+        )
+    if "saturation" in phases:
+        wait_for(lambda: _gateway_serves(gateway, "fast2"), 30, "the gateway to route fast2")
+        result.update(
+            asyncio.run(
+                measure_saturation(gateway, "fast2", args.concurrency, args.saturate_seconds)
+            )
+        )
+    if "moves" in phases:
+        for job in ("fast1", "fast2"):
+            rig.custom.delete_namespaced_custom_object(
+                "tokenfleet.io", "v1alpha1", namespace, "inferencejobs", job
+            )
+        rig.create_job("moves", [VEHICLE_INT4], replicas=(2, 2), target_tps=40)
+        rig.wait_ready("moves", 2, timeout=120)
+        wait_for(lambda: _gateway_serves(gateway, "moves"), 30, "the gateway to route moves")
+        result.update(measure_moves(rig, gateway, "moves", args.moves, args.workers))
+    return result
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """The figures a reader wants first, with what they mean."""
+    lines = [
+        f"machine: {result['machine']['cpus']} CPUs, load average"
+        f" {result['machine']['load_avg_1m']} before / {result['machine'].get('load_avg_1m_after')}"
+        " after (a busy machine inflates every latency; compare ratios)"
+    ]
+    if "overhead_p99_ms" in result:
+        lines.append(
+            f"one request at a time, median of {result['rounds']} rounds of"
+            f" {result['requests_each_per_round']} each: direct p50/p99"
+            f" {result['direct_p50_ms']}/{result['direct_p99_ms']} ms, through the gateway"
+            f" {result['gateway_p50_ms']}/{result['gateway_p99_ms']} ms: added p99"
+            f" {result['overhead_p99_ms']} ms (aim <= 2), gateway CPU"
+            f" {result['gateway_cpu_ms_per_request']} ms per request"
+        )
+    if "baseline_overhead_p99_ms" in result:
+        lines.append(
+            f"baseline gateway ({result['baseline_executable']}): p50/p99"
+            f" {result['baseline_p50_ms']}/{result['baseline_p99_ms']} ms, added p99"
+            f" {result['baseline_overhead_p99_ms']} ms, CPU"
+            f" {result['baseline_cpu_ms_per_request']} ms per request; ours/baseline: added"
+            f" p99 x{result['overhead_p99_ratio']}, CPU x{result['cpu_per_request_ratio']}"
+        )
+    if "requests_per_second" in result:
+        lines.append(
+            f"saturation: {result['requests_per_second']} requests/s through one gateway"
+            f" ({result['saturation_concurrency']} clients), gateway CPU"
+            f" {result['saturation_gateway_cpu_percent']}%"
+        )
+    if "failed_requests_during_moves" in result:
+        lines.append(
+            f"moves: {result['failed_requests_during_moves']} failed requests over"
+            f" {result['moves']} moves ({result['requests_completed_during_moves']} completed)"
+        )
+    return "\n".join(lines)
 
 
 def _gateway_serves(gateway: GatewayProcess, job: str) -> bool:

@@ -42,7 +42,9 @@ class GatewayProcess:
         namespaces: tuple[str, ...] = (),
         requests_per_second: float = 1000.0,
         extra_args: Sequence[str] = (),
+        executable: Path = TOKENFLEET,
     ) -> None:
+        self.executable = executable  # another checkout's to compare (bench/gateway.py)
         self.extra_args = list(extra_args)
         self.env = {**os.environ, **env}
         self.log_path = log_path
@@ -57,7 +59,7 @@ class GatewayProcess:
 
     def start(self, timeout: float = 60) -> GatewayProcess:
         argv = [
-            str(TOKENFLEET),
+            str(self.executable),
             "gateway",
             "--address",
             "127.0.0.1",

@@ -22,7 +22,6 @@ Metrics: ``tokenfleet_runtime_probes_total{result}`` and ``tokenfleet_failing_ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 
 from tokenfleet import metrics
 from tokenfleet.clock import SYSTEM_CLOCK, Clock
+from tokenfleet.controllers.periodic import PeriodicTask
 from tokenfleet.controllers.planner import Planner
 from tokenfleet.controllers.replicas import ON_RUNTIME
 from tokenfleet.controllers.settings import OperatorConfig
@@ -127,50 +127,43 @@ class RuntimeProber:
         self.pool = pool
         self.clock = clock
         self._failing: dict[str, str] = {}  # endpoint -> why, as of the last round
-        self._task: asyncio.Task[None] | None = None
-        self.last_round_monotonic: float | None = None
+        self.periodic = PeriodicTask(
+            "tokenfleet-runtime-prober",
+            config.runtime_probe_seconds,
+            self.probe_round,
+            clock=clock,
+            logger=log,
+            label="runtime probe",
+            wait_ready=planner.wait_ready,
+        )
 
     @property
     def interval(self) -> float:
-        return self.config.runtime_probe_seconds
+        return self.periodic.interval
 
     @property
     def enabled(self) -> bool:
-        return self.interval > 0
+        return self.periodic.enabled
 
     @property
     def task(self) -> asyncio.Task[None] | None:
-        return self._task
+        return self.periodic.task
+
+    @property
+    def last_round_monotonic(self) -> float | None:
+        return self.periodic.last_round_monotonic
 
     @property
     def failing(self) -> Mapping[str, str]:
         return dict(self._failing)
 
     def start(self) -> None:
-        if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="tokenfleet-runtime-prober")
+        self.periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self.periodic.stop()
         self._failing = {}
         metrics.FAILING_RUNTIMES.set(0)
-
-    async def _run(self) -> None:
-        await self.planner.wait_ready()
-        while True:
-            started = self.clock.monotonic()
-            try:
-                await self.probe_round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let one round kill the prober
-                log.exception("runtime probe round failed")
-            self.last_round_monotonic = self.clock.monotonic()
-            await asyncio.sleep(max(0.0, started + self.interval - self.clock.monotonic()))
 
     def _endpoint(self, node: str) -> str | None:
         try:

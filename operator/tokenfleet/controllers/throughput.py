@@ -25,11 +25,11 @@ runtimes exports the counter has no measured figure (``None``), never a declared
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
 from tokenfleet.clock import SYSTEM_CLOCK, Clock
+from tokenfleet.controllers.periodic import PeriodicTask
 from tokenfleet.controllers.planner import Planner
 from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import job_spec
@@ -67,46 +67,37 @@ class ThroughputMeter:
         self._clock = clock.monotonic
         self._meter = TokenRateMeter(max(config.throughput_window_seconds, 1e-3))
         self._published: dict[str, float | None] = {}
-        self._task: asyncio.Task[None] | None = None
+        self.periodic = PeriodicTask(
+            "tokenfleet-throughput-meter",
+            config.throughput_seconds,
+            self.measure_round,
+            clock=clock,
+            logger=log,
+            label="throughput",
+            wait_ready=planner.wait_ready,
+        )
 
     @property
     def interval(self) -> float:
-        return self.config.throughput_seconds
+        return self.periodic.interval
 
     @property
     def enabled(self) -> bool:
-        return self.interval > 0
+        return self.periodic.enabled
 
     @property
     def task(self) -> asyncio.Task[None] | None:
-        return self._task
+        return self.periodic.task
 
     def measured(self, job: str) -> float | None:
         """The job's published measured tokens/s (``None``: not measured)."""
         return self._published.get(job)
 
     def start(self) -> None:
-        if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="tokenfleet-throughput-meter")
+        self.periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        await self.planner.wait_ready()
-        while True:
-            started = self._clock()
-            try:
-                await self.measure_round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let one round kill the meter
-                log.exception("throughput round failed")
-            await asyncio.sleep(max(0.0, started + self.interval - self._clock()))
+        await self.periodic.stop()
 
     def _endpoint(self, node: str) -> str | None:
         try:

@@ -6,9 +6,10 @@ named in ``param`` and in the message.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "MAX_TOKENS_LIMIT",
     "ApiError",
+    "ChunkEncoder",
     "GenerateRequest",
     "chat_chunk",
     "chat_response",
@@ -173,7 +175,7 @@ def parse_completion(body: Any) -> GenerateRequest:
 
 def new_id(kind: str) -> str:
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+    return f"{prefix}-{os.urandom(12).hex()}"
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -225,12 +227,13 @@ def chat_chunk(
     *,
     first: bool = False,
     usage_counts: tuple[int, int] | None = None,
+    created: int | None = None,
 ) -> dict[str, Any]:
     """One ``chat.completion.chunk``; ``usage_counts`` makes the usage-only final chunk."""
     chunk: dict[str, Any] = {
         "id": rid,
         "object": "chat.completion.chunk",
-        "created": int(time.time()),
+        "created": int(time.time()) if created is None else created,
         "model": model,
     }
     if usage_counts is not None:
@@ -253,11 +256,12 @@ def completion_chunk(
     finish: str | None,
     *,
     usage_counts: tuple[int, int] | None = None,
+    created: int | None = None,
 ) -> dict[str, Any]:
     chunk: dict[str, Any] = {
         "id": rid,
         "object": "text_completion",
-        "created": int(time.time()),
+        "created": int(time.time()) if created is None else created,
         "model": model,
     }
     if usage_counts is not None:
@@ -266,3 +270,49 @@ def completion_chunk(
         return chunk
     chunk["choices"] = [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]
     return chunk
+
+
+def sse(obj: Any) -> bytes:
+    """One server-sent event carrying ``obj`` as compact JSON."""
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+_TAIL = b',"logprobs":null}]}\n\n'
+
+
+class ChunkEncoder:
+    """The SSE events of one streamed response, byte for byte ``sse(chat_chunk(...))`` or
+    ``sse(completion_chunk(...))``, but with the part every chunk shares (id, object, created,
+    model) encoded once per response: per token only the text and finish reason are encoded."""
+
+    __slots__ = ("_chat", "_head", "created", "model", "rid")
+
+    def __init__(self, kind: str, rid: str, model: str, created: int | None = None) -> None:
+        self._chat = kind == "chat"
+        self.rid = rid
+        self.model = model
+        self.created = int(time.time()) if created is None else created
+        head = {
+            "id": rid,
+            "object": "chat.completion.chunk" if self._chat else "text_completion",
+            "created": self.created,
+            "model": model,
+        }
+        # '{"id":...,"model":"m"}' -> 'data: {"id":...,"model":"m","choices":[{"index":0,'
+        self._head = b"data: " + json.dumps(head, separators=(",", ":")).encode()[:-1]
+        self._head += b',"choices":[{"index":0,'
+
+    def chunk(self, text: str, finish: str | None, *, first: bool = False) -> bytes:
+        """One token chunk (``first``: the chat delta names the assistant's role)."""
+        encoded = json.dumps(text).encode()
+        end = b',"finish_reason":' + (b"null" if finish is None else json.dumps(finish).encode())
+        if self._chat:
+            delta = b'"delta":{"role":"assistant","content":' if first else b'"delta":{"content":'
+            return self._head + delta + encoded + b"}" + end + _TAIL
+        return self._head + b'"text":' + encoded + end + _TAIL
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The usage-only final chunk."""
+        maker = chat_chunk if self._chat else completion_chunk
+        counts = (prompt_tokens, completion_tokens)
+        return sse(maker(self.rid, self.model, "", None, usage_counts=counts, created=self.created))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["GatewayMetrics"]
+__all__ = ["GatewayMetrics", "JobMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -53,3 +53,65 @@ class GatewayMetrics:
             ["namespace", "job"],
             registry=r,
         )
+        #: each job's labelled children, resolved once (``labels()`` takes a lock and builds a
+        #: key per call: too much for every request). Bounded by the jobs ever seen, as the
+        #: registry's own children are.
+        self._jobs: dict[tuple[str, str], JobMetrics] = {}
+        self._refused: dict[int, Counter] = {}
+
+    def job(self, namespace: str, name: str) -> JobMetrics:
+        """The labelled children of one job."""
+        key = (namespace, name)
+        found = self._jobs.get(key)
+        if found is None:
+            found = self._jobs[key] = JobMetrics(self, namespace, name)
+        return found
+
+    def refused(self, code: int) -> Counter:
+        """The request counter of a code answered before the request named a job (401, 429,
+        400...): job and namespace empty."""
+        child = self._refused.get(code)
+        if child is None:
+            child = self._refused[code] = self.requests.labels("", "", str(code))
+        return child
+
+
+class JobMetrics:
+    """One job's metric children: requests by code, TTFT, latency, in flight, tokens by target."""
+
+    __slots__ = (
+        "_codes",
+        "_metrics",
+        "_targets",
+        "in_flight",
+        "latency",
+        "name",
+        "namespace",
+        "ttft",
+    )
+
+    def __init__(self, metrics: GatewayMetrics, namespace: str, name: str) -> None:
+        self._metrics = metrics
+        self.namespace = namespace
+        self.name = name
+        self.in_flight = metrics.in_flight.labels(namespace, name)
+        self.latency = metrics.latency.labels(namespace, name)
+        self.ttft = metrics.ttft.labels(namespace, name)
+        self._codes: dict[int, Counter] = {}
+        self._targets: dict[str, Counter] = {}
+
+    def requests(self, code: int) -> Counter:
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes[code] = self._metrics.requests.labels(
+                self.namespace, self.name, str(code)
+            )
+        return child
+
+    def tokens_out(self, target: str) -> Counter:
+        child = self._targets.get(target)
+        if child is None:
+            child = self._targets[target] = self._metrics.tokens_out.labels(
+                self.namespace, self.name, target
+            )
+        return child

@@ -31,10 +31,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tokenfleet.gateway import api
 from tokenfleet.gateway.api import ApiError, GenerateRequest
 from tokenfleet.gateway.keys import ApiKey, KeyStore
-from tokenfleet.gateway.metrics import GatewayMetrics
+from tokenfleet.gateway.metrics import GatewayMetrics, JobMetrics
 from tokenfleet.gateway.table import JobInfo, Replica, RoutingTable
 
 __all__ = ["Gateway", "GatewaySettings"]
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 #: Triton's answers that mean "this replica does not serve the model (any more)": retryable
 _GONE_MARKERS = ("unknown model", "not found", "no available versions", "not ready", "unavailable")
@@ -48,6 +51,12 @@ class GatewaySettings:
     first_byte_timeout_seconds: float = 30.0
     request_timeout_seconds: float = 300.0
     max_attempts: int = 2
+    #: the pooled keep-alive connections to the runtimes: at most this many open in all and to
+    #: one runtime (a request beyond waits for one, within ``connect_timeout_seconds``), and an
+    #: idle one is closed after ``upstream_keepalive_seconds``
+    upstream_connections: int = 4096
+    upstream_connections_per_runtime: int = 1024
+    upstream_keepalive_seconds: float = 30.0
     #: a request for a job with no ready replica waits this long for one (a single replica
     #: being replaced, a job scaling up from zero) before it gets 503 (seconds)
     replica_wait_seconds: float = 5.0
@@ -89,13 +98,22 @@ class Gateway:
         return app
 
     def session(self) -> aiohttp.ClientSession:
+        """The one client session to the runtimes: pooled keep-alive connections (TCP_NODELAY,
+        as aiohttp sets on every connection), no cookies, no compression asked or undone."""
         if self._session is None or self._session.closed:
+            s = self.settings
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(
-                    total=self.settings.request_timeout_seconds,
-                    connect=self.settings.connect_timeout_seconds,
+                connector=aiohttp.TCPConnector(
+                    limit=s.upstream_connections,
+                    limit_per_host=s.upstream_connections_per_runtime,
+                    keepalive_timeout=s.upstream_keepalive_seconds,
                 ),
+                timeout=aiohttp.ClientTimeout(
+                    total=s.request_timeout_seconds, connect=s.connect_timeout_seconds
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("Accept-Encoding",),
+                auto_decompress=False,
             )
         return self._session
 
@@ -196,45 +214,43 @@ class Gateway:
         self, request: web.Request, parse: Callable[[Any], GenerateRequest]
     ) -> web.StreamResponse:
         start = self.clock()
-        labels = ("", "")
-        code = 500
         try:
+            api_key = self._authenticate(request)
+            wait = self.keys.admit(api_key)
+            if wait > 0:
+                raise ApiError(
+                    429,
+                    f"rate limit of {api_key.requests_per_second:g} requests/s reached for"
+                    f" this key; retry after {wait:.2f}s",
+                    type_="requests",
+                    code="rate_limit_exceeded",
+                    retry_after=wait,
+                )
             try:
-                api_key = self._authenticate(request)
-                wait = self.keys.admit(api_key)
-                if wait > 0:
-                    raise ApiError(
-                        429,
-                        f"rate limit of {api_key.requests_per_second:g} requests/s reached for"
-                        f" this key; retry after {wait:.2f}s",
-                        type_="requests",
-                        code="rate_limit_exceeded",
-                        retry_after=wait,
-                    )
-                try:
-                    body = await request.json()
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise ApiError(400, f"body is not JSON: {exc}", code="invalid_json") from exc
-                req = parse(body)
-                job = self._resolve(api_key, req.model)
-                labels = job.key
-            except ApiError as exc:
-                code = exc.status
-                return self._error(exc)
-            gauge = self.metrics.in_flight.labels(*labels)
-            gauge.inc()
-            try:
-                response, code = await self._serve(request, job, req, start)
-                return response
-            except asyncio.CancelledError:
-                code = 499  # the caller went away
-                raise
-            finally:
-                gauge.dec()
+                body = json.loads(await request.read())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ApiError(400, f"body is not JSON: {exc}", code="invalid_json") from exc
+            req = parse(body)
+            job = self._resolve(api_key, req.model)
+        except ApiError as exc:
+            self.metrics.refused(exc.status).inc()
+            return self._error(exc)
+        except BaseException:
+            self.metrics.refused(500).inc()
+            raise
+        jm = self.metrics.job(job.namespace, job.name)
+        code = 500
+        jm.in_flight.inc()
+        try:
+            response, code = await self._serve(request, job, jm, req, start)
+            return response
+        except asyncio.CancelledError:
+            code = 499  # the caller went away
+            raise
         finally:
-            self.metrics.requests.labels(labels[0], labels[1], str(code)).inc()
-            if labels[1]:
-                self.metrics.latency.labels(*labels).observe(self.clock() - start)
+            jm.in_flight.dec()
+            jm.requests(code).inc()
+            jm.latency.observe(self.clock() - start)
 
     async def _open(
         self, job: JobInfo, req: GenerateRequest
@@ -295,15 +311,18 @@ class Gateway:
     ) -> tuple[aiohttp.ClientResponse, dict[str, Any]]:
         path = "generate_stream" if req.stream else "generate"
         url = f"http://{replica.endpoint}/v2/models/{replica.model}/{path}"
-        payload = {
-            "text_input": req.prompt,
-            "max_tokens": req.max_tokens,
-            "temperature": req.temperature,
-            "seed": req.seed,
-            "stream": req.stream,
-        }
+        payload = json.dumps(
+            {
+                "text_input": req.prompt,
+                "max_tokens": req.max_tokens,
+                "temperature": req.temperature,
+                "seed": req.seed,
+                "stream": req.stream,
+            },
+            separators=(",", ":"),
+        ).encode()
         try:
-            resp = await self.session().post(url, json=payload)
+            resp = await self.session().post(url, data=payload, headers=_JSON_HEADERS)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise _Retryable("connect", f"{replica.endpoint}: {type(exc).__name__}: {exc}") from exc
         try:
@@ -320,7 +339,7 @@ class Gateway:
                     if first is None:
                         raise _Retryable("empty_stream", f"{replica.endpoint}: stream ended")
                 else:
-                    first = await resp.json(content_type=None)
+                    first = json.loads(await resp.read())
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             resp.close()
             raise _Retryable("reset", f"{replica.endpoint}: {type(exc).__name__}: {exc}") from exc
@@ -336,13 +355,17 @@ class Gateway:
         return resp, first
 
     async def _serve(
-        self, request: web.Request, job: JobInfo, req: GenerateRequest, start: float
+        self,
+        request: web.Request,
+        job: JobInfo,
+        jm: JobMetrics,
+        req: GenerateRequest,
+        start: float,
     ) -> tuple[web.StreamResponse, int]:
         try:
             replica, resp, first = await self._open(job, req)
         except ApiError as exc:
             return self._error(exc), exc.status
-        labels = job.key
         rid = api.new_id(req.kind)
         delivered = 0
         try:
@@ -355,28 +378,25 @@ class Gateway:
                 body = build(rid, req.model, text, finish, prompt_tokens, completion)
                 delivered = completion
                 self.table.progress(replica, completion)
-                self.metrics.ttft.labels(*labels).observe(self.clock() - start)
+                jm.ttft.observe(self.clock() - start)
                 return web.json_response(body), 200
-            out = web.StreamResponse(
-                status=200,
-                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-            )
+            out = web.StreamResponse(status=200, headers=_SSE_HEADERS)
             await out.prepare(request)
             try:
-                delivered = await self._relay(out, resp, first, req, rid, replica, start)
+                delivered = await self._relay(out, resp, first, req, rid, replica, jm, start)
             except ConnectionResetError:
                 return out, 499
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 error = ApiError(502, f"replica failed mid-stream: {exc}", type_="server_error")
                 with contextlib.suppress(ConnectionResetError):
-                    await out.write(_sse(error.body()))
+                    await out.write(api.sse(error.body()))
                 return out, 502
             return out, 200
         finally:
             resp.close()
             self.table.end(replica, max(req.max_tokens - delivered, 0))
             if delivered:
-                self.metrics.tokens_out.labels(*labels, replica.target).inc(delivered)
+                jm.tokens_out(replica.target).inc(delivered)
 
     async def _relay(
         self,
@@ -386,10 +406,11 @@ class Gateway:
         req: GenerateRequest,
         rid: str,
         replica: Replica,
+        jm: JobMetrics,
         start: float,
     ) -> int:
         """Relay Triton's events as OpenAI chunks; returns the tokens delivered."""
-        chat = req.kind == "chat"
+        encoder = api.ChunkEncoder(req.kind, rid, req.model)
         event: dict[str, Any] | None = first
         sent = 0
         counts = (0, 0)
@@ -405,15 +426,9 @@ class Gateway:
                 int(event.get("completion_tokens") or 0),
             )
             if text or finish or sent == 0:
-                if chat:
-                    chunk = api.chat_chunk(rid, req.model, text, finish, first=sent == 0)
-                else:
-                    chunk = api.completion_chunk(rid, req.model, text, finish)
-                await out.write(_sse(chunk))
+                await out.write(encoder.chunk(text, finish, first=sent == 0))
                 if sent == 0:
-                    self.metrics.ttft.labels(replica.namespace, replica.job).observe(
-                        self.clock() - start
-                    )
+                    jm.ttft.observe(self.clock() - start)
                 sent += 1
             if counts[1] > accounted:
                 self.table.progress(replica, counts[1] - accounted)
@@ -424,15 +439,10 @@ class Gateway:
         if not finish:
             raise ValueError("the replica's stream ended without a finish reason")
         if req.include_usage:
-            maker = api.chat_chunk if chat else api.completion_chunk
-            await out.write(_sse(maker(rid, req.model, "", None, usage_counts=counts)))
+            await out.write(encoder.usage(*counts))
         await out.write(b"data: [DONE]\n\n")
         await out.write_eof()
         return counts[1]
-
-
-def _sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
 def _error_text(text: str) -> str:
