@@ -50,7 +50,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.unplug import OPERATOR_RESOURCES, _apiserver_writes, _delta, _pct  # noqa: E402
-from e2e.cluster.fleet import Fleet  # noqa: E402
+from e2e.cluster.fleet import Fleet, NodeSpec  # noqa: E402
 from e2e.operator_kit import (  # noqa: E402
     HEALTHY_VEHICLE,
     VEHICLE_INT4,
@@ -62,6 +62,20 @@ from e2e.operator_kit import (  # noqa: E402
 
 JOBS = 3
 REPLICAS = 50
+
+
+class _Fleet(Fleet):
+    """The fleet with its Nodes created after the control plane is up, with a readiness wait
+    sized for a loaded machine (the e2e fleet's wait is 1 s per 20 Nodes, at least 60 s)."""
+
+    def default_nodes(self) -> list[NodeSpec]:
+        return []
+
+    def create_default_nodes(self, timeout: float) -> None:
+        specs = Fleet.default_nodes(self)
+        self.log(f"creating {len(specs)} nodes ({self.vehicles} vehicles, {self.racks} racks)")
+        self.create_nodes(specs)
+        self.wait_nodes_ready([n.name for n in specs], timeout=timeout)
 
 
 class _Operator(OperatorProcess):
@@ -170,7 +184,7 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
     log = lambda m: print(f">> {m}", file=sys.stderr, flush=True)  # noqa: E731
     load_start = os.getloadavg()
     runtime_cars = args.runtime_cars
-    fleet = Fleet(
+    fleet = _Fleet(
         work / f"fleet-{size}",
         vehicles=max(size - runtime_cars, 0),
         pools=4,
@@ -181,9 +195,11 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
     )
     fleet.start()
     runtimes: subprocess.Popen[bytes] | None = None
+    fleet_ready_timeout = max(600.0, size / 4)
     op: _Operator | None = None
     rig: Rig | None = None
     try:
+        fleet.create_default_nodes(fleet_ready_timeout)
         runtimes = subprocess.Popen(
             [sys.executable, "-m", "bench.scalekit.runtimes", "--count", str(runtime_cars)],
             stdout=subprocess.PIPE,
@@ -216,7 +232,7 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
             specs.append(spec)
             rig.nodes.append(name)
         fleet.create_nodes(specs)
-        fleet.wait_nodes_ready([s.name for s in specs], timeout=600)
+        fleet.wait_nodes_ready([s.name for s in specs], timeout=fleet_ready_timeout)
         jobs = [
             rig.create_job(
                 f"job{j}",

@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -156,17 +157,20 @@ class NodeWatch:
 
     def _list(self) -> str:
         """LIST every page; hand the complete list to the loop; return its resourceVersion."""
+        started = time.monotonic()
         infos: list[NodeInfo] = []
         refs: dict[str, NodeRef] = {}
         seen: dict[str, NodeInfo] = {}
         token: str | None = None
         version = ""
+        pages = 0
         while True:
             kwargs: dict[str, Any] = {"label_selector": NODE_SELECTOR, "limit": self.page_size}
             if token:
                 kwargs["_continue"] = token
             resp = self.kube.list_nodes(_request_timeout=60, **kwargs)
             data = json.loads(resp.data)
+            pages += 1
             del resp
             metadata = data.get("metadata") or {}
             version = str(metadata.get("resourceVersion") or version)
@@ -185,6 +189,12 @@ class NodeWatch:
                 break
         self._seen = seen
         self.lists += 1
+        log.info(
+            "listed %d tokenfleet Nodes (%d pages) in %.2f s",
+            len(infos),
+            pages,
+            time.monotonic() - started,
+        )
         self._post(self._apply_list, infos, refs)
         return version
 
