@@ -138,5 +138,9 @@ async def test_an_empty_first_list_still_makes_the_planner_ready() -> None:
     planner = Planner(config, fleet)
     planner.mark_ready()
     assert not planner._ready.is_set()  # the Nodes are not known yet
+    waiting = asyncio.ensure_future(planner.wait_nodes_synced())
+    await asyncio.sleep(0)
+    assert not waiting.done()  # the job daemons wait for the Nodes to be listed
     NodeSignals(planner, fleet.node_store, lambda: None)(fleet.node_store.replace([]), {})
     assert planner._ready.is_set()
+    await asyncio.wait_for(waiting, 1)

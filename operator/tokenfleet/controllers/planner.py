@@ -135,7 +135,7 @@ class Planner:
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._kopf_ready = False
-        self._nodes_synced = False
+        self._nodes_synced = asyncio.Event()
         self._signals = _Signals()
         self._plan: Plan | None = None
         self._sites: dict[str, NodeSite] = {}
@@ -175,11 +175,17 @@ class Planner:
 
     def mark_nodes_synced(self) -> None:
         """Called by the node watch once its first list is applied (the Nodes are known)."""
-        self._nodes_synced = True
+        self._nodes_synced.set()
         self._ready_if_known()
 
+    async def wait_nodes_synced(self) -> None:
+        """Until the node watch listed the Nodes: before that an absent Node is "not known yet",
+        not "gone" (kopf's own indexes are filled before any handler runs; the node watch's
+        list is not, so the job daemons wait for it here)."""
+        await self._nodes_synced.wait()
+
     def _ready_if_known(self) -> None:
-        if self._kopf_ready and self._nodes_synced and not self._ready.is_set():
+        if self._kopf_ready and self._nodes_synced.is_set() and not self._ready.is_set():
             self._ready.set()
             self.signal("startup", full=True)
 
