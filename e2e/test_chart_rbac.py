@@ -3,8 +3,9 @@
 The need is derived from the code: every resource a kopf handler of the operator watches or
 indexes (list, watch), every kind whose handlers patch (kopf's finalizers, annotations and
 status: patch, ``/status`` patch), the direct API calls in ``controllers/kube.py`` (read -> get,
-create -> create, patch -> patch), kopf's Events (create) and, with HA, kopf's peering (list,
-watch, patch, and create by ``tokenfleet run --peering``). The rendered ClusterRole/Roles must
+create -> create, patch -> patch, ``list_node`` -> list and watch: the node watch), kopf's
+Events (create) and, with HA, kopf's peering (list, watch, patch, and create by
+``tokenfleet run --peering``). The rendered ClusterRole/Roles must
 grant exactly that: no delete, update, secrets, CRD or namespace reads.
 """
 
@@ -64,6 +65,8 @@ def needed(ha: bool, peering: str) -> set[Rule]:
         else:
             group, resource = _KUBE_KINDS[kind]
             rules.add((group, resource, _VERBS[verb]))
+    if re.search(r"\.list_node\(", source):  # the node watch: a LIST, then WATCH on it
+        rules |= {("", "nodes", "list"), ("", "nodes", "watch")}
     rules.add(("", "events", "create"))
     if ha:
         rules |= {("kopf.dev", peering, v) for v in ("list", "watch", "patch", "create")}

@@ -45,9 +45,9 @@ class Fleet:
         self.refresh()
 
     def refresh(self) -> None:
+        self.planner.fleet.node_store.replace(self.nodes.values())
         self.planner.fleet.attach(
             {
-                "nodes_by_name": _index(self.nodes.values(), lambda n: n.name),
                 "runtime_pods_by_node": {},
                 "planner_tanks": {},
                 "planner_pools": _index([pool_view()], lambda p: p.name),

@@ -169,10 +169,9 @@ SPEC = {
 def _tick(status: dict[str, Any], memo: kopf.Memo, serving: dict[str, Any]) -> dict[str, Any]:
     patch = kopf.Patch()
     car = _car("car-1")
+    context_of(memo).fleet.node_store.replace([car])
     context_of(memo).fleet.attach(
         {
-            "nodes_by_name": {"car-1": [car]},
-            "nodes_by_pool": {"vans": [car]},
             "serving_by_node": serving,
         },
         partial=True,

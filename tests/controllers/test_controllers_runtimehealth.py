@@ -95,9 +95,9 @@ def _planner(nodes: list[NodeInfo], jobs: list[Any], pods: list[RuntimePod]) -> 
     by_node: dict[str, list[RuntimePod]] = {}
     for pod in pods:
         by_node.setdefault(pod.node, []).append(pod)
+    planner.fleet.node_store.replace(nodes)
     planner.fleet.attach(
         {
-            "nodes_by_name": {n.name: [n] for n in nodes},
             "runtime_pods_by_node": by_node,
             "planner_jobs": {j.key: [j] for j in jobs},
         },

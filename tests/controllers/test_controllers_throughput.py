@@ -40,11 +40,11 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonFleet]:
 def _planner(endpoint: str, jobs: list[Any]) -> Planner:
     config = OperatorConfig(runtime_dial_networks="127.0.0.0/8", triton_request_timeout_seconds=5)
     planner = Planner(config, FleetView(config))
+    planner.fleet.node_store.replace(
+        [dataclasses.replace(vehicle("rack-1"), runtime_endpoint=endpoint)]
+    )
     planner.fleet.attach(
         {
-            "nodes_by_name": {
-                "rack-1": [dataclasses.replace(vehicle("rack-1"), runtime_endpoint=endpoint)]
-            },
             "runtime_pods_by_node": {},
             "planner_jobs": {j.key: [j] for j in jobs},
         },

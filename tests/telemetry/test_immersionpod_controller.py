@@ -331,18 +331,15 @@ def test_count_tank_nodes_and_replicas() -> None:
         rack("r3", "tank-b"),
         rack("r4", "tank-a", True),
     ]
-    by_name = {i.name: [i] for i in infos}
     serving = {
         "r1": [ServingReplica("ns/a", 2, 10.0), ServingReplica("ns/b", 1, 5.0)],
         "r3": [ServingReplica("ns/a", 1, 5.0)],
         "r4": [ServingReplica("ns/a", 1, 5.0)],
     }
     spec = {"nodeSelector": {"tokenfleet.io/tank": "tank-a"}}
-    by_tank: dict[str, list[Any]] = {}
-    for info in infos:
-        by_tank.setdefault(info.labels["tokenfleet.io/tank"], []).append(info)
     fleet = FleetView(OperatorConfig())
-    indexes = {"nodes_by_name": by_name, "nodes_by_tank": by_tank, "serving_by_node": serving}
+    fleet.node_store.replace(infos)
+    indexes = {"serving_by_node": serving}
     fleet.attach(indexes, partial=True)
     assert count_tank(spec, fleet) == (2, 3)
     fleet.attach({**indexes, "serving_by_node": {}}, partial=True)

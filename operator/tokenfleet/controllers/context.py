@@ -27,7 +27,9 @@ from tokenfleet.clock import SYSTEM_CLOCK, Clock
 from tokenfleet.controllers.events import EventPoster
 from tokenfleet.controllers.fleet import FleetView
 from tokenfleet.controllers.kube import KubeWriter
-from tokenfleet.controllers.nodes import NodeInfoCache
+from tokenfleet.controllers.nodes import parse_node_counted
+from tokenfleet.controllers.nodesignals import NodeSignals
+from tokenfleet.controllers.nodewatch import NODE_SELECTOR, NodeWatch
 from tokenfleet.controllers.planner import Planner
 from tokenfleet.controllers.poolstats import EvictionLedger
 from tokenfleet.controllers.runtimehealth import RuntimeProber
@@ -75,7 +77,8 @@ class OperatorContext:
     """Each job's served tokens/s measured at its runtimes (``status.measuredTokensPerSecond``)."""
     http: HttpSession
     watches: WatchFilter
-    node_cache: NodeInfoCache
+    node_watch: NodeWatch
+    """The list-and-watch of the tokenfleet Nodes into ``fleet.node_store``."""
     evictions: EvictionLedger
     """Removals from pools' vehicles, written by the job workers, read by the pool timers."""
     workers: dict[str, JobWorker] = field(default_factory=dict)
@@ -89,6 +92,17 @@ class OperatorContext:
         kube = KubeWriter(clock)
         fleet = FleetView(config)
         planner = Planner(config, fleet, kube=kube, clock=clock)
+        context: OperatorContext | None = None
+
+        def poster() -> EventPoster | None:
+            return context.events if context is not None else None
+
+        node_watch = NodeWatch(
+            kube=kube,
+            store=fleet.node_store,
+            parse=parse_node_counted,
+            on_changes=NodeSignals(planner, fleet.node_store, poster),
+        )
         runtimes = RuntimePool(
             timeout=config.triton_request_timeout_seconds,
             load_timeout=config.load_timeout_seconds,
@@ -97,7 +111,7 @@ class OperatorContext:
             metrics_offset=config.runtime_metrics_port - config.runtime_http_port,
             monotonic=clock.monotonic,
         )
-        return cls(
+        context = cls(
             config=config,
             clock=clock,
             kube=kube,
@@ -108,9 +122,10 @@ class OperatorContext:
             throughput=ThroughputMeter(planner, config, runtimes, clock=clock),
             http=HttpSession(),
             watches=WatchFilter(),
-            node_cache=NodeInfoCache(),
+            node_watch=node_watch,
             evictions=EvictionLedger(clock),
         )
+        return context
 
     async def start(
         self,
@@ -119,12 +134,14 @@ class OperatorContext:
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         """In this order: kopf's settings, the Event poster, the fleet view on kopf's indexes,
-        the planner, the runtime prober, the throughput meter. (The job daemons start when kopf
-        runs them.)"""
+        the node watch, the planner, the runtime prober, the throughput meter. (The job daemons
+        start when kopf runs them.)"""
         apply_kopf_settings(settings, self.config)
         logger.info("tokenfleet settings: %s", dataclasses.asdict(self.config))
         self.events = EventPoster(self.kube, self.clock, asyncio.get_running_loop())
         self.fleet.attach(indexes)
+        self.node_watch.start(asyncio.get_running_loop())
+        logger.info("node watch started (labelSelector %s)", NODE_SELECTOR)
         self.planner.start()
         logger.info("fleet planner started (indexes: %s)", sorted(self.fleet.index_ids))
         self.prober.start()
@@ -145,8 +162,10 @@ class OperatorContext:
             logger.info("throughput meter disabled (TOKENFLEET_THROUGHPUT_SECONDS=0)")
 
     async def stop(self) -> None:
-        """In this order: the prober and the throughput meter (they use the runtime pool), the
-        planner, the runtime pool, the Redfish HTTP session, then the Events still being posted."""
+        """In this order: the node watch, the prober and the throughput meter (they use the
+        runtime pool), the planner, the runtime pool, the Redfish HTTP session, then the Events
+        still being posted."""
+        self.node_watch.stop()
         await self.prober.stop()
         await self.throughput.stop()
         await self.planner.stop()

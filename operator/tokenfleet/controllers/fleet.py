@@ -1,12 +1,15 @@
-"""The fleet view: the operator's picture of the fleet, read from kopf's in-memory indexes.
+"""The fleet view: the operator's picture of the fleet, read from memory (no LIST per reconcile).
 
-kopf keeps one index per :class:`IndexId` (registered in :mod:`tokenfleet.controllers.indexes`)
-and passes them to handlers as keyword arguments named by their id. :class:`FleetView` is the one
-typed way to read them: the startup handler attaches kopf's indexes once
-(:meth:`FleetView.attach`, which refuses a missing index by name), and every reader — the
-planner, the job workers, the runtime prober, the tank and pool timers — asks the view, never
-``kwargs`` by a string. It also holds the dial policy: which runtime address the operator may
-send control traffic to (:meth:`FleetView.runtime_endpoint`).
+Nodes come from the operator's own list-and-watch (:mod:`tokenfleet.controllers.nodewatch`, into
+a :class:`~tokenfleet.controllers.nodestore.NodeStore`: thousands of Nodes in a kopf index make
+kopf's start quadratic); the few-object kinds (tanks, pools, jobs, runtime pods, serving
+replicas) from kopf's in-memory indexes, one per :class:`IndexId` (registered in
+:mod:`tokenfleet.controllers.indexes`), which kopf passes to handlers as keyword arguments named
+by their id. :class:`FleetView` is the one typed way to read both: the startup handler attaches
+kopf's indexes once (:meth:`FleetView.attach`, which refuses a missing index by name), and every
+reader — the planner, the job workers, the runtime prober, the tank and pool timers — asks the
+view, never ``kwargs`` by a string. It also holds the dial policy: which runtime address the
+operator may send control traffic to (:meth:`FleetView.runtime_endpoint`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from tokenfleet.controllers.nodes import RuntimePod, ServingReplica, index_values
+from tokenfleet.controllers.nodestore import NodeStore
 from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import JobView, PoolView, TankView
 from tokenfleet.serving.endpoints import (
@@ -33,14 +37,9 @@ _V = TypeVar("_V")
 
 
 class IndexId(enum.StrEnum):
-    """The ids of the operator's kopf indexes (the keyword names kopf passes them by)."""
+    """The ids of the operator's kopf indexes (the keyword names kopf passes them by). Nodes
+    are not among them: see :attr:`FleetView.node_store`."""
 
-    NODES_BY_NAME = "nodes_by_name"
-    """node name -> [NodeInfo] (every tokenfleet node)."""
-    NODES_BY_POOL = "nodes_by_pool"
-    """``tokenfleet.io/pool`` -> [NodeInfo] (vehicles)."""
-    NODES_BY_TANK = "nodes_by_tank"
-    """``tokenfleet.io/tank`` -> [NodeInfo] (racks)."""
     RUNTIME_PODS_BY_NODE = "runtime_pods_by_node"
     """``spec.nodeName`` -> [RuntimePod]."""
     SERVING_BY_NODE = "serving_by_node"
@@ -57,10 +56,13 @@ Index = Mapping[str, Iterable[_V]]
 
 
 class FleetView:
-    """Typed, read-only access to kopf's indexes, plus the dial policy (module docstring)."""
+    """Typed, read-only access to the Nodes and kopf's indexes, plus the dial policy (module
+    docstring)."""
 
-    def __init__(self, config: OperatorConfig) -> None:
+    def __init__(self, config: OperatorConfig, node_store: NodeStore | None = None) -> None:
         self.config = config
+        self.node_store = node_store if node_store is not None else NodeStore()
+        """The tokenfleet Nodes (filled by the node watch, or by a test)."""
         self._indexes: Mapping[str, Any] = {}
         # an invalid TOKENFLEET_RUNTIME_DIAL_NETWORKS stops the operator at start, naming it
         self._dial_networks = parse_networks(config.runtime_dial_networks)
@@ -90,27 +92,34 @@ class FleetView:
     # ---- the indexes, typed ------------------------------------------------------------------
 
     @property
+    def nodes_synced(self) -> bool:
+        """The Nodes have been listed (until then an empty fleet means "not known yet")."""
+        return self.node_store.synced
+
+    @property
     def nodes_by_name(self) -> Index[NodeInfo]:
-        return self._index(IndexId.NODES_BY_NAME)
+        """node name -> [NodeInfo] (every tokenfleet node)."""
+        return self.node_store.by_name
 
     @property
     def nodes_by_pool(self) -> Index[NodeInfo]:
-        return self._index(IndexId.NODES_BY_POOL)
+        """``tokenfleet.io/pool`` -> [NodeInfo] (vehicles)."""
+        return self.node_store.by_pool
 
     @property
     def nodes_by_tank(self) -> Index[NodeInfo]:
-        return self._index(IndexId.NODES_BY_TANK)
+        """``tokenfleet.io/tank`` -> [NodeInfo] (racks)."""
+        return self.node_store.by_tank
 
     @property
     def serving_by_node(self) -> Index[ServingReplica]:
         return self._index(IndexId.SERVING_BY_NODE)
 
     def nodes(self) -> list[NodeInfo]:
-        return list(index_values(self.nodes_by_name))
+        return self.node_store.infos()
 
     def node(self, name: str) -> NodeInfo | None:
-        store = self.nodes_by_name.get(name)
-        return next(iter(store), None) if store is not None else None
+        return self.node_store.get(name)
 
     def jobs(self) -> list[JobView]:
         return list(index_values(self._index(IndexId.JOBS)))

@@ -116,6 +116,8 @@ async def immersionpod_telemetry(
     if meta.get("deletionTimestamp"):
         return
     context = context_of(memo)
+    if not context.fleet.nodes_synced:
+        return  # the node watch has not listed the Nodes yet: the next tick counts them
     poller = memo.get(POLLER_MEMO_KEY)
     if not isinstance(poller, TankPoller):
         poller = _new_poller(context, name, body)

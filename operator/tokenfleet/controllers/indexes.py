@@ -1,15 +1,16 @@
 """The operator's kopf indexes: the picture of the fleet kept in memory, no LIST per reconcile.
 
 One registration per :class:`~tokenfleet.controllers.fleet.IndexId`; read them through
-:class:`~tokenfleet.controllers.fleet.FleetView`, never from a handler's ``kwargs``. Only Nodes
-with the ``tokenfleet.io/role`` label are indexed; pods only when they carry the runtime pod label
-of the operator's config (``TOKENFLEET_RUNTIME_POD_LABEL``, which also filters the pod watch
-server-side).
+:class:`~tokenfleet.controllers.fleet.FleetView`, never from a handler's ``kwargs``. Pods are
+indexed only when they carry the runtime pod label of the operator's config
+(``TOKENFLEET_RUNTIME_POD_LABEL``, which also filters the pod watch server-side). Nodes are not
+in a kopf index: they come in thousands, and kopf's start is quadratic in an indexed kind's
+objects; :mod:`tokenfleet.controllers.nodewatch` watches them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import kopf
 
@@ -24,34 +25,6 @@ from tokenfleet.controllers.nodes import (
     serving_from_job,
 )
 from tokenfleet.controllers.snapshot import JobView, PoolView, TankView
-from tokenfleet.telemetry.node import NodeInfo, NodeRole
-from tokenfleet.telemetry.vehicle import POOL_LABEL, ROLE_LABEL, TANK_LABEL
-
-_ROLE_PRESENT: Final = {ROLE_LABEL: kopf.PRESENT}
-
-
-@kopf.index("nodes", labels=_ROLE_PRESENT, id=IndexId.NODES_BY_NAME.value)
-def nodes_by_name(body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> dict[str, NodeInfo]:
-    """Every tokenfleet node by name."""
-    return {name: context_of(memo).node_cache.info(body)}
-
-
-@kopf.index("nodes", labels={ROLE_LABEL: NodeRole.VEHICLE.value}, id=IndexId.NODES_BY_POOL.value)
-def nodes_by_pool(
-    body: kopf.Body, labels: kopf.Labels, memo: kopf.Memo, **_: Any
-) -> dict[str, NodeInfo] | None:
-    """Vehicle nodes by their ``tokenfleet.io/pool`` label."""
-    pool = labels.get(POOL_LABEL, "").strip()
-    return {pool: context_of(memo).node_cache.info(body)} if pool else None
-
-
-@kopf.index("nodes", labels={ROLE_LABEL: NodeRole.RACK.value}, id=IndexId.NODES_BY_TANK.value)
-def nodes_by_tank(
-    body: kopf.Body, labels: kopf.Labels, memo: kopf.Memo, **_: Any
-) -> dict[str, NodeInfo] | None:
-    """Rack nodes by their ``tokenfleet.io/tank`` label."""
-    tank = labels.get(TANK_LABEL, "").strip()
-    return {tank: context_of(memo).node_cache.info(body)} if tank else None
 
 
 @kopf.index("pods", id=IndexId.RUNTIME_PODS_BY_NODE.value)

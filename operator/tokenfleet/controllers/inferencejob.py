@@ -73,6 +73,7 @@ async def job_daemon(
     context = context_of(memo)
     planner = context.planner
     planner.mark_ready()
+    await planner.wait_nodes_synced()  # a Node not listed yet is not a Node gone
     ns = str(namespace or "")
     worker = _worker(context, body, ns, name, logger)
     planner.daemon_running(worker.key, True)
@@ -133,6 +134,7 @@ async def job_deleted(
     planner = context.planner
     ns = str(namespace or "")
     key = f"{ns}/{name}"
+    await planner.wait_nodes_synced()  # the runtimes' addresses come from the Nodes
     worker = context.workers.pop(key, None)
     if worker is None:
         worker = _new_worker(context, body, ns, name, logger)

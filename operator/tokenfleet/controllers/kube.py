@@ -1,8 +1,9 @@
 """The few direct Kubernetes API calls the controllers make (official client, run in threads).
 
-kopf does the watching; these are writes: a job's status, its Service and EndpointSlice. Each is
-a single request, run with :func:`asyncio.to_thread` so the event loop never blocks, and counted
-in ``tokenfleet_api_writes_total``.
+kopf does the watching, except for Nodes (:meth:`KubeWriter.list_nodes`, the list and watch of
+:mod:`tokenfleet.controllers.nodewatch`); the rest are writes: a job's status, its Service and
+EndpointSlice. Each is a single request, run with :func:`asyncio.to_thread` so the event loop
+never blocks, and counted in ``tokenfleet_api_writes_total``.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ class KubeWriter:
     """The operator's one Kubernetes client for its own writes (built into the operator context;
     the ApiClient is made on first use: in-cluster config when available, else $KUBECONFIG)."""
 
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, clock: Clock = SYSTEM_CLOCK, client: kubernetes.client.ApiClient | None = None
+    ) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._client: kubernetes.client.ApiClient | None = None
+        self._client: kubernetes.client.ApiClient | None = client
 
     def api_client(self) -> kubernetes.client.ApiClient:
         with self._lock:
@@ -65,6 +68,11 @@ class KubeWriter:
         """An API class bound to the shared client, untyped: the stubs lack ``_content_type``
         and ``_preload_content`` (raw JSON avoids the client's slow model deserialisation)."""
         return cls(self.api_client())
+
+    def list_nodes(self, **kwargs: Any) -> Any:
+        """LIST Nodes, or WATCH them with ``watch=True`` (blocking: the node watch's thread
+        calls it); the raw response, undecoded (``kwargs`` as for ``CoreV1Api.list_node``)."""
+        return self._api(kubernetes.client.CoreV1Api).list_node(_preload_content=False, **kwargs)
 
     async def post_node_event(
         self, node: str, reason: str, message: str, type_: str = "Warning"

@@ -1,14 +1,14 @@
 """What the node and runtime-pod indexes hold, and the pure functions that fill and read them.
 
-The kopf index registrations are in :mod:`tokenfleet.controllers.indexes` and the typed reads in
-:mod:`tokenfleet.controllers.fleet`; this module has the values (:class:`RuntimePod`,
-:class:`ServingReplica`), their parsers and the node-selector helper. A NodeInfo's vehicle
+The kopf index registrations are in :mod:`tokenfleet.controllers.indexes`, the node watch in
+:mod:`tokenfleet.controllers.nodewatch` and the typed reads in :mod:`tokenfleet.controllers.fleet`;
+this module has the values (:class:`RuntimePod`, :class:`ServingReplica`), their parsers and the
+node-selector helper. A NodeInfo's vehicle
 reading is parsed but not judged for staleness: use ``info.vehicle.at(now, stale_after_seconds)``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -20,11 +20,11 @@ from tokenfleet.telemetry.node import NodeInfo, NodeRole, parse_node, selector_m
 from tokenfleet.telemetry.vehicle import POOL_LABEL, TANK_LABEL
 
 __all__ = [
-    "NodeInfoCache",
     "RuntimePod",
     "ServingReplica",
     "first",
     "index_values",
+    "parse_node_counted",
     "parse_runtime_pod",
     "select_nodes",
     "serving_from_job",
@@ -48,33 +48,15 @@ class RuntimePod:
     deleting: bool
 
 
-class NodeInfoCache:
-    """:func:`parse_node` with a small LRU cache keyed by (uid, resourceVersion): each node event
-    calls three index functions, and a node is parsed once per version (part of the operator
-    context)."""
-
-    def __init__(self, size: int = 8192) -> None:
-        self.size = size
-        self._cache: OrderedDict[tuple[str, str], NodeInfo] = OrderedDict()
-
-    def info(self, body: Mapping[str, Any]) -> NodeInfo:
-        metadata = body.get("metadata") or {}
-        uid, version = metadata.get("uid"), metadata.get("resourceVersion")
-        if not uid or not version:
-            return parse_node(body)
-        key = (str(uid), str(version))
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
-        info = parse_node(body)
-        if info.vehicle is not None:  # counted once per received version of the node
-            for problem in info.vehicle.problems:
-                TELEMETRY_REJECTED.labels("vehicle", problem.field, problem.kind.value).inc()
-        self._cache[key] = info
-        if len(self._cache) > self.size:
-            self._cache.popitem(last=False)
-        return info
+def parse_node_counted(body: Mapping[str, Any]) -> NodeInfo:
+    """:func:`parse_node`, counting the vehicle telemetry it rejects in
+    ``tokenfleet_telemetry_rejected_total`` (the node watch parses each received version of a
+    Node once, so each is counted once)."""
+    info = parse_node(body)
+    if info.vehicle is not None:
+        for problem in info.vehicle.problems:
+            TELEMETRY_REJECTED.labels("vehicle", problem.field, problem.kind.value).inc()
+    return info
 
 
 def parse_runtime_pod(body: Mapping[str, Any]) -> RuntimePod | None:

@@ -3,8 +3,8 @@
 Placement is fleet-wide (jobs compete for the same nodes and tank budgets), so a single
 background task owns it:
 
-* kopf indexes hold the picture, read through the :class:`FleetView` (``fleet.py``), so a plan
-  costs no API call;
+* the node watch and kopf indexes hold the picture, read through the :class:`FleetView`
+  (``fleet.py``), so a plan costs no API call; the first plan waits for both (``wait_ready``);
 * watch events that matter (``watches.py``: a node's parsed facts changed, a tank's or pool's
   spec/status changed, a job's spec changed or it was deleted) *signal* the planner; it debounces
   (``plan_debounce_seconds``) and also replans every ``plan_resync_seconds`` (staleness is a
@@ -134,6 +134,8 @@ class Planner:
         self.clock = clock
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
+        self._kopf_ready = False
+        self._nodes_synced = asyncio.Event()
         self._signals = _Signals()
         self._plan: Plan | None = None
         self._sites: dict[str, NodeSite] = {}
@@ -168,12 +170,28 @@ class Planner:
 
     def mark_ready(self) -> None:
         """Called from resource handlers: kopf runs them only once every index is populated."""
-        if not self._ready.is_set():
+        self._kopf_ready = True
+        self._ready_if_known()
+
+    def mark_nodes_synced(self) -> None:
+        """Called by the node watch once its first list is applied (the Nodes are known)."""
+        self._nodes_synced.set()
+        self._ready_if_known()
+
+    async def wait_nodes_synced(self) -> None:
+        """Until the node watch listed the Nodes: before that an absent Node is "not known yet",
+        not "gone" (kopf's own indexes are filled before any handler runs; the node watch's
+        list is not, so the job daemons wait for it here)."""
+        await self._nodes_synced.wait()
+
+    def _ready_if_known(self) -> None:
+        if self._kopf_ready and self._nodes_synced.is_set() and not self._ready.is_set():
             self._ready.set()
             self.signal("startup", full=True)
 
     async def wait_ready(self) -> None:
-        """Until a resource handler ran (kopf runs none while peering pauses the operator)."""
+        """Until a resource handler ran (kopf runs none while peering pauses the operator) and
+        the node watch listed the Nodes: the first plan runs on a complete picture."""
         await self._ready.wait()
 
     def daemon_running(self, key: str, running: bool) -> None:

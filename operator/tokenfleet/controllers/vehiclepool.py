@@ -215,6 +215,8 @@ async def vehiclepool_status(
             patch.status["conditions"] = conditions
         return
     fleet = context.fleet
+    if not fleet.nodes_synced:
+        return  # the node watch has not listed the Nodes yet: no count of an unknown fleet
     nodes = select_nodes(
         selector, by_name=fleet.nodes_by_name, by_pool=fleet.nodes_by_pool, role=NodeRole.VEHICLE
     )

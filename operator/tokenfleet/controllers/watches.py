@@ -1,17 +1,16 @@
 """Watch events that wake the planner, filtered so only what the planner reads does.
 
-kopf calls one handler per watch event (a Node, an ImmersionPod, a VehiclePool, an InferenceJob,
-a runtime pod). Each handler reduces the object to the facts the planner reads and asks the
+kopf calls one handler per watch event (an ImmersionPod, a VehiclePool, an InferenceJob, a
+runtime pod). Each handler reduces the object to the facts the planner reads and asks the
 operator's :class:`~tokenfleet.controllers.watchfilter.WatchFilter` (part of the operator
-context) whether they changed since the
-last event of that object; only a change signals the planner, so heartbeats and the operator's
-own status writes do not replan. A rejected-telemetry change on a Node also posts a Warning
-Event there.
+context) whether they changed since the last event of that object; only a change signals the
+planner, so the operator's own status writes do not replan. Nodes are not watched by kopf: the
+operator's node watch (:mod:`tokenfleet.controllers.nodewatch`) drops their unchanged events
+itself and signals through :mod:`tokenfleet.controllers.nodesignals`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -20,16 +19,12 @@ import kopf
 
 from tokenfleet import GROUP
 from tokenfleet.batch.demand import batch_demand
-from tokenfleet.controllers import events
-from tokenfleet.controllers.context import OperatorContext, context_of
+from tokenfleet.controllers.context import context_of
 from tokenfleet.controllers.watchfilter import (
     POOL_STATUS_KEYS,
     TANK_STATUS_KEYS,
     Seen,
-    problems_of,
 )
-from tokenfleet.telemetry.node import NodeInfo
-from tokenfleet.telemetry.vehicle import ROLE_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -41,49 +36,6 @@ def _object_facts(deleted: bool, meta: kopf.Meta, status_facts: Iterable[Any]) -
         meta.get("deletionTimestamp") is not None,
         *status_facts,
     )
-
-
-def _report_problems(
-    context: OperatorContext,
-    name: str,
-    body: kopf.Body,
-    info: NodeInfo,
-    previous: NodeInfo | None,
-) -> None:
-    """A Warning Event on the Node when its set of rejected telemetry fields changes (the
-    values are ignored as unknown; ``tokenfleet_telemetry_rejected_total`` counts them)."""
-    now, before = problems_of(info), problems_of(previous)
-    if now and now != before:
-        message = "ignored telemetry (treated as unknown): " + "; ".join(sorted(now))
-        log.warning("node %s: %s", name, message)
-        with contextlib.suppress(Exception):
-            # a Node is cluster-scoped: posted so that `kubectl describe node` shows it
-            events.post(context.events, body, "Warning", "TelemetryRejected", message[:1000])
-
-
-@kopf.on.event("nodes", labels={ROLE_LABEL: kopf.PRESENT})
-def node_changed(
-    name: str,
-    type: str | None,  # noqa: A002
-    body: kopf.Body,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    context = context_of(memo)
-    planner = context.planner
-    planner.mark_ready()
-    if type == "DELETED":
-        if context.watches.nodes.forget(name):
-            planner.signal("node", node=name, full=True)
-        return
-    info = context.fleet.node(name)
-    if info is None:
-        return
-    change = context.watches.nodes.observe(name, info)
-    if change is None:
-        return
-    _report_problems(context, name, body, info, change.previous)
-    planner.signal("node", node=name, full=change.first)
 
 
 def _signal_on_change(

@@ -2,6 +2,7 @@
 
 The handlers in :mod:`tokenfleet.controllers.watches` reduce each watch event to the facts the
 planner reads and ask :class:`WatchFilter` whether they changed; only a change wakes the planner.
+(Nodes are deduplicated by their own watch: :class:`~tokenfleet.controllers.nodestore.NodeStore`.)
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class WatchFilter:
     """The dedupe state of the watch handlers (one per operator, in its context)."""
 
     def __init__(self) -> None:
-        self.nodes: Seen[NodeInfo] = Seen()
         self.tanks: Seen[tuple[Any, ...]] = Seen()
         self.pools: Seen[tuple[Any, ...]] = Seen()
         self.jobs: Seen[tuple[Any, ...]] = Seen()

@@ -1,0 +1,405 @@
+"""Benchmark: the operator at fleet scale (N kwok cars + 16 racks, 3 jobs of 50 replicas).
+
+Per size in ``--sizes`` (default 1000,5000): starts the real local control plane (kube-apiserver,
+KCM, scheduler, etcd and kwok from e2e/cluster, ``make cluster-build``) with N Nodes — N - R
+background vehicles in pools without a VehiclePool (parsed and planned over, never chosen) and
+16 racks, plus R = ``--runtime-cars`` cars of one VehiclePool with a runtime endpoint each — and
+3 InferenceJobs of 50 replicas (vehicle-only, one replica per car). The runtimes are
+:mod:`bench.scalekit.runtimes` (Triton's model-control protocol, one process, loopback): the
+bench times the operator, not model loads. Then, with the operator (``tokenfleet run``, its
+production intervals) as a separate process:
+
+* ``start_to_first_plan_s``: process start until its first plan (``tokenfleet_plans_total``),
+  and ``cpu_s_to_first_plan`` the operator's CPU seconds until then (the fairer figure on a
+  loaded machine); ``start_to_ready_s``: until every job lists 50 Loaded placements;
+* ``reaction_p50_s`` / ``reaction_p99_s``: ``--unplugs`` times, a serving car's
+  ``plugged-in`` telemetry set to false (as the node agent writes it) until a placement on
+  another car is listed in the job's status (any state); plugged back in after each;
+* ``plan_full_p50_s`` … ``plan_incremental_p99_s``: from the operator's
+  ``tokenfleet_plan_duration_seconds`` histogram (interpolated within its buckets, as
+  Prometheus' ``histogram_quantile``), over the whole run;
+* after the unplugs settle, a rest window of ``--rest-seconds`` (default 600) with nothing
+  changing but kwok's heartbeats: ``cpu_s_per_min_rest`` (the operator's user+system CPU),
+  ``writes_per_min_rest`` (``apiserver_request_total`` mutating verbs on the resources the
+  operator writes — jobs, tanks, pools and their status, Services, EndpointSlices — so kwok's
+  Node/Lease/Pod writes are not counted; Events are counted by their source, the operator's
+  and kopf's, as the node controller posts Events too), ``rss_mib_end_of_rest`` and, when the
+  rest window is 600 s or more, ``rss_mib_10min``; ``rss_mib_peak`` (VmHWM);
+* the machine's load average at the start and the end of each run.
+
+``--operator PATH`` runs another checkout's ``tokenfleet`` (e.g. main's ``.venv/bin/tokenfleet``)
+for a side-by-side figure; ``--label`` names it in the JSON. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.unplug import OPERATOR_RESOURCES, _apiserver_writes, _delta, _pct  # noqa: E402
+from e2e.cluster.fleet import Fleet, NodeSpec  # noqa: E402
+from e2e.operator_kit import (  # noqa: E402
+    HEALTHY_VEHICLE,
+    VEHICLE_INT4,
+    OperatorProcess,
+    Rig,
+    rfc3339,
+    wait_for,
+)
+
+JOBS = 3
+REPLICAS = 50
+
+
+class _Fleet(Fleet):
+    """The fleet with its Nodes created after the control plane is up, with a readiness wait
+    sized for a loaded machine (the e2e fleet's wait is 1 s per 20 Nodes, at least 60 s)."""
+
+    def default_nodes(self) -> list[NodeSpec]:
+        return []
+
+    def create_default_nodes(self, timeout: float) -> None:
+        specs = Fleet.default_nodes(self)
+        self.log(f"creating {len(specs)} nodes ({self.vehicles} vehicles, {self.racks} racks)")
+        self.create_nodes(specs)
+        self.wait_nodes_ready([n.name for n in specs], timeout=timeout)
+
+
+class _Operator(OperatorProcess):
+    """``tokenfleet run`` from a chosen executable (another checkout's, for a comparison)."""
+
+    def __init__(self, executable: Path, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.executable = executable
+
+    @property
+    def argv(self) -> list[str]:
+        return [str(self.executable), *super().argv[1:]]
+
+
+def _proc_stat(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds user+system, RSS MiB, peak RSS MiB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    rss = hwm = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024.0
+        elif line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) / 1024.0
+    return cpu, rss, hwm
+
+
+def _histogram_quantiles(text: str, name: str, mode: str) -> dict[str, float | int]:
+    """p50/p99 of one ``mode`` of a Prometheus histogram (linear within buckets)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: list[tuple[float, float]] = []
+    count = 0.0
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for s in family.samples:
+            if s.labels.get("mode") != mode:
+                continue
+            if s.name.endswith("_bucket"):
+                buckets.append((float(s.labels["le"]), float(s.value)))
+            elif s.name.endswith("_count"):
+                count = float(s.value)
+            elif s.name.endswith("_sum"):
+                total = float(s.value)
+    buckets.sort()
+    out: dict[str, float | int] = {"count": int(count)}
+    if not count:
+        return out
+    for q, key in ((0.5, "p50"), (0.99, "p99")):
+        rank = q * count
+        lower_le, lower_n = 0.0, 0.0
+        for le, n in buckets:
+            if n >= rank:
+                if le == float("inf"):
+                    out[key] = lower_le
+                else:
+                    span = n - lower_n
+                    frac = (rank - lower_n) / span if span else 1.0
+                    out[key] = round(lower_le + (le - lower_le) * frac, 4)
+                break
+            lower_le, lower_n = le, n
+    out["mean"] = round(total / count, 4)
+    return out
+
+
+#: the Events' ``source.component`` of the operator's own (tokenfleet's) and kopf's Events
+OPERATOR_EVENT_SOURCES = {"tokenfleet-operator", "kopf"}
+
+
+def _operator_events(fleet: Fleet, since: datetime) -> int:
+    """Events created since ``since`` by the operator: the API server's request counter does
+    not tell writers apart, and the control plane's own Events (the node controller's
+    ``RegisteredNode`` for every new Node) would be counted as the operator's."""
+    raw = fleet.core_v1().list_event_for_all_namespaces(_preload_content=False)
+    count = 0
+    for event in json.loads(raw.data).get("items") or ():
+        source = (event.get("source") or {}).get("component") or event.get("reportingComponent")
+        created = (event.get("metadata") or {}).get("creationTimestamp") or ""
+        if source in OPERATOR_EVENT_SOURCES and created:
+            when = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            if when >= since:
+                count += 1
+    return count
+
+
+def _listed(rig: Rig, job: str) -> list[dict[str, Any]]:
+    return list(rig.status(job).get("placements") or ())
+
+
+def _all_loaded(rig: Rig, jobs: list[str]) -> bool:
+    return all(
+        sum(1 for p in _listed(rig, j) if p.get("state") == "Loaded") >= REPLICAS for j in jobs
+    )
+
+
+def _unplugs(rig: Rig, jobs: list[str], count: int) -> list[float]:
+    reactions: list[float] = []
+    for i in range(count):
+        job = jobs[i % len(jobs)]
+        before = {p["node"] for p in _listed(rig, job)}
+        victim = sorted(before)[i % len(before)]
+        rig.set_telemetry(victim, plugged_in="false")
+        t0 = time.monotonic()
+        deadline = t0 + 60
+        while time.monotonic() < deadline:
+            if {p["node"] for p in _listed(rig, job)} - before:
+                reactions.append(time.monotonic() - t0)
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"unplug #{i + 1} of {victim}: no new placement in 60 s")
+        wait_for(
+            lambda job=job, victim=victim: (
+                victim not in {p["node"] for p in _listed(rig, job)} and _all_loaded(rig, [job])
+            ),
+            120,
+            f"job {job} to settle after unplug #{i + 1}",
+        )
+        rig.set_telemetry(victim, plugged_in="true")
+    return reactions
+
+
+def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
+    log = lambda m: print(f">> {m}", file=sys.stderr, flush=True)  # noqa: E731
+    load_start = os.getloadavg()
+    runtime_cars = args.runtime_cars
+    fleet = _Fleet(
+        work / f"fleet-{size}",
+        vehicles=max(size - runtime_cars, 0),
+        pools=4,
+        racks=16,
+        tanks=2,
+        die_with_parent=True,
+        log=log,
+        # the 5,000-Node settings at every size: with the kubelet's 40 s lease, kwok on a loaded
+        # 2-core machine misses renewals and Nodes flap NotReady (real changes to replan on)
+        node_lease_seconds=120,
+        node_monitor_grace_seconds=180,
+    )
+    fleet.start()
+    runtimes: subprocess.Popen[bytes] | None = None
+    fleet_ready_timeout = max(600.0, size / 4)
+    op: _Operator | None = None
+    rig: Rig | None = None
+    try:
+        fleet.create_default_nodes(fleet_ready_timeout)
+        runtimes = subprocess.Popen(
+            [sys.executable, "-m", "bench.scalekit.runtimes", "--count", str(runtime_cars)],
+            stdout=subprocess.PIPE,
+            cwd=str(REPO),
+            start_new_session=True,
+        )
+        assert runtimes.stdout is not None
+        endpoints: list[str] = json.loads(runtimes.stdout.readline())["endpoints"]
+        namespace = f"scale-{uuid.uuid4().hex[:6]}"
+        fleet.core_v1().create_namespace({"metadata": {"name": namespace}})
+        rig = Rig(fleet, namespace, work)
+        pool = rig.create_pool("pool", staleAfterSeconds=3600)
+        specs = []
+        now = datetime.now(UTC)
+        healthy = {
+            **HEALTHY_VEHICLE,
+            "departure-time": rfc3339(now + timedelta(hours=8)),
+            "observed-at": rfc3339(now),
+        }
+        for i, endpoint in enumerate(endpoints):
+            name = rig.name(f"car{i:04d}")
+            spec = fleet.vehicle_spec(
+                name,
+                pool=pool,
+                region=rig.region,
+                telemetry=healthy,
+                labels={"tokenfleet.io/bench": rig.id},
+                annotations={"tokenfleet.io/runtime-endpoint": endpoint},
+            )
+            specs.append(spec)
+            rig.nodes.append(name)
+        fleet.create_nodes(specs)
+        fleet.wait_nodes_ready([s.name for s in specs], timeout=fleet_ready_timeout)
+        jobs = [
+            rig.create_job(
+                f"job{j}",
+                [VEHICLE_INT4],
+                replicas=(REPLICAS, REPLICAS),
+                target_tps=REPLICAS * float(VEHICLE_INT4["tokensPerSecond"]),
+                targets=["Vehicle"],
+            )
+            for j in range(JOBS)
+        ]
+        op = _Operator(
+            Path(args.operator),
+            fleet,
+            [namespace],
+            work / f"operator-{size}.log",
+            env={
+                # production intervals (debounce 0.5 s, resyncs 30 s)
+                "TOKENFLEET_PLAN_DEBOUNCE_SECONDS": "",
+                "TOKENFLEET_PLAN_RESYNC_SECONDS": "",
+                "TOKENFLEET_JOB_RESYNC_SECONDS": "",
+            },
+            verbose=False,
+        )
+        t0 = time.monotonic()
+        op.start(timeout=600)
+        first_plan = wait_for(
+            lambda: (
+                time.monotonic() if op is not None and op.metric("tokenfleet_plans_total") else None
+            ),
+            900,
+            "the operator's first plan",
+            interval=0.1,
+        )
+        start_to_first_plan = first_plan - t0
+        assert op.process is not None
+        cpu_to_first_plan, _, _ = _proc_stat(op.process.pid)
+        log(f"first plan {start_to_first_plan:.1f} s after the operator started")
+        wait_for(lambda: _all_loaded(rig, jobs) or None, 900, "every job Loaded", interval=0.5)
+        start_to_ready = time.monotonic() - t0
+        reactions = _unplugs(rig, jobs, args.unplugs)
+        time.sleep(args.settle_seconds)
+        assert op.process is not None
+        pid = op.process.pid
+        own_before = op.metric("tokenfleet_api_writes_total")
+        cpu0, _, _ = _proc_stat(pid)
+        writes0 = _apiserver_writes(fleet)
+        rest_from = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        time.sleep(args.rest_seconds)
+        writes1 = _apiserver_writes(fleet)
+        events = _operator_events(fleet, rest_from)
+        cpu1, rss, hwm = _proc_stat(pid)
+        own_after = op.metric("tokenfleet_api_writes_total")
+        delta = _delta(writes1, writes0)
+        ours = {
+            k: v
+            for k, v in delta.items()
+            if k.split(" ", 1)[1] in OPERATOR_RESOURCES - {"events"} and v > 0
+        }
+        if events:
+            ours["POST events"] = float(events)
+        per_min = 60.0 / args.rest_seconds
+        text = op.metrics_text()
+        full = _histogram_quantiles(text, "tokenfleet_plan_duration_seconds", "full")
+        incremental = _histogram_quantiles(text, "tokenfleet_plan_duration_seconds", "incremental")
+        result: dict[str, Any] = {
+            "nodes": size + 16,
+            "cars": size,
+            "racks": 16,
+            "runtime_cars": runtime_cars,
+            "jobs": JOBS,
+            "replicas_per_job": REPLICAS,
+            "start_to_first_plan_s": round(start_to_first_plan, 2),
+            "cpu_s_to_first_plan": round(cpu_to_first_plan, 2),
+            "start_to_ready_s": round(start_to_ready, 2),
+            "rest_seconds": args.rest_seconds,
+            "rss_mib_end_of_rest": round(rss, 1),
+            "rss_mib_peak": round(hwm, 1),
+            "cpu_s_per_min_rest": round((cpu1 - cpu0) * per_min, 3),
+            "writes_per_min_rest": round(sum(ours.values()) * per_min, 2),
+            "writes_per_min_rest_by_resource": {k: round(v * per_min, 2) for k, v in ours.items()},
+            "operator_counted_writes_per_min_rest": round((own_after - own_before) * per_min, 2),
+            "unplugs": len(reactions),
+            "reaction_p50_s": round(_pct(reactions, 0.5), 3),
+            "reaction_p99_s": round(_pct(reactions, 0.99), 3),
+            "reaction_max_s": round(max(reactions), 3) if reactions else None,
+            "plan_full_p50_s": full.get("p50"),
+            "plan_full_p99_s": full.get("p99"),
+            "plan_full_count": full.get("count"),
+            "plan_incremental_p50_s": incremental.get("p50"),
+            "plan_incremental_p99_s": incremental.get("p99"),
+            "plan_incremental_count": incremental.get("count"),
+            "load_average_start": [round(x, 2) for x in load_start],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        }
+        if args.rest_seconds >= 600:
+            result["rss_mib_10min"] = result["rss_mib_end_of_rest"]
+        log(json.dumps(result))
+        # jobs deleted while the operator runs (its finalizers), before the fleet goes
+        for job in jobs:
+            with contextlib.suppress(Exception):
+                rig.custom.delete_namespaced_custom_object(
+                    "tokenfleet.io", "v1alpha1", namespace, "inferencejobs", job
+                )
+        return result
+    finally:
+        if op is not None:
+            op.stop()
+        if runtimes is not None and runtimes.poll() is None:
+            runtimes.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                runtimes.wait(10)
+        fleet.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000", help="cars per run, comma-separated")
+    parser.add_argument("--rest-seconds", type=float, default=600.0)
+    parser.add_argument("--settle-seconds", type=float, default=45.0)
+    parser.add_argument("--unplugs", type=int, default=20)
+    parser.add_argument("--runtime-cars", type=int, default=200)
+    parser.add_argument("--operator", default=str(REPO / ".venv" / "bin" / "tokenfleet"))
+    parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--json", action="store_true", help="print JSON (the only output)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="200 cars (60 with a runtime), 3 unplugs, 20 s rest"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.rest_seconds, args.unplugs = "200", 20.0, 3
+        args.runtime_cars, args.settle_seconds = 60, 15.0
+    sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    if args.runtime_cars <= REPLICAS:
+        # one replica of a job per car: 50 cars per job, and a spare for the moves
+        parser.error(f"--runtime-cars must be more than {REPLICAS}")
+    work = Path(tempfile.mkdtemp(prefix="tokenfleet-scale-"))
+    results = {"operator": args.label, "executable": args.operator, "sizes": {}}
+    for size in sizes:
+        results["sizes"][str(size)] = run_size(args, size, work)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

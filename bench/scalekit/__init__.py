@@ -1,0 +1,1 @@
+"""Parts of ``bench/scale.py`` (the operator at fleet scale)."""
