@@ -26,12 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from tokenfleet.agent.publisher import node_annotation_patcher
-from tokenfleet.delivery import metrics
 from tokenfleet.delivery.cache import CacheMetrics, ModelCache, WantedModel
 from tokenfleet.delivery.digest import tree_digest
 from tokenfleet.delivery.report import MODEL_CACHE_ANNOTATION, CacheReport, encode_report
 from tokenfleet.delivery.rules import FetchWindow
 from tokenfleet.delivery.wants import fetch_window, wanted_on
+from tokenfleet.metrics import (
+    MODELCACHE_BYTES_FETCHED,
+    MODELCACHE_EVICTIONS,
+    MODELCACHE_HITS,
+    MODELCACHE_MISSES,
+    MODELCACHE_REGISTRY,
+    MODELCACHE_USED_BYTES,
+    MODELCACHE_VERIFICATION_FAILURES,
+)
 from tokenfleet.store import ObjectStore, StoreConfig
 
 __all__ = ["CacheRunner", "add_modelcache_arguments", "run_modelcache"]
@@ -137,12 +145,12 @@ class CacheRunner:
 
     def _export_metrics(self) -> None:
         m, c = self.cache.metrics, self._counted
-        metrics.BYTES_FETCHED.inc(m.bytes_fetched - c.bytes_fetched)
-        metrics.CACHE_HITS.inc(m.hits - c.hits)
-        metrics.CACHE_MISSES.inc(m.misses - c.misses)
-        metrics.VERIFICATION_FAILURES.inc(m.verification_failures - c.verification_failures)
-        metrics.EVICTIONS.inc(m.evictions - c.evictions)
-        metrics.USED_BYTES.set(self.cache.used_bytes())
+        MODELCACHE_BYTES_FETCHED.inc(m.bytes_fetched - c.bytes_fetched)
+        MODELCACHE_HITS.inc(m.hits - c.hits)
+        MODELCACHE_MISSES.inc(m.misses - c.misses)
+        MODELCACHE_VERIFICATION_FAILURES.inc(m.verification_failures - c.verification_failures)
+        MODELCACHE_EVICTIONS.inc(m.evictions - c.evictions)
+        MODELCACHE_USED_BYTES.set(self.cache.used_bytes())
         self._counted = CacheMetrics(
             m.bytes_fetched, m.hits, m.misses, m.verification_failures, m.evictions
         )
@@ -255,7 +263,9 @@ async def _main(args: argparse.Namespace) -> int:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr=args.metrics_address)
+        start_http_server(
+            args.metrics_port, addr=args.metrics_address, registry=MODELCACHE_REGISTRY
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
