@@ -62,6 +62,7 @@ def test_the_cache_runs_next_to_tritonserver_on_racks_and_cars(fleet: Fleet) -> 
         assert "--repository=/var/lib/tokenfleet/cache/repository" in args
         assert "--state-dir=/var/lib/tokenfleet/cache/state" in args  # same volume: one rename
         assert "--store-secret=tokenfleet-system/model-store" in args
+        assert "--prefetch-percent=50" in args
         assert {"name": "models", "mountPath": "/var/lib/tokenfleet/cache"} in cache["volumeMounts"]
         env = {e["name"]: e for e in cache["env"]}
         assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
@@ -97,6 +98,7 @@ def test_the_cache_runs_next_to_tritonserver_on_racks_and_cars(fleet: Fleet) -> 
         ((*ENABLED, "runtime.modelRepository=s3://b/m"), "needs a local runtime.modelRepository"),
         ((*ENABLED, "modelCache.racks.budgetGiB=0"), "/modelCache/racks/budgetGiB"),
         ((*ENABLED, "modelCache.typo=1"), "additional properties 'typo' not allowed"),
+        ((*ENABLED, "modelCache.prefetchPercent=101"), "/modelCache/prefetchPercent"),
     ],
 )  # fmt: skip
 def test_bad_model_cache_values_are_refused_naming_the_key(

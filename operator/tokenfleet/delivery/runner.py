@@ -32,7 +32,7 @@ from tokenfleet.delivery.digest import tree_digest
 from tokenfleet.delivery.mirror import Mirror
 from tokenfleet.delivery.report import MODEL_CACHE_ANNOTATION, CacheReport, encode_report
 from tokenfleet.delivery.rules import FetchWindow
-from tokenfleet.delivery.wants import fetch_window, wanted_on
+from tokenfleet.delivery.wants import fetch_window, prefetch_on, wanted_on
 from tokenfleet.metrics import (
     MODELCACHE_BYTES_FETCHED,
     MODELCACHE_EVICTIONS,
@@ -67,6 +67,12 @@ def add_modelcache_arguments(parser: argparse.ArgumentParser) -> None:
         "--budget-gib", type=float, default=None, help="disk budget for cached models, GiB"
     )
     parser.add_argument("--budget-bytes", type=int, default=None, help="disk budget, bytes")
+    parser.add_argument(
+        "--prefetch-percent",
+        type=float,
+        default=50.0,
+        help="share of the budget models fetched ahead of a placement may fill, percent",
+    )
     parser.add_argument("--store-secret", default=None, help="NAMESPACE/NAME of the store Secret")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between passes")
     parser.add_argument("--progress-seconds", type=float, default=10.0)
@@ -107,9 +113,11 @@ class CacheRunner:
         self.published_at = 0.0
         self._counted = CacheMetrics()
 
-    async def _work(self, wants: list[WantedModel]) -> None:
+    async def _work(self, wants: list[WantedModel], prefetch: list[WantedModel]) -> None:
         for want in wants:
             await self.cache.ensure(want, lambda: self.window)
+        for want in prefetch:  # after every replica's need, within the prefetch share
+            await self.cache.ensure(want, lambda: self.window, prefetch=True)
 
     async def step(self) -> None:
         node = await asyncio.to_thread(self.read_node)
@@ -118,11 +126,12 @@ class CacheRunner:
         pools = await asyncio.to_thread(self.list_pools) if role == "vehicle" else []
         self.window = fetch_window(node, pools)
         wants = wanted_on(self.node, jobs)
-        self.cache.observe_wanted(wants)
+        prefetch = prefetch_on(self.node, jobs, wants)
+        self.cache.observe_wanted(wants, prefetch)
         if self.task is None or self.task.done():
             if self.task is not None and not self.task.cancelled() and self.task.exception():
                 log.error("cache pass failed: %r", self.task.exception())
-            self.task = asyncio.create_task(self._work(wants))
+            self.task = asyncio.create_task(self._work(wants, prefetch))
         await asyncio.sleep(0)
         self.publish()
 
@@ -279,6 +288,7 @@ async def _main(args: argparse.Namespace) -> int:
         repository=repository,
         state_dir=state_dir,
         budget_bytes=_budget(args),
+        prefetch_percent=float(args.prefetch_percent),
         store_factory=lambda: ObjectStore(holder["config"]),
         clock=time.time,
     )
