@@ -3,8 +3,10 @@
 Every ``--interval`` seconds it reads its own Node, the VehiclePools (cars) and the
 InferenceJobs — from memory: each is listed once and then watched (:mod:`.mirror`), its Node with
 a ``metadata.name`` field selector — works out which variants replicas on this node need
-(:func:`tokenfleet.delivery.wants.wanted_on`), brings them to Ready one at a time in the
-background (:class:`tokenfleet.delivery.cache.ModelCache`) and publishes the
+(:func:`tokenfleet.delivery.wants.wanted_on`) and which the operator asks it to prefetch
+(``status.prefetch``: :func:`tokenfleet.delivery.wants.prefetch_on`; within
+``--prefetch-percent`` of the budget, after every replica's need), brings them to Ready one at a
+time in the background (:class:`tokenfleet.delivery.cache.ModelCache`) and publishes the
 ``tokenfleet.io/model-cache`` annotation on its Node when it changed (progress at most every
 ``--progress-seconds``). Store credentials: ``--store-secret NAMESPACE/NAME`` (read again every
 minute, so a rotated Secret is used within a minute) or the environment
