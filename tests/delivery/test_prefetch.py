@@ -102,6 +102,10 @@ def test_cars_that_hold_the_build_count_for_their_pool_and_are_not_asked() -> No
     cars = [_car("warm", report=holding), _car("cold-a"), _car("cold-b")]
     targets = prefetch_targets(NOW, cars, [_pool(prefetchPerJob=2)], [_View(spec=SPEC)])
     assert targets == {"ns/j": (("cold-a", "int4"),)}
+    # a car serving the job holds it too, but is no spare: it does not count
+    serving = _View(spec=SPEC, placements=({"node": "warm", "state": "Loaded"},))
+    targets = prefetch_targets(NOW, cars, [_pool(prefetchPerJob=1)], [serving])
+    assert targets == {"ns/j": (("cold-a", "int4"),)}
 
 
 def test_no_prefetch_for_jobs_not_from_the_store_or_without_a_vehicle_digest() -> None:

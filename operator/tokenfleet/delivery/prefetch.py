@@ -12,7 +12,7 @@ is above 0 that
 
 They are ranked by how many bytes they could fetch before they must be empty (long-parked and
 fast first) and taken up to ``prefetchPerJob`` per pool (the pool's cars that already hold the
-build count towards it), :data:`MAX_PER_JOB` in all. The answer
+build without serving it count towards it), :data:`MAX_PER_JOB` in all. The answer
 goes to the job's ``status.prefetch``, which each car's cache watches; the cache fetches such a
 model only within its prefetch share of the disk budget and never evicts a model in use for it.
 Cars are sorted once per plan; a job costs the candidates it looks at.
@@ -77,14 +77,13 @@ def _candidates(
     return out
 
 
-def _holders(candidates: list[_Candidate]) -> dict[tuple[str, str], dict[int, int]]:
-    """Per build ``(model, digest prefix)``, how many candidate cars of each pool hold it."""
-    out: dict[tuple[str, str], dict[int, int]] = {}
+def _holders(candidates: list[_Candidate]) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """Per build ``(model, digest prefix)``, the candidate cars holding it and their pools."""
+    out: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for c in candidates:
         for model, entry in c.report.models.items():
             if entry.state is CacheState.READY:
-                per_pool = out.setdefault((model, entry.digest), {})
-                per_pool[c.pool] = per_pool.get(c.pool, 0) + 1
+                out.setdefault((model, entry.digest), []).append((c.name, c.pool))
     return out
 
 
@@ -92,7 +91,7 @@ def _for_job(
     now: float,
     job: _Job,
     candidates: list[_Candidate],
-    holders: Mapping[tuple[str, str], Mapping[int, int]],
+    holders: Mapping[tuple[str, str], list[tuple[str, int]]],
 ) -> list[tuple[str, str]]:
     spec = job.spec
     if not str((spec.get("model") or {}).get("repositoryUri") or "").startswith("s3://"):
@@ -102,7 +101,10 @@ def _for_job(
         return []
     occupied = {str(p.get("node")) for p in job.placements if p.get("state") in _ACTIVE}
     estimate = variant.memory_mib * MIB
-    taken = dict(holders.get(variant.key, {}))  # cars holding it count for their pool
+    taken: dict[int, int] = {}
+    for name, pool in holders.get(variant.key, ()):  # spare cars holding it count for their pool
+        if name not in occupied:
+            taken[pool] = taken.get(pool, 0) + 1
     chosen: list[tuple[str, str]] = []
     for c in candidates:
         if c.capacity < estimate or len(chosen) >= MAX_PER_JOB:
