@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from e2e.delivery_kit import (
     CachedRuntimes,
     create_store_secret,
@@ -238,6 +240,9 @@ def test_a_car_that_holds_the_model_is_preferred_and_its_move_is_load_only(
         assert caches[tight].metric("tokenfleet_modelcache_fetched_bytes_total") == 0
 
 
+# a fetch, a verification and a move on top of the usual: more than the default 300 s when the
+# fleet is started for this test alone on a loaded machine
+@pytest.mark.timeout(600)
 def test_a_prefetched_car_later_gets_the_replica_with_nothing_to_download(
     rig: Rig, operator: OperatorProcess, objstore: ObjectStoreServer
 ) -> None:
