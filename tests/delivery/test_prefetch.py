@@ -97,11 +97,11 @@ def test_plugged_in_fast_long_parked_cars_of_the_pool_are_asked_and_the_best_fir
     assert one == {"ns/j": (("fast-long", "int4"),)}
 
 
-def test_cars_that_hold_the_build_count_for_their_pool_and_are_not_asked() -> None:
+def test_spare_cars_that_hold_the_build_stay_asked_and_count_for_their_pool() -> None:
     holding = CacheReport(1 << 34, 1, {"tiny-int4": CacheEntry(CacheState.READY, SHA[:16])})
     cars = [_car("warm", report=holding), _car("cold-a"), _car("cold-b")]
     targets = prefetch_targets(NOW, cars, [_pool(prefetchPerJob=2)], [_View(spec=SPEC)])
-    assert targets == {"ns/j": (("cold-a", "int4"),)}
+    assert targets == {"ns/j": (("warm", "int4"), ("cold-a", "int4"))}
     # a car serving the job holds it too, but is no spare: it does not count
     serving = _View(spec=SPEC, placements=({"node": "warm", "state": "Loaded"},))
     targets = prefetch_targets(NOW, cars, [_pool(prefetchPerJob=1)], [serving])

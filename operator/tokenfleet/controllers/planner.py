@@ -443,6 +443,7 @@ class Planner:
             and str((j.spec.get("model") or {}).get("repositoryUri") or "").startswith("s3://")
         ]
         targets = prefetch_targets(now, nodes, self.fleet.pools(), views)
+        log.debug("prefetch: %d store-delivered jobs, asks %s", len(views), targets)
         for job in views:
             want = targets.get(job.key, ())
             if self._prefetch.get(job.key) == want:
@@ -454,6 +455,7 @@ class Planner:
                 log.debug("writing status.prefetch of %s failed: %s", job.key, exc)
                 continue
             self._prefetch[job.key] = want
+            log.info("job %s: asked %d cars to prefetch %s", job.key, len(want), want)
         for key in set(self._prefetch) - {j.key for j in views}:
             del self._prefetch[key]
 

@@ -11,8 +11,9 @@ is above 0 that
   the pool's floor, size / bandwidth x margin done before departure less the drain lead).
 
 They are ranked by how many bytes they could fetch before they must be empty (long-parked and
-fast first) and taken up to ``prefetchPerJob`` per pool (the pool's cars that already hold the
-build without serving it count towards it), :data:`MAX_PER_JOB` in all. The answer
+fast first) and taken up to ``prefetchPerJob`` per pool; the pool's cars that already hold the
+build without serving it come first and stay asked (their cache then keeps it from other
+prefetches), :data:`MAX_PER_JOB` in all. The answer
 goes to the job's ``status.prefetch``, which each car's cache watches; the cache fetches such a
 model only within its prefetch share of the disk budget and never evicts a model in use for it.
 Cars are sorted once per plan; a job costs the candidates it looks at.
@@ -77,13 +78,13 @@ def _candidates(
     return out
 
 
-def _holders(candidates: list[_Candidate]) -> dict[tuple[str, str], list[tuple[str, int]]]:
-    """Per build ``(model, digest prefix)``, the candidate cars holding it and their pools."""
-    out: dict[tuple[str, str], list[tuple[str, int]]] = {}
+def _holders(candidates: list[_Candidate]) -> dict[tuple[str, str], list[_Candidate]]:
+    """Per build ``(model, digest prefix)``, the candidate cars holding it."""
+    out: dict[tuple[str, str], list[_Candidate]] = {}
     for c in candidates:
         for model, entry in c.report.models.items():
             if entry.state is CacheState.READY:
-                out.setdefault((model, entry.digest), []).append((c.name, c.pool))
+                out.setdefault((model, entry.digest), []).append(c)
     return out
 
 
@@ -91,7 +92,7 @@ def _for_job(
     now: float,
     job: _Job,
     candidates: list[_Candidate],
-    holders: Mapping[tuple[str, str], list[tuple[str, int]]],
+    holders: Mapping[tuple[str, str], list[_Candidate]],
 ) -> list[tuple[str, str]]:
     spec = job.spec
     if not str((spec.get("model") or {}).get("repositoryUri") or "").startswith("s3://"):
@@ -102,10 +103,13 @@ def _for_job(
     occupied = {str(p.get("node")) for p in job.placements if p.get("state") in _ACTIVE}
     estimate = variant.memory_mib * MIB
     taken: dict[int, int] = {}
-    for name, pool in holders.get(variant.key, ()):  # spare cars holding it count for their pool
-        if name not in occupied:
-            taken[pool] = taken.get(pool, 0) + 1
     chosen: list[tuple[str, str]] = []
+    # spare cars that hold it already stay asked (their cache keeps it from other prefetches)
+    # and count for their pool
+    for c in holders.get(variant.key, ()):
+        if c.name not in occupied and taken.get(c.pool, 0) < c.per_job:
+            taken[c.pool] = taken.get(c.pool, 0) + 1
+            chosen.append((c.name, variant.name))
     for c in candidates:
         if c.capacity < estimate or len(chosen) >= MAX_PER_JOB:
             break  # sorted: no later car can fetch the whole build either
