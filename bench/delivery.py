@@ -3,6 +3,7 @@
 
     bench/delivery.py --json           all parts; stdout is one JSON object
     bench/delivery.py --json --no-store   skip the part that needs .bin/weed
+    bench/delivery.py --json --terms-only  only part 3 (no store, no simulated day)
 
 1. ``store``: the node cache against the real object store (SeaweedFS ``weed mini`` on
    loopback, ``.bin/weed`` or $TOKENFLEET_WEED_BIN): time until a model is verified and in the
@@ -15,6 +16,10 @@
    load) or a miss (a download). Reported per day: moves, hit ratio, bytes moved per placement;
    the same run without the engine's warm-node preference for comparison. Aim: >= 90 % hits
    after the first day.
+3. ``terms``: the planner's model-delivery terms (``tokenfleet.delivery.placement.
+   delivery_terms``: warm nodes and fetch-blocked cars per job) on every plan, at
+   ``--terms-nodes`` nodes that all publish a cache report (80 % cars) and ``--terms-jobs``
+   store-delivered jobs: seconds per call (median of ``--terms-repeat``).
 """
 
 from __future__ import annotations
@@ -261,6 +266,80 @@ def _simulate(
     }
 
 
+def _terms_part(n_nodes: int, n_jobs: int, repeat: int, seed: int) -> dict[str, Any]:
+    from tokenfleet.delivery.placement import delivery_terms
+    from tokenfleet.delivery.report import CacheEntry, CacheReport, CacheState, encode_report
+    from tokenfleet.telemetry.node import parse_node
+
+    rng = random.Random(seed)
+    now = 1_800_000_000.0
+    models = [f"m{i}-int4" for i in range(n_jobs)]
+    shas = {m: f"{i:064x}" for i, m in enumerate(models)}
+    nodes = []
+    for i in range(n_nodes):
+        car = rng.random() < 0.8
+        held = {
+            m: CacheEntry(CacheState.READY, shas[m][:16], 100, 100)
+            for m in rng.sample(models, min(2, len(models)))
+        }
+        annotations = {"tokenfleet.io/model-cache": encode_report(CacheReport(1 << 34, 0, held))}
+        labels = {"tokenfleet.io/role": "vehicle" if car else "rack"}
+        if car:
+            labels["tokenfleet.io/pool"] = "pool"
+            t = "telemetry.tokenfleet.io/"
+            annotations[t + "plugged-in"] = rng.choice(["true", "false"])
+            annotations[t + "bandwidth-mbps"] = str(rng.choice([5, 50, 400]))
+            annotations[t + "departure-time"] = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + rng.choice([1800, 4 * 3600, 9 * 3600]))
+            )
+        body = {
+            "metadata": {"name": f"n{i}", "labels": labels, "annotations": annotations},
+            "status": {"allocatable": {"memory": "32Gi"}},
+        }
+        nodes.append(parse_node(body))
+
+    @dataclass(frozen=True)
+    class _View:
+        key: str
+        spec: dict[str, Any] = field(default_factory=dict)
+        placements: tuple[dict[str, Any], ...] = ()
+
+    pools = [_View("pool", {"nodeSelector": {"tokenfleet.io/pool": "pool"}})]
+    jobs = [
+        _View(
+            f"ns/j{j}",
+            {
+                "model": {"name": f"m{j}", "repositoryUri": "s3://models/m"},
+                "variants": [
+                    {
+                        "name": "int4",
+                        "memoryMiB": 6000,
+                        "targets": ["Vehicle", "Rack"],
+                        "sha256": shas[m],
+                    }
+                ],
+            },
+            tuple({"node": f"n{rng.randrange(n_nodes)}", "state": "Loaded"} for _ in range(3)),
+        )
+        for j, m in enumerate(models)
+    ]
+    times = []
+    terms: dict[str, Any] = {}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        terms = delivery_terms(now, nodes, pools, jobs)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {
+        "nodes": n_nodes,
+        "jobs": n_jobs,
+        "seconds_per_call_median": round(times[len(times) // 2], 4),
+        "seconds_per_call_max": round(times[-1], 4),
+        "warm_pairs": sum(len(t.warm) for t in terms.values()),
+        "fetch_blocked_pairs": sum(len(t.fetch_blocked) for t in terms.values()),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -270,8 +349,17 @@ def main() -> int:
     ap.add_argument("--cars", type=int, default=40)
     ap.add_argument("--budget-models", type=int, default=2, help="cache budget, in models")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--terms-only", action="store_true", help="only the delivery-terms part")
+    ap.add_argument("--terms-nodes", type=int, default=10000)
+    ap.add_argument("--terms-jobs", type=int, default=100)
+    ap.add_argument("--terms-repeat", type=int, default=5)
     args = ap.parse_args()
     result: dict[str, Any] = {"bench": "delivery"}
+    log(f">> terms: {args.terms_nodes} nodes with a cache, {args.terms_jobs} jobs")
+    result["terms"] = _terms_part(args.terms_nodes, args.terms_jobs, args.terms_repeat, args.seed)
+    if args.terms_only:
+        print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+        return 0
     if not args.no_store:
         log(f">> store: cold vs cached, {args.model_mib} MiB model")
         result["store"] = asyncio.run(_store_part(args.model_mib))

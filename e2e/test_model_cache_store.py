@@ -138,3 +138,39 @@ async def test_the_disk_budget_is_kept_by_evicting_least_recently_used(
     assert full.state is CacheState.FAILED and full.reason == "CacheBudgetExceeded"
     assert sorted(p.name for p in repo.iterdir()) == ["m0-int4", "m2-int4"]
     assert cache.metrics.evictions == 1
+
+
+async def test_a_prefetch_stays_within_its_share_and_never_evicts_what_is_in_use(
+    objstore: ObjectStoreServer, tmp_path: Path
+) -> None:
+    bucket = f"c-{uuid.uuid4().hex[:6]}"
+    uri = f"s3://{bucket}/m"
+    used = WantedModel("used-int4", uri, upload_variant(objstore, bucket, "m", "used-int4",
+                                                        ballast_bytes=3 * MB))  # fmt: skip
+    ahead = WantedModel("ahead-int4", uri, upload_variant(objstore, bucket, "m", "ahead-int4",
+                                                          ballast_bytes=3 * MB))  # fmt: skip
+    big = WantedModel("big-int4", uri, upload_variant(objstore, bucket, "m", "big-int4",
+                                                      ballast_bytes=6 * MB))  # fmt: skip
+    cache = _cache(objstore, tmp_path, 10 * MB)
+    cache.prefetch_percent = 80.0  # prefetches fill the cache up to 8 MiB
+    cache.observe_wanted([used], [ahead, big])
+    assert (await cache.ensure(used, _rack)).state is CacheState.READY
+    misses = cache.metrics.misses
+    # the prefetch fits next to the model in use (3 + 3 MiB <= 8 MiB): fetched, verified, Ready
+    entry = await cache.ensure(ahead, _rack, prefetch=True)
+    assert entry.state is CacheState.READY and cache.holds("ahead-int4", ahead.sha256)
+    assert cache.metrics.misses == misses  # a prefetch is neither a hit nor a miss
+    # the big one would need evicting the model in use or the other prefetch: it waits, unfetched
+    fetched = cache.metrics.bytes_fetched
+    waiting = await cache.ensure(big, _rack, prefetch=True)
+    assert waiting.state is CacheState.WAITING and waiting.reason == "PrefetchBudget"
+    assert cache.metrics.bytes_fetched == fetched
+    assert cache.holds("used-int4", used.sha256) and cache.holds("ahead-int4", ahead.sha256)
+    # a replica placed here later finds the prefetched model: a hit, 0 bytes moved
+    cache.observe_wanted([used, ahead], [big])
+    assert (await cache.ensure(ahead, _rack)).state is CacheState.READY
+    assert cache.metrics.hits == 1 and cache.metrics.bytes_fetched == fetched
+    # placed for real next to two models in use, it does not fit the whole budget either
+    cache.observe_wanted([used, ahead, big])
+    refused = await cache.ensure(big, _rack)
+    assert refused.state is CacheState.FAILED and refused.reason == "CacheBudgetExceeded"

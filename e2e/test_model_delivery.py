@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from e2e.delivery_kit import (
     CachedRuntimes,
     create_store_secret,
@@ -202,7 +204,9 @@ def test_a_car_that_holds_the_model_is_preferred_and_its_move_is_load_only(
     secret = create_store_secret(rig, objstore)
     runtimes = CachedRuntimes(rig.tmp, 2).start()
     rig.tritons = runtimes  # type: ignore[assignment]
-    pool = rig.create_pool("pool", delivery={"minBandwidthMbps": 100})
+    # prefetch off: this test isolates the warm preference (the tight car would be asked to
+    # prefetch once its link is fast; see the prefetch test below)
+    pool = rig.create_pool("pool", delivery={"minBandwidthMbps": 100, "prefetchPerJob": 0})
     # placement's tie-break prefers the tighter fit (32 Gi); the warm car has 64 Gi
     warm = rig.add_vehicle("warm", 0, pool, memory="64Gi")
     tight = rig.add_vehicle("tight", 1, pool, memory="32Gi", telemetry={"bandwidth-mbps": "20"})
@@ -234,3 +238,64 @@ def test_a_car_that_holds_the_model_is_preferred_and_its_move_is_load_only(
         assert caches[warm].metric("tokenfleet_modelcache_fetched_bytes_total") == fetched
         assert caches[warm].metric("tokenfleet_modelcache_hits_total") == 1
         assert caches[tight].metric("tokenfleet_modelcache_fetched_bytes_total") == 0
+
+
+# a fetch, a verification and a move on top of the usual: more than the default 300 s when the
+# fleet is started for this test alone on a loaded machine
+@pytest.mark.timeout(600)
+def test_a_prefetched_car_later_gets_the_replica_with_nothing_to_download(
+    rig: Rig, operator: OperatorProcess, objstore: ObjectStoreServer
+) -> None:
+    bucket = f"models-{uuid.uuid4().hex[:6]}"
+    int4 = upload_variant(objstore, bucket, "tinyllama", "tinyllama-int4")
+    secret = create_store_secret(rig, objstore)
+    runtimes = CachedRuntimes(rig.tmp, 2).start()
+    rig.tritons = runtimes  # type: ignore[assignment]
+    pool = rig.create_pool("pool", delivery={"minBandwidthMbps": 50, "prefetchPerJob": 1})
+    fast = {"bandwidth-mbps": "400"}
+    cars = [rig.add_vehicle(n, i, pool, telemetry=fast) for i, n in enumerate(("one", "two"))]
+    rig.wait_runtime_pods()
+    fetched_bytes = "tokenfleet_modelcache_fetched_bytes_total"
+    with model_caches(rig, runtimes, {cars[0]: 0, cars[1]: 1}, store_secret=secret) as caches:
+        variant = {**VEHICLE_INT4, "sha256": int4}
+        uri = f"s3://{bucket}/tinyllama"
+        _job(rig, "chat", [variant], uri, replicas=(1, 1), target_tps=20, targets=["Vehicle"])
+        status = rig.wait_ready("chat", 1, timeout=120)
+        (placed,) = [p["node"] for p in status["placements"]]
+        (spare,) = [c for c in cars if c != placed]
+        # the operator asks the other plugged-in, fast, long-parked car to prefetch ...
+        wait_for(
+            lambda: rig.status("chat").get("prefetch") == [{"node": spare, "variant": "int4"}],
+            60,
+            "the job's status.prefetch to name the spare car",
+            describe=lambda: str(rig.status("chat")),
+        )
+        # ... and its cache fetches and verifies the model (no replica there: not loaded)
+        wait_for(
+            lambda: (r := caches[spare].report()) is not None and r.holds("tinyllama-int4", int4),
+            90,
+            "the spare car's cache to hold the prefetched model",
+            describe=lambda: caches[spare].log_tail(),
+        )
+        assert (runtimes.repos[1 - cars.index(placed)] / "tinyllama-int4").is_dir()
+        assert "tinyllama-int4" not in rig.loaded_models(spare)
+        prefetched = caches[spare].metric(fetched_bytes)
+        assert prefetched > 0
+        assert caches[spare].metric("tokenfleet_modelcache_misses_total") == 0
+
+        # the serving car is unplugged: the replica moves to the prefetched car, a load only
+        rig.set_telemetry(placed, plugged_in="false")
+        wait_for(
+            lambda: [
+                p["node"] for p in rig.status("chat").get("placements") or ()
+                if p["state"] == "Loaded"
+            ] == [spare],
+            120,
+            "the replica to move to the prefetched car",
+            describe=lambda: str(rig.status("chat")),
+        )  # fmt: skip
+        assert caches[spare].metric(fetched_bytes) == prefetched  # 0 bytes moved for the move
+        assert caches[spare].metric("tokenfleet_modelcache_hits_total") == 1
+        assert rig.loaded_models(spare) == {"tinyllama-int4"}
+        # nothing left to prefetch: the unplugged car may not download, the spare serves
+        wait_for(lambda: not rig.status("chat").get("prefetch"), 60, "status.prefetch cleared")

@@ -5,7 +5,9 @@ Names follow the Prometheus conventions: ``tokenfleet_`` prefix, base units in t
 Controllers import the objects below; :func:`serve` starts the HTTP endpoint.
 
 Every series of the operator is defined here (the gateway, a separate process, has its own in
-:mod:`tokenfleet.gateway.metrics`). The telemetry series:
+:mod:`tokenfleet.gateway.metrics`), and so are those of the node-side model cache
+(``tokenfleet modelcache``, another process): they live in their own registry,
+:data:`MODELCACHE_REGISTRY`, which only that process serves. The telemetry series:
 
 =============================================  =======  ======================================
 name                                           type     labels
@@ -32,7 +34,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from tokenfleet.api.models import PlacementState, Target
 
@@ -155,6 +157,49 @@ POOL_INELIGIBLE: Final = Gauge(
     "tokenfleet_vehiclepool_ineligible_vehicles",
     "Vehicles of a pool that cannot take new work, by reason.",
     ["pool", "reason"],
+)
+
+
+# ---- model delivery ---------------------------------------------------------------------------
+
+MODEL_REFUSED: Final = Counter(
+    "tokenfleet_model_delivery_refused",
+    "Replicas failed because the node's model cache refused the model (VerificationFailed: "
+    "digest mismatch or no digest; ModelDeliveryFailed: not in the store, over the disk budget)",
+    ["reason"],
+)
+
+#: the node-side model cache's series (``tokenfleet modelcache`` serves this registry only)
+MODELCACHE_REGISTRY: Final = CollectorRegistry(auto_describe=True)
+MODELCACHE_BYTES_FETCHED: Final = Counter(
+    "tokenfleet_modelcache_fetched_bytes",
+    "Bytes of model files fetched from the object store",
+    registry=MODELCACHE_REGISTRY,
+)
+MODELCACHE_HITS: Final = Counter(
+    "tokenfleet_modelcache_hits",
+    "Replicas placed on this node whose model was already cached",
+    registry=MODELCACHE_REGISTRY,
+)
+MODELCACHE_MISSES: Final = Counter(
+    "tokenfleet_modelcache_misses",
+    "Replicas placed on this node whose model had to be fetched",
+    registry=MODELCACHE_REGISTRY,
+)
+MODELCACHE_VERIFICATION_FAILURES: Final = Counter(
+    "tokenfleet_modelcache_verification_failures",
+    "Fetched models refused because their digest did not match the variant's sha256",
+    registry=MODELCACHE_REGISTRY,
+)
+MODELCACHE_EVICTIONS: Final = Counter(
+    "tokenfleet_modelcache_evictions",
+    "Models evicted (least recently used) for the disk budget",
+    registry=MODELCACHE_REGISTRY,
+)
+MODELCACHE_USED_BYTES: Final = Gauge(
+    "tokenfleet_modelcache_used_bytes",
+    "Bytes of verified models on disk",
+    registry=MODELCACHE_REGISTRY,
 )
 
 

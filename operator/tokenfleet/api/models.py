@@ -398,6 +398,9 @@ class DeliveryPolicy(WireModel):
     fetch_time_margin_percent: Annotated[float, Field(ge=100, le=1000)] = 150
     """A download starts only if size / bandwidth x this percentage ends before the vehicle's
     departure less drainLeadSeconds, percent."""
+    prefetch_per_job: Annotated[int, Field(ge=0, le=16)] = 2
+    """At most this many of the pool's cars are asked to fetch a store-delivered job's vehicle
+    variant ahead of a placement (InferenceJob status.prefetch); 0 turns prefetching off."""
 
 
 class VehiclePoolSpec(WireModel):
@@ -649,6 +652,16 @@ class PlacementRecord(StatusModel):
     message: Annotated[str, Field(max_length=1024)] | None = None
 
 
+class PrefetchRecord(StatusModel):
+    """A car asked to fetch a variant ahead of any placement there (model delivery)."""
+
+    node: NodeName
+    variant: Annotated[str, Field(min_length=1, max_length=63)]
+
+
+MAX_PREFETCH = 32
+
+
 class InferenceJobStatus(StatusModel):
     """Observed state of an inference job."""
 
@@ -668,6 +681,12 @@ class InferenceJobStatus(StatusModel):
     """Service that fronts the Loaded replicas."""
     shortfall_reason: Annotated[str, Field(max_length=1024)] | None = None
     """Why the job serves less than desired, if it does."""
+    prefetch: Annotated[list[PrefetchRecord], Field(max_length=MAX_PREFETCH)] | None = None
+    """Cars whose model cache the operator asked to fetch this (store-delivered) job's vehicle
+    variant before a replica is placed there, so that a later move is a load, not a download:
+    plugged-in cars that may download it now (link at or above the pool's floor, done before
+    departure), longest-parked and fastest first, at most their pool's
+    `delivery.prefetchPerJob` each."""
 
 
 # ---------------------------------------------------------------------------------------------

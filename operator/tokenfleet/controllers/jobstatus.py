@@ -45,6 +45,8 @@ class JobStatusFields(TypedDict, total=False):
     measured_tokens_per_second: float | None
     service_name: str
     shortfall_reason: str | None
+    prefetch: list[dict[str, str]] | None
+    """Written by the planner on its own (``Planner._write_prefetch``), never by the job worker."""
 
 
 def to_wire(fields: JobStatusFields) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from tokenfleet.controllers.snapshot import (
 )
 from tokenfleet.controllers.unknown import TimeVerdict, UnknownTelemetry
 from tokenfleet.delivery.placement import delivery_terms
+from tokenfleet.delivery.prefetch import prefetch_targets
 from tokenfleet.metrics import TELEMETRY_REJECTED
 from tokenfleet.placement import (
     Job,
@@ -140,6 +141,8 @@ class Planner:
         self._plan: Plan | None = None
         self._sites: dict[str, NodeSite] = {}
         self._slices: dict[str, JobSlice] = {}
+        self._prefetch: dict[str, tuple[tuple[str, str], ...]] = {}
+        """Per job key, the status.prefetch this process last wrote (model delivery)."""
         self._job_events: dict[str, asyncio.Event] = {}
         self._daemons: dict[str, int] = {}  # job -> its daemons running here (0 or 1, briefly 2)
         self.failures = FailureLedger(config.runtime_failure_backoff_seconds, clock)
@@ -422,6 +425,7 @@ class Planner:
         self.last_plan_monotonic = self.clock.monotonic()
         generations = {j.key: j.generation for j in jobs}
         self._publish(parts, result, forced, {j.key for j in jobs if not j.deleting})
+        await self._write_prefetch(now, nodes, jobs, result)
         # a spec change the decision does not depend on still wakes the job (observedGeneration)
         for key, generation in generations.items():
             if self._generations.get(key, generation) != generation:
@@ -437,6 +441,41 @@ class Planner:
             len(result.added),
             len(result.evictions),
         )
+
+    async def _write_prefetch(
+        self, now: float, nodes: Sequence[NodeInfo], jobs: Sequence[JobView], result: Plan
+    ) -> None:
+        """Ask cars likely to be chosen to fetch a store-delivered job's model ahead of a move
+        (:func:`tokenfleet.delivery.prefetch.prefetch_targets`, written to the job's
+        ``status.prefetch`` when it changed; the nodes this plan just placed it on are left
+        out)."""
+        if self.kube is None:
+            return
+        placed: dict[str, list[dict[str, str]]] = {}
+        for a in result.assignments:
+            placed.setdefault(a.job, []).append({"node": a.node, "state": "Loading"})
+        views = [
+            dataclasses.replace(j, placements=(*j.placements, *placed.get(j.key, ())))
+            for j in jobs
+            if not j.deleting
+            and str((j.spec.get("model") or {}).get("repositoryUri") or "").startswith("s3://")
+        ]
+        targets = prefetch_targets(now, nodes, self.fleet.pools(), views)
+        log.debug("prefetch: %d store-delivered jobs, asks %s", len(views), targets)
+        for job in views:
+            want = targets.get(job.key, ())
+            if self._prefetch.get(job.key) == want:
+                continue
+            records = [{"node": n, "variant": v} for n, v in want] or None
+            try:
+                await self.kube.patch_job_status(job.namespace, job.name, {"prefetch": records})
+            except Exception as exc:  # best effort: the next plan tries again
+                log.debug("writing status.prefetch of %s failed: %s", job.key, exc)
+                continue
+            self._prefetch[job.key] = want
+            log.info("job %s: asked %d cars to prefetch %s", job.key, len(want), want)
+        for key in set(self._prefetch) - {j.key for j in views}:
+            del self._prefetch[key]
 
     def _publish(
         self,

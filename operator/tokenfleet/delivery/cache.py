@@ -7,7 +7,10 @@
 3. a car that may not download now (:func:`tokenfleet.delivery.rules.may_fetch`) → Waiting;
 4. list ``<repositoryUri>/<model>/``; nothing there → Failed ``NotInStore``;
 5. least-recently-used models not in use are evicted until it fits the disk budget, else Failed
-   ``CacheBudgetExceeded``;
+   ``CacheBudgetExceeded``; a prefetch (``ensure(..., prefetch=True)``: asked by the operator
+   through the job's ``status.prefetch``, no replica here yet) fills the cache only up to
+   ``prefetch_percent`` of the budget, evicts neither models in use nor other prefetched ones,
+   and otherwise waits (Waiting ``PrefetchBudget``, never Failed);
 6. each file is fetched into ``<state>/staging/<model>@<digest16>/`` — resumed with a range GET
    from the partial file's size — re-checking ``window`` between chunks (a car that unplugs
    stops; the partial files stay for the next time);
@@ -79,10 +82,15 @@ class ModelCache:
     budget_bytes: int
     store_factory: Callable[[], ObjectStore]
     clock: Callable[[], float]
+    prefetch_percent: float = 50.0
+    """Share of the budget a prefetch may fill the cache to (percent)."""
     metrics: CacheMetrics = field(default_factory=CacheMetrics)
     entries: dict[str, CacheEntry] = field(default_factory=dict)
     index: dict[str, _Indexed] = field(default_factory=dict)
     in_use: set[str] = field(default_factory=set)
+    prefetching: set[str] = field(default_factory=set)
+    """Models the operator asked this node to prefetch: a prefetch never evicts one of them
+    (two asks that do not fit together do not evict each other in turn)."""
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository)
@@ -155,11 +163,16 @@ class ModelCache:
         self._save_index()
         log.info("evicted %s (least recently used)", name)
 
-    def observe_wanted(self, wants: list[WantedModel]) -> None:
+    def observe_wanted(
+        self, wants: list[WantedModel], prefetch: list[WantedModel] | None = None
+    ) -> None:
         """The models replicas on this node want now: they are in use (never evicted); one
         newly wanted counts as a cache hit when it is already held, else a miss. Entries of
-        models nobody wants any more are dropped, except Ready ones (kept until evicted)."""
+        models nobody wants (nor asks to prefetch) any more are dropped, except Ready ones
+        (kept until evicted)."""
         names = {w.model for w in wants}
+        self.prefetching = {w.model for w in prefetch or ()}
+        keep = names | self.prefetching
         for w in wants:
             if w.model not in self.in_use:
                 if self.holds(w.model, w.sha256):
@@ -168,7 +181,7 @@ class ModelCache:
                     self.metrics.misses += 1
         self.in_use = names
         for name in list(self.entries):
-            if name not in names and self.entries[name].state is not CacheState.READY:
+            if name not in keep and self.entries[name].state is not CacheState.READY:
                 del self.entries[name]
 
     # ---- the work --------------------------------------------------------------------------
@@ -177,7 +190,11 @@ class ModelCache:
         self.entries[name] = entry
 
     async def ensure(
-        self, want: WantedModel, window: Callable[[], FetchWindow | None]
+        self,
+        want: WantedModel,
+        window: Callable[[], FetchWindow | None],
+        *,
+        prefetch: bool = False,
     ) -> CacheEntry:
         """One pass toward Ready for ``want`` (see the module docstring). Never raises for the
         store or the model's content: the outcome is the returned (and reported) entry.
@@ -235,15 +252,32 @@ class ModelCache:
                 verdict = may_fetch(window(), total - have, self.clock())
                 if not verdict.ok:
                     return self._waiting(name, short, have, total, verdict)
+                # a prefetch fills the cache only up to its share of the budget
+                limit = self.budget_bytes
+                if prefetch:
+                    limit = int(self.budget_bytes * self.prefetch_percent / 100)
+                kept = self.in_use | self.prefetching if prefetch else self.in_use
                 plan = plan_evictions(
                     (
-                        CachedModel(n, e.size, e.last_used, n in self.in_use)
+                        CachedModel(n, e.size, e.last_used, n in kept)
                         for n, e in self.index.items()
                         if n != name
                     ),
                     total,
-                    self.budget_bytes,
+                    limit,
                 )
+                if not plan.fits and prefetch:
+                    entry = CacheEntry(
+                        CacheState.WAITING,
+                        short,
+                        have,
+                        total,
+                        reason="PrefetchBudget",
+                        message=f"{total} B does not fit the prefetch share "
+                        f"({self.prefetch_percent:g} %) of the {self.budget_bytes} B budget",
+                    )
+                    self._set(name, entry)
+                    return entry
                 if not plan.fits:
                     entry = CacheEntry(
                         CacheState.FAILED,

@@ -79,6 +79,6 @@ def delivery_gate(
 
 def delivery_refused(reason: str) -> None:
     """Count a replica the operator failed because the cache refused its model."""
-    from tokenfleet.delivery.metrics import MODEL_REFUSED
+    from tokenfleet.metrics import MODEL_REFUSED
 
     MODEL_REFUSED.labels(reason=reason).inc()

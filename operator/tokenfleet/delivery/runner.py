@@ -1,12 +1,15 @@
 """``tokenfleet modelcache``: the node-side model cache as a process (next to the runtime).
 
 Every ``--interval`` seconds it reads its own Node, the VehiclePools (cars) and the
-InferenceJobs, works out which variants replicas on this node need
-(:func:`tokenfleet.delivery.wants.wanted_on`), brings them to Ready one at a time in the
-background (:class:`tokenfleet.delivery.cache.ModelCache`) and publishes the
+InferenceJobs — from memory: each is listed once and then watched (:mod:`.mirror`), its Node with
+a ``metadata.name`` field selector — works out which variants replicas on this node need
+(:func:`tokenfleet.delivery.wants.wanted_on`) and which the operator asks it to prefetch
+(``status.prefetch``: :func:`tokenfleet.delivery.wants.prefetch_on`; within
+``--prefetch-percent`` of the budget, after every replica's need), brings them to Ready one at a
+time in the background (:class:`tokenfleet.delivery.cache.ModelCache`) and publishes the
 ``tokenfleet.io/model-cache`` annotation on its Node when it changed (progress at most every
-``--progress-seconds``). Store credentials: ``--store-secret NAMESPACE/NAME`` (read every pass,
-so a rotated Secret is used from the next pass) or the environment
+``--progress-seconds``). Store credentials: ``--store-secret NAMESPACE/NAME`` (read again every
+minute, so a rotated Secret is used within a minute) or the environment
 (``TOKENFLEET_S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``).
 
 ``tokenfleet modelcache digest DIR`` prints the variant digest of a model directory.
@@ -26,12 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from tokenfleet.agent.publisher import node_annotation_patcher
-from tokenfleet.delivery import metrics
 from tokenfleet.delivery.cache import CacheMetrics, ModelCache, WantedModel
 from tokenfleet.delivery.digest import tree_digest
+from tokenfleet.delivery.mirror import Mirror
 from tokenfleet.delivery.report import MODEL_CACHE_ANNOTATION, CacheReport, encode_report
 from tokenfleet.delivery.rules import FetchWindow
-from tokenfleet.delivery.wants import fetch_window, wanted_on
+from tokenfleet.delivery.wants import fetch_window, prefetch_on, wanted_on
+from tokenfleet.metrics import (
+    MODELCACHE_BYTES_FETCHED,
+    MODELCACHE_EVICTIONS,
+    MODELCACHE_HITS,
+    MODELCACHE_MISSES,
+    MODELCACHE_REGISTRY,
+    MODELCACHE_USED_BYTES,
+    MODELCACHE_VERIFICATION_FAILURES,
+)
 from tokenfleet.store import ObjectStore, StoreConfig
 
 __all__ = ["CacheRunner", "add_modelcache_arguments", "run_modelcache"]
@@ -39,6 +51,8 @@ __all__ = ["CacheRunner", "add_modelcache_arguments", "run_modelcache"]
 log = logging.getLogger("tokenfleet.modelcache")
 
 GROUP, VERSION = "tokenfleet.io", "v1alpha1"
+SECRET_REFRESH_SECONDS = 60.0
+"""The store Secret is read again this often (a rotation is used within a minute)."""
 
 
 def add_modelcache_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +69,12 @@ def add_modelcache_arguments(parser: argparse.ArgumentParser) -> None:
         "--budget-gib", type=float, default=None, help="disk budget for cached models, GiB"
     )
     parser.add_argument("--budget-bytes", type=int, default=None, help="disk budget, bytes")
+    parser.add_argument(
+        "--prefetch-percent",
+        type=float,
+        default=50.0,
+        help="share of the budget models fetched ahead of a placement may fill, percent",
+    )
     parser.add_argument("--store-secret", default=None, help="NAMESPACE/NAME of the store Secret")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between passes")
     parser.add_argument("--progress-seconds", type=float, default=10.0)
@@ -95,9 +115,11 @@ class CacheRunner:
         self.published_at = 0.0
         self._counted = CacheMetrics()
 
-    async def _work(self, wants: list[WantedModel]) -> None:
+    async def _work(self, wants: list[WantedModel], prefetch: list[WantedModel]) -> None:
         for want in wants:
             await self.cache.ensure(want, lambda: self.window)
+        for want in prefetch:  # after every replica's need, within the prefetch share
+            await self.cache.ensure(want, lambda: self.window, prefetch=True)
 
     async def step(self) -> None:
         node = await asyncio.to_thread(self.read_node)
@@ -106,11 +128,12 @@ class CacheRunner:
         pools = await asyncio.to_thread(self.list_pools) if role == "vehicle" else []
         self.window = fetch_window(node, pools)
         wants = wanted_on(self.node, jobs)
-        self.cache.observe_wanted(wants)
+        prefetch = prefetch_on(self.node, jobs, wants)
+        self.cache.observe_wanted(wants, prefetch)
         if self.task is None or self.task.done():
             if self.task is not None and not self.task.cancelled() and self.task.exception():
                 log.error("cache pass failed: %r", self.task.exception())
-            self.task = asyncio.create_task(self._work(wants))
+            self.task = asyncio.create_task(self._work(wants, prefetch))
         await asyncio.sleep(0)
         self.publish()
 
@@ -137,12 +160,12 @@ class CacheRunner:
 
     def _export_metrics(self) -> None:
         m, c = self.cache.metrics, self._counted
-        metrics.BYTES_FETCHED.inc(m.bytes_fetched - c.bytes_fetched)
-        metrics.CACHE_HITS.inc(m.hits - c.hits)
-        metrics.CACHE_MISSES.inc(m.misses - c.misses)
-        metrics.VERIFICATION_FAILURES.inc(m.verification_failures - c.verification_failures)
-        metrics.EVICTIONS.inc(m.evictions - c.evictions)
-        metrics.USED_BYTES.set(self.cache.used_bytes())
+        MODELCACHE_BYTES_FETCHED.inc(m.bytes_fetched - c.bytes_fetched)
+        MODELCACHE_HITS.inc(m.hits - c.hits)
+        MODELCACHE_MISSES.inc(m.misses - c.misses)
+        MODELCACHE_VERIFICATION_FAILURES.inc(m.verification_failures - c.verification_failures)
+        MODELCACHE_EVICTIONS.inc(m.evictions - c.evictions)
+        MODELCACHE_USED_BYTES.set(self.cache.used_bytes())
         self._counted = CacheMetrics(
             m.bytes_fetched, m.hits, m.misses, m.verification_failures, m.evictions
         )
@@ -195,6 +218,48 @@ def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     return repository, repository.parent / (repository.name + ".tokenfleet-cache")
 
 
+class _Mirrors:
+    """Its Node (a ``metadata.name`` field selector), the InferenceJobs and the VehiclePools,
+    listed once and then watched: a pass reads memory, the API server sends only changes."""
+
+    def __init__(self, core: Any, custom: Any, node: str) -> None:
+        self.node = Mirror("node", core.list_node, field_selector=f"metadata.name={node}")
+        kinds = {"group": GROUP, "version": VERSION}
+        list_custom = custom.list_cluster_custom_object
+        self.job_mirror = Mirror("inferencejobs", list_custom, plural="inferencejobs", **kinds)
+        self.pool_mirror = Mirror("vehiclepools", list_custom, plural="vehiclepools", **kinds)
+        self.all = (self.node, self.job_mirror, self.pool_mirror)
+        for mirror in self.all:
+            mirror.start()
+
+    def wait_synced(self, timeout: float) -> None:
+        """Until each kind was listed (a watch error retries meanwhile), at most ``timeout``."""
+        for mirror in self.all:
+            mirror.synced.wait(timeout)
+
+    @staticmethod
+    def _items(mirror: Mirror) -> list[dict[str, Any]]:
+        if not mirror.synced.is_set():
+            raise RuntimeError(f"{mirror.name} not listed yet")
+        return mirror.items()
+
+    def read_node(self) -> dict[str, Any]:
+        items = self._items(self.node)
+        if not items:
+            raise RuntimeError("its Node is not there")
+        return items[0]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._items(self.job_mirror)
+
+    def pools(self) -> list[dict[str, Any]]:
+        return self._items(self.pool_mirror)
+
+    def stop(self) -> None:
+        for mirror in self.all:
+            mirror.stop()
+
+
 async def _main(args: argparse.Namespace) -> int:
     from kubernetes import client, config
 
@@ -209,23 +274,8 @@ async def _main(args: argparse.Namespace) -> int:
     core: Any = client.CoreV1Api(api_client)
     custom: Any = client.CustomObjectsApi(api_client)
 
-    def read_node() -> dict[str, Any]:
-        body: dict[str, Any] = api_client.sanitize_for_serialization(
-            core.read_node(args.node, _request_timeout=10)
-        )
-        return body
-
-    def list_jobs() -> list[dict[str, Any]]:
-        items = custom.list_cluster_custom_object(
-            GROUP, VERSION, "inferencejobs", _request_timeout=10
-        )["items"]
-        return list(items)
-
-    def list_pools() -> list[dict[str, Any]]:
-        items = custom.list_cluster_custom_object(
-            GROUP, VERSION, "vehiclepools", _request_timeout=10
-        )["items"]
-        return list(items)
+    mirrors = _Mirrors(core, custom, args.node)
+    read_node, list_jobs, list_pools = mirrors.read_node, mirrors.jobs, mirrors.pools
 
     def store_config() -> StoreConfig:
         if args.store_secret:
@@ -240,6 +290,7 @@ async def _main(args: argparse.Namespace) -> int:
         repository=repository,
         state_dir=state_dir,
         budget_bytes=_budget(args),
+        prefetch_percent=float(args.prefetch_percent),
         store_factory=lambda: ObjectStore(holder["config"]),
         clock=time.time,
     )
@@ -255,7 +306,10 @@ async def _main(args: argparse.Namespace) -> int:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr=args.metrics_address)
+        start_http_server(
+            args.metrics_port, addr=args.metrics_address, registry=MODELCACHE_REGISTRY
+        )
+    await asyncio.to_thread(mirrors.wait_synced, 60.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -263,10 +317,13 @@ async def _main(args: argparse.Namespace) -> int:
     log.info(
         "model cache for %s: repository %s, budget %d B", args.node, repository, cache.budget_bytes
     )
+    read_at = time.monotonic()
     try:
         while not stop.is_set():
             try:
-                holder["config"] = await asyncio.to_thread(store_config)
+                if time.monotonic() - read_at >= SECRET_REFRESH_SECONDS:
+                    holder["config"] = await asyncio.to_thread(store_config)
+                    read_at = time.monotonic()
                 await runner.step()
             except Exception as error:  # API or Secret unavailable: retry next pass
                 log.warning("model cache pass failed: %s", error)
@@ -277,4 +334,5 @@ async def _main(args: argparse.Namespace) -> int:
                 await asyncio.wait_for(stop.wait(), timeout=args.interval)
     finally:
         await runner.stop()
+        mirrors.stop()
     return 0

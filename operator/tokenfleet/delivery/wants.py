@@ -3,6 +3,8 @@
 * :func:`wanted_on` — from InferenceJobs (spec + status): the variants whose replicas the
   operator placed on this node (``status.placements[]`` Loading or Loaded), for jobs whose
   ``model.repositoryUri`` is ``s3://``.
+* :func:`prefetch_on` — the variants the operator asked this node to fetch ahead of a placement
+  (``status.prefetch``), less those already wanted by a replica;
 * :func:`fetch_window` — from the node and the VehiclePools: ``None`` for a rack (downloads
   whenever needed), else the car's plugged-in/bandwidth/departure and its pool's delivery policy.
 """
@@ -16,7 +18,13 @@ from tokenfleet.delivery.cache import WantedModel
 from tokenfleet.delivery.rules import FetchWindow
 from tokenfleet.telemetry.node import NodeRole, parse_node, selector_matches
 
-__all__ = ["DEFAULT_MIN_BANDWIDTH_MBPS", "fetch_window", "pool_window", "wanted_on"]
+__all__ = [
+    "DEFAULT_MIN_BANDWIDTH_MBPS",
+    "fetch_window",
+    "pool_window",
+    "prefetch_on",
+    "wanted_on",
+]
 
 DEFAULT_MIN_BANDWIDTH_MBPS = 20.0
 DEFAULT_MARGIN_PERCENT = 150.0
@@ -42,6 +50,32 @@ def wanted_on(node: str, jobs: Iterable[Mapping[str, Any]]) -> list[WantedModel]
             name = str(v.get("tritonModelName") or f"{model.get('name')}-{v['name']}")
             sha = v.get("sha256")
             out.setdefault(name, WantedModel(name, uri, str(sha) if sha else None))
+    return [out[k] for k in sorted(out)]
+
+
+def prefetch_on(
+    node: str, jobs: Iterable[Mapping[str, Any]], wanted: Iterable[WantedModel] = ()
+) -> list[WantedModel]:
+    """The store-delivered variants the operator asked ``node`` to prefetch, one per Triton model
+    name, leaving out the models in ``wanted`` (a replica's need comes first)."""
+    taken = {w.model for w in wanted}
+    out: dict[str, WantedModel] = {}
+    for job in jobs:
+        spec = job.get("spec") or {}
+        model = spec.get("model") or {}
+        uri = str(model.get("repositoryUri") or "")
+        if not uri.startswith("s3://"):
+            continue
+        variants = {str(v.get("name")): v for v in spec.get("variants") or () if v.get("name")}
+        for p in (job.get("status") or {}).get("prefetch") or ():
+            if not isinstance(p, Mapping) or p.get("node") != node:
+                continue
+            v = variants.get(str(p.get("variant")))
+            if v is None or not v.get("sha256"):
+                continue
+            name = str(v.get("tritonModelName") or f"{model.get('name')}-{v['name']}")
+            if name not in taken:
+                out.setdefault(name, WantedModel(name, uri, str(v["sha256"])))
     return [out[k] for k in sorted(out)]
 
 

@@ -1,0 +1,123 @@
+"""A list-then-watch copy of one kind for ``tokenfleet modelcache`` (official client, a thread).
+
+The cache used to list every InferenceJob (and read its Node, and list the VehiclePools) on
+every pass: at 10,000 nodes every few seconds that is the API server's whole budget. A
+:class:`Mirror` lists once, then watches from the list's resourceVersion (bookmarks on), so a
+pass reads memory and the API server sends only changes. A watch that times out resumes from the
+last version seen; an ERROR event (410 Gone) or a failure lists again after a short pause. Its
+Node is mirrored with a ``metadata.name`` field selector (one object).
+
+``version`` counts the changes applied, so a pass can tell that nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["Mirror"]
+
+log = logging.getLogger("tokenfleet.modelcache")
+
+WATCH_SECONDS = 120
+ERROR_PAUSE_SECONDS = 2.0
+
+
+def _events(resp: Any) -> Iterator[dict[str, Any]]:
+    buffer = b""
+    for chunk in resp.stream(65536, decode_content=False):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    yield event
+
+
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name')}"
+
+
+class Mirror:
+    """Objects of one kind: ``list_call(**kwargs)`` is a list function of the official client
+    (``CoreV1Api.list_node``, ``CustomObjectsApi.list_cluster_custom_object``)."""
+
+    def __init__(self, name: str, list_call: Callable[..., Any], **kwargs: Any) -> None:
+        self.name = name
+        self.list_call = list_call
+        self.kwargs = kwargs
+        self.version = 0
+        self.synced = threading.Event()
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._objects.values())
+
+    def start(self) -> Mirror:
+        self._thread = threading.Thread(target=self._run, name=f"mirror-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _list(self) -> str:
+        resp = self.list_call(**self.kwargs, _preload_content=False, _request_timeout=60)
+        body = json.loads(resp.data)
+        objects = {_key(o): o for o in body.get("items") or ()}
+        with self._lock:
+            self._objects = objects
+            self.version += 1
+        self.synced.set()
+        return str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _watch(self, version: str) -> str:
+        resp = self.list_call(
+            **self.kwargs,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _preload_content=False,
+            _request_timeout=WATCH_SECONDS + 10,
+        )
+        try:
+            for event in _events(resp):
+                if self._stop.is_set():
+                    break
+                kind, obj = event.get("type"), event.get("object")
+                if kind == "ERROR" or not isinstance(obj, dict):
+                    return ""  # e.g. 410 Gone: list again
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if kind == "BOOKMARK":
+                    continue
+                with self._lock:
+                    if kind == "DELETED":
+                        self._objects.pop(_key(obj), None)
+                    else:
+                        self._objects[_key(obj)] = obj
+                    self.version += 1
+        finally:
+            resp.release_conn()
+        return version
+
+    def _run(self) -> None:
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    version = self._list()
+                version = self._watch(version)
+            except Exception as error:  # API down, forbidden: list again after a pause
+                log.warning("watching %s failed: %s", self.name, error)
+                version = ""
+                self._stop.wait(ERROR_PAUSE_SECONDS)
