@@ -52,8 +52,7 @@ class DispatcherProcess:
         argv = [
             str(TOKENFLEET),
             "dispatcher",
-            "--namespace",
-            self.namespace,
+            *(["--namespace", self.namespace] if self.namespace else []),  # "": all
             "--s3-endpoint",
             self.s3_endpoint,
             "--dial-networks",
@@ -209,3 +208,27 @@ def batch_status(custom: Any, namespace: str, name: str) -> dict[str, Any]:
     obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferencebatches", name)
     status: dict[str, Any] = obj.get("status") or {}
     return status
+
+
+def remove_batches(custom: Any, namespace: str) -> None:
+    """Delete every InferenceBatch of ``namespace``, the dispatcher's finalizer first (a test's
+    dispatcher is gone by then: nothing else would remove it and the namespace would hang)."""
+    from kubernetes.client.exceptions import ApiException
+
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferencebatches")
+    for item in items["items"]:
+        name = item["metadata"]["name"]
+        with contextlib.suppress(ApiException):
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "inferencebatches",
+                name,
+                {"metadata": {"finalizers": None}},
+                _content_type="application/merge-patch+json",
+            )
+        with contextlib.suppress(ApiException):
+            custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "inferencebatches", name
+            )
