@@ -182,18 +182,31 @@ class Dispatcher:
         await asyncio.to_thread(call)
 
     async def set_finalizers(self, meta: Mapping[str, Any], finalizers: list[str]) -> None:
-        """Write ``finalizers`` on the batch, only if it is still at ``meta``'s resourceVersion
-        (a 409 is retried by the next reconcile, from the newer object)."""
+        """Replace the batch's finalizers with ``finalizers``, only if they are still the ones in
+        ``meta`` (a JSON patch ``test``, so a status write in between does not conflict; with
+        none yet, at ``meta``'s resourceVersion). A conflict is retried by the next reconcile,
+        from the newer object."""
         from kubernetes import client as k8s
         from kubernetes.client.exceptions import ApiException
 
-        patch = {
-            "metadata": {
-                "finalizers": finalizers,
-                "resourceVersion": meta.get("resourceVersion"),
-                "uid": meta.get("uid"),
+        current = [str(f) for f in meta.get("finalizers") or ()]
+        patch: Any
+        if current:
+            content_type = "application/json-patch+json"
+            patch = [
+                {"op": "test", "path": "/metadata/uid", "value": meta.get("uid")},
+                {"op": "test", "path": "/metadata/finalizers", "value": current},
+                {"op": "replace", "path": "/metadata/finalizers", "value": finalizers},
+            ]
+        else:  # none yet: only at the version read (no list to test against)
+            content_type = MERGE_PATCH
+            patch = {
+                "metadata": {
+                    "finalizers": finalizers,
+                    "resourceVersion": meta.get("resourceVersion"),
+                    "uid": meta.get("uid"),
+                }
             }
-        }
 
         def call() -> None:
             api: Any = k8s.CustomObjectsApi(self.api_client)
@@ -206,10 +219,11 @@ class Dispatcher:
                     str(meta.get("name")),
                     patch,
                     field_manager=FIELD_MANAGER,
-                    _content_type=MERGE_PATCH,
+                    _content_type=content_type,
                 )
             except ApiException as exc:
-                if exc.status not in (404, 409):
+                # gone, or the test failed (422: the finalizers changed meanwhile)
+                if exc.status not in (404, 409, 422):
                     raise
 
         await asyncio.to_thread(call)
