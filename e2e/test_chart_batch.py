@@ -137,7 +137,7 @@ def test_off_by_default(fleet: Fleet) -> None:
     docs = render(fleet)
     assert named(docs, "Deployment", DISPATCHER) == []
     assert named(docs, "ServiceAccount", DISPATCHER) == []
-    assert [d for d in docs if "batches" in d["metadata"]["name"]] == []
+    assert [d for d in docs if "gateway-batches" in d["metadata"]["name"]] == []
     (gateway,) = named(docs, "Deployment", "tf-tokenfleet-gateway")
     (container,) = gateway["spec"]["template"]["spec"]["containers"]
     assert not [a for a in container["args"] if a.startswith("--files-uri")]
