@@ -68,12 +68,15 @@ class DispatcherProcess:
                 cwd=str(REPO),
                 start_new_session=True,
             )
-        wait_for(
-            lambda: self._starts() > before,
-            timeout,
-            "the dispatcher to start",
-            describe=self.log_tail,
-        )
+
+        def started() -> bool:
+            if self._starts() > before:
+                return True
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"the dispatcher exited:\n{self.log_tail()}")
+            return False
+
+        wait_for(started, timeout, "the dispatcher to start", describe=self.log_tail)
         return self
 
     def alive(self) -> bool:

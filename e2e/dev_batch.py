@@ -112,7 +112,9 @@ class DevBatch:
             self.tmp / "dispatcher.log",
             namespace="" if self.all_namespaces else self.namespace,
             s3_endpoint=self.store.endpoint,
-        ).start()
+        )
+        # held before it is waited for: a start that times out is still stopped by stop()
+        self.dispatcher.start(timeout=180)
 
     def pids(self) -> list[int]:
         """The processes to record for the next run's reaper (a SIGKILLed make dev)."""
