@@ -100,9 +100,10 @@ image: install
 
 ## dev: the local fleet — control plane, simulated racks and cars, real tritonservers, a tank
 ## simulator, an example job, the OpenAI-compatible gateway on 127.0.0.1:8088 and the operator
-## in the foreground (Ctrl-C to stop)
+## in the foreground (Ctrl-C to stop); with the object store (SeaweedFS, objstore-build), the
+## batch dispatcher and a sample InferenceBatch
 ## dev-prereqs first: a missing etcd/openssl/go is installed or named in the first second
-dev: dev-prereqs install triton-venv cluster-build
+dev: dev-prereqs install triton-venv cluster-build objstore-build
 	$(PY) -m e2e.dev
 
 dev-prereqs:

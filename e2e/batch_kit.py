@@ -52,8 +52,7 @@ class DispatcherProcess:
         argv = [
             str(TOKENFLEET),
             "dispatcher",
-            "--namespace",
-            self.namespace,
+            *(["--namespace", self.namespace] if self.namespace else []),  # "": all
             "--s3-endpoint",
             self.s3_endpoint,
             "--dial-networks",
@@ -69,12 +68,15 @@ class DispatcherProcess:
                 cwd=str(REPO),
                 start_new_session=True,
             )
-        wait_for(
-            lambda: self._starts() > before,
-            timeout,
-            "the dispatcher to start",
-            describe=self.log_tail,
-        )
+
+        def started() -> bool:
+            if self._starts() > before:
+                return True
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"the dispatcher exited:\n{self.log_tail()}")
+            return False
+
+        wait_for(started, timeout, "the dispatcher to start", describe=self.log_tail)
         return self
 
     def alive(self) -> bool:
@@ -209,3 +211,27 @@ def batch_status(custom: Any, namespace: str, name: str) -> dict[str, Any]:
     obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferencebatches", name)
     status: dict[str, Any] = obj.get("status") or {}
     return status
+
+
+def remove_batches(custom: Any, namespace: str) -> None:
+    """Delete every InferenceBatch of ``namespace``, the dispatcher's finalizer first (a test's
+    dispatcher is gone by then: nothing else would remove it and the namespace would hang)."""
+    from kubernetes.client.exceptions import ApiException
+
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferencebatches")
+    for item in items["items"]:
+        name = item["metadata"]["name"]
+        with contextlib.suppress(ApiException):
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "inferencebatches",
+                name,
+                {"metadata": {"finalizers": None}},
+                _content_type="application/merge-patch+json",
+            )
+        with contextlib.suppress(ApiException):
+            custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "inferencebatches", name
+            )

@@ -15,7 +15,10 @@
    runtime publish through real ``tokenfleet agent`` processes (one each); the bulk of the fleet
    through the same agent code in the driver's process;
 8. a load generator (2 openai-client threads) through the gateway, so tokens/s are real;
-9. the operator itself, its log in the foreground; one ready banner says where everything is.
+9. the operator itself, its log in the foreground; one ready banner says where everything is;
+10. batch inference (:mod:`e2e.dev_batch`): the object store (SeaweedFS S3 on 127.0.0.1), the
+   gateway's ``/v1/files`` and ``/v1/batches``, ``tokenfleet dispatcher`` and a sample
+   InferenceBatch (``kubectl get infbatch``).
 
 Ctrl-C (or SIGTERM, SIGHUP, a closed pipe) stops everything it started and removes what it
 created, finalizers included. A run that was SIGKILLed is cleaned up by the next one (its
@@ -204,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.state_dir.mkdir(parents=True, exist_ok=True)
     reap_previous_run(args.state_dir)
 
+    from e2e.dev_batch import DevBatch
     from e2e.gateway_kit import GatewayProcess, Load, create_api_key
     from e2e.operator_kit import TEST_ENV, TOKENFLEET, Rig, free_port, wait_for
     from e2e.runtime.repository import DEFAULT_MODELS
@@ -216,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load: Load | None = None
     gateway: GatewayProcess | None = None
     fleet: Fleet | None = None
+    batch = DevBatch(args.namespace, tmp, all_namespaces=not args.watch_namespace_only, log=log)
     code = 0
     try:
         fleet = control_plane(args)
@@ -226,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rig.start_tritons(args.runtimes, list(DEFAULT_MODELS))
         record_run(args.state_dir, [s.process.pid for s in rig.tritons.servers if s.process])
         rig.start_sim([])
+        batch.start_store()
         tank = rig.create_tank("factory-tank")
         pool = rig.create_pool(
             "depot-vans",
@@ -263,12 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             rig.core.delete_namespaced_secret("dev-api-key", args.namespace)
         create_api_key(rig.core, args.namespace, "dev-api-key", DEV_API_KEY)
         gateway = GatewayProcess(
-            fleet.env(),
+            {**fleet.env(), **batch.gateway_env()},
             tmp / "gateway.log",
             extra_args=["--live-view"],
         )
         gateway.port = args.gateway_port
         gateway.start()
+        batch.start_dispatcher(rig.core, run_env)
 
         # the living fleet: the driver, and one real agent per car with a runtime
         agents_dir = tmp / "agents"
@@ -286,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         record_run(
             args.state_dir,
             [*(s.process.pid for s in rig.tritons.servers if s.process), gateway.process.pid]  # type: ignore[union-attr]
-            + [p.pid for p in procs],
+            + [p.pid for p in procs]
+            + batch.pids(),
         )
 
         # the job comes once every dev car speaks for itself (its agent published the
@@ -325,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return conds.get("Ready", {}).get("status") == "True"
 
         wait_for(job_ready, 180, f"InferenceJob {DEV_JOB} Ready", interval=0.5)
+        batch.submit_sample(rig.custom, DEV_JOB)
         load = Load(
             base_url=gateway.url,
             api_key=DEV_API_KEY,
@@ -333,11 +342,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_tokens=16,
         )
         load.__enter__()
-        banner(args, fleet, gateway.url, tank, pool, time.monotonic() - T_START, tmp)
-        while all(p.poll() is None for p in procs):
+        banner(
+            args, fleet, gateway.url, tank, pool, time.monotonic() - T_START, tmp,
+            batch.banner_lines(gateway.url, DEV_API_KEY, DEV_JOB),
+        )  # fmt: skip
+        while all(p.poll() is None for p in procs) and batch.dead() is None:
             time.sleep(0.5)
-        dead = next(p for p in procs if p.poll() is not None)
-        log(f"{' '.join(map(str, dead.args[:2]))} exited ({dead.returncode}); stopping")  # type: ignore[index]
+        dead = next((p for p in procs if p.poll() is not None), None)
+        if dead is None:
+            log(f"{batch.dead()} exited; stopping")
+        else:
+            log(f"{' '.join(map(str, dead.args[:2]))} exited ({dead.returncode}); stopping")  # type: ignore[index]
         code = 1
     except Stop as stop:
         log(f"{stop}: stopping the dev fleet")
@@ -345,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"{error}")
         code = 2
     finally:
-        shutdown(args, procs, load, gateway, rig, fleet)
+        shutdown(args, procs, load, gateway, rig, fleet, batch)
     return code
 
 
@@ -381,11 +396,15 @@ def shutdown(
     gateway: Any,
     rig: Any,
     fleet: Fleet | None,
+    batch: Any = None,
 ) -> None:
     """Stop what a dev run started (every stop path ends here): the load, the processes, the
     gateway, the rig's objects and runtimes, the run file."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the cleanup runs to its end
+    if batch is not None and rig is not None:  # the batches first, while the dispatcher runs
+        log("removing the dev batches; stopping the dispatcher and the object store")
+        batch.stop(rig.custom, rig.core, DEV_JOB)
     if load is not None:
         threading.Thread(target=load.__exit__, args=(None, None, None), daemon=True).start()
     for p in reversed(procs):  # agents, driver, then the operator
@@ -430,6 +449,12 @@ def remove_dev_objects(rig: Any, *, wait: bool = True, quiet: bool = False) -> N
     no_finalizers = {"metadata": {"finalizers": None}}
     merge = "application/merge-patch+json"
     gone: list[Any] = []
+    from e2e.dev_batch import SECRET, remove_dev_batches
+
+    with contextlib.suppress(ApiException):  # no dispatcher runs now: finalizers go at once
+        remove_dev_batches(custom, rig.namespace, DEV_JOB, timeout=0)
+    with contextlib.suppress(ApiException):
+        core.delete_namespaced_secret(SECRET, rig.namespace)
     with contextlib.suppress(ApiException):
         job = custom.get_namespaced_custom_object(
             GROUP, VERSION, rig.namespace, "inferencejobs", DEV_JOB
@@ -507,6 +532,7 @@ def banner(
     pool: str,
     elapsed: float,
     tmp: Path,
+    batch_lines: Sequence[str] = (),
 ) -> None:
     base = gateway_url.removesuffix("/v1")
     kubectl = REPO / ".bin" / "kubectl"
@@ -538,7 +564,9 @@ def banner(
         f'  OpenAI(base_url="{gateway_url}", api_key="{DEV_API_KEY}")'
         f'.chat.completions.create(model="{DEV_JOB}", messages=[...])',
         "",
-        f"logs         {tmp} (gateway, agents, dev.log)",
+        *batch_lines,
+        "",
+        f"logs         {tmp} (gateway, dispatcher, agents, objstore, dev.log)",
         "stop         Ctrl-C (removes the dev job, tank, pool and nodes)",
         "stop all     make cluster-down (the control plane keeps running after Ctrl-C)",
         "=" * 78,

@@ -29,6 +29,7 @@ from e2e.batch_kit import (
     create_batch,
     create_store_secret,
     input_lines,
+    remove_batches,
     request_line,
 )
 from e2e.cluster.fleet import Fleet
@@ -295,15 +296,8 @@ def test_batch_missing_input_unreadable_input_and_expired_window(
 @pytest.fixture(autouse=True)
 def _no_leftover_batches(rig: Rig, namespace: str) -> Any:
     yield
-    from e2e.operator_kit import GROUP, VERSION
-
     with contextlib.suppress(Exception):
-        for item in rig.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, "inferencebatches"
-        )["items"]:
-            rig.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, "inferencebatches", item["metadata"]["name"]
-            )
+        remove_batches(rig.custom, namespace)
 
 
 def test_api_server_enforces_the_batch_rules(rig: Rig, namespace: str) -> None:

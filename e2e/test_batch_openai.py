@@ -5,11 +5,14 @@ served by ``tokenfleet dispatcher`` on real tritonservers; results read back wit
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
 from e2e.batch_kit import (
     Bucket,
@@ -17,6 +20,7 @@ from e2e.batch_kit import (
     batch_status,
     create_store_secret,
     input_lines,
+    remove_batches,
     request_line,
 )
 from e2e.cluster.fleet import Fleet
@@ -32,6 +36,13 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
 )
 
 KEY = "sk-e2e-batch-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_batches(rig: Rig, namespace: str) -> Iterator[None]:
+    yield
+    with contextlib.suppress(Exception):
+        remove_batches(rig.custom, namespace)
 
 
 def test_openai_files_and_batches(

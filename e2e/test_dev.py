@@ -118,6 +118,16 @@ def leftovers(fleet: Fleet, namespace: str) -> list[str]:
     except ApiException as exc:
         if exc.status != 404:
             raise
+    for obj in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferencebatches")[
+        "items"
+    ]:
+        left.append(f"inferencebatches/{obj['metadata']['name']}")
+    try:
+        core.read_namespaced_secret("tokenfleet-batch-store", namespace)
+        left.append("secret/tokenfleet-batch-store")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
     try:
         client.AppsV1Api(api).read_namespaced_daemon_set("runtime-dev", "tokenfleet-system")
         left.append("daemonset/runtime-dev")
@@ -128,6 +138,18 @@ def leftovers(fleet: Fleet, namespace: str) -> list[str]:
     if run_file.exists():
         left.append(str(run_file))
     return left
+
+
+def sample_batch(fleet: Fleet, namespace: str) -> dict[str, Any]:
+    """The dev run's sample InferenceBatch's status."""
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(fleet.api_client())
+    obj = custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferencebatches", "sample-batch"
+    )
+    status: dict[str, Any] = obj.get("status") or {}
+    return status
 
 
 def recorded_children(fleet: Fleet) -> list[tuple[int, str]]:
@@ -282,6 +304,10 @@ def test_dev_fleet_lives_for_three_simulated_hours(
         with urllib.request.urlopen(f"{run.base}/live/state", timeout=10) as r:
             state = json.loads(r.read())
         assert state["tokensPerSecondTotal"] > 0, state  # the load generator's tokens
+        # the sample batch, served by the dev dispatcher through the departures
+        sample = sample_batch(fleet, namespace)
+        assert sample.get("phase") == "Completed", sample
+        assert sample["requestCounts"] == {"total": 24, "completed": 24, "failed": 0}, sample
     finally:
         if run.process is not None and run.process.poll() is None:
             run.interrupt()
@@ -295,7 +321,16 @@ def test_dev_stops_clean_and_restarts_after_ctrl_c_sigkill_and_a_closed_pipe(
     # 1. Ctrl-C: everything it made is gone, finalizers included
     first = DevRun(fleet, namespace, tmp_path / "first.log", "--runtimes", "4").start()
     first.wait_ready()
+    assert "kubectl get infbatch -w" in first.text()
+    wait_for(
+        lambda: sample_batch(fleet, namespace).get("phase") == "Completed",
+        180,
+        "the sample batch to complete",
+        describe=lambda: str(sample_batch(fleet, namespace)),
+    )
     children = recorded_children(fleet)
+    cmdlines = " ".join(c for _, c in children)
+    assert " mini " in cmdlines and " dispatcher " in cmdlines  # weed and the dispatcher
     assert first.interrupt() == 0, first.tail()
     assert leftovers(fleet, namespace) == [], first.tail()
     assert not [c for c in children if alive(*c)]

@@ -13,10 +13,10 @@ import pytest
 from e2e.cluster.fleet import Fleet
 from e2e.gateway_kit import create_api_key
 from e2e.operator_kit import install_crds
-from tokenfleet.gateway import watch as gateway_watch
 from tokenfleet.gateway.keys import KeyStore
 from tokenfleet.gateway.table import RoutingTable
 from tokenfleet.gateway.watch import KubeWatcher, _Kind
+from tokenfleet.serving import listwatch
 
 
 class CountingWatcher(KubeWatcher):
@@ -50,7 +50,7 @@ async def _until(check: Any, seconds: float) -> bool:
 async def test_timed_out_watches_resume_without_relisting(
     fleet: Fleet, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gateway_watch, "WATCH_SECONDS", 2)
+    monkeypatch.setattr(listwatch, "WATCH_SECONDS", 2)
     install_crds(fleet)
     api = fleet.api_client()
     from kubernetes import client

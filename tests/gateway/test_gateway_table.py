@@ -101,7 +101,7 @@ def test_replace_drops_what_a_fresh_list_lacks() -> None:
 
 
 def test_watch_events_are_split_on_lines_across_chunks() -> None:
-    from tokenfleet.gateway.watch import _events
+    from tokenfleet.serving.listwatch import watch_events as _events
 
     class Chunks:  # the slice of urllib3's response that _events reads
         def __init__(self, chunks: list[bytes]) -> None:

@@ -1,32 +1,28 @@
 """List-then-watch of the kinds the dispatcher needs (official client, one thread per kind).
 
-Events are handed to the event loop (``call_soon_threadsafe``), so the views are only touched
-from the loop, as in the gateway (:mod:`tokenfleet.gateway.watch`, whose event reader this
-reuses). A watch that ends or fails is followed by a fresh list, which replaces what was known.
+The loop is the gateway's (:mod:`tokenfleet.serving.listwatch`): events are handed to the event
+loop (``call_soon_threadsafe``), so the views are only touched from the loop; a watch that times
+out is resumed from the last resourceVersion it saw (bookmarks included); one that fails or is
+told its version is gone (410) is followed by a fresh list, which replaces what was known.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
 
 from tokenfleet import GROUP, VERSION
-from tokenfleet.gateway.watch import _events
+from tokenfleet.serving.listwatch import ListWatch, WatchedKind
 from tokenfleet.serving.routing import ENDPOINTSLICE_MANAGED_BY, ENDPOINTSLICE_MANAGED_BY_LABEL
 
 __all__ = ["Watched", "Watcher"]
 
 log = logging.getLogger("tokenfleet.batch.watch")
-
-WATCH_SECONDS = 60
-ERROR_PAUSE_SECONDS = 1.0
 
 Apply = Callable[[Mapping[str, Any], bool], None]
 
@@ -99,61 +95,29 @@ def standard_kinds(
     return out
 
 
-@dataclass
 class Watcher:
-    kinds: list[Watched]
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _synced: set[str] = field(default_factory=set)
+    """The dispatcher's watches: each :class:`Watched` kind through the shared
+    :class:`~tokenfleet.serving.listwatch.ListWatch` loop (a fresh list resets the kind's view
+    and applies every item; a timed-out watch resumes from its last resourceVersion)."""
+
+    def __init__(self, kinds: list[Watched]) -> None:
+        self.kinds = kinds
+        self._loop = ListWatch([_shared(k) for k in kinds], logger=log)
 
     def synced(self) -> bool:
-        return len(self._synced) >= len(self.kinds)
+        return self._loop.synced()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        for kind in self.kinds:
-            threading.Thread(
-                target=self._run, args=(kind, loop), name=f"watch-{kind.name}", daemon=True
-            ).start()
+        self._loop.start(loop)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
 
-    def _run(self, kind: Watched, loop: asyncio.AbstractEventLoop) -> None:
-        while not self._stop.is_set():
-            try:
-                raw = kind.list_call(**kind.kwargs, _preload_content=False, _request_timeout=30)
-                data = json.loads(raw.data)
-                version = str((data.get("metadata") or {}).get("resourceVersion") or "")
-                items = list(data.get("items") or ())
 
-                def listed(items: list[Mapping[str, Any]] = items) -> None:
-                    kind.reset()
-                    for item in items:
-                        kind.apply(item, False)
-                    self._synced.add(kind.name)
+def _shared(kind: Watched) -> WatchedKind:
+    def listed(items: list[Mapping[str, Any]]) -> None:
+        kind.reset()
+        for item in items:
+            kind.apply(item, False)
 
-                loop.call_soon_threadsafe(listed)
-                resp = kind.list_call(
-                    **kind.kwargs,
-                    watch=True,
-                    resource_version=version,
-                    timeout_seconds=WATCH_SECONDS,
-                    _preload_content=False,
-                    _request_timeout=WATCH_SECONDS + 10,
-                )
-                try:
-                    for event in _events(resp):
-                        if self._stop.is_set():
-                            break
-                        type_ = event.get("type")
-                        obj = event.get("object")
-                        if type_ == "ERROR" or not isinstance(obj, dict):
-                            break
-                        if type_ in ("ADDED", "MODIFIED", "DELETED"):
-                            loop.call_soon_threadsafe(kind.apply, obj, type_ == "DELETED")
-                finally:
-                    resp.release_conn()
-            except Exception as exc:
-                if self._stop.is_set() or loop.is_closed():
-                    return
-                log.warning("watching %s failed (%s); listing again", kind.name, exc)
-                self._stop.wait(ERROR_PAUSE_SECONDS)
+    return WatchedKind(kind.name, kind.list_call, kind.kwargs, listed, kind.apply)

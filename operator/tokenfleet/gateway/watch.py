@@ -1,6 +1,7 @@
 """Keep the routing table and key store in step with Kubernetes (official client, in threads).
 
-One thread per kind lists, then watches from the list's resourceVersion; every event is handed
+The loop is :class:`tokenfleet.serving.listwatch.ListWatch` (shared with the batch dispatcher):
+one thread per kind lists, then watches from the list's resourceVersion; every event is handed
 to the event loop (``call_soon_threadsafe``), so the table is only touched from the loop. A
 watch that times out is resumed from the last resourceVersion it delivered (bookmarks
 included); one that fails or is told its version is gone (410) is followed by a fresh list
@@ -15,11 +16,9 @@ or in the given namespaces.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
@@ -27,37 +26,16 @@ from kubernetes import client as k8s
 from tokenfleet import GROUP, VERSION
 from tokenfleet.gateway.keys import API_KEY_LABEL, KeyStore
 from tokenfleet.gateway.table import RoutingTable
+from tokenfleet.serving.listwatch import ListWatch, WatchedKind
 from tokenfleet.serving.routing import ENDPOINTSLICE_MANAGED_BY, ENDPOINTSLICE_MANAGED_BY_LABEL
 
 __all__ = ["KubeWatcher"]
 
-
-def _events(resp: Any) -> Iterator[dict[str, Any]]:
-    """The JSON events of a watch response, one per line (raw dicts: no model decoding)."""
-    buffer = b""
-    for chunk in resp.stream(65536, decode_content=False):
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    yield event
+_Kind = WatchedKind
+"""The kinds :meth:`KubeWatcher._kinds` returns (the shared loop's)."""
 
 
 log = logging.getLogger(__name__)
-
-WATCH_SECONDS = 60
-ERROR_PAUSE_SECONDS = 1.0
-
-
-@dataclass
-class _Kind:
-    name: str
-    list_call: Callable[..., Any]
-    kwargs: dict[str, Any]
-    apply_list: Callable[[list[Mapping[str, Any]]], None]
-    apply_event: Callable[[Mapping[str, Any], bool], None]
 
 
 @dataclass
@@ -68,13 +46,11 @@ class KubeWatcher:
     table: RoutingTable
     keys: KeyStore
     namespaces: tuple[str, ...] = ()
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _synced: set[str] = field(default_factory=set)
-    _threads: list[threading.Thread] = field(default_factory=list)
+    _loop: ListWatch | None = None
 
     def synced(self) -> bool:
-        """Every kind has been listed at least once."""
-        return len(self._synced) >= 4
+        """Every kind (nodes, jobs, slices, API-key Secrets) has been listed at least once."""
+        return self._loop is not None and self._loop.synced()
 
     def _kinds(self) -> list[_Kind]:
         custom = k8s.CustomObjectsApi(self.api_client)
@@ -113,6 +89,7 @@ class KubeWatcher:
                     {**jobs_kw, "plural": "inferencejobs"},
                     self._replacer("jobs", ns),
                     self.table.set_job,
+                    synced_as="jobs",
                 ),
                 _Kind(
                     "slices" + suffix,
@@ -120,6 +97,7 @@ class KubeWatcher:
                     {**ns_kw, "label_selector": slices_sel},
                     self._replacer("slices", ns),
                     self.table.set_slice,
+                    synced_as="slices",
                 ),
                 _Kind(
                     "secrets" + suffix,
@@ -127,6 +105,7 @@ class KubeWatcher:
                     {**ns_kw, "label_selector": keys_sel},
                     self._key_replacer(ns),
                     self.keys.set_secret,
+                    synced_as="secrets",
                 ),
             ]
         return kinds
@@ -166,67 +145,9 @@ class KubeWatcher:
         return apply
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        for kind in self._kinds():
-            thread = threading.Thread(
-                target=self._run, args=(kind, loop), name=f"watch-{kind.name}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        self._loop = ListWatch(self._kinds(), logger=log)
+        self._loop.start(loop)
 
     def stop(self) -> None:
-        self._stop.set()
-
-    def _watch(self, kind: _Kind, loop: asyncio.AbstractEventLoop, version: str) -> str:
-        """One watch from ``version``; returns the version to resume from ("" to list again)."""
-        resp = kind.list_call(
-            **kind.kwargs,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-            _request_timeout=WATCH_SECONDS + 10,
-        )
-        try:
-            for event in _events(resp):
-                if self._stop.is_set():
-                    break
-                type_ = event.get("type")
-                obj = event.get("object")
-                if type_ == "ERROR" or not isinstance(obj, dict):
-                    return ""  # e.g. 410 Gone: list again
-                seen = (obj.get("metadata") or {}).get("resourceVersion")
-                if seen:
-                    version = str(seen)
-                if type_ in ("ADDED", "MODIFIED", "DELETED"):
-                    loop.call_soon_threadsafe(kind.apply_event, obj, type_ == "DELETED")
-        finally:
-            resp.release_conn()
-        return version
-
-    def _run(self, kind: _Kind, loop: asyncio.AbstractEventLoop) -> None:
-        base = kind.name.split("/")[0]
-        while not self._stop.is_set():
-            try:
-                raw = kind.list_call(**kind.kwargs, _preload_content=False, _request_timeout=30)
-                data = json.loads(raw.data)
-                version = str((data.get("metadata") or {}).get("resourceVersion") or "")
-                items = list(data.get("items") or ())
-
-                def listed(items: list[Mapping[str, Any]] = items) -> None:
-                    kind.apply_list(items)
-                    self._synced.add(base)
-
-                loop.call_soon_threadsafe(listed)
-                # watch from there, and resume from the last resourceVersion seen when a watch
-                # times out: a full LIST (and the table rebuilt from it) only at start, after an
-                # error or when the version is too old (410 Gone), as informers do
-                while version and not self._stop.is_set():
-                    version = self._watch(kind, loop, version)
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                if loop.is_closed():
-                    return
-                log.warning("watching %s failed (%s); listing again", kind.name, exc)
-                self._stop.wait(ERROR_PAUSE_SECONDS)
+        if self._loop is not None:
+            self._loop.stop()
