@@ -56,6 +56,8 @@ class DevRun:
             str(self.gateway_port),
             "--metrics-port",
             str(free_port()),
+            "--tank-port",
+            str(free_port()),
             *extra,
         ]
         self.process: subprocess.Popen[bytes] | None = None
