@@ -132,11 +132,22 @@ def reap_previous_run(state_dir: Path) -> None:
         path.unlink()
 
 
+def settled_cmdline(pid: int, timeout: float = 5.0) -> str:
+    """The command line of a process that may have just been started: right after ``Popen``
+    returns, the child's exec may not have set up its new argv yet and /proc/PID/cmdline reads
+    empty (2 reads in 60 here). Such a child was once left out of the record, and a SIGKILLed run's
+    ``tokenfleet agent`` (the last one started) outlived every later cleanup."""
+    deadline = time.monotonic() + timeout
+    while not (cmd := _cmdline(pid)) and time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return ""
+        time.sleep(0.01)
+    return cmd
+
+
 def record_run(state_dir: Path, pids: Sequence[int]) -> None:
-    doc = {
-        "pid": os.getpid(),
-        "children": [{"pid": p, "cmdline": _cmdline(p)} for p in pids if _cmdline(p)],
-    }
+    children = [{"pid": p, "cmdline": settled_cmdline(p)} for p in pids]
+    doc = {"pid": os.getpid(), "children": [c for c in children if c["cmdline"]]}
     tmp = state_dir / f".{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, state_dir / RUN_FILE)

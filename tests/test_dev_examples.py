@@ -4,6 +4,9 @@ That the objects become Ready on the dev fleet is e2e/test_dev.py's check."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +111,23 @@ def test_a_second_tank_file_is_refused_by_name(tmp_path: Any) -> None:
     ex = DevExamples(_Rig(), battery_kwh=5, drain_lead_seconds=20, log=print, directory=tmp_path)
     with pytest.raises(ValueError, match="expected one ImmersionPod, found 2"):
         ex.create_tank()
+
+
+def test_record_run_records_processes_started_a_moment_ago(tmp_path: Path) -> None:
+    """Read right after Popen returns, a child's /proc/PID/cmdline is sometimes still empty (its
+    exec has not set up the new argv): the record must not leave such a child out (it would
+    outlive the next make dev's reaping after a SIGKILL)."""
+    procs = [
+        subprocess.Popen(["sleep", "30"], start_new_session=True) for _ in range(3)
+    ]  # fmt: skip
+    try:
+        for _ in range(40):
+            procs.append(subprocess.Popen(["sleep", "30"], start_new_session=True))
+            dev.record_run(tmp_path, [p.pid for p in procs])
+            recorded = json.loads((tmp_path / dev.RUN_FILE).read_text())["children"]
+            assert sorted(c["pid"] for c in recorded) == sorted(p.pid for p in procs)
+            assert all(c["cmdline"] == "sleep 30 " for c in recorded), recorded
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
