@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from e2e import dev_procs
 from e2e.cluster.fleet import DEFAULT_STATE_DIR, REPO, Fleet, FleetError
 
 T_START = time.monotonic()
@@ -134,11 +135,22 @@ def reap_previous_run(state_dir: Path) -> None:
         path.unlink()
 
 
+def settled_cmdline(pid: int, timeout: float = 5.0) -> str:
+    """The command line of a process that may have just been started: right after ``Popen``
+    returns, the child's exec may not have set up its new argv yet and /proc/PID/cmdline reads
+    empty (2 reads in 60 here). Such a child was once left out of the record, and a SIGKILLed run's
+    ``tokenfleet agent`` (the last one started) outlived every later cleanup."""
+    deadline = time.monotonic() + timeout
+    while not (cmd := _cmdline(pid)) and time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return ""
+        time.sleep(0.01)
+    return cmd
+
+
 def record_run(state_dir: Path, pids: Sequence[int]) -> None:
-    doc = {
-        "pid": os.getpid(),
-        "children": [{"pid": p, "cmdline": _cmdline(p)} for p in pids if _cmdline(p)],
-    }
+    children = [{"pid": p, "cmdline": settled_cmdline(p)} for p in pids]
+    doc = {"pid": os.getpid(), "children": [c for c in children if c["cmdline"]]}
     tmp = state_dir / f".{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, state_dir / RUN_FILE)
@@ -190,6 +202,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--gateway-port", type=int, default=int(env("GATEWAY_PORT", 8088)))
     parser.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", 9090)))
+    # examples/dev/immersionpod-dev-tank.yaml names this port
+    parser.add_argument("--tank-port", type=int, default=int(env("TANK_PORT", 8089)))
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     args = parser.parse_args(argv)
     if args.runtimes < 4:
@@ -206,8 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _raise_stop)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     reap_previous_run(args.state_dir)
+    # what an earlier run started and never recorded, then mark this run's children
+    left = dev_procs.sweep(dev_procs.of_state_dir(args.state_dir))
+    if left:
+        log(f"stopped {len(left)} unrecorded processes of an earlier make dev: {left}")
+    dev_procs.mark(args.state_dir)
 
     from e2e.dev_batch import DevBatch
+    from e2e.dev_examples import DevExamples
     from e2e.gateway_kit import GatewayProcess, Load, create_api_key
     from e2e.operator_kit import TEST_ENV, TOKENFLEET, Rig, free_port, wait_for
     from e2e.runtime.repository import DEFAULT_MODELS
@@ -230,22 +250,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"starting {args.runtimes} tritonservers on 127.0.0.1 ({', '.join(DEFAULT_MODELS)})")
         rig.start_tritons(args.runtimes, list(DEFAULT_MODELS))
         record_run(args.state_dir, [s.process.pid for s in rig.tritons.servers if s.process])
-        rig.start_sim([])
+        rig.start_sim([], port=args.tank_port)
         batch.start_store()
-        tank = rig.create_tank("factory-tank")
-        pool = rig.create_pool(
-            "depot-vans",
-            battery={
-                "minStateOfChargePercent": 30,
-                "targetStateOfChargePercent": 80,
-                "requirePluggedIn": True,
-                "maxBatteryTempC": 45,
-                # see tokenfleet.devfleet.model: the battery at the time scale
-                "capacityKWh": pool_battery_kwh(DevFleetConfig(scale=args.scale)),
-            },
-            # 20 virtual minutes
-            drainLeadSeconds=max(5, int(1200 / args.scale)),
+        # the dev tank and pool are examples/dev/'s (see e2e/dev_examples.py)
+        examples = DevExamples(
+            rig,
+            # see tokenfleet.devfleet.model: the battery at the time scale
+            battery_kwh=pool_battery_kwh(DevFleetConfig(scale=args.scale)),
+            drain_lead_seconds=max(5, int(1200 / args.scale)),  # 20 virtual minutes
+            log=log,
         )
+        tank = examples.create_tank()
+        pool = examples.create_pool()
         for i in range(racks):
             rig.add_rack(f"rack-{i}", i, tank)
         for j in range(cars):
@@ -262,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--metrics-address", "127.0.0.1", "--metrics-port", str(args.metrics_port),
             "--liveness", f"http://127.0.0.1:{liveness}/healthz",
         ]  # fmt: skip
-        procs.append(subprocess.Popen(operator_argv, env=run_env, start_new_session=True))
+        dev_procs.spawn(procs, operator_argv, env=run_env)
 
         # the gateway with the live view
         with contextlib.suppress(Exception):
@@ -286,9 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--cars", "tokenfleet.io/role=vehicle" if args.bulk else f"tokenfleet.io/pool={pool}",
             "--agent-dir", str(agents_dir), "--tank", tank, "--scale", str(args.scale),
         ]  # fmt: skip
-        procs.append(subprocess.Popen(driver_argv, env=run_env, start_new_session=True))
+        dev_procs.spawn(procs, driver_argv, env=run_env)
         cars_nodes = [n for n in rig.nodes if n.startswith("car-")]
-        procs += start_agents(cars_nodes, kubeconfig, agents_dir, run_env, tmp)
+        start_agents(procs, cars_nodes, kubeconfig, agents_dir, run_env, tmp)
         assert rig.tritons is not None
         record_run(
             args.state_dir,
@@ -334,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         wait_for(job_ready, 180, f"InferenceJob {DEV_JOB} Ready", interval=0.5)
         batch.submit_sample(rig.custom, DEV_JOB)
+        apply_examples(examples)
         load = Load(
             base_url=gateway.url,
             api_key=DEV_API_KEY,
@@ -364,29 +381,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def apply_examples(examples: Any) -> None:
+    """examples/dev/'s InferenceJobs, once the dev job is Ready; says which are not Ready."""
+    names = examples.apply_jobs()
+    log(f"applied examples/dev/: InferenceJobs {', '.join(names)}")
+    for name, why in examples.wait_ready(120).items():
+        log(f"example InferenceJob {name} is not Ready yet ({why})")
+
+
 def start_agents(
-    nodes: Sequence[str], kubeconfig: str, agents_dir: Path, env: dict[str, str], tmp: Path
-) -> list[subprocess.Popen[bytes]]:
-    """One real ``tokenfleet agent`` per dev car, publishing the driver's JSON source."""
+    procs: list[subprocess.Popen[bytes]],
+    nodes: Sequence[str],
+    kubeconfig: str,
+    agents_dir: Path,
+    env: dict[str, str],
+    tmp: Path,
+) -> None:
+    """One real ``tokenfleet agent`` per dev car, publishing the driver's JSON source; each is
+    in ``procs`` as soon as it runs (a stop in between would leave it running otherwise)."""
     from e2e.operator_kit import TOKENFLEET
 
-    procs: list[subprocess.Popen[bytes]] = []
     for node in nodes:
         agent_argv = [
             str(TOKENFLEET), "agent", "--node", node, "--kubeconfig", kubeconfig,
             "--source", f"json:{agents_dir / node}.json", "--interval", "1",
             "--heartbeat", "30",
         ]  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                agent_argv,
-                env=env,
-                start_new_session=True,
-                stdout=(tmp / f"agent-{node}.log").open("ab"),
-                stderr=subprocess.STDOUT,
-            )
+        dev_procs.spawn(
+            procs,
+            agent_argv,
+            env=env,
+            stdout=(tmp / f"agent-{node}.log").open("ab"),
+            stderr=subprocess.STDOUT,
         )
-    return procs
 
 
 def shutdown(
@@ -431,6 +458,11 @@ def shutdown(
                     rig.tritons.stop()
         with contextlib.suppress(Exception):  # finalizers, pods kwok left, and wait
             remove_dev_objects(rig, quiet=True)
+    # anything this run started that is still up (it should not be): its mark says so
+    mine = dev_procs.mark_value(args.state_dir)
+    left = dev_procs.sweep(lambda value: value == mine)
+    if left:
+        log(f"stopped {len(left)} processes that outlived the cleanup: {left}")
     with contextlib.suppress(OSError):
         (args.state_dir / RUN_FILE).unlink()
     log(f"stopped; the control plane is still up ({fleet.kubeconfig if fleet else '-'}):"
@@ -474,6 +506,14 @@ def remove_dev_objects(rig: Any, *, wait: bool = True, quiet: bool = False) -> N
                     GROUP, VERSION, rig.namespace, "inferencejobs", DEV_JOB
                 )
             )
+    from e2e.dev_examples import remove_labelled_jobs
+
+    for name in remove_labelled_jobs(custom, rig.namespace, f"{RIG_LABEL}={DEV_RIG}"):
+        gone.append(
+            lambda n=name: custom.get_namespaced_custom_object(
+                GROUP, VERSION, rig.namespace, "inferencejobs", n
+            )
+        )
     for plural in ("immersionpods", "vehiclepools"):
         items = custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
         for obj in items:
@@ -552,7 +592,7 @@ def banner(
         "kubectl      (use the one in .bin/; a system kubectl may be missing or too old)",
         f"  export KUBECONFIG={fleet.kubeconfig}",
         f"  alias kubectl={kubectl}",
-        "  kubectl get tokenfleet -A -o wide",
+        "  kubectl get tokenfleet -A -o wide   # with examples/dev/'s jobs",
         f"  kubectl describe infjob {DEV_JOB}      # Events: placements and moves",
         "",
         "curl",

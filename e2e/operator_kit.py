@@ -373,8 +373,8 @@ class Rig:
         assert self.tritons is not None
         return str(self.tritons[index].http_endpoint)
 
-    def start_sim(self, tanks: list[str]) -> TankSimulator:
-        self._sim_ctx = ThreadedTankSimulator(tanks)
+    def start_sim(self, tanks: list[str], *, port: int = 0) -> TankSimulator:
+        self._sim_ctx = ThreadedTankSimulator(tanks, port=port)
         self.sim = self._sim_ctx.__enter__()
         return self.sim
 

@@ -4,8 +4,10 @@
   (the fleetsim models through ``tokenfleet devfleet`` and real ``tokenfleet agent`` processes),
   the job stays at its target, and no car ever leaves with a replica on it (every departure was
   drained before it happened); the live view, loaded in headless Chromium, shows the moves;
-* stop and restart: Ctrl-C, then SIGKILL, then a run whose stdout pipe is closed; every start
-  reaches the ready banner and every stop leaves nothing behind (objects, finalizers, processes).
+* stop and restart: Ctrl-C, then SIGKILL, then a run whose stdout pipe is closed, then a Ctrl-C
+  while the cars' agents start; every start reaches the ready banner (but the last) and every
+  stop leaves nothing behind (objects, finalizers, and processes: recorded or found in /proc);
+* examples/dev/ is applied by the dev run and its tank, pool and jobs are Ready.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import pytest
 
 from e2e.cluster.fleet import REPO, Fleet
+from e2e.dev_examples import documents
 from e2e.operator_kit import GROUP, RIG_LABEL, VERSION, free_port, log_tail, wait_for
 
 DEV_RIG = "dev"
@@ -52,6 +55,8 @@ class DevRun:
             "--gateway-port",
             str(self.gateway_port),
             "--metrics-port",
+            str(free_port()),
+            "--tank-port",
             str(free_port()),
             *extra,
         ]
@@ -128,6 +133,10 @@ def leftovers(fleet: Fleet, namespace: str) -> list[str]:
     except ApiException as exc:
         if exc.status != 404:
             raise
+    for job in custom.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferencejobs", label_selector=f"{RIG_LABEL}={DEV_RIG}"
+    )["items"]:  # examples/dev/'s jobs
+        left.append(f"inferencejobs/{job['metadata']['name']}")
     try:
         client.AppsV1Api(api).read_namespaced_daemon_set("runtime-dev", "tokenfleet-system")
         left.append("daemonset/runtime-dev")
@@ -150,6 +159,39 @@ def sample_batch(fleet: Fleet, namespace: str) -> dict[str, Any]:
     )
     status: dict[str, Any] = obj.get("status") or {}
     return status
+def stray_processes(fleet: Fleet, since: int) -> list[str]:
+    """Live processes of this session's dev runs, by what names them in /proc (not by what a run
+    recorded): a command line naming the fleet's kubeconfig (agents, devfleet) or its state dir
+    (a dev run), the environment's KUBECONFIG of the fleet (operator, gateway), or the dev run's
+    mark; only processes started at or after ``since`` (clock ticks since boot)."""
+    kubeconfig, state_dir = str(fleet.kubeconfig), str(Path(fleet.state_dir).resolve())
+    markers = (f"KUBECONFIG={kubeconfig}".encode(), f"TOKENFLEET_DEV_RUN={state_dir}|".encode())
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if fields[0] == "Z" or int(fields[19]) < since:
+            continue
+        named = kubeconfig in cmd or state_dir in cmd
+        if named or any(v.startswith(m) for v in environ for m in markers):
+            out.append(f"{entry.name} {cmd[:160]}")
+    return out
+
+
+def started_ticks(pid: int) -> int:
+    """A process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return int(text.rsplit(")", 1)[1].split()[19])
+
+
+def example_jobs() -> list[str]:
+    return [str(doc["metadata"]["name"]) for doc in documents("InferenceJob")]
 
 
 def recorded_children(fleet: Fleet) -> list[tuple[int, str]]:
@@ -261,9 +303,33 @@ def test_dev_fleet_lives_for_three_simulated_hours(
     make-before-break ahead of every departure."""
     run = DevRun(fleet, namespace, tmp_path / "dev.log", "--runtimes", "5", "--scale", "90")
     run.start()
+    assert run.process is not None
+    since = started_ticks(run.process.pid)
     try:
         took = run.wait_ready()
         print(f"ready banner after {took:.1f} s (warm control plane)")
+        # examples/dev/ was applied and is Ready on the dev fleet (tank, pool and its jobs)
+        from kubernetes import client
+
+        custom = client.CustomObjectsApi(fleet.api_client())
+        for plural, name in (
+            ("immersionpods", "factory-tank-dev"),
+            ("vehiclepools", "depot-vans-dev"),
+        ):
+            obj = custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+            conds = {c["type"]: c["status"] for c in obj["status"]["conditions"]}
+            assert conds.get("Ready") == "True", (plural, obj["status"])
+        assert example_jobs(), "examples/dev/ should hold InferenceJobs"
+        for name in example_jobs():
+            obj = custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "inferencejobs", name
+            )
+            conds = {c["type"]: c for c in obj.get("status", {}).get("conditions") or ()}
+            assert conds.get("Ready", {}).get("status") == "True", (
+                name,
+                obj.get("status"),
+                run.tail(),
+            )
         with Sampler(fleet, namespace) as sampler:
             time.sleep(120)
         text = run.text()
@@ -308,10 +374,19 @@ def test_dev_fleet_lives_for_three_simulated_hours(
         sample = sample_batch(fleet, namespace)
         assert sample.get("phase") == "Completed", sample
         assert sample["requestCounts"] == {"total": 24, "completed": 24, "failed": 0}, sample
+        # examples/dev/'s jobs stayed up through the departures
+        assert not [j for j in example_jobs() if not _ready(custom, namespace, j)], run.tail()
     finally:
         if run.process is not None and run.process.poll() is None:
             run.interrupt()
     assert leftovers(fleet, namespace) == []
+    assert stray_processes(fleet, since) == []
+
+
+def _ready(custom: Any, namespace: str, name: str) -> bool:
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferencejobs", name)
+    conds = {c["type"]: c for c in obj.get("status", {}).get("conditions") or ()}
+    return bool(conds.get("Ready", {}).get("status") == "True")
 
 
 @pytest.mark.timeout(1200)
@@ -320,6 +395,8 @@ def test_dev_stops_clean_and_restarts_after_ctrl_c_sigkill_and_a_closed_pipe(
 ) -> None:
     # 1. Ctrl-C: everything it made is gone, finalizers included
     first = DevRun(fleet, namespace, tmp_path / "first.log", "--runtimes", "4").start()
+    assert first.process is not None
+    since = started_ticks(first.process.pid)
     first.wait_ready()
     assert "kubectl get infbatch -w" in first.text()
     wait_for(
@@ -334,6 +411,7 @@ def test_dev_stops_clean_and_restarts_after_ctrl_c_sigkill_and_a_closed_pipe(
     assert first.interrupt() == 0, first.tail()
     assert leftovers(fleet, namespace) == [], first.tail()
     assert not [c for c in children if alive(*c)]
+    assert stray_processes(fleet, since) == [], first.tail()
 
     # 2. SIGKILL: the next run reaps its processes and objects and comes up
     second = DevRun(fleet, namespace, tmp_path / "second.log", "--runtimes", "4").start()
@@ -359,3 +437,19 @@ def test_dev_stops_clean_and_restarts_after_ctrl_c_sigkill_and_a_closed_pipe(
     assert third.process.poll() is None, "a closed pipe must not kill the dev fleet"
     assert third.interrupt() == 0
     assert leftovers(fleet, namespace) == []
+    # nothing of any of the three runs is left running, recorded or not
+    assert stray_processes(fleet, since) == []
+
+    # 4. Ctrl-C while the cars' agents are being started (before anything recorded them)
+    fourth = DevRun(fleet, namespace, tmp_path / "fourth.log", "--runtimes", "4").start()
+
+    def an_agent_runs() -> bool:
+        assert fourth.process is not None
+        if fourth.process.poll() is not None:
+            raise AssertionError(f"make dev exited {fourth.process.returncode}:\n{fourth.tail()}")
+        return any(" agent --node " in p for p in stray_processes(fleet, since))
+
+    wait_for(an_agent_runs, 300, "the first tokenfleet agent", interval=0.02, describe=fourth.tail)
+    assert fourth.interrupt() == 0, fourth.tail()
+    assert leftovers(fleet, namespace) == [], fourth.tail()
+    assert stray_processes(fleet, since) == [], fourth.tail()

@@ -24,7 +24,9 @@ from tokenfleet.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml")) + sorted(
+    (ROOT / "examples" / "dev").glob("*.yaml")  # issue-13: the dev fleet's
+)
 INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
 
 Schema = dict[str, Any]

@@ -38,7 +38,9 @@ from tokenfleet.api import (
 from tokenfleet.api.batch import InferenceBatch  # issue-14
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml")) + sorted(
+    (ROOT / "examples" / "dev").glob("*.yaml")  # issue-13: the dev fleet's
+)
 INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
 KIND_MODELS: dict[str, type[BaseModel]] = {
     "ImmersionPod": ImmersionPod,
