@@ -159,6 +159,8 @@ def sample_batch(fleet: Fleet, namespace: str) -> dict[str, Any]:
     )
     status: dict[str, Any] = obj.get("status") or {}
     return status
+
+
 def stray_processes(fleet: Fleet, since: int) -> list[str]:
     """Live processes of this session's dev runs, by what names them in /proc (not by what a run
     recorded): a command line naming the fleet's kubeconfig (agents, devfleet) or its state dir
