@@ -62,7 +62,9 @@ async def test_node_watch_filters_resumes_and_drops_unchanged_updates(fleet: Fle
         assert len(expected) > 50
         assert {n.name for n in store.infos()} == expected
         assert plain not in {n.name for n in store.infos()}
-        assert len(batches) == 1 and len(batches[0][0]) == len(expected)
+        # the list is handed over as one batch (watch events may follow at once: kwok is still
+        # marking a fresh session's Nodes Ready)
+        assert {c.name for c in batches[0][0]} == expected
 
         fleet.add_vehicle(car, pool=f"pool-{tag}")
         await _until(lambda: store.get(car) is not None, "the new car")
