@@ -31,12 +31,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.nodestore import NodeChange, NodeStore
+from tokenfleet.serving.listwatch import watch_events
 from tokenfleet.telemetry.node import NodeInfo
 from tokenfleet.telemetry.vehicle import ROLE_LABEL
 
@@ -64,19 +65,6 @@ def node_ref(body: Mapping[str, Any]) -> dict[str, Any]:
         "kind": "Node",
         "metadata": {"name": str(metadata.get("name", "")), "uid": str(metadata.get("uid", ""))},
     }
-
-
-def _lines(resp: Any) -> Iterator[dict[str, Any]]:
-    """The JSON events of a watch response, one per line (raw dicts: no model decoding)."""
-    buffer = b""
-    for chunk in resp.stream(65536, decode_content=False):
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    yield event
 
 
 class _Relist(Exception):
@@ -209,7 +197,7 @@ class NodeWatch:
             _request_timeout=(10, self.watch_seconds + 30),
         )
         try:
-            for event in _lines(resp):
+            for event in watch_events(resp):
                 if self._stop.is_set():
                     break
                 kind = event.get("type")

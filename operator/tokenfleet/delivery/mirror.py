@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
+
+from tokenfleet.serving.listwatch import watch_events
 
 __all__ = ["Mirror"]
 
@@ -24,18 +26,6 @@ log = logging.getLogger("tokenfleet.modelcache")
 
 WATCH_SECONDS = 120
 ERROR_PAUSE_SECONDS = 2.0
-
-
-def _events(resp: Any) -> Iterator[dict[str, Any]]:
-    buffer = b""
-    for chunk in resp.stream(65536, decode_content=False):
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    yield event
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -91,7 +81,7 @@ class Mirror:
             _request_timeout=WATCH_SECONDS + 10,
         )
         try:
-            for event in _events(resp):
+            for event in watch_events(resp):
                 if self._stop.is_set():
                     break
                 kind, obj = event.get("type"), event.get("object")
