@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from tokenfleet.delivery.cache import WantedModel
@@ -31,9 +31,12 @@ DEFAULT_MARGIN_PERCENT = 150.0
 _WANT_STATES = frozenset({"Loading", "Loaded"})
 
 
-def wanted_on(node: str, jobs: Iterable[Mapping[str, Any]]) -> list[WantedModel]:
-    """The store-delivered variants replicas on ``node`` need, one per Triton model name."""
-    out: dict[str, WantedModel] = {}
+def _store_variants_on(
+    node: str, jobs: Iterable[Mapping[str, Any]], entries: str
+) -> Iterator[tuple[str, str, Mapping[str, Any], Mapping[str, Any]]]:
+    """``(Triton model name, repositoryUri, variant, entry)`` for each entry of the status list
+    ``entries`` (``placements`` or ``prefetch``) on ``node`` of a store-delivered job whose
+    variant the spec names."""
     for job in jobs:
         spec = job.get("spec") or {}
         model = spec.get("model") or {}
@@ -41,13 +44,20 @@ def wanted_on(node: str, jobs: Iterable[Mapping[str, Any]]) -> list[WantedModel]
         if not uri.startswith("s3://"):
             continue
         variants = {str(v.get("name")): v for v in spec.get("variants") or () if v.get("name")}
-        for p in (job.get("status") or {}).get("placements") or ():
-            if p.get("node") != node or p.get("state") not in _WANT_STATES:
+        for entry in (job.get("status") or {}).get(entries) or ():
+            if not isinstance(entry, Mapping) or entry.get("node") != node:
                 continue
-            v = variants.get(str(p.get("variant")))
-            if v is None:
-                continue
-            name = str(v.get("tritonModelName") or f"{model.get('name')}-{v['name']}")
+            v = variants.get(str(entry.get("variant")))
+            if v is not None:
+                name = str(v.get("tritonModelName") or f"{model.get('name')}-{v['name']}")
+                yield name, uri, v, entry
+
+
+def wanted_on(node: str, jobs: Iterable[Mapping[str, Any]]) -> list[WantedModel]:
+    """The store-delivered variants replicas on ``node`` need, one per Triton model name."""
+    out: dict[str, WantedModel] = {}
+    for name, uri, v, placement in _store_variants_on(node, jobs, "placements"):
+        if placement.get("state") in _WANT_STATES:
             sha = v.get("sha256")
             out.setdefault(name, WantedModel(name, uri, str(sha) if sha else None))
     return [out[k] for k in sorted(out)]
@@ -60,22 +70,9 @@ def prefetch_on(
     name, leaving out the models in ``wanted`` (a replica's need comes first)."""
     taken = {w.model for w in wanted}
     out: dict[str, WantedModel] = {}
-    for job in jobs:
-        spec = job.get("spec") or {}
-        model = spec.get("model") or {}
-        uri = str(model.get("repositoryUri") or "")
-        if not uri.startswith("s3://"):
-            continue
-        variants = {str(v.get("name")): v for v in spec.get("variants") or () if v.get("name")}
-        for p in (job.get("status") or {}).get("prefetch") or ():
-            if not isinstance(p, Mapping) or p.get("node") != node:
-                continue
-            v = variants.get(str(p.get("variant")))
-            if v is None or not v.get("sha256"):
-                continue
-            name = str(v.get("tritonModelName") or f"{model.get('name')}-{v['name']}")
-            if name not in taken:
-                out.setdefault(name, WantedModel(name, uri, str(v["sha256"])))
+    for name, uri, v, _ in _store_variants_on(node, jobs, "prefetch"):
+        if v.get("sha256") and name not in taken:
+            out.setdefault(name, WantedModel(name, uri, str(v["sha256"])))
     return [out[k] for k in sorted(out)]
 
 
