@@ -17,6 +17,20 @@ from tokenfleet.controllers.nodewatch import NodeWatch
 from tokenfleet.telemetry.vehicle import ROLE_LABEL
 
 
+async def _settled(count: Callable[[], int], what: str, quiet: float = 1.5) -> int:
+    """Wait until ``count`` has not moved for ``quiet`` seconds (bounded); return it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    last, since = count(), loop.time()
+    while loop.time() - since < quiet:
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} never settled")
+        await asyncio.sleep(0.05)
+        if (now := count()) != last:
+            last, since = now, loop.time()
+    return last
+
+
 async def _until(check: Callable[[], bool], what: str, seconds: float = 30) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -73,8 +87,11 @@ async def test_node_watch_filters_resumes_and_drops_unchanged_updates(fleet: Fle
         assert changes_of(car)[0].first
         assert next(refs[car] for _, refs in batches if car in refs)["metadata"]["uid"]
 
-        # an annotation placement does not read: the event is dropped in the watch thread
-        seen, before_dropped = len(changes_of(car)), watch.dropped
+        # an annotation placement does not read: the event is dropped in the watch thread (once
+        # the new Node has settled: the node lifecycle controller and kwok may still change what
+        # placement reads, e.g. a taint or label, right after Ready)
+        seen = await _settled(lambda: len(changes_of(car)), "the new car's changes")
+        before_dropped = watch.dropped
         fleet.patch_node(car, annotations={"example.com/unrelated": "1"})
         await _until(lambda: watch.dropped > before_dropped, "the dropped event")
         fleet.patch_node(plain, annotations={"example.com/unrelated": "1"})
