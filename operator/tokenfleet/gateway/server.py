@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -33,10 +32,15 @@ from tokenfleet.gateway.api import ApiError, GenerateRequest
 from tokenfleet.gateway.keys import ApiKey, KeyStore
 from tokenfleet.gateway.metrics import GatewayMetrics, JobMetrics
 from tokenfleet.gateway.table import JobInfo, Replica, RoutingTable
+from tokenfleet.gateway.upstream import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+)
 
 __all__ = ["Gateway", "GatewaySettings"]
 
-_JSON_HEADERS = {"Content-Type": "application/json"}
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 #: Triton's answers that mean "this replica does not serve the model (any more)": retryable
@@ -81,7 +85,7 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     clock: Callable[[], float] = time.monotonic
     synced: Callable[[], bool] = lambda: True
-    _session: aiohttp.ClientSession | None = None
+    _pool: UpstreamPool | None = None
 
     # ---- wiring ------------------------------------------------------------------------------
 
@@ -97,30 +101,25 @@ class Gateway:
         app.on_cleanup.append(self._close)
         return app
 
-    def session(self) -> aiohttp.ClientSession:
-        """The one client session to the runtimes: pooled keep-alive connections (TCP_NODELAY,
-        as aiohttp sets on every connection), no cookies, no compression asked or undone."""
-        if self._session is None or self._session.closed:
+    def upstream(self) -> UpstreamPool:
+        """The one pool of keep-alive connections to the runtimes (see
+        :mod:`tokenfleet.gateway.upstream`: a lean HTTP/1.1 client, TCP_NODELAY as asyncio
+        sets on every TCP connection, a stale keep-alive connection retried fresh once)."""
+        if self._pool is None:
             s = self.settings
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=s.upstream_connections,
-                    limit_per_host=s.upstream_connections_per_runtime,
-                    keepalive_timeout=s.upstream_keepalive_seconds,
-                ),
-                timeout=aiohttp.ClientTimeout(
-                    total=s.request_timeout_seconds, connect=s.connect_timeout_seconds
-                ),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("Accept-Encoding",),
-                auto_decompress=False,
+            self._pool = UpstreamPool(
+                limit=s.upstream_connections,
+                limit_per_endpoint=s.upstream_connections_per_runtime,
+                keepalive_seconds=s.upstream_keepalive_seconds,
+                connect_timeout=s.connect_timeout_seconds,
+                request_timeout=s.request_timeout_seconds,
             )
-        return self._session
+        return self._pool
 
     async def _close(self, _: web.Application) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     # ---- small handlers --------------------------------------------------------------------------
 
@@ -254,7 +253,7 @@ class Gateway:
 
     async def _open(
         self, job: JobInfo, req: GenerateRequest
-    ) -> tuple[Replica, aiohttp.ClientResponse, dict[str, Any]]:
+    ) -> tuple[Replica, UpstreamResponse, dict[str, Any]]:
         """Pick a replica and get the upstream's first answer (the whole one when not
         streaming, the first event when streaming); retried once on another replica."""
         excluded: list[tuple[str, str]] = []
@@ -308,9 +307,8 @@ class Gateway:
 
     async def _upstream(
         self, replica: Replica, req: GenerateRequest
-    ) -> tuple[aiohttp.ClientResponse, dict[str, Any]]:
+    ) -> tuple[UpstreamResponse, dict[str, Any]]:
         path = "generate_stream" if req.stream else "generate"
-        url = f"http://{replica.endpoint}/v2/models/{replica.model}/{path}"
         payload = json.dumps(
             {
                 "text_input": req.prompt,
@@ -321,16 +319,16 @@ class Gateway:
             },
             separators=(",", ":"),
         ).encode()
-        try:
-            resp = await self.session().post(url, data=payload, headers=_JSON_HEADERS)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _Retryable("connect", f"{replica.endpoint}: {type(exc).__name__}: {exc}") from exc
+        pool = self.upstream()
+        resp: UpstreamResponse | None = None
         try:
             async with asyncio.timeout(self.settings.first_byte_timeout_seconds):
+                resp = await pool.post(
+                    replica.endpoint, f"/v2/models/{replica.model}/{path}", payload
+                )
                 if resp.status != 200:
-                    text = await resp.text()
+                    text = (await resp.read()).decode("utf-8", "replace")
                     message = _error_text(text) or f"HTTP {resp.status}"
-                    resp.release()
                     if resp.status >= 500 or any(m in message.lower() for m in _GONE_MARKERS):
                         raise _Retryable("model_gone", f"{replica.endpoint}: {message}")
                     raise ApiError(400, f"rejected by the runtime: {message}", code="invalid_value")
@@ -340,12 +338,16 @@ class Gateway:
                         raise _Retryable("empty_stream", f"{replica.endpoint}: stream ended")
                 else:
                     first = json.loads(await resp.read())
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            resp.close()
-            raise _Retryable("reset", f"{replica.endpoint}: {type(exc).__name__}: {exc}") from exc
+        except (UpstreamError, OSError, TimeoutError) as exc:
+            if resp is not None:
+                resp.close()
+            reason = "connect" if isinstance(exc, UpstreamConnectError) else "reset"
+            raise _Retryable(reason, f"{replica.endpoint}: {type(exc).__name__}: {exc}") from exc
         except BaseException:
-            resp.close()
+            if resp is not None:
+                resp.close()
             raise
+        assert resp is not None
         if "error" in first:
             resp.close()
             message = str(first["error"])
@@ -386,7 +388,7 @@ class Gateway:
                 delivered = await self._relay(out, resp, first, req, rid, replica, jm, start)
             except ConnectionResetError:
                 return out, 499
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:
                 error = ApiError(502, f"replica failed mid-stream: {exc}", type_="server_error")
                 with contextlib.suppress(ConnectionResetError):
                     await out.write(api.sse(error.body()))
@@ -401,7 +403,7 @@ class Gateway:
     async def _relay(
         self,
         out: web.StreamResponse,
-        resp: aiohttp.ClientResponse,
+        resp: UpstreamResponse,
         first: dict[str, Any],
         req: GenerateRequest,
         rid: str,
@@ -455,10 +457,10 @@ def _error_text(text: str) -> str:
     return text.strip()[:500]
 
 
-async def _next_event(resp: aiohttp.ClientResponse) -> dict[str, Any] | None:
+async def _next_event(resp: UpstreamResponse) -> dict[str, Any] | None:
     """The next ``data:`` event of a Triton SSE stream (``None`` at its end)."""
     while True:
-        line = await resp.content.readline()
+        line = await resp.readline()
         if not line:
             return None
         line = line.strip()
