@@ -17,7 +17,9 @@ Runs against the real local fleet (kube-apiserver + KCM + scheduler + kwok from 
    direct), and ``gateway_cpu_ms_per_request`` (the gateway process's CPU time over the
    requests it served: what the gateway costs, much less sensitive to a busy machine than the
    latencies). ``--compare-gateway PATH`` runs a second gateway from another checkout's
-   ``tokenfleet`` executable against the same fleet and interleaves it into the same rounds:
+   ``tokenfleet`` executable (that checkout's ``operator/`` first on ``PYTHONPATH``, so a
+   worktree sharing another's venv still runs its own code) against the same fleet and
+   interleaves it into the same rounds:
    its figures come as ``baseline_*``, with ``overhead_p99_ratio`` (ours / baseline's).
 2. **Saturation**: ``--concurrency`` clients through the gateway for ``--saturate-seconds`` on
    a two-replica unpaced job: ``requests_per_second`` completed by the one gateway process,
@@ -346,12 +348,15 @@ def main(argv: list[str] | None = None) -> int:
         rig.wait_ready("fast2", 2)
         create_api_key(rig.core, namespace, "bench-key", KEY)
         gateway = GatewayProcess(
-            fleet.env(), work / "gateway.log", namespaces=(namespace,), requests_per_second=1e6
+            {**fleet.env(), **_checkout_env(REPO / ".venv" / "bin" / "tokenfleet")},
+            work / "gateway.log",
+            namespaces=(namespace,),
+            requests_per_second=1e6,
         )
         gateway.start()
         if args.compare_gateway is not None:
             baseline = GatewayProcess(
-                fleet.env(),
+                {**fleet.env(), **_checkout_env(args.compare_gateway)},
                 work / "baseline-gateway.log",
                 namespaces=(namespace,),
                 requests_per_second=1e6,
@@ -372,9 +377,11 @@ def main(argv: list[str] | None = None) -> int:
             "phases": sorted(phases),
         }
         gateways = [("gateway", gateway)]
+        result["gateway_source"] = gateway.env.get("PYTHONPATH", "(installed)")
         if baseline is not None:
             gateways.append(("baseline", baseline))
             result["baseline_executable"] = str(args.compare_gateway)
+            result["baseline_source"] = baseline.env.get("PYTHONPATH", "(installed)")
         # the gateways must see the job's slice before measuring
         for _, g in gateways:
             wait_for(lambda g=g: _gateway_serves(g, "fast1"), 30, "the gateway to route fast1")
@@ -487,6 +494,17 @@ def _gateway_serves(gateway: GatewayProcess, job: str) -> bool:
             return bool(r.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _checkout_env(executable: Path) -> dict[str, str]:
+    """What makes a checkout's ``.venv/bin/tokenfleet`` run that checkout's code: its
+    ``operator/`` first on ``PYTHONPATH`` (a worktree's venv may be a link to another checkout's,
+    with tokenfleet installed editable from there; the path is taken as given, links unresolved).
+    Nothing for an executable outside a checkout."""
+    source = executable.parent.parent.parent / "operator"
+    if executable.parent.parent.name != ".venv" or not (source / "tokenfleet").is_dir():
+        return {}
+    return {"PYTHONPATH": str(source)}
 
 
 def _cpus() -> int:
