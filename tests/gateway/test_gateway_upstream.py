@@ -218,6 +218,31 @@ def test_streamed_events_read_line_by_line(run: Callable[[Awaitable[Any]], Any])
     run(scenario())
 
 
+def test_a_stream_left_after_its_last_event_keeps_its_connection(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    async def scenario() -> None:
+        async with serving(Runtime()) as ep:
+            pool = UpstreamPool()
+            try:
+                resp = await pool.post(ep, "/v2/models/m/generate_stream", b"{}")
+                assert (await resp.readline()).startswith(b"data:")
+                resp.close_when_done()  # the rest arrives in the background, unread
+                for _ in range(200):
+                    if pool.idle_connections(ep) == 1:
+                        break
+                    await asyncio.sleep(0.01)
+                assert pool.idle_connections(ep) == 1 and pool.open_connections() == 1
+                resp = await pool.post(ep, "/v2/models/m/generate_stream", b"{}")
+                assert (await resp.readline()).startswith(b"data:")
+                resp.close()  # abandoned mid-stream: the connection is dropped
+                assert pool.open_connections() == 0
+            finally:
+                await pool.close()
+
+    run(scenario())
+
+
 def test_refused_timeouts_and_limits(run: Callable[[Awaitable[Any]], Any]) -> None:
     async def scenario() -> None:
         with socket.socket() as s:  # a port nobody listens on

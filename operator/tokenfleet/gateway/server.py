@@ -440,6 +440,7 @@ class Gateway:
             event = await _next_event(resp)
         if not finish:
             raise ValueError("the replica's stream ended without a finish reason")
+        resp.close_when_done()  # the stream's end is on its way: keep the connection
         if req.include_usage:
             await out.write(encoder.usage(*counts))
         await out.write(b"data: [DONE]\n\n")

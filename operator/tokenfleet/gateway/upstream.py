@@ -72,6 +72,7 @@ class _Conn(asyncio.Protocol):
         "idle_since",
         "keep_alive",
         "loop",
+        "on_done",
         "on_idle_lost",
         "received",
         "status",
@@ -86,6 +87,8 @@ class _Conn(asyncio.Protocol):
         self.counted_out = False  # the pool no longer counts it open
         #: set while the connection sits idle in the pool: called when the runtime closes it
         self.on_idle_lost: Callable[[_Conn], None] | None = None
+        #: set while the rest of a response nobody reads is awaited (see ``linger``)
+        self.on_done: Callable[[_Conn], None] | None = None
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -122,6 +125,11 @@ class _Conn(asyncio.Protocol):
         except UpstreamError as exc:
             self._fail(exc)
             return
+        if self.on_done is not None:
+            self._body.clear()  # nobody reads it
+            if self.done:
+                self._settle()
+            return
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -137,6 +145,8 @@ class _Conn(asyncio.Protocol):
         self._cancel_timer()
         if self.on_idle_lost is not None:
             self.on_idle_lost(self)
+        if self.on_done is not None:
+            self._settle()
         if self.done:
             self._wake()
             return
@@ -290,6 +300,22 @@ class _Conn(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(request)
 
+    def linger(self, then: Callable[[_Conn], None], seconds: float) -> None:
+        """Let the rest of the response (unread, discarded) arrive in the background, up to
+        ``seconds``; then call ``then`` (at once when it is complete or the connection gone)."""
+        self._body.clear()
+        self.on_done = then
+        if self.done or self.closed or self._exc is not None:
+            self._settle()
+            return
+        self._cancel_timer()
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _settle(self) -> None:
+        then, self.on_done = self.on_done, None
+        if then is not None:
+            then(self)
+
     def failure(self) -> BaseException | None:
         return self._exc
 
@@ -375,8 +401,16 @@ class UpstreamResponse:
             self._pool.release(conn)
 
     def close(self) -> None:
-        """Done with the response (idempotent)."""
+        """Done with the response (idempotent): an unread rest drops the connection."""
         self._release()
+
+    def close_when_done(self, seconds: float = 1.0) -> None:
+        """Done with a response whose rest is about to arrive (a stream's end after its last
+        event): the connection goes back to the pool once it has, or is dropped after
+        ``seconds``. Does not wait."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.linger(self._pool.release, seconds)
 
 
 class UpstreamPool:
