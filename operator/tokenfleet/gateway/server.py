@@ -381,7 +381,8 @@ class Gateway:
                 delivered = completion
                 self.table.progress(replica, completion)
                 jm.ttft.observe(self.clock() - start)
-                return web.json_response(body), 200
+                encoded = json.dumps(body, separators=(",", ":")).encode()
+                return web.Response(body=encoded, content_type="application/json"), 200
             out = web.StreamResponse(status=200, headers=_SSE_HEADERS)
             await out.prepare(request)
             try:
