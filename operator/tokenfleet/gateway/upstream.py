@@ -579,13 +579,13 @@ class UpstreamPool:
         self._wake_waiter(conn.endpoint)
 
     def _wake_waiter(self, endpoint: str) -> None:
-        queue = self._waiters.get(endpoint)
-        if not queue:
-            queue = next((q for q in self._waiters.values() if q), None)
-        if queue:
-            waiter = queue.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        """Wake one request waiting for a slot: of this endpoint first, else of any."""
+        for queue in (self._waiters.get(endpoint), *self._waiters.values()):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
 
     def _close_idle_elsewhere(self, endpoint: str) -> bool:
         """At the total limit: close one idle connection of another endpoint (True if one)."""
