@@ -11,7 +11,9 @@ replica (503). The request goes to the replica with the least outstanding work p
 Triton's generate extension (``generate`` or ``generate_stream``). If it fails before its
 first byte (connection refused or reset, or Triton answering that the model is gone — the
 replica was unloaded between the pick and the call) it is retried once on another replica; no
-byte has reached the caller by then, so the retry is invisible.
+byte has reached the caller by then, so the retry is invisible. (Before that, a request written on
+a kept-alive connection the runtime had just closed goes once more to the same replica on a fresh
+connection: see :mod:`tokenfleet.gateway.upstream`, the gateway's own HTTP/1.1 client.)
 """
 
 from __future__ import annotations
