@@ -134,13 +134,14 @@ def test_stale_keep_alive_connection_is_retried_once_fresh(
 ) -> None:
     async def scenario() -> None:
         rt = Runtime(close_reused=True)
+        reported: list[None] = []
         async with serving(rt) as ep:
-            pool = UpstreamPool()
+            pool = UpstreamPool(on_stale_retry=lambda: reported.append(None))
             try:
                 for _ in range(4):  # every request after the first lands on a stale connection
                     await _post(pool, ep)
                 assert rt.requests == 4
-                assert pool.stale_retries == 3
+                assert pool.stale_retries == 3 and len(reported) == 3
                 assert pool.open_connections() == 1  # the stale ones were counted out
             finally:
                 await pool.close()

@@ -47,6 +47,12 @@ class GatewayMetrics:
             ["namespace", "job", "reason"],
             registry=r,
         )
+        self.upstream_stale_resends = Counter(
+            "tokenfleet_gateway_upstream_stale_resends",
+            "Requests sent again on a fresh connection after a kept-alive one to the runtime "
+            "closed before answering (not a retry on another replica)",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "tokenfleet_gateway_in_flight_requests",
             "Requests being served now",

@@ -115,6 +115,7 @@ class Gateway:
                 keepalive_seconds=s.upstream_keepalive_seconds,
                 connect_timeout=s.connect_timeout_seconds,
                 request_timeout=s.request_timeout_seconds,
+                on_stale_retry=self.metrics.upstream_stale_resends.inc,
             )
         return self._pool
 

@@ -424,6 +424,7 @@ class UpstreamPool:
         keepalive_seconds: float = 30.0,
         connect_timeout: float = 2.0,
         request_timeout: float = 300.0,
+        on_stale_retry: Callable[[], object] | None = None,
     ) -> None:
         self.limit = limit
         self.limit_per_endpoint = limit_per_endpoint
@@ -437,8 +438,10 @@ class UpstreamPool:
         self._sweep: asyncio.TimerHandle | None = None
         self._heads: dict[tuple[str, str], bytes] = {}
         self._closed = False
-        #: requests sent again on a fresh connection after a stale keep-alive one (tests, metrics)
+        #: requests sent again on a fresh connection after a stale keep-alive one (tests); each
+        #: is also reported to ``on_stale_retry`` (the gateway's metric)
         self.stale_retries = 0
+        self._on_stale_retry = on_stale_retry
 
     # ---- requests --------------------------------------------------------------------------------
 
@@ -472,6 +475,8 @@ class UpstreamPool:
                 self._drop(conn)
                 if reused and not fresh_only:
                     self.stale_retries += 1
+                    if self._on_stale_retry is not None:
+                        self._on_stale_retry()
                     fresh_only = True
                     continue
                 raise
