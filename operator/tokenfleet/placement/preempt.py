@@ -507,7 +507,10 @@ def preempt(work: Work, order: list[str], move_cost: float, budget: int | None =
         # still gets its preemption
         budget = max(budget_for(n) // BUDGET_SHARE, 3 * UNIT_COST * len(work.units) + 8 * n)
     b = _Budget(budget)
+    if work.settled is not None and work.settled[0] == work.version and work.settled[1] is f:
+        return 0  # nothing moved since a run that found nothing more to pay (budget left)
     if not _contended(work, order):
+        work.settled = (work.version, f)
         return 0
     rank = {name: i for i, name in enumerate(order)}
     saved_prices = work.prices
@@ -544,4 +547,6 @@ def preempt(work: Work, order: list[str], move_cost: float, budget: int | None =
                 break
     finally:
         work.prices = saved_prices
+    if b.left > 0:  # it ended because nothing more paid, not for want of budget
+        work.settled = (work.version, f)
     return kept
