@@ -317,6 +317,7 @@ def fill_job(
     if job.spread.max_replicas_per_node <= 0:
         return
     limit = 0
+    per_node = job.spread.max_replicas_per_node
     min_tps = min((v.tokens_per_second for vs in info.ranked.values() for v in vs), default=1.0)
 
     def below_min() -> bool:
@@ -351,6 +352,8 @@ def fill_job(
             while (
                 (need > EPS or below_min())
                 and work.count.get(name, 0) < job.max_replicas
+                # the node's spread limit first (a dict look-up; fits() would refuse it too)
+                and work.job_node.get((name, k), 0) < per_node
                 and work.fits(info, k, var, new=True) is None
             ):
                 work.add(info, k, var)
