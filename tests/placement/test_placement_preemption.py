@@ -103,3 +103,27 @@ def test_replanning_after_preemption_moves_nothing(high: int) -> None:
     assert again.evictions == ()
     assert again.added == ()
     assert check_plan(world, again) == []
+
+
+def test_settled_phase_is_not_rerun_and_a_rerun_would_find_nothing() -> None:
+    """A preemption run that ended because nothing more paid (budget left) marks the work
+    settled; a second call on the same units returns at once - and running the phase anyway
+    on them keeps nothing either (what the shortcut relies on)."""
+    from tokenfleet.placement.assemble import job_order
+    from tokenfleet.placement.greedy import plan_once
+    from tokenfleet.placement.preempt import preempt
+    from tokenfleet.placement.state import build_fleet
+
+    s = full_racks(1000)
+    fleet = build_fleet(s)
+    order = job_order(s)
+    _obj, work = plan_once(s, fleet, order, "share")
+    assert preempt(work, order, s.weights.move_cost) > 0
+    assert work.settled is not None
+    assert work.settled[0] == work.version and work.settled[1] is fleet
+    units = dict(work.units)
+    assert preempt(work, order, s.weights.move_cost) == 0
+    assert work.units == units
+    work.settled = None  # force the phase to run again on the same units
+    assert preempt(work, order, s.weights.move_cost) == 0
+    assert work.units == units

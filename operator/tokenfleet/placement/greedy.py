@@ -178,8 +178,7 @@ def _score(
                 hrs - f.pool_h_ref[pn]
             )
     if info.job.warm:  # a node that holds the model: load, not fetch (model delivery)
-        held = [(f.names[n], var.name) in info.job.warm for n in nodes]
-        sc = sc + WARM_BONUS * np.asarray(held, dtype=float)
+        sc = sc + WARM_BONUS * warm_mask(f, info, var)[nodes]
     if len(f.popularity):
         # leave nodes that many (restricted) jobs can use to those jobs
         sc = sc - POP_WEIGHT * f.popularity[nodes]
@@ -191,6 +190,19 @@ def _score(
             sc = sc - pr.pool[f.pool[nodes]] * kw * hrs
             sc = sc - pr.mem[nodes] * var.memory_mib
     return sc
+
+
+def warm_mask(f: Fleet, info: JobInfo, var: Variant) -> FloatArr:
+    """Per node, 1.0 where the node's model cache holds ``var`` of the job (``Job.warm``), else
+    0.0; built from the job's warm entries (not a walk over the nodes) once per fleet."""
+    key = (info.job.name, var.name)
+    mask = f.warm.get(key)
+    if mask is None:
+        mask = np.zeros(len(f.names))
+        held = [f.index[n] for n, v in info.job.warm if v == var.name and n in f.index]
+        mask[held] = 1.0
+        f.warm[key] = mask
+    return mask
 
 
 def _pass_candidates(
@@ -213,12 +225,19 @@ def _pass_candidates(
     nr = f.n_racks
     idx_parts: list[IntArr] = []
     score_parts: list[FloatArr] = []
-    choice_parts: list[IntArr] = []
     variants: list[Variant] = []
+    # the most kW any tank has left for new work (an eligible rack is never in the sentinel
+    # slot: its tank is unknown): a rack variant drawing more fits nowhere, skip its arrays
+    tank_room = f.tank_free_new[:-1] - work.tank_used[:-1]
+    tank_most = float(tank_room.max()) if tank_room.size else -INF
     for t, lo, hi in (("Rack", 0, nr), ("Vehicle", nr, len(f.names))):
         ranked = info.ranked.get(t)
         if not ranked or hi <= lo or (only is not None and t != only):
             continue
+        if t == "Rack":
+            ranked = [v for v in ranked if tank_most + EPS >= v.watts / 1000.0]
+            if not ranked:
+                continue
         remaining = ok[lo:hi]
         if not remaining.any():
             continue
@@ -230,7 +249,8 @@ def _pass_candidates(
             e_room = f.energy_new[lo:hi] - work.e_used[lo:hi]
             p_room = (f.pool_free_new - work.pool_used)[f.pool[lo:hi]]
         pref = work.bonus if info.preferred == t else 0.0
-        for var in ranked:
+        last = len(ranked) - 1
+        for i, var in enumerate(ranked):
             if var.tokens_per_second > cap_tps + EPS:
                 continue
             kw = var.watts / 1000.0
@@ -242,32 +262,47 @@ def _pass_candidates(
             sel = np.flatnonzero(fit)
             if sel.size == 0:
                 continue
-            remaining = remaining & ~fit
-            vi = len(variants)
             variants.append(var)
-            nodes = sel + lo
+            nodes = sel + lo if lo else sel
             sc = _score(
                 work, info, var, nodes, memf[sel], hrs[sel] if t == "Vehicle" else None, need, pref
             )
             idx_parts.append(nodes)
             score_parts.append(sc)
-            choice_parts.append(np.full(sel.size, vi, dtype=np.int64))
+            if i == last:
+                break
+            remaining = remaining & ~fit
             if not remaining.any():
                 break
+    nodes, choice, total = _best(idx_parts, score_parts, limit, keep_all)
+    return nodes, variants, choice, total
+
+
+def _best(
+    idx_parts: list[IntArr], score_parts: list[FloatArr], limit: int, keep_all: bool
+) -> tuple[IntArr, IntArr, int]:
+    """Of the scored nodes (one part per variant), up to ``limit`` best first (score, then
+    node index), each with its part's index, and how many scored > 0 (all with ``keep_all``)."""
     if not idx_parts:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, variants, empty, 0
-    idx = np.concatenate(idx_parts)
-    score = np.concatenate(score_parts)
-    choice = np.concatenate(choice_parts)
+        return empty, empty, 0
+    idx = np.concatenate(idx_parts) if len(idx_parts) > 1 else idx_parts[0]
+    score = np.concatenate(score_parts) if len(score_parts) > 1 else score_parts[0]
     pos = np.arange(score.size) if keep_all else np.flatnonzero(score > 0)
     total = int(pos.size)
+    neg = -score[pos]
     if total > limit:
-        part = np.argpartition(-score[pos], limit - 1)[:limit]
+        part = np.argpartition(neg, limit - 1)[:limit]
         pos = pos[part]
-    order = np.lexsort((idx[pos], -score[pos]))
+        neg = neg[part]
+    nodes = idx[pos]
+    order = np.lexsort((nodes, neg))
     pos = pos[order]
-    return idx[pos], variants, choice[pos], total
+    if len(idx_parts) == 1:
+        choice = np.zeros(pos.size, dtype=np.int64)
+    else:  # the variant of each position: the part it falls in
+        choice = np.searchsorted(np.cumsum([p.size for p in idx_parts]), pos, side="right")
+    return nodes[order], choice, total
 
 
 def fill_job(
@@ -282,6 +317,7 @@ def fill_job(
     if job.spread.max_replicas_per_node <= 0:
         return
     limit = 0
+    per_node = job.spread.max_replicas_per_node
     min_tps = min((v.tokens_per_second for vs in info.ranked.values() for v in vs), default=1.0)
 
     def below_min() -> bool:
@@ -316,6 +352,8 @@ def fill_job(
             while (
                 (need > EPS or below_min())
                 and work.count.get(name, 0) < job.max_replicas
+                # the node's spread limit first (a dict look-up; fits() would refuse it too)
+                and work.job_node.get((name, k), 0) < per_node
                 and work.fits(info, k, var, new=True) is None
             ):
                 work.add(info, k, var)

@@ -78,6 +78,8 @@ def _key(work: Work, u: Unit) -> tuple[int, float, str, int, str]:
 
 
 def _index(work: Work) -> _Index:
+    """Index the placed units (a function of ``work.units`` alone: the same units give the same
+    index whatever the dict's order)."""
     f = work.fleet
     n = len(f.names)
     idx = _Index(
@@ -86,28 +88,48 @@ def _index(work: Work) -> _Index:
         tank_min=np.full(len(f.tank_free_new), INF),
         pool_min=np.full(len(f.pool_free_new), INF),
     )
+    # one sort of every unit by :func:`_key` (priority and value looked up once per variant);
+    # each node's, tank's and pool's list is then filled in that order (the dicts' own order
+    # is the units' order, as the sweeps walk them)
+    head: dict[tuple[str, str], tuple[int, float]] = {}
+    rows: list[tuple[int, float, str, int, str]] = []
+    is_vehicle = f.is_vehicle.tolist()
+    tank = f.tank.tolist()
+    pool = f.pool.tolist()
     for u, cnt in work.units.items():
         if cnt <= 0:
             continue
-        info = f.jobs[u[0]]
+        h = head.get((u[0], u[2]))
+        if h is None:
+            info = f.jobs[u[0]]
+            h = (info.job.priority, info.weight * info.variants[u[2]].tokens_per_second)
+            head[(u[0], u[2])] = h
         k = u[1]
-        pr = float(info.job.priority)
-        val = info.weight * info.variants[u[2]].tokens_per_second
-        idx.by_node.setdefault(k, []).append(u)
-        idx.node_min[k] = min(idx.node_min[k], pr)
-        idx.node_val[k] = min(idx.node_val[k], val)
-        idx.lowest = min(idx.lowest, pr)
-        if f.is_vehicle[k]:
-            p = int(f.pool[k])
-            idx.by_pool.setdefault(p, []).append(u)
-            idx.pool_min[p] = min(idx.pool_min[p], pr)
+        rows.append((h[0], h[1], u[0], k, u[2]))
+        idx.by_node.setdefault(k, [])
+        if is_vehicle[k]:
+            idx.by_pool.setdefault(pool[k], [])
         else:
-            t = int(f.tank[k])
-            idx.by_tank.setdefault(t, []).append(u)
-            idx.tank_min[t] = min(idx.tank_min[t], pr)
-    for d in (idx.by_node, idx.by_tank, idx.by_pool):
-        for lst in d.values():
-            lst.sort(key=lambda u: _key(work, u))
+            idx.by_tank.setdefault(tank[k], [])
+    if not rows:
+        return idx
+    rows.sort()
+    for _pr, _val, j, k, v in rows:
+        u = (j, k, v)
+        idx.by_node[k].append(u)
+        if is_vehicle[k]:
+            idx.by_pool[pool[k]].append(u)
+        else:
+            idx.by_tank[tank[k]].append(u)
+    ks = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
+    prs = np.fromiter((r[0] for r in rows), dtype=np.float64, count=len(rows))
+    vals = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+    np.minimum.at(idx.node_min, ks, prs)
+    np.minimum.at(idx.node_val, ks, vals)
+    veh = f.is_vehicle[ks]
+    np.minimum.at(idx.pool_min, f.pool[ks[veh]], prs[veh])
+    np.minimum.at(idx.tank_min, f.tank[ks[~veh]], prs[~veh])
+    idx.lowest = float(prs.min())
     return idx
 
 
@@ -412,9 +434,10 @@ def _in_the_way(work: Work) -> FloatArr:
     (cars) (inf: none)."""
     f = work.fleet
     node = np.full(len(f.names), INF)
-    for u, n in work.units.items():
-        if n > 0:
-            node[u[1]] = min(node[u[1]], float(f.jobs[u[0]].job.priority))
+    placed = [(u[1], f.jobs[u[0]].job.priority) for u, n in work.units.items() if n > 0]
+    if placed:
+        ks, prs = zip(*placed, strict=True)
+        np.minimum.at(node, np.asarray(ks, dtype=np.int64), np.asarray(prs, dtype=np.float64))
     tank = np.full(len(f.tank_free_new), INF)
     pool = np.full(len(f.pool_free_new), INF)
     rack = ~f.is_vehicle
@@ -461,13 +484,17 @@ def _contended(work: Work, order: list[str]) -> list[int]:
     return sorted({f.jobs[n].job.priority for n in _blocked(work, order)}, reverse=True)
 
 
-def _sweep(work: Work, order: list[str], move_cost: float, b: _Budget) -> bool:
-    """Priority sweeps, highest level first; True once one is kept."""
+def _sweep(
+    work: Work, order: list[str], move_cost: float, b: _Budget
+) -> tuple[bool, _Index | None]:
+    """Priority sweeps, highest level first; True once one is kept.  Also the index it built
+    (None: none); when no sweep was kept every trial was undone, so it still holds."""
     levels = _contended(work, order)
     if not levels or not b.spend(UNIT_COST * len(work.units) + len(work.fleet.names)):
-        return False
+        return False, None
     idx = _index(work)
-    return any(_sweep_level(work, idx, order, level, move_cost, b) for level in levels)
+    kept = any(_sweep_level(work, idx, order, level, move_cost, b) for level in levels)
+    return kept, idx
 
 
 def preempt(work: Work, order: list[str], move_cost: float, budget: int | None = None) -> int:
@@ -480,22 +507,32 @@ def preempt(work: Work, order: list[str], move_cost: float, budget: int | None =
         # still gets its preemption
         budget = max(budget_for(n) // BUDGET_SHARE, 3 * UNIT_COST * len(work.units) + 8 * n)
     b = _Budget(budget)
+    if work.settled is not None and work.settled[0] == work.version and work.settled[1] is f:
+        return 0  # nothing moved since a run that found nothing more to pay (budget left)
     if not _contended(work, order):
+        work.settled = (work.version, f)
         return 0
     rank = {name: i for i, name in enumerate(order)}
     saved_prices = work.prices
     work.prices = None
     kept = 0
+    # an index still valid (built on the units as they are now), reused instead of rebuilt
+    valid: _Index | None = None
     try:
-        while b.left > 0 and _sweep(work, order, move_cost, b):
+        while b.left > 0:
+            swept, valid = _sweep(work, order, move_cost, b)
+            if not swept:
+                break
             kept += 1
+            valid = None
         while b.left > 0:
             if not b.spend(UNIT_COST * len(work.units) + n):
                 break
             blocked = _blocked(work, order)
             if not blocked:
                 break
-            idx = _index(work)
+            idx = valid if valid is not None else _index(work)
+            valid = None
             progress = False
             for name in blocked:
                 info = f.jobs[name]
@@ -510,4 +547,6 @@ def preempt(work: Work, order: list[str], move_cost: float, budget: int | None =
                 break
     finally:
         work.prices = saved_prices
+    if b.left > 0:  # it ended because nothing more paid, not for want of budget
+        work.settled = (work.version, f)
     return kept

@@ -429,6 +429,12 @@ class Fleet:
     (see :class:`NodeState`), for the incremental chain; built on first use."""
     inputs: tuple[object, ...] = ()
     """(tanks, pools, jobs, weights) of the snapshot: an incremental step needs them unchanged."""
+    compat: dict[tuple[object, ...], IntArr] = field(default_factory=dict)
+    """:func:`compat_codes` per policy class (:attr:`JobInfo.policy_key`), computed once per
+    fleet (:func:`compat_of`) and shared by every pass over it.  Read-only."""
+    warm: dict[tuple[str, str], FloatArr] = field(default_factory=dict)
+    """Per (job, variant) with ``Job.warm`` entries, 1.0 on the nodes holding it (see
+    :func:`~tokenfleet.placement.greedy.warm_mask`).  Read-only."""
 
 
 def current_watts(snapshot: Snapshot) -> dict[str, float]:
@@ -614,10 +620,19 @@ def node_popularity(fleet: Fleet) -> FloatArr:
         counts[info.policy_key] = (n + 1, first)
     pop = np.zeros(len(fleet.names))
     for n, info in counts.values():
-        pop += n * (compat_codes(fleet, info) == 0)
+        pop += n * (compat_of(fleet, info) == 0)
     pop *= fleet.new_code == 0
     top = float(pop.max()) if len(pop) else 0.0
     return pop / top if top > 0 else pop
+
+
+def compat_of(fleet: Fleet, info: JobInfo) -> IntArr:
+    """:func:`compat_codes`, cached on the fleet per policy class (do not mutate the result)."""
+    c = fleet.compat.get(info.policy_key)
+    if c is None:
+        c = compat_codes(fleet, info)
+        fleet.compat[info.policy_key] = c
+    return c
 
 
 def compat_codes(fleet: Fleet, info: JobInfo) -> IntArr:

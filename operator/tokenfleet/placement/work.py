@@ -26,7 +26,7 @@ from tokenfleet.placement.state import (
     FloatArr,
     IntArr,
     JobInfo,
-    compat_codes,
+    compat_of,
 )
 
 Unit = tuple[str, int, str]
@@ -91,6 +91,11 @@ class Work:
     """Incremental steps taken since the full plan."""
     windowed: bool = False
     """``energy_new`` already capped at its value at the chain's end."""
+    version: int = 0
+    """Bumped by every :meth:`add` and :meth:`remove` (a trial undone counts too)."""
+    settled: tuple[int, Fleet] | None = None
+    """(``version``, fleet) at which the preemption phase last ended with no trial paying
+    and budget left: re-run on the same units and fleet it would find the same."""
 
     # -- capacity checks -------------------------------------------------------------------
     def fits(self, info: JobInfo, k: int, var: Variant, new: bool) -> Reason | None:
@@ -140,6 +145,7 @@ class Work:
         f = self.fleet
         name = info.job.name
         kw = var.watts / 1000.0 * n
+        self.version += 1
         self.mem_free[k] -= var.memory_mib * n
         self.e_used[k] += kw
         t, p = int(f.tank[k]), int(f.pool[k])
@@ -163,6 +169,7 @@ class Work:
         f = self.fleet
         name = info.job.name
         kw = var.watts / 1000.0 * n
+        self.version += 1
         self.mem_free[k] += var.memory_mib * n
         self.e_used[k] -= kw
         t, p = int(f.tank[k]), int(f.pool[k])
@@ -194,7 +201,7 @@ class Work:
         key = info.policy_key
         c = self.compat.get(key)
         if c is None:
-            c = compat_codes(self.fleet, info)
+            c = compat_of(self.fleet, info)
             self.compat[key] = c
         return c
 
