@@ -83,7 +83,9 @@ def verify_signature(model_dir: Path, bundle: Path, signature: Signature) -> Non
         raise SignatureError("the signature names neither a public key nor a certificate chain")
     if not bundle.is_file():
         raise SignatureError(f"no signature bundle at {bundle}")
-    with tempfile.TemporaryDirectory(prefix="tokenfleet-trust-") as tmp:
+    # the library reads the key or chain from a file: written next to the bundle (the cache's
+    # state directory; in the chart the container's root filesystem is read-only)
+    with tempfile.TemporaryDirectory(prefix=".trust-", dir=bundle.parent) as tmp:
         trust = Path(tmp) / "trust.pem"
         trust.write_text(pem)
         config = verifying.Config()  # type: ignore[no-untyped-call]
