@@ -57,7 +57,6 @@ log = logging.getLogger("tokenfleet.modelcache")
 INDEX_FILE: Final = "index.json"
 MAX_BUNDLE_BYTES: Final = 16 << 20
 """A signature bundle larger than this is refused unread (its manifest lists one line a file)."""
-_STICKY: Final = frozenset({"DigestMismatch", "SignatureInvalid"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +332,8 @@ class ModelCache:
                 if bundle is None
                 else f"the signature bundle is {bundle.size} B (at most {MAX_BUNDLE_BYTES} B)"
             )
-            if not (current is not None and current.reason == reason and current.matches(short)):
+            again = current is not None and current.reason == reason
+            if not (again and current is not None and current.matches(want.sha256)):
                 self.metrics.verification_failures += 1  # counted once, not every pass
                 log.warning("refused %s: %s", name, message)
             entry = CacheEntry(CacheState.FAILED, short, reason=reason, message=message)
