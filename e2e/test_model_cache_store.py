@@ -224,7 +224,10 @@ async def test_a_signature_by_another_key_is_refused_until_a_good_bundle_is_uplo
     cache.observe_wanted([want])
     entry = await cache.ensure(want, _rack)
     assert entry.state is CacheState.FAILED and entry.reason == "SignatureInvalid", entry
-    assert entry.message is not None and "key signature model.sig does not verify" in entry.message
+    assert (
+        entry.message is not None
+        and "model.sig does not verify with the variant's public key" in entry.message
+    )
     assert not (tmp_path / "repo" / "w-int4").exists()
     assert not any((tmp_path / "state" / "staging").iterdir())  # staging and bundle deleted
     assert cache.metrics.verification_failures == 1

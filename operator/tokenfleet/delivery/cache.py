@@ -492,9 +492,10 @@ class ModelCache:
                 await asyncio.to_thread(verify_signature, staging, path, want.signature)
             except SignatureError as error:
                 self.refused_bundles[name] = (sha, want.signature.fingerprint, info.etag)
+                trust = "public key" if want.signature.trust == "key" else "certificate chain"
                 message = (
-                    f"the {want.signature.trust} signature {want.signature.path} does not "
-                    f"verify: {error}"
+                    f"signature {want.signature.path} does not verify with the variant's "
+                    f"{trust}: {error}"
                 )
                 return self._refuse(
                     name, short, total, staging, bundle, "SignatureInvalid", message
