@@ -211,3 +211,15 @@ def test_a_signature_refusal_fails_the_replica_as_a_verification_failure() -> No
         assert decision.action is GateAction.REFUSE
         assert decision.reason == "VerificationFailed"
         assert decision.message is not None and reason in decision.message
+
+
+def test_the_digest_command_leaves_out_a_bundle_in_the_directory(
+    tmp_path: Path, key: SigningKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tokenfleet.cli import main
+
+    model = _model(tmp_path / "m")
+    clean = tree_digest(model)
+    sign_with_key(model, model / "model.sig", key)
+    assert main(["modelcache", "digest", str(model), "--exclude", "model.sig"]) == 0
+    assert capsys.readouterr().out.strip() == clean
