@@ -223,3 +223,21 @@ def test_the_digest_command_leaves_out_a_bundle_in_the_directory(
     sign_with_key(model, model / "model.sig", key)
     assert main(["modelcache", "digest", str(model), "--exclude", "model.sig"]) == 0
     assert capsys.readouterr().out.strip() == clean
+
+
+def test_a_manifest_mismatch_is_reported_by_file_name() -> None:
+    """The library's message is the repr of a list, with the digests' bytes (escaped quotes and
+    all): the reason keeps the file names only."""
+    from tokenfleet.delivery.signature import _describe
+
+    diffs = [
+        "Hash mismatch for '1/model.py': Expected 'Digest(algorithm='sha256', "
+        "digest_value=b'\"x')', Actual 'Digest(y)'",
+        "Hash mismatch for '2/a.py': Expected 'D'",
+        "Extra files found in model 'm': 1/x.py, 1/y.py",
+        "Missing files in model 'm': config.pbtxt",
+    ]
+    assert _describe(ValueError(f"Signature mismatch: {diffs}")) == (
+        "the files differ from the signed manifest: Extra files found in model 'm': 1/x.py, "
+        "1/y.py; Missing files in model 'm': config.pbtxt; changed: 1/model.py, 2/a.py"
+    )

@@ -105,7 +105,8 @@ def _describe(error: BaseException) -> str:
     if type(error).__name__ == "InvalidSignature":
         text = "the bundle was not signed by this key"
     elif text.startswith("Signature mismatch"):
-        changed = re.findall(r"Hash mismatch for '([^']+)'", text)
+        # the library's message is a list's repr: quotes may come escaped (\\')
+        changed = re.findall(r"Hash mismatch for \\?'([^'\\]+)\\?'", text)
         parts = re.findall(r"((?:Extra|Missing) files [^\"\]]*)", text)
         if changed:
             parts.append("changed: " + ", ".join(changed))
