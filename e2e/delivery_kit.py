@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,10 +79,14 @@ def upload_variant(
     model: str,
     *,
     ballast_bytes: int = 0,
+    sign: Callable[[Path, Path], object] | None = None,
+    signature_path: str = "model.sig",
 ) -> str:
     """Write the token model ``model`` (Triton layout), upload it to
     ``s3://bucket/prefix/model/...`` and return its variant digest. ``ballast_bytes`` adds a
-    weights file of that size (a model the budget and the bandwidth rules can feel)."""
+    weights file of that size (a model the budget and the bandwidth rules can feel). ``sign``
+    (``e2e.signing_kit.sign_with_key`` with a key bound, say) writes a ``model-signing`` bundle
+    of the directory to the path it is given; it is uploaded as ``<model>/<signature_path>``."""
     with tempfile.TemporaryDirectory() as tmp:
         root = write_token_model(Path(tmp), model)
         if ballast_bytes:
@@ -92,6 +96,10 @@ def upload_variant(
             f"{prefix}/{model}/{path.relative_to(root).as_posix()}": path.read_bytes()
             for path in sorted(p for p in root.rglob("*") if p.is_file())
         }
+        if sign is not None:
+            bundle = Path(tmp) / "bundle.sig"  # outside the model directory
+            sign(root, bundle)
+            objects[f"{prefix}/{model}/{signature_path}"] = bundle.read_bytes()
     put_objects(store, bucket, objects)
     return digest
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-from e2e.delivery_kit import put_objects, upload_variant
+from e2e.delivery_kit import get_object, put_objects, upload_variant
 from e2e.objstore import ObjectStoreServer
+from e2e.signing_kit import SigningKey, sign_with_key
 from tokenfleet.delivery.cache import ModelCache, WantedModel
+from tokenfleet.delivery.digest import tree_digest
 from tokenfleet.delivery.report import CacheState
 from tokenfleet.delivery.rules import FetchWindow
+from tokenfleet.delivery.signature import Signature
 from tokenfleet.store import ObjectStore
 
 MB = 1 << 20
@@ -174,3 +178,111 @@ async def test_a_prefetch_stays_within_its_share_and_never_evicts_what_is_in_use
     cache.observe_wanted([used, ahead, big])
     refused = await cache.ensure(big, _rack)
     assert refused.state is CacheState.FAILED and refused.reason == "CacheBudgetExceeded"
+
+
+# ---- signed variants (OpenSSF model-signing, real keys) ------------------------------------
+
+
+def _signed(store: ObjectStoreServer, bucket: str, model: str, key: SigningKey, **kw: Any) -> str:
+    return upload_variant(
+        store, bucket, "m", model, sign=lambda d, b: sign_with_key(d, b, key), **kw
+    )
+
+
+async def test_a_signed_variant_is_verified_and_installed_without_its_bundle(
+    objstore: ObjectStoreServer, tmp_path: Path
+) -> None:
+    bucket = f"s-{uuid.uuid4().hex[:6]}"
+    key = SigningKey.generate(tmp_path / "keys")
+    sha = _signed(objstore, bucket, "s-int4", key)
+    trust = Signature(public_key=key.public_pem)
+    cache = _cache(objstore, tmp_path, 64 * MB)
+    want = WantedModel("s-int4", f"s3://{bucket}/m", sha, trust)
+    cache.observe_wanted([want])
+    entry = await cache.ensure(want, _rack)
+    assert entry.state is CacheState.READY and entry.matches(sha), entry
+    installed = tmp_path / "repo" / "s-int4"
+    assert (installed / "1" / "model.py").is_file()
+    assert not (installed / "model.sig").exists()  # the bundle is not part of the model
+    assert not any((tmp_path / "state" / "staging").iterdir())
+    assert cache.holds("s-int4", sha, trust) and cache.metrics.verification_failures == 0
+    # a restart keeps what it was verified with (index on disk); another key is not satisfied
+    again = _cache(objstore, tmp_path, 64 * MB)
+    assert again.holds("s-int4", sha, trust)
+    other = Signature(public_key=SigningKey.generate(tmp_path / "k2").public_pem)
+    assert not again.holds("s-int4", sha, other)
+
+
+async def test_a_signature_by_another_key_is_refused_until_a_good_bundle_is_uploaded(
+    objstore: ObjectStoreServer, tmp_path: Path
+) -> None:
+    bucket = f"s-{uuid.uuid4().hex[:6]}"
+    ours, theirs = SigningKey.generate(tmp_path / "a", "ours"), SigningKey.generate(tmp_path / "b")
+    sha = _signed(objstore, bucket, "w-int4", theirs)
+    cache = _cache(objstore, tmp_path, 64 * MB)
+    want = WantedModel("w-int4", f"s3://{bucket}/m", sha, Signature(public_key=ours.public_pem))
+    cache.observe_wanted([want])
+    entry = await cache.ensure(want, _rack)
+    assert entry.state is CacheState.FAILED and entry.reason == "SignatureInvalid", entry
+    assert (
+        entry.message is not None
+        and "model.sig does not verify with the variant's public key" in entry.message
+    )
+    assert not (tmp_path / "repo" / "w-int4").exists()
+    assert not any((tmp_path / "state" / "staging").iterdir())  # staging and bundle deleted
+    assert cache.metrics.verification_failures == 1
+    # the same bundle, key and digest: refused again without fetching anything
+    fetched = cache.metrics.bytes_fetched
+    assert (await cache.ensure(want, _rack)).reason == "SignatureInvalid"
+    assert cache.metrics.bytes_fetched == fetched and cache.metrics.verification_failures == 1
+    # the publisher uploads a bundle signed with our key: verified and installed
+    _signed(objstore, bucket, "w-int4", ours)
+    done = await cache.ensure(want, _rack)
+    assert done.state is CacheState.READY, done
+
+
+async def test_a_variant_whose_bundle_is_missing_is_refused_before_any_download(
+    objstore: ObjectStoreServer, tmp_path: Path
+) -> None:
+    bucket = f"s-{uuid.uuid4().hex[:6]}"
+    key = SigningKey.generate(tmp_path / "keys")
+    sha = upload_variant(objstore, bucket, "m", "n-int4")  # no bundle uploaded
+    cache = _cache(objstore, tmp_path, 64 * MB)
+    trust = Signature("sigs/n.sig", public_key=key.public_pem)
+    want = WantedModel("n-int4", f"s3://{bucket}/m", sha, trust)
+    cache.observe_wanted([want])
+    entry = await cache.ensure(want, _rack)
+    assert entry.state is CacheState.FAILED and entry.reason == "SignatureMissing", entry
+    assert entry.message is not None and f"s3://{bucket}/m/n-int4/sigs/n.sig" in entry.message
+    assert cache.metrics.bytes_fetched == 0 and cache.metrics.verification_failures == 1
+    assert (await cache.ensure(want, _rack)).reason == "SignatureMissing"
+    assert cache.metrics.verification_failures == 1  # counted once while it stays refused
+    assert not (tmp_path / "repo" / "n-int4").exists()
+    # once the bundle is there, the next pass verifies and installs
+    _signed(objstore, bucket, "n-int4", key, signature_path="sigs/n.sig")
+    assert (await cache.ensure(want, _rack)).state is CacheState.READY
+
+
+async def test_a_tampered_file_whose_digest_was_retaken_fails_the_signature(
+    objstore: ObjectStoreServer, tmp_path: Path
+) -> None:
+    """Someone changes a file in the store and puts the new digest in the job: sha256 matches,
+    the publisher's signature does not."""
+    bucket = f"s-{uuid.uuid4().hex[:6]}"
+    key = SigningKey.generate(tmp_path / "keys")
+    _signed(objstore, bucket, "t-int4", key)
+    path = "m/t-int4/1/model.py"
+    tampered = get_object(objstore, bucket, path).replace(b"import", b"import ", 1)
+    put_objects(objstore, bucket, {path: tampered})
+    local = tmp_path / "copy"
+    for rel in ("config.pbtxt", "1/model.py"):
+        (local / rel).parent.mkdir(parents=True, exist_ok=True)
+        (local / rel).write_bytes(get_object(objstore, bucket, f"m/t-int4/{rel}"))
+    retaken = tree_digest(local)
+    cache = _cache(objstore, tmp_path, 64 * MB)
+    want = WantedModel("t-int4", f"s3://{bucket}/m", retaken, Signature(public_key=key.public_pem))
+    cache.observe_wanted([want])
+    entry = await cache.ensure(want, _rack)
+    assert entry.state is CacheState.FAILED and entry.reason == "SignatureInvalid", entry
+    assert entry.message is not None and "changed: 1/model.py" in entry.message
+    assert not (tmp_path / "repo" / "t-int4").exists()

@@ -30,6 +30,7 @@ from e2e.operator_kit import (  # noqa: F401  (fixtures)
     rig_fixture,
     wait_for,
 )
+from e2e.signing_kit import SigningKey, sign_with_key
 from tokenfleet.delivery.report import CacheState
 
 
@@ -314,3 +315,76 @@ def test_a_prefetched_car_later_gets_the_replica_with_nothing_to_download(
         assert rig.loaded_models(spare) == {"tinyllama-int4"}
         # nothing left to prefetch: the unplugged car may not download, the spare serves
         wait_for(lambda: not rig.status("chat").get("prefetch"), 60, "status.prefetch cleared")
+
+
+def test_a_signed_variant_reaches_ready_and_a_forged_signature_is_refused(
+    rig: Rig, operator: OperatorProcess, objstore: ObjectStoreServer
+) -> None:
+    """Variants naming an OpenSSF model-signing signature (the publisher's EC P-256 key): one
+    signed with it is verified and served; one whose bundle another key signed is refused like a
+    digest mismatch (replica Failed VerificationFailed, a Warning Event, the refusal counted)."""
+    bucket = f"models-{uuid.uuid4().hex[:6]}"
+    publisher = SigningKey.generate(rig.tmp / "keys", "publisher")
+    forger = SigningKey.generate(rig.tmp / "keys", "forger")
+    good = upload_variant(
+        objstore, bucket, "signed", "signed-fp16", sign=lambda d, b: sign_with_key(d, b, publisher)
+    )
+    forged = upload_variant(
+        objstore, bucket, "forged", "forged-fp16", sign=lambda d, b: sign_with_key(d, b, forger)
+    )
+    trust = {"publicKey": publisher.public_pem}
+    secret = create_store_secret(rig, objstore)
+    runtimes = CachedRuntimes(rig.tmp, 1).start()
+    rig.tritons = runtimes  # type: ignore[assignment]
+    rig.start_sim(["unused"])
+    rack = rig.add_rack("rack", 0, rig.create_tank("tank"))
+    rig.wait_runtime_pods()
+    with model_caches(rig, runtimes, {rack: 0}, store_secret=secret) as caches:
+        _job(
+            rig,
+            "signed",
+            [{**RACK_FP16, "sha256": good, "signature": trust}],
+            f"s3://{bucket}/signed",
+            replicas=(1, 1),
+            target_tps=20,
+            model="signed",
+        )
+        rig.wait_ready("signed", 1, timeout=150)
+        assert rig.loaded_models(rack) == {"signed-fp16"}
+        installed = runtimes.repos[0] / "signed-fp16"
+        assert (installed / "1" / "model.py").is_file() and not (installed / "model.sig").exists()
+
+        _job(
+            rig,
+            "forged",
+            [{**RACK_FP16, "sha256": forged, "signature": trust}],
+            f"s3://{bucket}/forged",
+            replicas=(1, 1),
+            target_tps=20,
+            model="forged",
+        )
+        reported: list[Any] = []
+
+        def refused() -> dict[str, Any] | None:
+            report = caches[rack].report()
+            entry = report.models.get("forged-fp16") if report is not None else None
+            if entry is not None and entry.state is CacheState.FAILED:
+                reported.append(entry)
+            p = _placement(rig, "forged", rack)
+            return p if p and p["state"] == "Failed" and reported else None
+
+        failed = wait_for(
+            refused, 90, "the forged replica to fail", describe=lambda: rig.status("forged")
+        )
+        assert failed["reason"] == "VerificationFailed", failed
+        assert "SignatureInvalid" in failed["message"], failed
+        assert {e.reason for e in reported} == {"SignatureInvalid"}, reported
+        assert not (runtimes.repos[0] / "forged-fp16").exists()
+        assert rig.loaded_models(rack) == {"signed-fp16"}
+        assert caches[rack].metric("tokenfleet_modelcache_verification_failures_total") == 1
+        events = [e for e in rig.events("forged") if e.get("reason") == "VerificationFailed"]
+        assert events and all(e.get("type") == "Warning" for e in events), events
+        assert (
+            operator.metric("tokenfleet_model_delivery_refused_total", reason="VerificationFailed")
+            >= 1
+        )

@@ -37,6 +37,7 @@ def _car(
     plugged: bool = True,
     parked_s: float = 8 * 3600,
     report: CacheReport | None = EMPTY,
+    labels: dict[str, str] | None = None,
 ) -> NodeInfo:
     t = "telemetry.tokenfleet.io/"
     annotations = {
@@ -50,7 +51,11 @@ def _car(
         {
             "metadata": {
                 "name": name,
-                "labels": {"tokenfleet.io/role": "vehicle", "tokenfleet.io/pool": pool},
+                "labels": {
+                    "tokenfleet.io/role": "vehicle",
+                    "tokenfleet.io/pool": pool,
+                    **(labels or {}),
+                },
                 "annotations": annotations,
             },
             "status": {"allocatable": {"memory": "32Gi"}},
@@ -58,11 +63,12 @@ def _car(
     )
 
 
-def _pool(name: str = "pool", **delivery: Any) -> _View:
+def _pool(name: str = "pool", owner: str = "fleet-ops", **delivery: Any) -> _View:
     return _View(
         name,
         {
             "nodeSelector": {"tokenfleet.io/pool": name},
+            "ownership": owner,
             "delivery": {"minBandwidthMbps": 100, **delivery},
         },
     )
@@ -142,3 +148,39 @@ def test_the_cache_reads_its_prefetch_asks_less_what_replicas_want() -> None:
     assert prefetch_on("car-a", [job], placed) == []
     local = {**job, "spec": {**SPEC, "model": {"name": "tiny", "repositoryUri": "/m"}}}
     assert prefetch_on("car-a", [local]) == []
+
+
+def test_only_cars_the_job_could_be_placed_on_are_asked() -> None:
+    """Residency, ownership, attestation and targets of the job's spec.placement, as the engine
+    applies them: a car it may never choose is not asked to spend its link and disk."""
+    trust = "node-restriction.kubernetes.io/tokenfleet-"
+    eu, us = {trust + "region": "eu-west"}, {trust + "region": "us-east"}
+    cars = [
+        _car("eu-ops", labels={**eu, trust + "attested": "true"}),
+        _car("eu-plain", labels=eu),
+        _car("us-ops", labels={**us, trust + "attested": "true"}),
+        _car("eu-rental", pool="rental", labels={**eu, trust + "attested": "true"}),
+        _car("nowhere"),  # no trusted region label: fails any residency rule
+    ]
+    pools = [_pool(prefetchPerJob=16), _pool("rental", owner="rentals", prefetchPerJob=16)]
+
+    def asked(**placement: Any) -> set[str]:
+        job = _View(spec={**SPEC, "placement": placement})
+        return {n for n, _ in prefetch_targets(NOW, cars, pools, [job]).get("ns/j", ())}
+
+    everyone = {"eu-ops", "eu-plain", "us-ops", "eu-rental", "nowhere"}
+    assert asked() == everyone
+    assert asked(regions=["eu-west"]) == {"eu-ops", "eu-plain", "eu-rental"}
+    assert asked(ownership=["fleet-ops"]) == {"eu-ops", "eu-plain", "us-ops", "nowhere"}
+    assert asked(requireAttestation=True) == {"eu-ops", "us-ops", "eu-rental"}
+    assert asked(regions=["eu-west"], ownership=["fleet-ops"], requireAttestation=True) == {
+        "eu-ops"
+    }
+    assert asked(targets=["Rack"]) == set()
+    # a spare car that holds the build stays asked only if the job could go there
+    holding = CacheReport(1 << 34, 1, {"tiny-int4": CacheEntry(CacheState.READY, SHA[:16])})
+    warm = [_car("warm-us", report=holding, labels=us), _car("cold-eu", labels=eu)]
+    job = _View(spec={**SPEC, "placement": {"regions": ["eu-west"]}})
+    assert prefetch_targets(NOW, warm, [_pool(prefetchPerJob=2)], [job]) == {
+        "ns/j": (("cold-eu", "int4"),)
+    }

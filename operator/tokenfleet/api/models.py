@@ -493,6 +493,45 @@ class ModelRef(WireModel):
     """Where the model repository lives (s3://, gs://, https://, file://)."""
 
 
+SIGNATURE_PATH = r"^(\.?[A-Za-z0-9_-][A-Za-z0-9_.-]*)(/\.?[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$"
+"""A relative object key: '/'-separated segments, none of them '.' or '..'."""
+SignaturePath = Annotated[str, Field(min_length=1, max_length=512, pattern=SIGNATURE_PATH)]
+PemPublicKey = Annotated[
+    str, Field(min_length=1, max_length=4096, pattern=r"-----BEGIN PUBLIC KEY-----")
+]
+PemCertificates = Annotated[
+    str, Field(min_length=1, max_length=16384, pattern=r"-----BEGIN CERTIFICATE-----")
+]
+
+
+class VariantSignature(WireModel):
+    """An OpenSSF model-signing signature of the variant's files, verified offline (no
+    Sigstore keyless: no network) with a public key or a certificate chain."""
+
+    path: SignaturePath = "model.sig"
+    """Object key of the signature bundle (written by `model_signing sign key` or
+    `model_signing sign certificate`), relative to model.repositoryUri/<triton model name>/. The
+    model cache fetches it next to the files but keeps it out of the model directory: it is not
+    installed into the runtime's repository and not part of sha256."""
+    public_key: PemPublicKey | None = None
+    """PEM public key (elliptic curve P-256, P-384 or P-521) of the private key that signed the
+    bundle. A public key is not a secret: it is written here, not in a Secret."""
+    certificate_chain: PemCertificates | None = None
+    """PEM certificates (the platform's signing CA, and intermediates) that the bundle's signing
+    certificate must chain to; the certificate must allow digital signatures or code signing.
+    Every certificate the chain issues is trusted: use a CA dedicated to model signing."""
+
+    cel_rules = (
+        CelRule(
+            "has(self.publicKey) != has(self.certificateChain)",
+            "signature names exactly one of publicKey and certificateChain",
+            check=lambda s: (s.public_key is None) != (s.certificate_chain is None),
+            field_path=".publicKey",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
 class Variant(WireModel):
     """One build of the model, with the figures placement uses."""
 
@@ -512,6 +551,10 @@ class Variant(WireModel):
     '<file sha256>  <relative path>' lines (tokenfleet modelcache digest DIR prints it). A node
     with a model cache loads the variant only after the files fetched from
     model.repositoryUri/<triton model name>/ match it (and refuses a variant without one)."""
+    signature: VariantSignature | None = None
+    """A model-signing signature the node's model cache verifies, with sha256, before the
+    runtime may load the variant (a missing or bad signature is refused like a digest
+    mismatch)."""
     triton_model_name: TritonName | None = None
     """Name in the Triton repository (default: <model.name>-<variant.name>)."""
 

@@ -3,7 +3,9 @@
 ``sha256`` of the manifest: one line ``<sha256 of the file>  <path>\n`` per regular file under
 the model directory, paths relative to it with ``/`` separators, sorted by path (bytewise
 UTF-8) — the output of ``cd <dir> && find . -type f | sed 's#^\\./##' | LC_ALL=C sort |
-xargs sha256sum`` hashed once more. ``tokenfleet modelcache digest DIR`` prints it.
+xargs sha256sum`` hashed once more. ``tokenfleet modelcache digest DIR`` prints it
+(``--exclude model.sig`` leaves out a signature bundle written into the directory: the model
+cache never places the bundle in the model directory).
 Symlinks and special files are refused (a model directory holds plain files only).
 """
 
@@ -42,8 +44,9 @@ def manifest_digest(entries: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256(manifest(entries)).hexdigest()
 
 
-def tree_digest(root: Path) -> str:
-    """The variant digest of the directory ``root``."""
+def tree_digest(root: Path, exclude: Iterable[str] = ()) -> str:
+    """The variant digest of the directory ``root``, less the relative paths in ``exclude``."""
+    skip = frozenset(exclude)
     root = Path(root)
     if not root.is_dir():
         raise DigestError(f"{root} is not a directory")
@@ -57,5 +60,7 @@ def tree_digest(root: Path) -> str:
             path = base / name
             if path.is_symlink() or not path.is_file():
                 raise DigestError(f"{path} is not a regular file")
-            entries.append((path.relative_to(root).as_posix(), file_sha256(path)))
+            rel = path.relative_to(root).as_posix()
+            if rel not in skip:
+                entries.append((rel, file_sha256(path)))
     return manifest_digest(entries)

@@ -3,7 +3,8 @@
 A node that publishes ``tokenfleet.io/model-cache`` loads a model only once its cache reports it
 Ready *for the variant's digest*: verified, then renamed into the runtime's repository. Until then
 the replica stays Loading (reason Fetching/Verifying/WaitingForFetch); a cache that refused the
-model fails the replica with reason VerificationFailed (digest mismatch) or ModelDeliveryFailed.
+model fails the replica with reason VerificationFailed (digest mismatch, missing or bad signature)
+or ModelDeliveryFailed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ __all__ = ["GateAction", "GateDecision", "delivery_gate", "delivery_refused", "g
 
 VERIFICATION_FAILED = "VerificationFailed"
 DELIVERY_FAILED = "ModelDeliveryFailed"
-_VERIFY_REASONS = frozenset({"DigestMismatch", "NoDigest", "DigestUnreadable"})
+_VERIFY_REASONS = frozenset(
+    {"DigestMismatch", "NoDigest", "DigestUnreadable", "SignatureMissing", "SignatureInvalid"}
+)
 
 
 class GateAction(StrEnum):
@@ -56,7 +59,9 @@ def gate(report: CacheReport | None, model: str, sha256: str | None) -> GateDeci
         progress = f"{entry.bytes}/{entry.total} B" if entry.total else f"{entry.bytes} B"
         return GateDecision(GateAction.WAIT, "Fetching", f"fetching from the store: {progress}")
     if entry.state is CacheState.VERIFYING:
-        return GateDecision(GateAction.WAIT, "Verifying", "verifying the variant digest")
+        return GateDecision(
+            GateAction.WAIT, "Verifying", "verifying the variant digest (and signature)"
+        )
     return GateDecision(
         GateAction.WAIT, "WaitingForFetch", f"{entry.reason}: {entry.message or ''}".strip()
     )

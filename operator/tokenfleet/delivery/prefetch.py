@@ -6,7 +6,11 @@ with a model cache (``tokenfleet.io/model-cache``) in a pool whose ``delivery.pr
 is above 0 that
 
 * do not already hold that build and host no replica of the job (that is a placement, not a
-  prefetch), and
+  prefetch),
+* the job could be placed on at all: its ``spec.placement`` allows vehicles, the car's trusted
+  region is one of ``regions``, its pool's owner one of ``ownership``, and it is attested when
+  ``requireAttestation`` (the engine's own policy rules: a car it may never choose is not asked to
+  spend its link and disk on the job), and
 * may download it now (:func:`tokenfleet.delivery.rules.may_fetch`: plugged in, link at or above
   the pool's floor, size / bandwidth x margin done before departure less the drain lead).
 
@@ -45,6 +49,9 @@ class _Candidate:
     capacity: float
     window: FetchWindow
     report: CacheReport
+    region: str | None = None
+    owner: str | None = None
+    attested: bool = False
 
 
 def _pool_of(info: NodeInfo, pools: Sequence[Mapping[str, Any]]) -> int | None:
@@ -73,7 +80,20 @@ def _candidates(
         window = _window(info, specs)
         capacity = _capacity(window, now)
         if capacity > 0:
-            out.append(_Candidate(info.name, pool, per_job, capacity, window, report))
+            owner = specs[pool].get("ownership")
+            out.append(
+                _Candidate(
+                    info.name,
+                    pool,
+                    per_job,
+                    capacity,
+                    window,
+                    report,
+                    info.region,
+                    str(owner) if owner else None,
+                    info.attested,
+                )
+            )
     out.sort(key=lambda c: (-c.capacity, c.name))
     return out
 
@@ -88,6 +108,34 @@ def _holders(candidates: list[_Candidate]) -> dict[tuple[str, str], list[_Candid
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    """The node rules of a job's ``spec.placement`` that decide whether a car may host it."""
+
+    vehicles: bool
+    regions: frozenset[str]
+    ownership: frozenset[str]
+    attestation: bool
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Any]) -> _Policy:
+        policy = spec.get("placement") or {}
+        return cls(
+            vehicles="Vehicle" in (policy.get("targets") or ("Rack", "Vehicle")),
+            regions=frozenset(str(r) for r in policy.get("regions") or ()),
+            ownership=frozenset(str(o) for o in policy.get("ownership") or ()),
+            attestation=bool(policy.get("requireAttestation", False)),
+        )
+
+    def allows(self, c: _Candidate) -> bool:
+        """Residency, ownership (an unknown owner fails, as in the engine) and attestation."""
+        if self.regions and c.region not in self.regions:
+            return False
+        if self.ownership and c.owner not in self.ownership:
+            return False
+        return c.attested or not self.attestation
+
+
 def _for_job(
     now: float,
     job: _Job,
@@ -98,7 +146,8 @@ def _for_job(
     if not str((spec.get("model") or {}).get("repositoryUri") or "").startswith("s3://"):
         return []
     variant = next((v for v in _variants(spec) if "Vehicle" in v.targets and v.sha), None)
-    if variant is None:
+    policy = _Policy.of(spec)
+    if variant is None or not policy.vehicles:
         return []
     occupied = {str(p.get("node")) for p in job.placements if p.get("state") in _ACTIVE}
     estimate = variant.memory_mib * MIB
@@ -107,13 +156,13 @@ def _for_job(
     # spare cars that hold it already stay asked (their cache keeps it from other prefetches)
     # and count for their pool
     for c in holders.get(variant.key, ()):
-        if c.name not in occupied and taken.get(c.pool, 0) < c.per_job:
+        if c.name not in occupied and taken.get(c.pool, 0) < c.per_job and policy.allows(c):
             taken[c.pool] = taken.get(c.pool, 0) + 1
             chosen.append((c.name, variant.name))
     for c in candidates:
         if c.capacity < estimate or len(chosen) >= MAX_PER_JOB:
             break  # sorted: no later car can fetch the whole build either
-        if c.name in occupied or taken.get(c.pool, 0) >= c.per_job:
+        if c.name in occupied or taken.get(c.pool, 0) >= c.per_job or not policy.allows(c):
             continue
         if c.report.holds(variant.triton, variant.sha):
             continue

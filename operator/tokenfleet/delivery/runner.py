@@ -12,7 +12,8 @@ time in the background (:class:`tokenfleet.delivery.cache.ModelCache`) and publi
 minute, so a rotated Secret is used within a minute) or the environment
 (``TOKENFLEET_S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``).
 
-``tokenfleet modelcache digest DIR`` prints the variant digest of a model directory.
+``tokenfleet modelcache digest DIR [--exclude model.sig]`` prints the variant digest of a model
+directory.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ def add_modelcache_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="one pass (waits for it), then exit")
     parser.add_argument(
         "digest", nargs="*", help="`digest DIR`: print the variant digest of DIR and exit"
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="`digest DIR`: leave out this path relative to DIR (a signature bundle, model.sig)",
     )
 
 
@@ -203,7 +211,7 @@ def run_modelcache(args: argparse.Namespace) -> int:
         if len(args.digest) != 2 or args.digest[0] != "digest":
             log.error("usage: tokenfleet modelcache digest DIR")
             return 2
-        print(tree_digest(Path(args.digest[1])))
+        print(tree_digest(Path(args.digest[1]), exclude=args.exclude))
         return 0
     if not args.node or not args.repository:
         log.error("--node (or $NODE_NAME) and --repository are required")

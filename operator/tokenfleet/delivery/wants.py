@@ -16,6 +16,7 @@ from typing import Any
 
 from tokenfleet.delivery.cache import WantedModel
 from tokenfleet.delivery.rules import FetchWindow
+from tokenfleet.delivery.signature import Signature
 from tokenfleet.telemetry.node import NodeRole, parse_node, selector_matches
 
 __all__ = [
@@ -59,7 +60,7 @@ def wanted_on(node: str, jobs: Iterable[Mapping[str, Any]]) -> list[WantedModel]
     for name, uri, v, placement in _store_variants_on(node, jobs, "placements"):
         if placement.get("state") in _WANT_STATES:
             sha = v.get("sha256")
-            out.setdefault(name, WantedModel(name, uri, str(sha) if sha else None))
+            out.setdefault(name, _wanted(name, uri, v, str(sha) if sha else None))
     return [out[k] for k in sorted(out)]
 
 
@@ -72,8 +73,15 @@ def prefetch_on(
     out: dict[str, WantedModel] = {}
     for name, uri, v, _ in _store_variants_on(node, jobs, "prefetch"):
         if v.get("sha256") and name not in taken:
-            out.setdefault(name, WantedModel(name, uri, str(v["sha256"])))
+            out.setdefault(name, _wanted(name, uri, v, str(v["sha256"])))
     return [out[k] for k in sorted(out)]
+
+
+def _wanted(name: str, uri: str, variant: Mapping[str, Any], sha: str | None) -> WantedModel:
+    signature = variant.get("signature")
+    return WantedModel(
+        name, uri, sha, Signature.from_spec(signature if isinstance(signature, Mapping) else None)
+    )
 
 
 def pool_window(pool_spec: Mapping[str, Any]) -> tuple[float, float, float, bool]:
