@@ -251,12 +251,16 @@ def _all_loaded(rig: Rig, jobs: list[str]) -> bool:
     )
 
 
-def _unplugs(rig: Rig, jobs: list[str], count: int) -> list[float]:
+def _unplugs(
+    rig: Rig, jobs: list[str], count: int, marks: list[tuple[float, str]] | None = None
+) -> list[float]:
     reactions: list[float] = []
     for i in range(count):
         job = jobs[i % len(jobs)]
         before = {p["node"] for p in _listed(rig, job)}
         victim = sorted(before)[i % len(before)]
+        if marks is not None:
+            marks.append((time.time(), victim))
         rig.set_telemetry(victim, plugged_in="false")
         t0 = time.monotonic()
         deadline = t0 + 60
@@ -276,6 +280,48 @@ def _unplugs(rig: Rig, jobs: list[str], count: int) -> list[float]:
         )
         rig.set_telemetry(victim, plugged_in="true")
     return reactions
+
+
+def _stamp(record: dict[str, Any]) -> float | None:
+    with contextlib.suppress(Exception):
+        return datetime.fromisoformat(str(record["timestamp"])).timestamp()
+    return None
+
+
+def _reaction_parts(op: OperatorProcess, marks: list[tuple[float, str]]) -> dict[str, Any]:
+    """With ``--verbose-operator``: per unplug, from the patch to the node watch's hand-over of
+    the Node's change and to the end of the next plan (the operator's debug log)."""
+    records = [r for r in op.log_records() if _stamp(r) is not None]
+    seen: list[float] = []
+    planned: list[float] = []
+    for start, victim in marks:
+        change = next(
+            (
+                _stamp(r)
+                for r in records
+                if (_stamp(r) or 0) >= start
+                and str(r.get("message", "")).startswith("node records changed")
+                and victim in str(r.get("message"))
+            ),
+            None,
+        )
+        plan_end = next(
+            (
+                _stamp(r)
+                for r in records
+                if (_stamp(r) or 0) >= (change or start)
+                and str(r.get("message", "")).startswith("plan ")
+            ),
+            None,
+        )
+        if change is not None:
+            seen.append(change - start)
+        if plan_end is not None:
+            planned.append(plan_end - start)
+    return {
+        "to_node_change_s": [round(x, 3) for x in seen],
+        "to_plan_end_s": [round(x, 3) for x in planned],
+    }
 
 
 def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
@@ -356,7 +402,7 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
                 "TOKENFLEET_PLAN_RESYNC_SECONDS": "",
                 "TOKENFLEET_JOB_RESYNC_SECONDS": "",
             },
-            verbose=False,
+            verbose=args.verbose_operator,
         )
         t0 = time.monotonic()
         op.start(timeout=600)
@@ -377,7 +423,8 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
         settle_before_unplugs = _settle(
             fleet, op, "before the unplugs", timeout=args.settle_timeout, quiet=args.quiet_seconds
         )
-        reactions = _unplugs(rig, jobs, args.unplugs)
+        marks: list[tuple[float, str]] = []
+        reactions = _unplugs(rig, jobs, args.unplugs, marks)
         time.sleep(args.settle_seconds)
         settle_before_rest = _settle(
             fleet, op, "before the rest", timeout=args.settle_timeout, quiet=args.quiet_seconds
@@ -445,6 +492,8 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
             "load_average_start": [round(x, 2) for x in load_start],
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
         }
+        if args.verbose_operator:
+            result["reaction_parts"] = _reaction_parts(op, marks)
         if args.rest_seconds >= 600:
             result["rss_mib_10min"] = result["rss_mib_end_of_rest"]
         log(json.dumps(result))
@@ -479,6 +528,11 @@ def main(argv: list[str] | None = None) -> int:
         "Ready and no change-triggered plan for --quiet-seconds",
     )
     parser.add_argument("--quiet-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--verbose-operator",
+        action="store_true",
+        help="the operator logs at debug level; the JSON gets reaction_parts (not for figures)",
+    )
     parser.add_argument("--runtime-cars", type=int, default=200)
     parser.add_argument("--operator", default=str(REPO / ".venv" / "bin" / "tokenfleet"))
     parser.add_argument("--label", default="this checkout")

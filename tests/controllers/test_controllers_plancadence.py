@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tokenfleet.controllers.plancadence import Cadence, Mode, changed_nodes, choose
+from tokenfleet.controllers.plancadence import DUTY, Cadence, Mode, changed_nodes, choose
 from tokenfleet.placement import RackNode, Snapshot, VehicleNode
 
 
@@ -113,3 +113,11 @@ def test_a_full_plan_is_due_by_time_alone() -> None:
     cadence.planned(200.0, full=False)
     assert not cadence.full_due(309.0)
     assert cadence.full_due(310.0)
+
+
+def test_the_gap_after_a_plan_follows_its_duration_up_to_the_debounce() -> None:
+    cadence = Cadence(debounce=0.5, full_min_interval=2.0, full_resync=300.0)
+    cadence.planned(100.0, full=False, took=0.05)  # a cheap incremental plan
+    assert abs(cadence.delay(100.0, needs_full=False) - DUTY * 0.05) < 1e-9
+    cadence.planned(200.0, full=False, took=1.0)  # a slow one: the debounce bounds the gap
+    assert abs(cadence.delay(200.0, needs_full=False) - 0.5) < 1e-9

@@ -4,9 +4,13 @@ Two decisions, kept apart from the planner's I/O so they can be tested on their 
 
 * **when** (:class:`Cadence`): a change after a quiet spell is planned at once (the leading
   edge: an unplug is not held back by the debounce); changes that arrive while a plan runs or
-  within ``debounce`` after it are gathered and planned together, so a burst of Node changes
-  costs one plan per ``debounce``, not one per Node. A plan that must be full (a new or deleted
-  Node, a job, tank, pool or runtime change, too many changed Nodes) waits, besides, until
+  within a gap after it are gathered and planned together, so a burst of Node changes costs
+  one plan per gap, not one per Node. The gap is :data:`DUTY` times the last plan's duration,
+  at most ``debounce``: cheap incremental plans follow each other closely (a car plugged back
+  in just before another unplugs does not hold the unplug back by a whole debounce), and under
+  a storm of changes planning takes at most about 1 / (1 + DUTY) of the time. A plan that
+  must be full (a new or deleted Node, a job, tank, pool or runtime change, too many changed
+  Nodes) waits, besides, until
   ``full_min_interval`` has passed since the last full plan: a storm of such changes runs at
   most one full plan per that interval, and the changes meanwhile are gathered into it.
 * **how** (:func:`choose`): which Nodes changed is read from the snapshots themselves
@@ -28,10 +32,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from tokenfleet.placement import RackNode, Snapshot, VehicleNode
 
-__all__ = ["Cadence", "Mode", "changed_nodes", "choose"]
+__all__ = ["DUTY", "Cadence", "Mode", "changed_nodes", "choose"]
+
+DUTY: Final = 3.0
+"""The gap after a plan is this many times its duration (at most the debounce)."""
 
 
 class Mode(enum.Enum):
@@ -122,12 +130,14 @@ class Cadence:
     full_resync: float
     last_plan_end: float | None = None
     last_full_end: float | None = None
+    last_duration: float = 0.0
 
     def delay(self, now: float, *, needs_full: bool) -> float:
         """Seconds to wait before planning what was signalled (0: plan now)."""
         wait = 0.0
         if self.last_plan_end is not None:
-            wait = max(wait, self.last_plan_end + self.debounce - now)
+            gap = min(self.debounce, DUTY * self.last_duration)
+            wait = max(wait, self.last_plan_end + gap - now)
         if needs_full and self.last_full_end is not None:
             wait = max(wait, self.last_full_end + self.full_min_interval - now)
         return max(wait, 0.0)
@@ -136,8 +146,9 @@ class Cadence:
         """A full plan is due by time alone (``full_resync`` since the last one)."""
         return self.last_full_end is not None and now - self.last_full_end >= self.full_resync
 
-    def planned(self, now: float, *, full: bool) -> None:
-        """A plan ended at ``now``."""
+    def planned(self, now: float, *, full: bool, took: float | None = None) -> None:
+        """A plan ended at ``now`` after ``took`` seconds (``None``: as long as the debounce)."""
         self.last_plan_end = now
+        self.last_duration = self.debounce / DUTY if took is None else max(took, 0.0)
         if full:
             self.last_full_end = now

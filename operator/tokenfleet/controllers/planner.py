@@ -462,7 +462,9 @@ class Planner:
             stepped = False
         # the engine falls back to a full plan when its cache cannot serve a step
         mode = "incremental" if stepped else "full"
-        self._cadence.planned(self.clock.monotonic(), full=mode == "full")
+        self._cadence.planned(
+            self.clock.monotonic(), full=mode == "full", took=self.clock.monotonic() - start
+        )
         self._plan = result
         self._snapshot = snapshot
         self._sites = parts.sites
