@@ -40,6 +40,7 @@ class Fleet:
     def __init__(self, nodes: list[NodeInfo], jobs: list[JobView]) -> None:
         self.nodes = {n.name: n for n in nodes}
         self.jobs = jobs
+        self.pools = [pool_view()]
         self.clock = ManualClock(NOW.timestamp(), 1000.0)
         self.planner = new_planner(OperatorConfig(), self.clock)
         self.refresh()
@@ -50,7 +51,7 @@ class Fleet:
             {
                 "runtime_pods_by_node": {},
                 "planner_tanks": {},
-                "planner_pools": _index([pool_view()], lambda p: p.name),
+                "planner_pools": _index(self.pools, lambda p: p.name),
                 "planner_jobs": _index(self.jobs, lambda j: j.key),
             },
             partial=True,
@@ -418,3 +419,20 @@ async def test_a_burst_of_node_signals_is_planned_once_after_the_first() -> None
         await planner.stop()
     assert len(planned) == 2
     assert planned[1].nodes == {f"car-{i}" for i in range(4)} and not planned[1].full
+
+
+async def test_a_pool_change_is_full_only_when_the_engine_sees_the_pool_differ() -> None:
+    fleet = Fleet([vehicle("car-0"), vehicle("car-1")], [job_view(replicas=(1, 1), target=20)])
+    await fleet.replan()
+    full, incremental = _plans("full"), _plans("incremental")
+    # today's energy, written every minute while cars serve: without a budget nothing reads it
+    fleet.pools = [dataclasses.replace(fleet.pools[0], status={"energyUsedTodayKWh": 1.25})]
+    fleet.refresh()
+    await fleet.planner.replan(_Signals(triggers={"pool"}))
+    assert (_plans("full"), _plans("incremental")) == (full, incremental + 1)
+    # a spec change (a new generation): the engine plans in full itself
+    spec = {**fleet.pools[0].spec, "minBandwidthMbps": 5}
+    fleet.pools = [dataclasses.replace(fleet.pools[0], spec=spec, generation=2)]
+    fleet.refresh()
+    await fleet.planner.replan(_Signals(triggers={"pool"}))
+    assert (_plans("full"), _plans("incremental")) == (full + 1, incremental + 1)
