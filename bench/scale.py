@@ -18,6 +18,10 @@ production intervals) as a separate process:
 * ``plan_full_p50_s`` … ``plan_incremental_p99_s``: from the operator's
   ``tokenfleet_plan_duration_seconds`` histogram (interpolated within its buckets, as
   Prometheus' ``histogram_quantile``), over the whole run;
+* ``settle_before_unplugs`` / ``settle_before_rest``: before the unplugs and before the rest
+  window the bench waits (at most ``--settle-timeout``, progress on stderr) until every kwok Node
+  is Ready and the operator ran no change-triggered plan (any trigger but its resync and
+  deadlines) for ``--quiet-seconds``; how long that took and whether it settled;
 * after the unplugs settle, a rest window of ``--rest-seconds`` (default 600) with nothing
   changing but kwok's heartbeats: ``cpu_s_per_min_rest`` (the operator's user+system CPU),
   ``writes_per_min_rest`` (``apiserver_request_total`` mutating verbs on the resources the
@@ -25,6 +29,7 @@ production intervals) as a separate process:
   Node/Lease/Pod writes are not counted; Events are counted by their source, the operator's
   and kopf's, as the node controller posts Events too), ``rss_mib_end_of_rest`` and, when the
   rest window is 600 s or more, ``rss_mib_10min``; ``rss_mib_peak`` (VmHWM);
+  ``plans_full_rest`` / ``plans_incremental_rest``: plans the operator ran in the rest window;
 * the machine's load average at the start and the end of each run.
 
 ``--operator PATH`` runs another checkout's ``tokenfleet`` (e.g. main's ``.venv/bin/tokenfleet``)
@@ -164,6 +169,78 @@ def _operator_events(fleet: Fleet, since: datetime) -> int:
     return count
 
 
+#: plans triggered by time alone (not by a change): they go on at rest
+TIME_TRIGGERS = frozenset({"resync", "deadline"})
+
+
+def _change_plans(op: OperatorProcess) -> float:
+    """Plans the operator ran because something changed (not its resync or a deadline)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(op.metrics_text()):
+        if family.name not in ("tokenfleet_plans", "tokenfleet_plans_total"):
+            continue
+        for s in family.samples:
+            if s.name == "tokenfleet_plans_total" and s.labels.get("trigger") not in TIME_TRIGGERS:
+                total += float(s.value)
+    return total
+
+
+def _ready_count(fleet: Fleet) -> tuple[int, int]:
+    """(Ready, all) kwok Nodes (one raw list from the API server's cache)."""
+    response = fleet.core_v1().list_node(
+        label_selector="type=kwok", resource_version="0", _preload_content=False
+    )
+    items = json.loads(response.data)["items"]
+    ready = sum(
+        1
+        for node in items
+        if any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (node.get("status") or {}).get("conditions") or ()
+        )
+    )
+    return ready, len(items)
+
+
+def _settle(
+    fleet: Fleet, op: OperatorProcess, what: str, *, timeout: float, quiet: float
+) -> dict[str, Any]:
+    """Wait until every kwok Node is Ready and the operator ran no change-triggered plan for
+    ``quiet`` seconds (bounded by ``timeout``; progress on stderr every 10 s). Returns how long
+    it took, whether it settled, and the Ready count at the end."""
+    log = lambda m: print(f">> {m}", file=sys.stderr, flush=True)  # noqa: E731
+    t0 = time.monotonic()
+    last_report = t0
+    plans = _change_plans(op)
+    changed_at = t0
+    ready, total = _ready_count(fleet)
+    while True:
+        now = time.monotonic()
+        count = _change_plans(op)
+        if count != plans:
+            plans, changed_at = count, now
+        ready, total = _ready_count(fleet)
+        if ready == total and now - changed_at >= quiet:
+            settled = True
+            break
+        if now - t0 > timeout:
+            settled = False
+            log(f"{what}: NOT settled after {timeout:.0f} s ({ready}/{total} Nodes Ready)")
+            break
+        if now - last_report >= 10:
+            log(
+                f"{what}: {ready}/{total} Nodes Ready, last change-triggered plan "
+                f"{now - changed_at:.1f} s ago ({plans:.0f} so far)"
+            )
+            last_report = now
+        time.sleep(1.0)
+    took = round(time.monotonic() - t0, 1)
+    log(f"{what}: settled={settled} after {took} s ({ready}/{total} Nodes Ready)")
+    return {"settle_s": took, "settled": settled, "ready": ready, "nodes": total}
+
+
 def _listed(rig: Rig, job: str) -> list[dict[str, Any]]:
     return list(rig.status(job).get("placements") or ())
 
@@ -174,12 +251,16 @@ def _all_loaded(rig: Rig, jobs: list[str]) -> bool:
     )
 
 
-def _unplugs(rig: Rig, jobs: list[str], count: int) -> list[float]:
+def _unplugs(
+    rig: Rig, jobs: list[str], count: int, marks: list[tuple[float, str]] | None = None
+) -> list[float]:
     reactions: list[float] = []
     for i in range(count):
         job = jobs[i % len(jobs)]
         before = {p["node"] for p in _listed(rig, job)}
         victim = sorted(before)[i % len(before)]
+        if marks is not None:
+            marks.append((time.time(), victim))
         rig.set_telemetry(victim, plugged_in="false")
         t0 = time.monotonic()
         deadline = t0 + 60
@@ -199,6 +280,48 @@ def _unplugs(rig: Rig, jobs: list[str], count: int) -> list[float]:
         )
         rig.set_telemetry(victim, plugged_in="true")
     return reactions
+
+
+def _stamp(record: dict[str, Any]) -> float | None:
+    with contextlib.suppress(Exception):
+        return datetime.fromisoformat(str(record["timestamp"])).timestamp()
+    return None
+
+
+def _reaction_parts(op: OperatorProcess, marks: list[tuple[float, str]]) -> dict[str, Any]:
+    """With ``--verbose-operator``: per unplug, from the patch to the node watch's hand-over of
+    the Node's change and to the end of the next plan (the operator's debug log)."""
+    records = [r for r in op.log_records() if _stamp(r) is not None]
+    seen: list[float] = []
+    planned: list[float] = []
+    for start, victim in marks:
+        change = next(
+            (
+                _stamp(r)
+                for r in records
+                if (_stamp(r) or 0) >= start
+                and str(r.get("message", "")).startswith("node records changed")
+                and victim in str(r.get("message"))
+            ),
+            None,
+        )
+        plan_end = next(
+            (
+                _stamp(r)
+                for r in records
+                if (_stamp(r) or 0) >= (change or start)
+                and str(r.get("message", "")).startswith("plan ")
+            ),
+            None,
+        )
+        if change is not None:
+            seen.append(change - start)
+        if plan_end is not None:
+            planned.append(plan_end - start)
+    return {
+        "to_node_change_s": [round(x, 3) for x in seen],
+        "to_plan_end_s": [round(x, 3) for x in planned],
+    }
 
 
 def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
@@ -279,7 +402,7 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
                 "TOKENFLEET_PLAN_RESYNC_SECONDS": "",
                 "TOKENFLEET_JOB_RESYNC_SECONDS": "",
             },
-            verbose=False,
+            verbose=args.verbose_operator,
         )
         t0 = time.monotonic()
         op.start(timeout=600)
@@ -297,8 +420,21 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
         log(f"first plan {start_to_first_plan:.1f} s after the operator started")
         wait_for(lambda: _all_loaded(rig, jobs) or None, 900, "every job Loaded", interval=0.5)
         start_to_ready = time.monotonic() - t0
-        reactions = _unplugs(rig, jobs, args.unplugs)
+        settle_before_unplugs = _settle(
+            fleet, op, "before the unplugs", timeout=args.settle_timeout, quiet=args.quiet_seconds
+        )
+        marks: list[tuple[float, str]] = []
+        reactions = _unplugs(rig, jobs, args.unplugs, marks)
         time.sleep(args.settle_seconds)
+        settle_before_rest = _settle(
+            fleet, op, "before the rest", timeout=args.settle_timeout, quiet=args.quiet_seconds
+        )
+        plans_full0 = _histogram_quantiles(
+            op.metrics_text(), "tokenfleet_plan_duration_seconds", "full"
+        ).get("count", 0)
+        plans_inc0 = _histogram_quantiles(
+            op.metrics_text(), "tokenfleet_plan_duration_seconds", "incremental"
+        ).get("count", 0)
         assert op.process is not None
         pid = op.process.pid
         own_before = op.metric("tokenfleet_api_writes_total")
@@ -349,9 +485,15 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
             "plan_incremental_p50_s": incremental.get("p50"),
             "plan_incremental_p99_s": incremental.get("p99"),
             "plan_incremental_count": incremental.get("count"),
+            "plans_full_rest": int(full.get("count", 0)) - int(plans_full0),
+            "plans_incremental_rest": int(incremental.get("count", 0)) - int(plans_inc0),
+            "settle_before_unplugs": settle_before_unplugs,
+            "settle_before_rest": settle_before_rest,
             "load_average_start": [round(x, 2) for x in load_start],
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
         }
+        if args.verbose_operator:
+            result["reaction_parts"] = _reaction_parts(op, marks)
         if args.rest_seconds >= 600:
             result["rss_mib_10min"] = result["rss_mib_end_of_rest"]
         log(json.dumps(result))
@@ -378,6 +520,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest-seconds", type=float, default=600.0)
     parser.add_argument("--settle-seconds", type=float, default=45.0)
     parser.add_argument("--unplugs", type=int, default=20)
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=600.0,
+        help="at most this long, before the unplugs and before the rest, for every kwok Node "
+        "Ready and no change-triggered plan for --quiet-seconds",
+    )
+    parser.add_argument("--quiet-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--verbose-operator",
+        action="store_true",
+        help="the operator logs at debug level; the JSON gets reaction_parts (not for figures)",
+    )
     parser.add_argument("--runtime-cars", type=int, default=200)
     parser.add_argument("--operator", default=str(REPO / ".venv" / "bin" / "tokenfleet"))
     parser.add_argument("--label", default="this checkout")

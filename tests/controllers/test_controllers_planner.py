@@ -40,6 +40,7 @@ class Fleet:
     def __init__(self, nodes: list[NodeInfo], jobs: list[JobView]) -> None:
         self.nodes = {n.name: n for n in nodes}
         self.jobs = jobs
+        self.pools = [pool_view()]
         self.clock = ManualClock(NOW.timestamp(), 1000.0)
         self.planner = new_planner(OperatorConfig(), self.clock)
         self.refresh()
@@ -50,7 +51,7 @@ class Fleet:
             {
                 "runtime_pods_by_node": {},
                 "planner_tanks": {},
-                "planner_pools": _index([pool_view()], lambda p: p.name),
+                "planner_pools": _index(self.pools, lambda p: p.name),
                 "planner_jobs": _index(self.jobs, lambda j: j.key),
             },
             partial=True,
@@ -312,3 +313,126 @@ async def test_a_deadline_wakes_the_planner_and_rechecks_without_an_event() -> N
     after = fleet.planner.slice_for("ns/chat")
     assert after is not None and {n for n, _ in after.desired} == {"car-1"}
     assert after.removals[("car-0", "int4")].reason == "DepartureWithinDrainLead"
+
+
+def _plans(mode: str) -> float:
+    return (
+        REGISTRY.get_sample_value("tokenfleet_plan_duration_seconds_count", {"mode": mode}) or 0.0
+    )
+
+
+async def test_several_changed_nodes_in_one_window_replan_incrementally_in_one_plan() -> None:
+    cars = [vehicle(f"car-{i}") for i in range(6)]
+    jobs = [job_view("a", replicas=(1, 1), target=20), job_view("b", replicas=(1, 1), target=20)]
+    fleet = Fleet(cars, jobs)
+    await fleet.replan()
+    victims = set()
+    for key in ("ns/a", "ns/b"):
+        slice_ = fleet.planner.slice_for(key)
+        assert slice_ is not None
+        ((node, _),) = slice_.desired
+        victims.add(node)
+    assert len(victims) == 1  # both on one car (the first in name order)
+    # it unplugs, and every other car but one turns NotReady, before the planner runs: one
+    # plan, one step per changed Node (the idle ones first), nothing in full
+    for victim in victims:
+        fleet.nodes[victim] = vehicle(victim, plugged_in="false")
+    spare = "car-5"
+    idle = {n for n in fleet.nodes if n not in victims and n != spare}
+    for name in idle:
+        fleet.nodes[name] = dataclasses.replace(fleet.nodes[name], ready=False)
+    full, incremental = _plans("full"), _plans("incremental")
+    fleet.refresh()
+    signals = _Signals(triggers={"node"})
+    signals.nodes.update({*victims, *idle})
+    await fleet.planner.replan(signals)
+    assert (_plans("full"), _plans("incremental")) == (full, incremental + 1)
+    for key in ("ns/a", "ns/b"):
+        moved = fleet.planner.slice_for(key)
+        assert moved is not None
+        assert set(moved.desired) == {(spare, "int4")}  # not on a car that just went NotReady
+        assert {r.reason for r in moved.removals.values()} == {"NotPluggedIn"}
+
+
+async def test_a_node_change_nobody_signalled_is_rechecked_by_the_next_plan() -> None:
+    fleet = Fleet([vehicle(f"car-{i}") for i in range(3)], [job_view(replicas=(1, 1), target=20)])
+    await fleet.replan()
+    slice_ = fleet.planner.slice_for("ns/chat")
+    assert slice_ is not None
+    assert set(slice_.desired) == {("car-0", "int4")}
+    # car-1 lost its runtime endpoint (no Node signal names it), then car-0 unplugs: the plan
+    # reads both changes off the snapshot, so the replica does not move to car-1
+    fleet.nodes["car-1"] = dataclasses.replace(fleet.nodes["car-1"], runtime_endpoint=None)
+    fleet.nodes["car-0"] = vehicle("car-0", plugged_in="false")
+    incremental = _plans("incremental")
+    await fleet.replan(node="car-0", full=False)
+    assert _plans("incremental") == incremental + 1
+    moved = fleet.planner.slice_for("ns/chat")
+    assert moved is not None and set(moved.desired) == {("car-2", "int4")}
+
+
+async def test_the_resync_is_incremental_unless_a_job_is_short_or_a_full_plan_is_due() -> None:
+    fleet = Fleet([vehicle("car-0"), vehicle("car-1")], [job_view(replicas=(1, 1), target=20)])
+    await fleet.replan()
+    full, incremental = _plans("full"), _plans("incremental")
+    await fleet.planner.replan(_Signals(triggers={"resync"}))
+    assert (_plans("full"), _plans("incremental")) == (full, incremental + 1)
+    fleet.clock.mono += OperatorConfig().plan_full_resync_seconds
+    await fleet.planner.replan(_Signals(triggers={"resync"}))
+    assert _plans("full") == full + 1
+    # a job short of its target: the resync looks for room in full
+    short = Fleet([vehicle("car-0")], [job_view(replicas=(2, 2), target=40)])
+    await short.replan()
+    assert short.planner.slice_for("ns/chat").shortfall_reason is not None  # type: ignore[union-attr]
+    full = _plans("full")
+    await short.planner.replan(_Signals(triggers={"resync"}))
+    assert _plans("full") == full + 1
+
+
+async def test_a_burst_of_node_signals_is_planned_once_after_the_first() -> None:
+    config = dataclasses.replace(OperatorConfig(), plan_debounce_seconds=0.05)
+    clock = ManualClock(NOW.timestamp(), 1000.0)
+    planner = Planner(config, FleetView(config), clock=clock)
+    planned: list[_Signals] = []
+
+    async def record(signals: _Signals) -> None:
+        planned.append(signals)
+        planner._cadence.planned(clock.monotonic(), full=signals.full)
+
+    planner.replan = record  # type: ignore[method-assign]
+    planner.start()
+    try:
+        planner.mark_ready()
+        planner.mark_nodes_synced()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if planned:
+                break
+        # the start is planned at once (the leading edge); a burst of four Node changes that
+        # arrive one by one right after it is gathered into one plan
+        assert len(planned) == 1 and planned[0].triggers == {"startup"}
+        for i in range(4):
+            planner.signal("node", node=f"car-{i}")
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.3)
+    finally:
+        await planner.stop()
+    assert len(planned) == 2
+    assert planned[1].nodes == {f"car-{i}" for i in range(4)} and not planned[1].full
+
+
+async def test_a_pool_change_is_full_only_when_the_engine_sees_the_pool_differ() -> None:
+    fleet = Fleet([vehicle("car-0"), vehicle("car-1")], [job_view(replicas=(1, 1), target=20)])
+    await fleet.replan()
+    full, incremental = _plans("full"), _plans("incremental")
+    # today's energy, written every minute while cars serve: without a budget nothing reads it
+    fleet.pools = [dataclasses.replace(fleet.pools[0], status={"energyUsedTodayKWh": 1.25})]
+    fleet.refresh()
+    await fleet.planner.replan(_Signals(triggers={"pool"}))
+    assert (_plans("full"), _plans("incremental")) == (full, incremental + 1)
+    # a spec change (a new generation): the engine plans in full itself
+    spec = {**fleet.pools[0].spec, "minBandwidthMbps": 5}
+    fleet.pools = [dataclasses.replace(fleet.pools[0], spec=spec, generation=2)]
+    fleet.refresh()
+    await fleet.planner.replan(_Signals(triggers={"pool"}))
+    assert (_plans("full"), _plans("incremental")) == (full + 1, incremental + 1)

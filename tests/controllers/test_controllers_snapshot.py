@@ -119,16 +119,33 @@ def test_pool_battery_capacity_and_energy_used_reach_the_engine() -> None:
     default = _build(pools=[view])
     (pool,) = default.snapshot.pools  # type: ignore[attr-defined]
     assert pool.battery_capacity_kwh == 60.0 and pool.energy_used_today_kwh == 0.0
-    spec = {**view.spec, "battery": {**view.spec["battery"], "capacityKWh": 75}}
-    vans = replace(view, uid="vans", spec=spec, status={"energyUsedTodayKWh": 12.5})
+    battery = {**view.spec["battery"], "capacityKWh": 75, "dailyEnergyBudgetKWh": 40}
+    vans = replace(
+        view,
+        uid="vans",
+        spec={**view.spec, "battery": battery},
+        status={"energyUsedTodayKWh": 12.5},
+    )
     (pool,) = _build(pools=[vans]).snapshot.pools  # type: ignore[attr-defined]
     assert pool.battery_capacity_kwh == 75.0 and pool.energy_used_today_kwh == 12.5
+    # without a budget today's energy is read by nothing: it is left out, so its writes (every
+    # minute while cars serve) are no change of the pool for the planner
+    del battery["dailyEnergyBudgetKWh"]
+    unbounded = replace(vans, uid="unbounded", spec={**view.spec, "battery": battery})
+    (pool,) = _build(pools=[unbounded]).snapshot.pools  # type: ignore[attr-defined]
+    assert pool.energy_used_today_kwh == 0.0
 
 
 def test_energy_of_another_day_counts_as_zero() -> None:
     today = NOW.date().isoformat()
     for day, expected in ((today, 3.5), ("2000-01-01", 0.0)):
-        view = replace(pool_view(), status={"energyUsedTodayKWh": 3.5, "energyDay": day})
+        budget = {**pool_view().spec["battery"], "dailyEnergyBudgetKWh": 40}
+        view = replace(
+            pool_view(),
+            uid=f"budget-{day}",
+            spec={**pool_view().spec, "battery": budget},
+            status={"energyUsedTodayKWh": 3.5, "energyDay": day},
+        )
         (pool,) = _build(pools=[view]).snapshot.pools  # type: ignore[attr-defined]
         assert pool.energy_used_today_kwh == expected, day
 

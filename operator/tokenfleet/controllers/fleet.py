@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 _V = TypeVar("_V")
 
+_DIAL_VERDICTS_MAX = 65536
+
 
 class IndexId(enum.StrEnum):
     """The ids of the operator's kopf indexes (the keyword names kopf passes them by). Nodes
@@ -67,6 +69,8 @@ class FleetView:
         # an invalid TOKENFLEET_RUNTIME_DIAL_NETWORKS stops the operator at start, naming it
         self._dial_networks = parse_networks(config.runtime_dial_networks)
         self._refused_dials: set[str] = set()
+        self._dial_verdicts: dict[str, bool] = {}
+        """endpoint -> may it be dialled (parsing thousands per plan is most of a plan's cost)"""
 
     def attach(self, indexes: Mapping[str, Any], *, partial: bool = False) -> None:
         """Read from ``indexes`` (kopf's, live) from now on. Every :class:`IndexId` must be
@@ -151,6 +155,15 @@ class FleetView:
 
     # ---- the dial policy ---------------------------------------------------------------------
 
+    def _dial_allowed(self, endpoint: str) -> bool:
+        verdict = self._dial_verdicts.get(endpoint)
+        if verdict is None:
+            if len(self._dial_verdicts) >= _DIAL_VERDICTS_MAX:
+                self._dial_verdicts.clear()
+            verdict = dial_allowed(parse_host_port(endpoint)[0], self._dial_networks)
+            self._dial_verdicts[endpoint] = verdict
+        return verdict
+
     def runtime_endpoint(self, node: str) -> str | None:
         """HOST:PORT of the node's Triton HTTP port: the annotation wins, else the runtime pod.
 
@@ -164,7 +177,7 @@ class FleetView:
             if pod is None or not pod.pod_ip:
                 return None
             endpoint = format_host_port(pod.pod_ip, self.config.runtime_http_port)
-        if not dial_allowed(parse_host_port(endpoint)[0], self._dial_networks):
+        if not self._dial_allowed(endpoint):
             if node not in self._refused_dials:
                 self._refused_dials.add(node)
                 log.warning(

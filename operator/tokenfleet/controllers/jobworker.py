@@ -186,6 +186,11 @@ class JobWorker:
                 await self._write_status(None, invalid=str(exc).splitlines()[0])
                 return "stalled"
             slice_ = self.planner.slice_for(self.key)
+            if slice_ is not None and self.swept:
+                # a placement the plan just made is recorded (Loading) at once, not after the
+                # observation of every runtime the job is on (tens of them: most of the time
+                # from an unplug to its replacement being listed)
+                await self._write_ahead_early(slice_)
             await self._observe()
             if slice_ is None:
                 await self._publish(None)
@@ -317,6 +322,29 @@ class JobWorker:
         if self.planner.runtime_failed(entry.node):
             return Removal(RUNTIME_FAILED)
         return Removal("ScaledDown")
+
+    async def _write_ahead_early(self, slice_: JobSlice) -> None:
+        """Record the plan's new placements before this pass observes the runtimes: only when
+        nothing is to be drained first (unsafe now) and the plan wants a placement the record
+        lacks (:meth:`_new_replicas` records them, written here; the load comes later in the
+        pass). If the write fails the record is as it was, so the pass's own write-ahead
+        happens."""
+        holding = self._holding()
+        if all(key in holding for key in slice_.desired):
+            return
+        if any(
+            e.key not in slice_.desired and self._removal(slice_, e).reason in DRAIN_NOW
+            for e in holding.values()
+        ):
+            return
+        before = list(self.record)
+        if not self._new_replicas(slice_):
+            return
+        try:
+            await self._write_status(slice_)
+        except BaseException:
+            self.record = before
+            raise
 
     async def _drain_unsafe(self, slice_: JobSlice) -> None:
         victims = [

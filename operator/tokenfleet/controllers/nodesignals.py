@@ -39,6 +39,8 @@ class NodeSignals:
 
     def __call__(self, changes: list[NodeChange], refs: Mapping[str, Mapping[str, Any]]) -> None:
         planner = self.planner
+        if len(changes) <= 3:
+            log.debug("node records changed: %s", [c.name for c in changes])
         for change in changes:
             if change.current is None:
                 planner.signal("node", node=change.name, full=True)

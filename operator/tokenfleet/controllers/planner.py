@@ -6,11 +6,15 @@ background task owns it:
 * the node watch and kopf indexes hold the picture, read through the :class:`FleetView`
   (``fleet.py``), so a plan costs no API call; the first plan waits for both (``wait_ready``);
 * watch events that matter (``watches.py``: a node's parsed facts changed, a tank's or pool's
-  spec/status changed, a job's spec changed or it was deleted) *signal* the planner; it debounces
-  (``plan_debounce_seconds``) and also replans every ``plan_resync_seconds`` (staleness is a
-  matter of time, not of events);
-* a single-node change with an unchanged rest replans incrementally (``replan_node``);
-  anything else runs the full heuristic ``plan``;
+  spec/status changed, a job's spec changed or it was deleted) *signal* the planner; it plans at
+  once after a quiet spell and gathers what comes while it plans or within
+  ``plan_debounce_seconds`` after, and a full plan at most every
+  ``plan_full_min_interval_seconds`` (``plancadence.py``); it also replans every
+  ``plan_resync_seconds`` (staleness is a matter of time, not of events);
+* which Nodes changed is read off the snapshots: up to ``plan_incremental_max_nodes`` changed
+  Nodes with an unchanged rest replan incrementally (one ``replan_node`` step each; none:
+  ``replan_due``), and so does the resync unless a job is short or a full plan is due
+  (``plan_full_resync_seconds``); anything else runs the full heuristic ``plan``;
 * the result is cut into one :class:`JobSlice` per job, and the job's daemon
   (``inferencejob.py``) is woken when its slice changed. The daemons do the Triton work.
 
@@ -34,6 +38,7 @@ from tokenfleet.clock import SYSTEM_CLOCK, Clock
 from tokenfleet.controllers.failures import FailureLedger, LoadBackoff
 from tokenfleet.controllers.fleet import FleetView
 from tokenfleet.controllers.kube import KubeWriter
+from tokenfleet.controllers.plancadence import Cadence, Mode, changed_nodes, choose
 from tokenfleet.controllers.replicas import RUNTIME_FAILED, NodeKey
 from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import (
@@ -139,6 +144,13 @@ class Planner:
         self._nodes_synced = asyncio.Event()
         self._signals = _Signals()
         self._plan: Plan | None = None
+        self._snapshot: Snapshot | None = None
+        """The snapshot ``_plan`` was computed from (which Nodes changed since is read off it)."""
+        self._cadence = Cadence(
+            debounce=config.plan_debounce_seconds,
+            full_min_interval=config.plan_full_min_interval_seconds,
+            full_resync=config.plan_full_resync_seconds,
+        )
         self._sites: dict[str, NodeSite] = {}
         self._slices: dict[str, JobSlice] = {}
         self._prefetch: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -295,6 +307,25 @@ class Planner:
             return max(deadline - self.clock.time(), 0.0), "deadline"
         return resync, "resync"
 
+    def _needs_full(self) -> bool:
+        """What was signalled so far can only be planned in full."""
+        signals = self._signals
+        return signals.full or len(signals.nodes) > self.config.plan_incremental_max_nodes
+
+    async def _gather(self) -> None:
+        """Wait as :class:`~tokenfleet.controllers.plancadence.Cadence` says (what is signalled
+        meanwhile joins this plan): once, and once more if a change that needs a full plan came
+        in while waiting."""
+        needs_full = self._needs_full()
+        delay = self._cadence.delay(self.clock.monotonic(), needs_full=needs_full)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not needs_full and self._needs_full():
+            delay = self._cadence.delay(self.clock.monotonic(), needs_full=True)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await asyncio.sleep(0)  # changes already handed to the loop (a batch of events) join
+
     async def _run(self) -> None:
         await self._ready.wait()
         while True:
@@ -302,8 +333,8 @@ class Planner:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except TimeoutError:
-                self.signal(trigger, full=trigger == "resync")
-            await asyncio.sleep(self.config.plan_debounce_seconds)
+                self.signal(trigger)
+            await self._gather()
             self._wake.clear()
             signals, self._signals = self._signals, _Signals()
             try:
@@ -393,29 +424,49 @@ class Planner:
         await _report_time_verdicts(verdicts, self.kube)
         parts.snapshot = self._with_job_terms(parts.snapshot, now, nodes, jobs)
         previous = self._plan
-        incremental = (
-            previous is not None
-            and not signals.full
-            and len(signals.nodes) <= 1
-            and signals.triggers <= {"node", "deadline"}
-            and (len(signals.nodes) == 1 or signals.triggers == {"deadline"})
-            and not forced
-            and tuple(sorted(map(_pkey, parts.snapshot.placements)))
-            == tuple(sorted(map(_pkey, previous.assignments)))
-        )
         snapshot = parts.snapshot
-        if incremental and previous is not None and signals.nodes:
-            node_name = next(iter(signals.nodes))
-            result = await asyncio.to_thread(replan_node, snapshot, previous, node_name)
-            mode = "incremental"
-        elif incremental and previous is not None:
+        choice = choose(
+            has_previous=previous is not None,
+            full_signalled=signals.full,
+            same_placements=previous is not None
+            and not forced
+            and tuple(sorted(map(_pkey, snapshot.placements)))
+            == tuple(sorted(map(_pkey, previous.assignments))),
+            changed=changed_nodes(self._snapshot, snapshot),
+            max_nodes=self.config.plan_incremental_max_nodes,
+            holding=frozenset(a.node for a in previous.assignments)
+            if previous is not None
+            else frozenset(),
+            deadline_passed=previous is not None
+            and previous.next_deadline is not None
+            and previous.next_deadline <= now,
+            # a job short of its target: the resync looks for room in full (an incremental
+            # step re-places only what it evicted)
+            full_due=self._cadence.full_due(self.clock.monotonic())
+            or (
+                "resync" in signals.triggers
+                and previous is not None
+                and bool(previous.job_shortfalls)
+            ),
+        )
+        if previous is not None and choice.mode is Mode.NODES:
+            result, stepped = await asyncio.to_thread(
+                _replan_nodes, snapshot, previous, choice.nodes
+            )
+        elif previous is not None and choice.mode is Mode.DUE:
             # time alone crossed a threshold (drain lead, charge by departure, stale reading)
             result = await asyncio.to_thread(replan_due, snapshot, previous)
-            mode = "incremental"
+            stepped = result.solver == INCREMENTAL_SOLVER
         else:
             result = await asyncio.to_thread(plan, snapshot)
-            mode = "full"
+            stepped = False
+        # the engine falls back to a full plan when its cache cannot serve a step
+        mode = "incremental" if stepped else "full"
+        self._cadence.planned(
+            self.clock.monotonic(), full=mode == "full", took=self.clock.monotonic() - start
+        )
         self._plan = result
+        self._snapshot = snapshot
         self._sites = parts.sites
         self._plan_id += 1
         elapsed = self.clock.monotonic() - start
@@ -432,9 +483,11 @@ class Planner:
                 self.kick_jobs([key])
         self._generations = generations
         log.debug(
-            "plan %d (%s, %.3fs, triggers=%s): %d assignments, %d added, %d evicted",
+            "plan %d (%s, %s, %d nodes, %.3fs, triggers=%s): %d assignments, %d added, %d evicted",
             self._plan_id,
             mode,
+            choice.why or choice.mode.value,
+            len(choice.nodes),
             elapsed,
             sorted(signals.triggers),
             len(result.assignments),
@@ -590,6 +643,22 @@ _POLICY_MISMATCH = frozenset(
         Reason.UNKNOWN_TANK,
     }
 )
+
+
+INCREMENTAL_SOLVER = "heuristic-incremental"
+"""``Plan.solver`` of an incremental step (anything else: the engine planned in full)."""
+
+
+def _replan_nodes(snapshot: Snapshot, previous: Plan, names: Sequence[str]) -> tuple[Plan, bool]:
+    """One ``replan_node`` step per changed Node, each over the new snapshot (a step re-checks
+    only its Node, so after the last one every changed Node is re-checked); and whether every
+    step was incremental (else the engine planned in full on the way)."""
+    result = previous
+    incremental = True
+    for name in names:
+        result = replan_node(snapshot, result, name)
+        incremental = incremental and result.solver == INCREMENTAL_SOLVER
+    return result, incremental
 
 
 def _pkey(p: Placement) -> tuple[str, str, str, int]:

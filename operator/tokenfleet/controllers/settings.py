@@ -48,8 +48,17 @@ class OperatorConfig:
 
     #: debounce window of the fleet planner after a relevant change (seconds)
     plan_debounce_seconds: float = 0.5
-    #: the planner replans at least this often even with no signal (seconds)
+    #: the planner replans at least this often even with no signal (seconds); incrementally
+    #: unless a job is short of its target or plan_full_resync_seconds passed
     plan_resync_seconds: float = 30.0
+    #: a change that needs a full plan waits until this long after the last full plan (changes
+    #: meanwhile are gathered into it): a storm of changes costs at most one full plan per this
+    plan_full_min_interval_seconds: float = 2.0
+    #: a full plan at least this often, changes or not (seconds)
+    plan_full_resync_seconds: float = 300.0
+    #: at most this many changed Nodes are re-planned incrementally (one step each); more take
+    #: a full plan
+    plan_incremental_max_nodes: int = 32
     #: each job re-checks its runtimes (readiness, adoption) at least this often (seconds)
     job_resync_seconds: float = 30.0
     #: how long a load may take before the placement is marked Failed (seconds)
@@ -106,6 +115,15 @@ class OperatorConfig:
         values: dict[str, Any] = {
             "plan_debounce_seconds": _env_float("PLAN_DEBOUNCE_SECONDS", d.plan_debounce_seconds),
             "plan_resync_seconds": _env_float("PLAN_RESYNC_SECONDS", d.plan_resync_seconds),
+            "plan_full_min_interval_seconds": _env_float(
+                "PLAN_FULL_MIN_INTERVAL_SECONDS", d.plan_full_min_interval_seconds
+            ),
+            "plan_full_resync_seconds": _env_float(
+                "PLAN_FULL_RESYNC_SECONDS", d.plan_full_resync_seconds
+            ),
+            "plan_incremental_max_nodes": int(
+                _env_float("PLAN_INCREMENTAL_MAX_NODES", d.plan_incremental_max_nodes)
+            ),
             "job_resync_seconds": _env_float("JOB_RESYNC_SECONDS", d.job_resync_seconds),
             "load_timeout_seconds": _env_float("LOAD_TIMEOUT_SECONDS", d.load_timeout_seconds),
             "unload_timeout_seconds": _env_float(

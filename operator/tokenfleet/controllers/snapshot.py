@@ -223,7 +223,11 @@ def pool_of(view: PoolView, now: float | None = None) -> tuple[PoolPolicy, Mappi
             if battery.daily_energy_budget_kwh is None
             else float(battery.daily_energy_budget_kwh)
         ),
-        energy_used_today_kwh=_energy_today(view.status, now),
+        # read only against a budget: without one, today's figure (written every minute while
+        # cars serve) would make each write a change of the pool and a full plan for nothing
+        energy_used_today_kwh=(
+            0.0 if battery.daily_energy_budget_kwh is None else _energy_today(view.status, now)
+        ),
         energy_cost_per_kwh=float(battery.energy_cost_per_kwh),
         wear_cost_per_kwh=float(battery.wear_cost_per_kwh),
         stale_after_seconds=float(spec.stale_after_seconds),

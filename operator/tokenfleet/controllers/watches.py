@@ -51,7 +51,10 @@ def _signal_on_change(
     context.planner.mark_ready()
     seen: Seen[tuple[Any, ...]] = getattr(context.watches, seen_of)
     if seen.observe(key, facts, deleted=deleted) is not None:
-        context.planner.signal(trigger, full=True)
+        # a pool's change need not be planned in full: the engine compares the pools with the
+        # previous plan's and plans in full itself when they differ (today's energy without a
+        # budget is not part of them: see snapshot.pool_of)
+        context.planner.signal(trigger, full=trigger != "pool")
 
 
 @kopf.on.event(GROUP, "immersionpods")
