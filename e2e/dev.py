@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         fleet = control_plane(args)
-        rig = Rig(fleet, args.namespace, tmp)
+        rig = Rig(fleet, args.namespace, tmp, owns_namespace=False)  # others may use it
         rig.id, rig.region, rig.owner = DEV_RIG, f"region-{DEV_RIG}", f"owner-{DEV_RIG}"
         remove_dev_objects(rig)
         log(f"starting {args.runtimes} tritonservers on 127.0.0.1 ({', '.join(DEFAULT_MODELS)})")

@@ -340,11 +340,19 @@ HEALTHY_VEHICLE = {
 
 
 class Rig:
-    """One test's nodes, runtimes, tanks, pools and jobs (see the module docstring)."""
+    """One test's nodes, runtimes, tanks, pools and jobs (see the module docstring).
 
-    def __init__(self, fleet: Fleet, namespace: str, tmp: Path) -> None:
+    ``owns_namespace``: the namespace is the rig's alone (a test's), so :meth:`cleanup` removes
+    every InferenceJob in it; ``False`` (``make dev`` in a namespace people share) removes only
+    the jobs recorded in :attr:`jobs` (those :meth:`create_job` made, and any a caller adds)."""
+
+    def __init__(
+        self, fleet: Fleet, namespace: str, tmp: Path, *, owns_namespace: bool = True
+    ) -> None:
         self.fleet = fleet
         self.namespace = namespace
+        self.owns_namespace = owns_namespace
+        self.jobs: list[str] = []
         self.tmp = tmp
         self.id = uuid.uuid4().hex[:6]
         self.region = f"region-{self.id}"
@@ -594,6 +602,7 @@ class Rig:
         self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, "inferencejobs", body
         )
+        self.jobs.append(name)
         return name
 
     def job(self, name: str) -> dict[str, Any]:
@@ -734,11 +743,18 @@ class Rig:
 
     def cleanup(self) -> None:
         with contextlib.suppress(Exception):
-            for job in self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "inferencejobs"
-            )["items"]:
+            names = (
+                [
+                    job["metadata"]["name"]
+                    for job in self.custom.list_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, "inferencejobs"
+                    )["items"]
+                ]
+                if self.owns_namespace
+                else list(self.jobs)
+            )
+            for name in names:
                 # no operator may be left to remove the finalizer: drop it, then delete
-                name = job["metadata"]["name"]
                 with contextlib.suppress(ApiException):
                     self.custom.patch_namespaced_custom_object(
                         GROUP,

@@ -102,6 +102,60 @@ class DevRun:
         return f"http://127.0.0.1:{self.gateway_port}"
 
 
+OTHER_JOB = "someone-elses-model"
+
+
+def someone_elses_job(fleet: Fleet, namespace: str) -> None:
+    """An InferenceJob another user keeps in the dev namespace (placeable nowhere: its region
+    has no nodes), which no dev run may remove."""
+    from kubernetes import client
+
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceJob",
+        "metadata": {"name": OTHER_JOB},
+        "spec": {
+            "model": {"name": "other", "repositoryUri": "s3://other/model"},
+            "variants": [
+                {
+                    "name": "int4",
+                    "precision": "INT4",
+                    "memoryMiB": 512,
+                    "tokensPerSecond": 10,
+                    "watts": 20,
+                    "targets": ["Vehicle"],
+                }
+            ],
+            "throughput": {"targetTokensPerSecond": 10},
+            "replicas": {"min": 0, "max": 1},
+            "placement": {"targets": ["Vehicle"], "regions": ["nowhere-near-the-dev-fleet"]},
+        },
+    }
+    client.CustomObjectsApi(fleet.api_client()).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferencejobs", body
+    )
+
+
+def remove_someone_elses_job(fleet: Fleet, namespace: str) -> bool:
+    """Whether that job was still there; removes it (finalizer first: no operator runs)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    custom = client.CustomObjectsApi(fleet.api_client())
+    try:
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "inferencejobs", OTHER_JOB,
+            {"metadata": {"finalizers": None}},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "inferencejobs", OTHER_JOB)
+    return True
+
+
 def leftovers(fleet: Fleet, namespace: str) -> list[str]:
     """What a dev run may leave behind: its nodes, tank, pool, job, DaemonSet, processes."""
     from kubernetes import client
@@ -410,8 +464,10 @@ def test_dev_stops_clean_and_restarts_after_ctrl_c_sigkill_and_a_closed_pipe(
     children = recorded_children(fleet)
     cmdlines = " ".join(c for _, c in children)
     assert " mini " in cmdlines and " dispatcher " in cmdlines  # weed and the dispatcher
+    someone_elses_job(fleet, namespace)  # the namespace is shared: make dev leaves this alone
     assert first.interrupt() == 0, first.tail()
     assert leftovers(fleet, namespace) == [], first.tail()
+    assert remove_someone_elses_job(fleet, namespace), "make dev's stop deleted a job not its own"
     assert not [c for c in children if alive(*c)]
     assert stray_processes(fleet, since) == [], first.tail()
 
