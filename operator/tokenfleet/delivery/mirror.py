@@ -3,9 +3,10 @@
 The cache used to list every InferenceJob (and read its Node, and list the VehiclePools) on
 every pass: at 10,000 nodes every few seconds that is the API server's whole budget. A
 :class:`Mirror` lists once, then watches from the list's resourceVersion (bookmarks on), so a
-pass reads memory and the API server sends only changes. A watch that times out resumes from the
-last version seen; an ERROR event (410 Gone) or a failure lists again after a short pause. Its
-Node is mirrored with a ``metadata.name`` field selector (one object).
+pass reads memory and the API server sends only changes; the loop is
+:func:`tokenfleet.serving.listwatch.list_then_watch` (a watch that times out resumes from the last
+version seen; an ERROR event (410 Gone) lists again, a failure after a short pause). Its Node is
+mirrored with a ``metadata.name`` field selector (one object).
 
 ``version`` counts the changes applied, so a pass can tell that nothing changed.
 """
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tokenfleet.serving.listwatch import watch_events
+from tokenfleet.serving.listwatch import list_then_watch, watch_once
 
 __all__ = ["Mirror"]
 
@@ -70,44 +71,22 @@ class Mirror:
         self.synced.set()
         return str((body.get("metadata") or {}).get("resourceVersion") or "")
 
-    def _watch(self, version: str) -> str:
-        resp = self.list_call(
-            **self.kwargs,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-            _request_timeout=WATCH_SECONDS + 10,
-        )
-        try:
-            for event in watch_events(resp):
-                if self._stop.is_set():
-                    break
-                kind, obj = event.get("type"), event.get("object")
-                if kind == "ERROR" or not isinstance(obj, dict):
-                    return ""  # e.g. 410 Gone: list again
-                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                if kind == "BOOKMARK":
-                    continue
-                with self._lock:
-                    if kind == "DELETED":
-                        self._objects.pop(_key(obj), None)
-                    else:
-                        self._objects[_key(obj)] = obj
-                    self.version += 1
-        finally:
-            resp.release_conn()
-        return version
+    def _apply(self, type_: str, obj: dict[str, Any]) -> None:
+        with self._lock:
+            if type_ == "DELETED":
+                self._objects.pop(_key(obj), None)
+            else:
+                self._objects[_key(obj)] = obj
+            self.version += 1
 
     def _run(self) -> None:
-        version = ""
-        while not self._stop.is_set():
-            try:
-                if not version:
-                    version = self._list()
-                version = self._watch(version)
-            except Exception as error:  # API down, forbidden: list again after a pause
-                log.warning("watching %s failed: %s", self.name, error)
-                version = ""
-                self._stop.wait(ERROR_PAUSE_SECONDS)
+        list_then_watch(
+            self.name,
+            self._list,
+            lambda version: watch_once(
+                self.list_call, self.kwargs, version, self._apply, self._stop, WATCH_SECONDS
+            ),
+            self._stop,
+            log,
+            ERROR_PAUSE_SECONDS,
+        )

@@ -1,10 +1,17 @@
-"""One list-then-watch loop for the processes beside the operator (the gateway, the dispatcher).
+"""List-then-watch, the one mechanism behind every watch of tokenfleet's processes.
 
-One thread per watched kind lists, then watches from the list's resourceVersion; every event is
-handed to the event loop (``call_soon_threadsafe``), so what the callbacks feed is only touched
-from the loop. A watch that times out is resumed from the last resourceVersion it delivered
-(bookmarks included); one that fails or is told its version is gone (410) is followed by a fresh
-list (which replaces what was known of the kind: ``apply_list``), after a short pause on errors.
+:func:`list_then_watch` runs in a thread: it lists, then watches from the list's
+resourceVersion; a watch that times out is resumed from the last resourceVersion it delivered
+(bookmarks included), as informers do; one that is told its version is gone (an ERROR event, 410)
+raises :class:`Relist` and is followed by a fresh list at once; one that fails otherwise is
+followed by a fresh list after a short pause. A full LIST happens only at start, after an error or
+when the version is too old. :func:`watch_once` is one watch request; the callers bring their own
+list (the operator's node watch pages it and parses as it goes) and their own sink.
+
+Its users: :class:`ListWatch` here (the gateway's and the dispatcher's kinds, handed to the event
+loop with ``call_soon_threadsafe``, so what the callbacks feed is only touched from the loop),
+:class:`tokenfleet.delivery.mirror.Mirror` (the model cache's copies under a lock) and
+:class:`tokenfleet.controllers.nodewatch.NodeWatch` (the operator's Nodes).
 
 The calls are the official client's ``list_*`` functions with ``_preload_content=False``: the
 events are read as raw JSON lines (no model decoding). This module imports no Kubernetes client
@@ -21,13 +28,31 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ERROR_PAUSE_SECONDS", "WATCH_SECONDS", "ListWatch", "WatchedKind", "watch_events"]
+__all__ = [
+    "ERROR_PAUSE_SECONDS",
+    "WATCH_SECONDS",
+    "ListWatch",
+    "Relist",
+    "Stopped",
+    "WatchedKind",
+    "list_then_watch",
+    "watch_events",
+    "watch_once",
+]
 
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 60
 """Server-side timeout of one watch request; the watch is then resumed, not listed again."""
 ERROR_PAUSE_SECONDS = 1.0
+
+
+class Relist(Exception):
+    """The watch lost its place (410 Gone, an ERROR event): list again."""
+
+
+class Stopped(Exception):
+    """What the watch feeds is gone (its event loop closed): the loop ends quietly."""
 
 
 def watch_events(resp: Any) -> Iterator[dict[str, Any]]:
@@ -41,6 +66,75 @@ def watch_events(resp: Any) -> Iterator[dict[str, Any]]:
                 event = json.loads(line)
                 if isinstance(event, dict):
                     yield event
+
+
+def watch_once(
+    list_call: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    version: str,
+    on_event: Callable[[str, dict[str, Any]], None],
+    stop: threading.Event,
+    watch_seconds: int | None = None,
+) -> str:
+    """One watch from ``version``: ``on_event(type, object)`` for each ADDED, MODIFIED and
+    DELETED; returns the version to resume from (the last one seen, bookmarks included); raises
+    :class:`Relist` on an ERROR event (410 Gone: the version is too old). ``watch_seconds``:
+    the server-side timeout (default :data:`WATCH_SECONDS`)."""
+    if watch_seconds is None:
+        watch_seconds = WATCH_SECONDS
+    resp = list_call(
+        **kwargs,
+        watch=True,
+        resource_version=version,
+        allow_watch_bookmarks=True,
+        timeout_seconds=watch_seconds,
+        _preload_content=False,
+        _request_timeout=(10, watch_seconds + 30),
+    )
+    try:
+        for event in watch_events(resp):
+            if stop.is_set():
+                break
+            type_ = event.get("type")
+            obj = event.get("object")
+            if type_ == "ERROR" or not isinstance(obj, dict):
+                raise Relist(str(obj)[:300])
+            seen = (obj.get("metadata") or {}).get("resourceVersion")
+            if seen:
+                version = str(seen)
+            if type_ in ("ADDED", "MODIFIED", "DELETED"):
+                on_event(str(type_), obj)
+    finally:
+        resp.release_conn()
+    return version
+
+
+def list_then_watch(
+    name: str,
+    list_once: Callable[[], str],
+    watch: Callable[[str], str],
+    stop: threading.Event,
+    logger: logging.Logger = log,
+    error_pause: float = ERROR_PAUSE_SECONDS,
+) -> None:
+    """Until ``stop`` is set (or the sink raises :class:`Stopped`): ``list_once()`` (returns the
+    list's resourceVersion), then ``watch(version)`` again and again from the version the last
+    watch returned (:func:`watch_once` with the caller's arguments). Runs in the caller's thread.
+    """
+    while not stop.is_set():
+        try:
+            version = list_once()
+            while version and not stop.is_set():
+                version = watch(version)
+        except Stopped:
+            return
+        except Relist as why:
+            logger.info("watching %s lost its place (%s): listing again", name, why)
+        except Exception as exc:
+            if stop.is_set():
+                return
+            logger.warning("watching %s failed (%s); listing again", name, exc)
+            stop.wait(error_pause)
 
 
 @dataclass
@@ -90,54 +184,34 @@ class ListWatch:
     def stop(self) -> None:
         self._stop.set()
 
-    def _watch(self, kind: WatchedKind, loop: asyncio.AbstractEventLoop, version: str) -> str:
-        """One watch from ``version``; returns the version to resume from ("" to list again)."""
-        resp = kind.list_call(
-            **kind.kwargs,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-            _request_timeout=WATCH_SECONDS + 10,
-        )
-        try:
-            for event in watch_events(resp):
-                if self._stop.is_set():
-                    break
-                type_ = event.get("type")
-                obj = event.get("object")
-                if type_ == "ERROR" or not isinstance(obj, dict):
-                    return ""  # e.g. 410 Gone: list again
-                seen = (obj.get("metadata") or {}).get("resourceVersion")
-                if seen:
-                    version = str(seen)
-                if type_ in ("ADDED", "MODIFIED", "DELETED"):
-                    loop.call_soon_threadsafe(kind.apply_event, obj, type_ == "DELETED")
-        finally:
-            resp.release_conn()
-        return version
-
     def _run(self, kind: WatchedKind, loop: asyncio.AbstractEventLoop) -> None:
-        while not self._stop.is_set():
+        def post(fn: Callable[..., None], *args: Any) -> None:
             try:
-                raw = kind.list_call(**kind.kwargs, _preload_content=False, _request_timeout=30)
-                data = json.loads(raw.data)
-                version = str((data.get("metadata") or {}).get("resourceVersion") or "")
-                items = list(data.get("items") or ())
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:
+                if loop.is_closed():  # the process is ending: nothing is left to feed
+                    raise Stopped from None
+                raise
 
-                def listed(items: list[Mapping[str, Any]] = items) -> None:
-                    kind.apply_list(items)
-                    self._synced.add(kind.sync_key)
+        def list_once() -> str:
+            raw = kind.list_call(**kind.kwargs, _preload_content=False, _request_timeout=30)
+            data = json.loads(raw.data)
+            items = list(data.get("items") or ())
 
-                loop.call_soon_threadsafe(listed)
-                # watch from there, and resume from the last resourceVersion seen when a watch
-                # times out: a full LIST (and the views rebuilt from it) only at start, after an
-                # error or when the version is too old (410 Gone), as informers do
-                while version and not self._stop.is_set():
-                    version = self._watch(kind, loop, version)
-            except Exception as exc:
-                if self._stop.is_set() or loop.is_closed():
-                    return
-                self.logger.warning("watching %s failed (%s); listing again", kind.name, exc)
-                self._stop.wait(ERROR_PAUSE_SECONDS)
+            def listed() -> None:
+                kind.apply_list(items)
+                self._synced.add(kind.sync_key)
+
+            post(listed)
+            return str((data.get("metadata") or {}).get("resourceVersion") or "")
+
+        def on_event(type_: str, obj: dict[str, Any]) -> None:
+            post(kind.apply_event, obj, type_ == "DELETED")
+
+        list_then_watch(
+            kind.name,
+            list_once,
+            lambda version: watch_once(kind.list_call, kind.kwargs, version, on_event, self._stop),
+            self._stop,
+            self.logger,
+        )
