@@ -72,7 +72,8 @@ class KubeWriter:
     def list_nodes(self, **kwargs: Any) -> Any:
         """LIST Nodes, or WATCH them with ``watch=True`` (blocking: the node watch's thread
         calls it); the raw response, undecoded (``kwargs`` as for ``CoreV1Api.list_node``)."""
-        return self._api(kubernetes.client.CoreV1Api).list_node(_preload_content=False, **kwargs)
+        kwargs.setdefault("_preload_content", False)
+        return self._api(kubernetes.client.CoreV1Api).list_node(**kwargs)
 
     async def post_node_event(
         self, node: str, reason: str, message: str, type_: str = "Warning"

@@ -9,7 +9,8 @@ here instead, the way an informer does it:
 * one thread LISTs the Nodes with the ``tokenfleet.io/role`` label (a server-side
   ``labelSelector``; pages of :data:`PAGE_SIZE`), then WATCHes from the list's resourceVersion
   with bookmarks, resuming from the last version seen when a watch times out; a 410 Gone or an
-  error is followed by a fresh list (after a short pause on errors);
+  error is followed by a fresh list (after a short pause on errors) — the loop every watch of
+  tokenfleet's runs, :func:`tokenfleet.serving.listwatch.list_then_watch`;
 * each Node is parsed in that thread into its compact :class:`NodeInfo` (labels, the
   annotations placement parses, telemetry parsed, readiness, allocatable memory) and compared
   with the record last handed over: an event whose record did not change (a heartbeat, a
@@ -37,7 +38,7 @@ from typing import Any, Final
 
 from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.nodestore import NodeChange, NodeStore
-from tokenfleet.serving.listwatch import watch_events
+from tokenfleet.serving.listwatch import Stopped, list_then_watch, watch_once
 from tokenfleet.telemetry.node import NodeInfo
 from tokenfleet.telemetry.vehicle import ROLE_LABEL
 
@@ -65,14 +66,6 @@ def node_ref(body: Mapping[str, Any]) -> dict[str, Any]:
         "kind": "Node",
         "metadata": {"name": str(metadata.get("name", "")), "uid": str(metadata.get("uid", ""))},
     }
-
-
-class _Relist(Exception):
-    """The watch lost its place (410 Gone, an ERROR event): list again."""
-
-
-class _Stopped(Exception):
-    """The event loop is gone: the watch thread ends."""
 
 
 @dataclass
@@ -138,7 +131,7 @@ class NodeWatch:
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
-            raise _Stopped
+            raise Stopped
         loop.call_soon_threadsafe(fn, *args)
 
     # ---- the thread -----------------------------------------------------------------------
@@ -186,34 +179,6 @@ class NodeWatch:
         self._post(self._apply_list, infos, refs)
         return version
 
-    def _watch(self, version: str) -> str:
-        """One watch from ``version``; returns the version to resume from."""
-        resp = self.kube.list_nodes(
-            label_selector=NODE_SELECTOR,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self.watch_seconds,
-            _request_timeout=(10, self.watch_seconds + 30),
-        )
-        try:
-            for event in watch_events(resp):
-                if self._stop.is_set():
-                    break
-                kind = event.get("type")
-                body = event.get("object")
-                if kind == "ERROR" or not isinstance(body, dict):
-                    raise _Relist(str(body)[:300])
-                seen_version = (body.get("metadata") or {}).get("resourceVersion")
-                if seen_version:
-                    version = str(seen_version)
-                if kind == "BOOKMARK":
-                    continue
-                self._event(str(kind), body)
-        finally:
-            resp.release_conn()
-        return version
-
     def _event(self, kind: str, body: Mapping[str, Any]) -> None:
         self.events += 1
         name = str((body.get("metadata") or {}).get("name", ""))
@@ -233,17 +198,18 @@ class NodeWatch:
         self._post(self._apply_one, info, node_ref(body))
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                version = self._list()
-                while version and not self._stop.is_set():
-                    version = self._watch(version)
-            except _Stopped:
-                return
-            except _Relist as why:
-                log.info("node watch lost its place (%s): listing again", why)
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                log.warning("node watch failed (%s); listing again", exc)
-                self._stop.wait(ERROR_PAUSE_SECONDS)
+        list_then_watch(
+            "tokenfleet Nodes",
+            self._list,
+            lambda version: watch_once(
+                self.kube.list_nodes,
+                {"label_selector": NODE_SELECTOR},
+                version,
+                self._event,
+                self._stop,
+                self.watch_seconds,
+            ),
+            self._stop,
+            log,
+            ERROR_PAUSE_SECONDS,
+        )
