@@ -324,6 +324,19 @@ def _reaction_parts(op: OperatorProcess, marks: list[tuple[float, str]]) -> dict
     }
 
 
+def _profile(args: argparse.Namespace, pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """With ``--profile-rest``: py-spy samples the operator (not pausing it, idle threads left
+    out, so the samples are where its CPU goes) for the rest window, collapsed stacks to ``out``
+    (the py-spy process's own CPU is not the operator's)."""
+    if not args.profile_rest:
+        return None
+    spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(spy), "record", "-p", str(pid), "-d", str(int(args.rest_seconds))]
+    argv += ["-r", "100", "--nonblocking", "--threads", "-f", "raw", "-o", str(out)]
+    print(f">> profiling the rest window into {out}", file=sys.stderr, flush=True)
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
     log = lambda m: print(f">> {m}", file=sys.stderr, flush=True)  # noqa: E731
     load_start = os.getloadavg()
@@ -441,7 +454,11 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
         cpu0, _, _ = _proc_stat(pid)
         writes0 = _apiserver_writes(fleet)
         rest_from = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        profiler = _profile(args, pid, work / f"profile-rest-{size}.txt")
         time.sleep(args.rest_seconds)
+        if profiler is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(30)
         writes1 = _apiserver_writes(fleet)
         events = _operator_events(fleet, rest_from)
         cpu1, rss, hwm = _proc_stat(pid)
@@ -533,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the operator logs at debug level; the JSON gets reaction_parts (not for figures)",
     )
+    parser.add_argument(
+        "--profile-rest",
+        action="store_true",
+        help="py-spy (in the venv) samples the operator over the rest window; collapsed stacks "
+        "to profile-rest-N.txt in the work folder (for profiling, not for figures)",
+    )
     parser.add_argument("--runtime-cars", type=int, default=200)
     parser.add_argument("--operator", default=str(REPO / ".venv" / "bin" / "tokenfleet"))
     parser.add_argument("--label", default="this checkout")
@@ -549,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         # one replica of a job per car: 50 cars per job, and a spare for the moves
         parser.error(f"--runtime-cars must be more than {REPLICAS}")
     work = Path(tempfile.mkdtemp(prefix="tokenfleet-scale-"))
+    print(f">> work folder {work}", file=sys.stderr, flush=True)
     results = {"operator": args.label, "executable": args.operator, "sizes": {}}
     for size in sizes:
         results["sizes"][str(size)] = run_size(args, size, work)
