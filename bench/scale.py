@@ -251,13 +251,25 @@ def _all_loaded(rig: Rig, jobs: list[str]) -> bool:
     )
 
 
+#: placement states that hold (or are about to hold) a replica: a new placement is one of these
+ACTIVE_STATES = frozenset({"Loading", "Loaded"})
+
+
+def _active_nodes(rig: Rig, job: str) -> set[str]:
+    return {p["node"] for p in _listed(rig, job) if p.get("state") in ACTIVE_STATES}
+
+
 def _unplugs(
     rig: Rig, jobs: list[str], count: int, marks: list[tuple[float, str]] | None = None
 ) -> list[float]:
+    """Per unplug: until a placement of the job on another car is listed Loading or Loaded
+    (the car just plugged back in may still be listed Unloading by another job when this starts:
+    it counts once it is active again); then until no job lists the victim and all are Loaded
+    again, before plugging it back in."""
     reactions: list[float] = []
     for i in range(count):
         job = jobs[i % len(jobs)]
-        before = {p["node"] for p in _listed(rig, job)}
+        before = _active_nodes(rig, job)
         victim = sorted(before)[i % len(before)]
         if marks is not None:
             marks.append((time.time(), victim))
@@ -265,18 +277,19 @@ def _unplugs(
         t0 = time.monotonic()
         deadline = t0 + 60
         while time.monotonic() < deadline:
-            if {p["node"] for p in _listed(rig, job)} - before:
+            if _active_nodes(rig, job) - before:
                 reactions.append(time.monotonic() - t0)
                 break
             time.sleep(0.01)
         else:
             raise AssertionError(f"unplug #{i + 1} of {victim}: no new placement in 60 s")
         wait_for(
-            lambda job=job, victim=victim: (
-                victim not in {p["node"] for p in _listed(rig, job)} and _all_loaded(rig, [job])
+            lambda victim=victim: (
+                all(victim not in {p["node"] for p in _listed(rig, j)} for j in jobs)
+                and _all_loaded(rig, jobs)
             ),
             120,
-            f"job {job} to settle after unplug #{i + 1}",
+            f"every job to settle after unplug #{i + 1}",
         )
         rig.set_telemetry(victim, plugged_in="true")
     return reactions
