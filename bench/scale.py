@@ -32,8 +32,11 @@ production intervals) as a separate process:
   ``plans_full_rest`` / ``plans_incremental_rest``: plans the operator ran in the rest window;
 * the machine's load average at the start and the end of each run.
 
-``--operator PATH`` runs another checkout's ``tokenfleet`` (e.g. main's ``.venv/bin/tokenfleet``)
-for a side-by-side figure; ``--label`` names it in the JSON. Prints one JSON document.
+``--profile-rest`` samples the operator with py-spy (``pip install py-spy`` into the venv) over
+the rest window, collapsed stacks per thread into ``profile-rest-N.txt`` in the work folder
+(printed on stderr): where the CPU at rest goes. ``--operator PATH`` runs another checkout's
+``tokenfleet`` (e.g. main's ``.venv/bin/tokenfleet``) for a side-by-side figure; ``--label``
+names it in the JSON. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -344,6 +347,9 @@ def _profile(args: argparse.Namespace, pid: int, out: Path) -> subprocess.Popen[
     if not args.profile_rest:
         return None
     spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        print(f">> --profile-rest: no {spy} (pip install py-spy); not profiling", file=sys.stderr)
+        return None
     argv = [str(spy), "record", "-p", str(pid), "-d", str(int(args.rest_seconds))]
     argv += ["-r", "100", "--nonblocking", "--threads", "-f", "raw", "-o", str(out)]
     print(f">> profiling the rest window into {out}", file=sys.stderr, flush=True)
