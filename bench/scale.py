@@ -32,8 +32,11 @@ production intervals) as a separate process:
   ``plans_full_rest`` / ``plans_incremental_rest``: plans the operator ran in the rest window;
 * the machine's load average at the start and the end of each run.
 
-``--operator PATH`` runs another checkout's ``tokenfleet`` (e.g. main's ``.venv/bin/tokenfleet``)
-for a side-by-side figure; ``--label`` names it in the JSON. Prints one JSON document.
+``--profile-rest`` samples the operator with py-spy (``pip install py-spy`` into the venv) over
+the rest window, collapsed stacks per thread into ``profile-rest-N.txt`` in the work folder
+(printed on stderr): where the CPU at rest goes. ``--operator PATH`` runs another checkout's
+``tokenfleet`` (e.g. main's ``.venv/bin/tokenfleet``) for a side-by-side figure; ``--label``
+names it in the JSON. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -251,13 +254,25 @@ def _all_loaded(rig: Rig, jobs: list[str]) -> bool:
     )
 
 
+#: placement states that hold (or are about to hold) a replica: a new placement is one of these
+ACTIVE_STATES = frozenset({"Loading", "Loaded"})
+
+
+def _active_nodes(rig: Rig, job: str) -> set[str]:
+    return {p["node"] for p in _listed(rig, job) if p.get("state") in ACTIVE_STATES}
+
+
 def _unplugs(
     rig: Rig, jobs: list[str], count: int, marks: list[tuple[float, str]] | None = None
 ) -> list[float]:
+    """Per unplug: until a placement of the job on another car is listed Loading or Loaded
+    (the car just plugged back in may still be listed Unloading by another job when this starts:
+    it counts once it is active again); then until no job lists the victim and all are Loaded
+    again, before plugging it back in."""
     reactions: list[float] = []
     for i in range(count):
         job = jobs[i % len(jobs)]
-        before = {p["node"] for p in _listed(rig, job)}
+        before = _active_nodes(rig, job)
         victim = sorted(before)[i % len(before)]
         if marks is not None:
             marks.append((time.time(), victim))
@@ -265,18 +280,19 @@ def _unplugs(
         t0 = time.monotonic()
         deadline = t0 + 60
         while time.monotonic() < deadline:
-            if {p["node"] for p in _listed(rig, job)} - before:
+            if _active_nodes(rig, job) - before:
                 reactions.append(time.monotonic() - t0)
                 break
             time.sleep(0.01)
         else:
             raise AssertionError(f"unplug #{i + 1} of {victim}: no new placement in 60 s")
         wait_for(
-            lambda job=job, victim=victim: (
-                victim not in {p["node"] for p in _listed(rig, job)} and _all_loaded(rig, [job])
+            lambda victim=victim: (
+                all(victim not in {p["node"] for p in _listed(rig, j)} for j in jobs)
+                and _all_loaded(rig, jobs)
             ),
             120,
-            f"job {job} to settle after unplug #{i + 1}",
+            f"every job to settle after unplug #{i + 1}",
         )
         rig.set_telemetry(victim, plugged_in="true")
     return reactions
@@ -322,6 +338,22 @@ def _reaction_parts(op: OperatorProcess, marks: list[tuple[float, str]]) -> dict
         "to_node_change_s": [round(x, 3) for x in seen],
         "to_plan_end_s": [round(x, 3) for x in planned],
     }
+
+
+def _profile(args: argparse.Namespace, pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """With ``--profile-rest``: py-spy samples the operator (not pausing it, idle threads left
+    out, so the samples are where its CPU goes) for the rest window, collapsed stacks to ``out``
+    (the py-spy process's own CPU is not the operator's)."""
+    if not args.profile_rest:
+        return None
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        print(f">> --profile-rest: no {spy} (pip install py-spy); not profiling", file=sys.stderr)
+        return None
+    argv = [str(spy), "record", "-p", str(pid), "-d", str(int(args.rest_seconds))]
+    argv += ["-r", "100", "--nonblocking", "--threads", "-f", "raw", "-o", str(out)]
+    print(f">> profiling the rest window into {out}", file=sys.stderr, flush=True)
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
@@ -441,7 +473,11 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
         cpu0, _, _ = _proc_stat(pid)
         writes0 = _apiserver_writes(fleet)
         rest_from = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        profiler = _profile(args, pid, work / f"profile-rest-{size}.txt")
         time.sleep(args.rest_seconds)
+        if profiler is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(30)
         writes1 = _apiserver_writes(fleet)
         events = _operator_events(fleet, rest_from)
         cpu1, rss, hwm = _proc_stat(pid)
@@ -533,6 +569,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the operator logs at debug level; the JSON gets reaction_parts (not for figures)",
     )
+    parser.add_argument(
+        "--profile-rest",
+        action="store_true",
+        help="py-spy (in the venv) samples the operator over the rest window; collapsed stacks "
+        "to profile-rest-N.txt in the work folder (for profiling, not for figures)",
+    )
     parser.add_argument("--runtime-cars", type=int, default=200)
     parser.add_argument("--operator", default=str(REPO / ".venv" / "bin" / "tokenfleet"))
     parser.add_argument("--label", default="this checkout")
@@ -549,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         # one replica of a job per car: 50 cars per job, and a spare for the moves
         parser.error(f"--runtime-cars must be more than {REPLICAS}")
     work = Path(tempfile.mkdtemp(prefix="tokenfleet-scale-"))
+    print(f">> work folder {work}", file=sys.stderr, flush=True)
     results = {"operator": args.label, "executable": args.operator, "sizes": {}}
     for size in sizes:
         results["sizes"][str(size)] = run_size(args, size, work)

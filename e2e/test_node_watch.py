@@ -1,6 +1,6 @@
 """The operator's node watch against the real API server: a server-side filtered list, a watch
 resumed from its resourceVersion, and Node updates that change nothing placement reads dropped
-in the watch thread (nothing reaches the event loop)."""
+in the watch thread (nothing reaches the event loop; a status-only update is not even parsed)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,20 @@ async def test_node_watch_filters_resumes_and_drops_unchanged_updates(fleet: Fle
         fleet.patch_node(plain, annotations={"example.com/unrelated": "1"})
         await asyncio.sleep(0.5)
         assert len(changes_of(car)) == seen and not changes_of(plain)
+        # a status-only update (as a kubelet's status report): not even parsed
+        before_unparsed = watch.unparsed
+        fleet.core_v1().patch_node_status(
+            car,
+            {
+                "status": {
+                    "conditions": [
+                        {"type": "TokenfleetE2E", "status": "False", "reason": "Heartbeat"}
+                    ]
+                }
+            },
+        )
+        await _until(lambda: watch.unparsed > before_unparsed, "the unparsed status update")
+        assert len(changes_of(car)) == seen
 
         fleet.set_telemetry(car, soc_percent="33")
         await _until(lambda: len(changes_of(car)) > seen, "the telemetry change")

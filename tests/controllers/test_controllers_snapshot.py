@@ -166,3 +166,44 @@ def _epoch_of(text: str) -> float:
     parsed = parse_time(text)
     assert parsed is not None
     return parsed.timestamp()
+
+
+def test_record_cache_reuses_records_of_unchanged_nodes_only() -> None:
+    from tokenfleet.controllers.snapshot import RecordCache
+
+    cars = [vehicle("car-1"), vehicle("car-2")]
+    shelf = rack("rack-1")
+    cache = RecordCache()
+    tanks, pools = [tank_view()], [pool_view()]
+    first = _build(nodes=[*cars, shelf], tanks=tanks, pools=pools, cache=cache)
+    again = _build(nodes=[*cars, shelf], tanks=tanks, pools=pools, cache=cache)
+    # the same parsed records: the same engine records (objects), the same sites
+    for old, new in zip(first.snapshot.vehicles, again.snapshot.vehicles, strict=True):  # type: ignore[attr-defined]
+        assert old is new
+    assert first.snapshot.racks[0] is again.snapshot.racks[0]  # type: ignore[attr-defined]
+    assert again.sites == first.sites  # type: ignore[attr-defined]
+    # car-2 changed (a new parsed record): only its engine record is new
+    changed = vehicle("car-2", plugged_in="false")
+    third = _build(nodes=[cars[0], changed, shelf], tanks=tanks, pools=pools, cache=cache)
+    v1, v2 = third.snapshot.vehicles  # type: ignore[attr-defined]
+    assert v1 is again.snapshot.vehicles[0] and v2.plugged_in is False  # type: ignore[attr-defined]
+    # its own terms: unusable now (no runtime) -> rebuilt, cordoned
+    fourth = _build(
+        nodes=[cars[0], changed, shelf],
+        tanks=tanks,
+        pools=pools,
+        cache=cache,
+        unusable_nodes={"car-1": "NoRuntime"},
+    )
+    assert fourth.snapshot.vehicles[0].cordoned  # type: ignore[attr-defined]
+    assert fourth.snapshot.vehicles[1] is v2  # type: ignore[attr-defined]
+    # a pool spec change (cordoned) rebuilds every record under the new terms
+    cordoned = replace(pool_view(), spec={**pool_view().spec, "cordoned": True})
+    fifth = _build(nodes=[cars[0], changed, shelf], tanks=tanks, pools=[cordoned], cache=cache)
+    assert all(v.cordoned for v in fifth.snapshot.vehicles)  # type: ignore[attr-defined]
+    # the result equals a build without the cache
+    plain = _build(nodes=[cars[0], changed, shelf], tanks=tanks, pools=[cordoned])
+    assert fifth.snapshot == plain.snapshot  # type: ignore[attr-defined]
+    # a Node gone is forgotten: it comes back as a fresh build
+    sixth = _build(nodes=[cars[0], shelf], tanks=tanks, pools=[cordoned], cache=cache)
+    assert [v.name for v in sixth.snapshot.vehicles] == ["car-1"]  # type: ignore[attr-defined]

@@ -57,6 +57,11 @@ class FailureLedger:
     def runtime_failed(self, node: str) -> bool:
         return self._failed_until.get(node, 0.0) > self.clock.monotonic()
 
+    def failed_runtimes(self) -> frozenset[str]:
+        """The nodes whose runtime is failed now (one clock reading for all)."""
+        now = self.clock.monotonic()
+        return frozenset(n for n, until in self._failed_until.items() if until > now)
+
     # ---- loads ----------------------------------------------------------------------------------
 
     def load_failure(self, job: str, node: str, why: str) -> LoadBackoff:

@@ -169,7 +169,10 @@ class FleetView:
 
         ``None`` (no runtime) also when the dial policy forbids the address.
         """
-        info = self.node(node)
+        return self.runtime_endpoint_of(node, self.node(node))
+
+    def runtime_endpoint_of(self, node: str, info: NodeInfo | None) -> str | None:
+        """:meth:`runtime_endpoint` with the Node's record at hand (``info``, or ``None``)."""
         if info is not None and info.runtime_endpoint:
             endpoint = info.runtime_endpoint
         else:

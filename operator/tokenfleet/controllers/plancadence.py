@@ -68,7 +68,7 @@ def changed_nodes(previous: Snapshot | None, snapshot: Snapshot) -> frozenset[st
     for old, new in zip(_records(previous), _records(snapshot), strict=True):
         if old.name != new.name:
             return None  # both are sorted by name: another Node here
-        if old != new:
+        if old is not new and old != new:  # the same object: a record reused (RecordCache)
             changed.append(new.name)
     return frozenset(changed)
 

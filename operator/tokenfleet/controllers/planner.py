@@ -44,6 +44,7 @@ from tokenfleet.controllers.settings import OperatorConfig
 from tokenfleet.controllers.snapshot import (
     JobView,
     NodeSite,
+    RecordCache,
     SnapshotParts,
     build_snapshot,
 )
@@ -152,6 +153,8 @@ class Planner:
             full_resync=config.plan_full_resync_seconds,
         )
         self._sites: dict[str, NodeSite] = {}
+        self._records = RecordCache()
+        """Each Node's engine record, rebuilt only when its parsed record changed."""
         self._slices: dict[str, JobSlice] = {}
         self._prefetch: dict[str, tuple[tuple[str, str], ...]] = {}
         """Per job key, the status.prefetch this process last wrote (model delivery)."""
@@ -350,10 +353,11 @@ class Planner:
 
     def _unusable_nodes(self, nodes: Iterable[NodeInfo]) -> dict[str, str]:
         unusable: dict[str, str] = {}
+        failed = self.failures.failed_runtimes()
         for info in nodes:
-            if self.runtime_failed(info.name):
+            if info.name in failed:
                 unusable[info.name] = RUNTIME_FAILED
-            elif self.fleet.runtime_endpoint(info.name) is None:
+            elif self.fleet.runtime_endpoint_of(info.name, info) is None:
                 unusable[info.name] = "NoRuntime"
         return unusable
 
@@ -419,6 +423,7 @@ class Planner:
             current=current if self._plan is not None else None,
             unusable_nodes=unusable,
             tank_readings=self._tank_readings,
+            cache=self._records,
         )
         parts.snapshot, verdicts = self._unknown.observe(parts.snapshot)
         await _report_time_verdicts(verdicts, self.kube)

@@ -29,8 +29,10 @@ from tokenfleet.telemetry.vehicle import (
 
 __all__ = [
     "MAX_BASELINE_WATTS",
+    "NodeFields",
     "NodeInfo",
     "NodeRole",
+    "node_fields",
     "parse_node",
     "parse_quantity_mib",
     "selector_matches",
@@ -162,6 +164,34 @@ def _ready(status: Mapping[str, Any]) -> bool | None:
             state = condition.get("status")
             return True if state == "True" else False if state == "False" else None
     return None
+
+
+NodeFields = tuple[Any, ...]
+"""What :func:`parse_node` reads of a Node body, raw (:func:`node_fields`)."""
+
+
+def node_fields(body: Mapping[str, Any]) -> NodeFields:
+    """The raw parts of a Node body that :func:`parse_node` reads (name, labels, annotations,
+    deletion, ``spec.unschedulable``, allocatable memory, the Ready condition's status), for a
+    cheap comparison before parsing: two bodies with equal fields parse to equal records, so a
+    watch event whose fields equal the last one's (a heartbeat, a kubelet/kwok status field,
+    ``managedFields``) need not be parsed at all. Keep in step with :func:`parse_node`."""
+    metadata: Mapping[str, Any] = body.get("metadata") or {}
+    status: Mapping[str, Any] = body.get("status") or {}
+    ready = None
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            ready = condition.get("status")
+            break
+    return (
+        metadata.get("name"),
+        metadata.get("labels"),
+        metadata.get("annotations"),
+        metadata.get("deletionTimestamp") is not None,
+        (body.get("spec") or {}).get("unschedulable", False),
+        (status.get("allocatable") or {}).get("memory"),
+        ready,
+    )
 
 
 def parse_node(body: Mapping[str, Any]) -> NodeInfo:
