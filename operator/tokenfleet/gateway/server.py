@@ -13,7 +13,7 @@ first byte (connection refused or reset, or Triton answering that the model is g
 replica was unloaded between the pick and the call) it is retried once on another replica; no
 byte has reached the caller by then, so the retry is invisible. (Before that, a request written on
 a kept-alive connection the runtime had just closed goes once more to the same replica on a fresh
-connection: see :mod:`tokenfleet.gateway.upstream`, the gateway's own HTTP/1.1 client.)
+connection: see :mod:`tokenfleet.serving.http11`, the gateway's own HTTP/1.1 client.)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tokenfleet.gateway.api import ApiError, GenerateRequest
 from tokenfleet.gateway.keys import ApiKey, KeyStore
 from tokenfleet.gateway.metrics import GatewayMetrics, JobMetrics
 from tokenfleet.gateway.table import JobInfo, Replica, RoutingTable
-from tokenfleet.gateway.upstream import (
+from tokenfleet.serving.http11 import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
@@ -105,7 +105,7 @@ class Gateway:
 
     def upstream(self) -> UpstreamPool:
         """The one pool of keep-alive connections to the runtimes (see
-        :mod:`tokenfleet.gateway.upstream`: a lean HTTP/1.1 client, TCP_NODELAY as asyncio
+        :mod:`tokenfleet.serving.http11`: a lean HTTP/1.1 client, TCP_NODELAY as asyncio
         sets on every TCP connection, a stale keep-alive connection retried fresh once)."""
         if self._pool is None:
             s = self.settings

@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 from tritonclient.http.aio import InferenceServerClient
@@ -53,6 +54,7 @@ from tokenfleet.serving.errors import (
     RuntimeUnavailable,
     WaitTimeout,
 )
+from tokenfleet.serving.http11 import UpstreamPool
 
 __all__ = [
     "DEFAULT_LOAD_TIMEOUT",
@@ -296,6 +298,7 @@ class TritonRuntime:
         limits: Sequence[asyncio.Semaphore] = (),
         gauges: Sequence[_Gauge] = (),
         monotonic: Callable[[], float] = time.monotonic,
+        http: UpstreamPool | None = None,
     ) -> None:
         host, port = parse_host_port(endpoint)  # raises EndpointError on garbage
         #: the clock of the load/unload waits (injected: the operator's clock)
@@ -304,10 +307,21 @@ class TritonRuntime:
         self.timeout = timeout
         self.load_timeout = load_timeout
         self.metrics_url = metrics_url or default_metrics_url(self.endpoint)
+        split = urlsplit(self.metrics_url)
+        #: (HOST:PORT, path) of a plain-HTTP metrics URL: scraped on the lean client
+        self._metrics_target = (
+            (split.netloc, split.path or "/")
+            if split.scheme == "http" and split.netloc and not split.query
+            else None
+        )
         self._gauge = _Gauge()
         self._limits = _Limits(limits, (self._gauge, *gauges))
         self._client: InferenceServerClient | None = None
         self._session: aiohttp.ClientSession | None = None
+        #: the lean keep-alive client of the readiness probe (shared by a RuntimePool's
+        #: runtimes; a runtime made alone owns one)
+        self._http = http
+        self._owns_http = http is None
         self._closed = False
 
     # ---- plumbing -------------------------------------------------------------------
@@ -381,7 +395,27 @@ class TritonRuntime:
         "answered not ready" from "gone".
         """
         async with self._call("ready", timeout):
-            return bool(await self._triton().is_server_ready())
+            # the probe every few seconds of every runtime hosting a replica: on the lean
+            # HTTP/1.1 client, not tritonclient's aiohttp session (most of its CPU per probe)
+            resp = await self._lean().get(self.endpoint, "/v2/health/ready")
+            try:
+                await resp.read()
+            finally:
+                resp.close()
+            return resp.status == 200
+
+    def _lean(self) -> UpstreamPool:
+        """The lean keep-alive client (:mod:`tokenfleet.serving.http11`) of the calls every
+        runtime gets every few seconds: the readiness probe and the metrics scrape."""
+        if self._closed:
+            raise RuntimeUnavailable(self.endpoint, "client is closed")
+        if self._http is None:
+            self._http = UpstreamPool(
+                limit_per_endpoint=4,
+                connect_timeout=self.timeout,
+                request_timeout=self.timeout,
+            )
+        return self._http
 
     async def server_metadata(self) -> dict[str, Any]:
         """``GET /v2`` (name, version, extensions). Raises ``RuntimeUnavailable``."""
@@ -557,15 +591,22 @@ class TritonRuntime:
         """The raw Prometheus text from ``metrics_url``. Raises ``RuntimeUnavailable``."""
         if self._closed:
             raise RuntimeUnavailable(self.endpoint, "client is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        async with self._call("metrics"), self._session.get(self.metrics_url) as resp:
-            body = await resp.text()
-            if resp.status != 200:
-                raise RuntimeUnavailable(
-                    self.endpoint, f"metrics answered HTTP {resp.status}: {body[:200]}"
-                )
-            return body
+        if self._metrics_target is not None:
+            async with self._call("metrics"):
+                resp = await self._lean().get(*self._metrics_target)
+                try:
+                    body = (await resp.read()).decode("utf-8", "replace")
+                finally:
+                    resp.close()
+                status = resp.status
+        else:  # https or a query: the general client
+            if self._session is None:
+                self._session = aiohttp.ClientSession()
+            async with self._call("metrics"), self._session.get(self.metrics_url) as r:
+                body, status = await r.text(), r.status
+        if status != 200:
+            raise RuntimeUnavailable(self.endpoint, f"metrics answered HTTP {status}: {body[:200]}")
+        return body
 
     async def metrics(self) -> RuntimeMetrics:
         """Scrape and parse the runtime's metrics."""
@@ -587,10 +628,13 @@ class TritonRuntime:
         self._closed = True
         client, self._client = self._client, None
         session, self._session = self._session, None
+        http, self._http = self._http, None
         if client is not None:
             await client.close()
         if session is not None:
             await session.close()
+        if http is not None and self._owns_http:
+            await http.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -634,6 +678,8 @@ class RuntimePool:
         self._global = asyncio.Semaphore(max_concurrency)
         self._global_gauge = _Gauge()
         self._runtimes: dict[str, TritonRuntime] = {}
+        #: one lean keep-alive client for every runtime's readiness probe
+        self._http = UpstreamPool(connect_timeout=timeout, request_timeout=timeout)
         self._closed = False
 
     def get(self, endpoint: str, *, metrics_url: str | None = None) -> TritonRuntime:
@@ -655,6 +701,7 @@ class RuntimePool:
                 limits=(asyncio.Semaphore(self.per_endpoint_concurrency), self._global),
                 gauges=(self._global_gauge,),
                 monotonic=self.monotonic,
+                http=self._http,
             )
             self._runtimes[key] = runtime
         return runtime
@@ -691,6 +738,7 @@ class RuntimePool:
         runtimes = list(self._runtimes.values())
         self._runtimes.clear()
         await asyncio.gather(*(r.close() for r in runtimes), return_exceptions=True)
+        await self._http.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -1,4 +1,4 @@
-"""The gateway's keep-alive HTTP/1.1 client to the runtimes (tokenfleet.gateway.upstream),
+"""The gateway's keep-alive HTTP/1.1 client to the runtimes (tokenfleet.serving.http11),
 against real local aiohttp servers on 127.0.0.1, on asyncio's loop and on uvloop."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from tokenfleet.gateway.upstream import (
+from tokenfleet.serving.http11 import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,

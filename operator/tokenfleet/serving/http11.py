@@ -1,8 +1,10 @@
 """A lean keep-alive HTTP/1.1 client to the runtimes (asyncio protocol, no per-request machinery).
 
-The gateway sends one kind of request — a small JSON ``POST`` to a runtime's generate endpoint —
-and reads a JSON answer or a stream of server-sent events. A general client (aiohttp's
-``ClientSession``) spends much of the gateway's CPU per request on what this needs none of
+Two kinds of request go to the runtimes this way: the gateway's small JSON ``POST`` to a
+runtime's generate endpoint (a JSON answer or a stream of server-sent events), and the
+operator's readiness probe, a ``GET`` of ``/v2/health/ready`` to every runtime hosting a replica
+every few seconds. A general client (aiohttp's ``ClientSession``, under tritonclient for the
+probe) spends most of the CPU per request on what these need none of
 (URL objects, header multidicts, cookie and redirect handling, traces, payload wrappers); this
 client writes a ready-made request in one ``write`` on a pooled connection and parses the
 response in place (status line, ``Content-Length`` or chunked body, ``Connection: close``).
@@ -436,7 +438,7 @@ class UpstreamPool:
         self._open_total = 0
         self._waiters: dict[str, collections.deque[asyncio.Future[None]]] = {}
         self._sweep: asyncio.TimerHandle | None = None
-        self._heads: dict[tuple[str, str], bytes] = {}
+        self._heads: dict[tuple[str, str, str], bytes] = {}
         self._closed = False
         #: requests sent again on a fresh connection after a stale keep-alive one (tests); each
         #: is also reported to ``on_stale_retry`` (the gateway's metric)
@@ -445,24 +447,34 @@ class UpstreamPool:
 
     # ---- requests --------------------------------------------------------------------------------
 
-    def _head(self, endpoint: str, path: str) -> bytes:
-        key = (endpoint, path)
+    def _head(self, method: str, endpoint: str, path: str) -> bytes:
+        key = (method, endpoint, path)
         head = self._heads.get(key)
         if head is None:
             if len(self._heads) > 4096:
                 self._heads.clear()
+            start = f"{method} {quote(path)} HTTP/1.1\r\nHost: {endpoint}\r\n"
             head = self._heads[key] = (
-                f"POST {quote(path)} HTTP/1.1\r\nHost: {endpoint}\r\n"
-                "Content-Type: application/json\r\nContent-Length: "
+                start + "Content-Type: application/json\r\nContent-Length: "
+                if method == "POST"
+                else start + "\r\n"
             ).encode("latin-1")
         return head
 
     async def post(self, endpoint: str, path: str, body: bytes) -> UpstreamResponse:
         """Send ``POST path`` with a JSON ``body``; returns once the response's head arrived."""
+        return await self._request(
+            endpoint, self._head("POST", endpoint, path) + b"%d\r\n\r\n" % len(body) + body
+        )
+
+    async def get(self, endpoint: str, path: str) -> UpstreamResponse:
+        """Send ``GET path``; returns once the response's head arrived."""
+        return await self._request(endpoint, self._head("GET", endpoint, path))
+
+    async def _request(self, endpoint: str, request: bytes) -> UpstreamResponse:
         if self._closed:
             raise UpstreamError("the upstream pool is closed")
         loop = asyncio.get_running_loop()
-        request = self._head(endpoint, path) + b"%d\r\n\r\n" % len(body) + body
         deadline = loop.time() + self.request_timeout
         fresh_only = False
         while True:
