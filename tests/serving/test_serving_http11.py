@@ -1,5 +1,6 @@
-"""The gateway's keep-alive HTTP/1.1 client to the runtimes (tokenfleet.serving.http11),
-against real local aiohttp servers on 127.0.0.1, on asyncio's loop and on uvloop."""
+"""The keep-alive HTTP/1.1 client to the runtimes (tokenfleet.serving.http11: the gateway's
+generate calls, the operator's readiness probes and metrics scrapes), against real local aiohttp
+servers on 127.0.0.1, on asyncio's loop and on uvloop."""
 
 from __future__ import annotations
 
@@ -81,6 +82,12 @@ class Runtime:
     async def missing(self, _: web.Request) -> web.Response:
         return web.json_response({"error": "Request for unknown model"}, status=404)
 
+    async def ready(self, request: web.Request) -> web.Response:
+        self.seen[id(request.protocol)] = request.protocol
+        self.requests += 1
+        self.bodies.append(await request.read())
+        return web.Response(status=200 if self.requests % 2 else 400)
+
 
 @asynccontextmanager
 async def serving(rt: Runtime, keepalive: float = 75.0) -> AsyncIterator[str]:
@@ -88,6 +95,7 @@ async def serving(rt: Runtime, keepalive: float = 75.0) -> AsyncIterator[str]:
     app.router.add_post("/v2/models/{model}/generate", rt.generate)
     app.router.add_post("/v2/models/{model}/generate_stream", rt.stream)
     app.router.add_post("/v2/models/{model}/missing", rt.missing)
+    app.router.add_get("/v2/health/ready", rt.ready)
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -123,6 +131,27 @@ def test_keep_alive_connections_are_reused(run: Callable[[Awaitable[Any]], Any])
                 assert resp.status == 404
                 assert json.loads(await resp.read()) == {"error": "Request for unknown model"}
                 assert pool.idle_connections(ep) == 1 and pool.stale_retries == 0
+            finally:
+                await pool.close()
+
+    run(scenario())
+
+
+def test_gets_without_a_body_share_one_connection(run: Callable[[Awaitable[Any]], Any]) -> None:
+    async def scenario() -> None:
+        rt = Runtime()
+        async with serving(rt) as ep:
+            pool = UpstreamPool()
+            try:
+                statuses = []
+                for _ in range(4):
+                    resp = await pool.get(ep, "/v2/health/ready")
+                    assert await resp.read() == b""
+                    resp.close()
+                    statuses.append(resp.status)
+                assert statuses == [200, 400, 200, 400]  # the runtime's answers, as given
+                assert rt.bodies == [b""] * 4 and len(rt.seen) == 1
+                assert pool.idle_connections(ep) == 1
             finally:
                 await pool.close()
 
