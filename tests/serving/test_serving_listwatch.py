@@ -4,6 +4,7 @@ side (timeouts, bookmarks, 410) is covered by ``e2e/test_gateway_watch.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tokenfleet.serving.listwatch import Relist, Stopped, list_then_watch, watch_once
+from tokenfleet.serving.listwatch import Relist, Stopped, list_then_watch, post_to, watch_once
 
 
 class _Response:
@@ -143,3 +144,17 @@ def test_the_loop_ends_when_stopped_and_a_failure_after_the_stop_is_not_reported
 
     list_then_watch("things", lambda: "1", watch, stop)
     assert "failed" not in caplog.text
+
+
+def test_a_change_for_a_closed_event_loop_ends_the_watch_quietly() -> None:
+    loop = asyncio.new_event_loop()
+    seen: list[int] = []
+    post_to(loop, seen.append, 1)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert seen == [1]
+    loop.close()
+    with pytest.raises(Stopped):
+        post_to(loop, seen.append, 2)
+    with pytest.raises(Stopped):
+        post_to(None, seen.append, 3)  # not started yet
+    assert seen == [1]

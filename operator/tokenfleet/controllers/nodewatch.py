@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.nodestore import NodeChange, NodeStore
-from tokenfleet.serving.listwatch import Stopped, list_then_watch, watch_once
+from tokenfleet.serving.listwatch import list_then_watch, post_to, watch_once
 from tokenfleet.telemetry.node import NodeFields, NodeInfo, node_fields
 from tokenfleet.telemetry.vehicle import ROLE_LABEL
 
@@ -135,10 +135,7 @@ class NodeWatch:
         self._deliver([change] if change is not None else [], {name: ref})
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            raise Stopped
-        loop.call_soon_threadsafe(fn, *args)
+        post_to(self._loop, fn, *args)
 
     # ---- the thread -----------------------------------------------------------------------
 

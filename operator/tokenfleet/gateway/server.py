@@ -13,7 +13,7 @@ first byte (connection refused or reset, or Triton answering that the model is g
 replica was unloaded between the pick and the call) it is retried once on another replica; no
 byte has reached the caller by then, so the retry is invisible. (Before that, a request written on
 a kept-alive connection the runtime had just closed goes once more to the same replica on a fresh
-connection: see :mod:`tokenfleet.serving.http11`, the gateway's own HTTP/1.1 client.)
+connection: see :mod:`tokenfleet.serving.http11`, tokenfleet's own HTTP/1.1 client.)
 """
 
 from __future__ import annotations

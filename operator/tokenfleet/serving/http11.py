@@ -2,9 +2,9 @@
 
 Two kinds of request go to the runtimes this way: the gateway's small JSON ``POST`` to a
 runtime's generate endpoint (a JSON answer or a stream of server-sent events), and the
-operator's readiness probe, a ``GET`` of ``/v2/health/ready`` to every runtime hosting a replica
-every few seconds. A general client (aiohttp's ``ClientSession``, under tritonclient for the
-probe) spends most of the CPU per request on what these need none of
+operator's ``GET``s every runtime hosting a replica gets every few seconds: the readiness probe
+(``/v2/health/ready``) and the metrics scrape. A general client (aiohttp's ``ClientSession``,
+under tritonclient for the probe) spends most of the CPU per request on what these need none of
 (URL objects, header multidicts, cookie and redirect handling, traces, payload wrappers); this
 client writes a ready-made request in one ``write`` on a pooled connection and parses the
 response in place (status line, ``Content-Length`` or chunked body, ``Connection: close``).

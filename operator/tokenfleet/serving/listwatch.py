@@ -36,6 +36,7 @@ __all__ = [
     "Stopped",
     "WatchedKind",
     "list_then_watch",
+    "post_to",
     "watch_events",
     "watch_once",
 ]
@@ -53,6 +54,19 @@ class Relist(Exception):
 
 class Stopped(Exception):
     """What the watch feeds is gone (its event loop closed): the loop ends quietly."""
+
+
+def post_to(loop: asyncio.AbstractEventLoop | None, fn: Callable[..., None], *args: Any) -> None:
+    """Hand ``fn(*args)`` from a watch thread to ``loop`` (``call_soon_threadsafe``); raises
+    :class:`Stopped` when the loop is gone (the process is ending: nothing is left to feed)."""
+    if loop is None or loop.is_closed():
+        raise Stopped
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        if loop.is_closed():  # closed between the check and the call
+            raise Stopped from None
+        raise
 
 
 def watch_events(resp: Any) -> Iterator[dict[str, Any]]:
@@ -185,14 +199,6 @@ class ListWatch:
         self._stop.set()
 
     def _run(self, kind: WatchedKind, loop: asyncio.AbstractEventLoop) -> None:
-        def post(fn: Callable[..., None], *args: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:
-                if loop.is_closed():  # the process is ending: nothing is left to feed
-                    raise Stopped from None
-                raise
-
         def list_once() -> str:
             raw = kind.list_call(**kind.kwargs, _preload_content=False, _request_timeout=30)
             data = json.loads(raw.data)
@@ -202,11 +208,11 @@ class ListWatch:
                 kind.apply_list(items)
                 self._synced.add(kind.sync_key)
 
-            post(listed)
+            post_to(loop, listed)
             return str((data.get("metadata") or {}).get("resourceVersion") or "")
 
         def on_event(type_: str, obj: dict[str, Any]) -> None:
-            post(kind.apply_event, obj, type_ == "DELETED")
+            post_to(loop, kind.apply_event, obj, type_ == "DELETED")
 
         list_then_watch(
             kind.name,

@@ -308,18 +308,18 @@ class TritonRuntime:
         self.load_timeout = load_timeout
         self.metrics_url = metrics_url or default_metrics_url(self.endpoint)
         split = urlsplit(self.metrics_url)
-        #: (HOST:PORT, path) of a plain-HTTP metrics URL: scraped on the lean client
-        self._metrics_target = (
-            (split.netloc, split.path or "/")
-            if split.scheme == "http" and split.netloc and not split.query
-            else None
-        )
+        if split.scheme != "http" or not split.netloc or split.query:
+            raise EndpointError(
+                f"metrics URL {self.metrics_url!r}: expected http://HOST:PORT/PATH (no query)"
+            )
+        #: (HOST:PORT, path) the metrics are scraped from, on the lean client
+        self._metrics_target = (split.netloc, split.path or "/")
         self._gauge = _Gauge()
         self._limits = _Limits(limits, (self._gauge, *gauges))
         self._client: InferenceServerClient | None = None
         self._session: aiohttp.ClientSession | None = None
-        #: the lean keep-alive client of the readiness probe (shared by a RuntimePool's
-        #: runtimes; a runtime made alone owns one)
+        #: the lean keep-alive client of the readiness probe and the metrics scrape (shared by
+        #: a RuntimePool's runtimes; a runtime made alone owns one)
         self._http = http
         self._owns_http = http is None
         self._closed = False
@@ -382,8 +382,7 @@ class TritonRuntime:
         health signal and per-model state for replicas.
         """
         try:
-            async with self._call("ready"):
-                return bool(await self._triton().is_server_ready())
+            return await self.server_ready()
         except RuntimeUnavailable:
             return False
 
@@ -591,21 +590,16 @@ class TritonRuntime:
         """The raw Prometheus text from ``metrics_url``. Raises ``RuntimeUnavailable``."""
         if self._closed:
             raise RuntimeUnavailable(self.endpoint, "client is closed")
-        if self._metrics_target is not None:
-            async with self._call("metrics"):
-                resp = await self._lean().get(*self._metrics_target)
-                try:
-                    body = (await resp.read()).decode("utf-8", "replace")
-                finally:
-                    resp.close()
-                status = resp.status
-        else:  # https or a query: the general client
-            if self._session is None:
-                self._session = aiohttp.ClientSession()
-            async with self._call("metrics"), self._session.get(self.metrics_url) as r:
-                body, status = await r.text(), r.status
-        if status != 200:
-            raise RuntimeUnavailable(self.endpoint, f"metrics answered HTTP {status}: {body[:200]}")
+        async with self._call("metrics"):
+            resp = await self._lean().get(*self._metrics_target)
+            try:
+                body = (await resp.read()).decode("utf-8", "replace")
+            finally:
+                resp.close()
+        if resp.status != 200:
+            raise RuntimeUnavailable(
+                self.endpoint, f"metrics answered HTTP {resp.status}: {body[:200]}"
+            )
         return body
 
     async def metrics(self) -> RuntimeMetrics:
@@ -678,7 +672,7 @@ class RuntimePool:
         self._global = asyncio.Semaphore(max_concurrency)
         self._global_gauge = _Gauge()
         self._runtimes: dict[str, TritonRuntime] = {}
-        #: one lean keep-alive client for every runtime's readiness probe
+        #: one lean keep-alive client for every runtime's readiness probe and metrics scrape
         self._http = UpstreamPool(connect_timeout=timeout, request_timeout=timeout)
         self._closed = False
 
