@@ -158,3 +158,90 @@ def test_a_change_for_a_closed_event_loop_ends_the_watch_quietly() -> None:
     with pytest.raises(Stopped):
         post_to(None, seen.append, 3)  # not started yet
     assert seen == [1]
+
+
+class _Recorded(threading.Event):
+    """A stop event that records each wait (the gathering pauses) and does not wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        return self.is_set()
+
+
+def _chunked_server(bursts: list[list[bytes]], gap: float) -> tuple[Any, threading.Event]:
+    """A loopback HTTP server answering one chunked response: its head, then each burst's
+    lines written back to back after ``gap`` seconds (a watch's events)."""
+    import http.server
+    import time
+
+    done = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for burst in bursts:
+                time.sleep(gap)
+                for line in burst:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            done.set()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, done
+
+
+def test_a_gathering_watch_pauses_after_an_event_it_waited_for_then_reads_on_back_to_back() -> None:
+    """Over a real socket and urllib3 (what the official client returns): the first event of
+    each burst was waited for, so a pause follows it; the rest of the burst, already received,
+    is read without a pause; every event is delivered, in order."""
+    import urllib3
+
+    from tokenfleet.serving.listwatch import watch_events
+
+    def line(i: int) -> bytes:
+        return json.dumps({"type": "MODIFIED", "object": _obj(f"n{i}", str(i))}).encode() + b"\n"
+
+    bursts = [[line(i) for i in range(b * 5, b * 5 + 5)] for b in range(3)]
+    server, done = _chunked_server(bursts, gap=0.3)
+    try:
+        http = urllib3.PoolManager()
+        host, port = server.server_address[:2]
+        resp = http.request("GET", f"http://{host}:{port}/", preload_content=False)
+        stop = _Recorded()
+        seen: list[str] = []
+        pauses_before: list[int] = []
+        for event in watch_events(resp, gather=0.25, stop=stop):
+            pauses_before.append(len(stop.waits))
+            seen.append(event["object"]["metadata"]["name"])
+        resp.release_conn()
+        assert done.wait(5)
+    finally:
+        server.shutdown()
+    assert seen == [f"n{i}" for i in range(15)]
+    assert stop.waits == [0.25, 0.25, 0.25]  # one per burst
+    # the pause comes after each burst's first event, before the other four are read
+    assert pauses_before == [0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3]
+
+
+def test_a_watch_that_does_not_gather_never_waits() -> None:
+    from tokenfleet.serving.listwatch import watch_events
+
+    resp = _Response(events=[{"type": "ADDED", "object": _obj("a", "1")}] * 3)
+    stop = _Recorded()
+    assert len(list(watch_events(resp, 0.0, stop))) == 3
+    assert stop.waits == []

@@ -16,6 +16,14 @@ loop with ``call_soon_threadsafe``, so what the callbacks feed is only touched f
 The calls are the official client's ``list_*`` functions with ``_preload_content=False``: the
 events are read as raw JSON lines (no model decoding). This module imports no Kubernetes client
 itself; the callers pass the bound list functions.
+
+A watch of a busy kind can *gather* (``gather`` seconds): after an event it had to wait for, the
+thread waits that long before it reads on, and then reads what arrived meanwhile back to back, so
+events that arrive close together cost one wake-up of the thread, not one each. On these machines
+a thread woken for each event spends several times the event's decoding on the wake-up itself
+(5,000 kwok Nodes' status heartbeats: about 450 µs of CPU per event read one by one, about 170 µs
+gathered over 0.2 s, side by side). An event that arrives after a quiet spell is handed on at
+once; one that follows it within ``gather`` seconds waits at most that long.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,17 +78,42 @@ def post_to(loop: asyncio.AbstractEventLoop | None, fn: Callable[..., None], *ar
         raise
 
 
-def watch_events(resp: Any) -> Iterator[dict[str, Any]]:
-    """The JSON events of a watch response, one per line (raw dicts: no model decoding)."""
+WAITED_SECONDS = 0.001
+"""A read of the stream that took at least this long waited for its event to arrive (a read of
+bytes already received returns in microseconds)."""
+
+
+def watch_events(
+    resp: Any, gather: float = 0.0, stop: threading.Event | None = None
+) -> Iterator[dict[str, Any]]:
+    """The JSON events of a watch response, one per line (raw dicts: no model decoding).
+
+    ``gather`` > 0: after an event the reader had to wait for (the stream had been read to the
+    end; its read took :data:`WAITED_SECONDS` or more), wait ``gather`` seconds (on ``stop``, so
+    a stop ends the wait) before reading on; what arrived meanwhile is then read back to back,
+    without a pause (module docstring).
+    """
+    pause = stop.wait if stop is not None else threading.Event().wait
+    chunks = iter(resp.stream(65536, decode_content=False))
     buffer = b""
-    for chunk in resp.stream(65536, decode_content=False):
+    while True:
+        asked = time.monotonic()
+        chunk = next(chunks, None)
+        if chunk is None:
+            return
+        waited = time.monotonic() - asked >= WAITED_SECONDS
         buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = buffer[start:end]
+            start = end + 1
             if line.strip():
                 event = json.loads(line)
                 if isinstance(event, dict):
                     yield event
+        buffer = buffer[start:]
+        if gather > 0 and waited:
+            pause(gather)
 
 
 def watch_once(
@@ -89,11 +123,13 @@ def watch_once(
     on_event: Callable[[str, dict[str, Any]], None],
     stop: threading.Event,
     watch_seconds: int | None = None,
+    gather: float = 0.0,
 ) -> str:
     """One watch from ``version``: ``on_event(type, object)`` for each ADDED, MODIFIED and
     DELETED; returns the version to resume from (the last one seen, bookmarks included); raises
     :class:`Relist` on an ERROR event (410 Gone: the version is too old). ``watch_seconds``:
-    the server-side timeout (default :data:`WATCH_SECONDS`)."""
+    the server-side timeout (default :data:`WATCH_SECONDS`); ``gather``: see
+    :func:`watch_events`."""
     if watch_seconds is None:
         watch_seconds = WATCH_SECONDS
     resp = list_call(
@@ -106,7 +142,7 @@ def watch_once(
         _request_timeout=(10, watch_seconds + 30),
     )
     try:
-        for event in watch_events(resp):
+        for event in watch_events(resp, gather, stop):
             if stop.is_set():
                 break
             type_ = event.get("type")

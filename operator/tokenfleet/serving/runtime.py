@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import math
 import re
 import time
@@ -241,6 +242,24 @@ def parse_metrics(text: str) -> RuntimeMetrics:
     )
 
 
+def _index_rows(endpoint: str, status: int, body: bytes) -> list[Mapping[str, Any]]:
+    """The rows of a ``POST /v2/repository/index`` answer; an error answer or a body that is not
+    a list of objects raises ``RuntimeUnavailable`` with Triton's message (its ``error``)."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if status != 200:
+        message = data.get("error") if isinstance(data, dict) else None
+        text = str(message) if message else body[:200].decode("utf-8", "replace")
+        raise RuntimeUnavailable(endpoint, f"repository index answered HTTP {status}: {text}")
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise RuntimeUnavailable(
+            endpoint, f"unparsable repository index: {body[:200].decode('utf-8', 'replace')}"
+        )
+    return data
+
+
 class _Gauge:
     """Calls in flight and the high-water mark."""
 
@@ -405,7 +424,8 @@ class TritonRuntime:
 
     def _lean(self) -> UpstreamPool:
         """The lean keep-alive client (:mod:`tokenfleet.serving.http11`) of the calls every
-        runtime gets every few seconds: the readiness probe and the metrics scrape."""
+        runtime gets every few seconds: the readiness probe, the metrics scrape and the
+        repository index (the jobs' re-checks)."""
         if self._closed:
             raise RuntimeUnavailable(self.endpoint, "client is closed")
         if self._http is None:
@@ -467,10 +487,13 @@ class TritonRuntime:
         Models loaded purely through the API (config+files) may be missing here.
         """
         async with self._call("repository index"):
+            # every job re-checks its replicas this way every resync: on the lean client too
+            resp = await self._lean().post(self.endpoint, "/v2/repository/index", b"")
             try:
-                index = await self._triton().get_model_repository_index()
-            except InferenceServerException as exc:
-                raise RuntimeUnavailable(self.endpoint, self._triton_message(exc)) from exc
+                body = await resp.read()
+            finally:
+                resp.close()
+        index = _index_rows(self.endpoint, resp.status, body)
         rows: list[ModelStatus] = []
         for entry in index:
             raw_state = str(entry.get("state") or "")
