@@ -35,13 +35,14 @@ names (``uid``), and the raw parts the parser reads (labels and annotations, a f
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.nodestore import NodeChange, NodeStore
@@ -161,7 +162,7 @@ class NodeWatch:
             if token:
                 kwargs["_continue"] = token
             resp = self.kube.list_nodes(_request_timeout=60, **kwargs)
-            data = json.loads(resp.data)
+            data = orjson.loads(resp.data)
             pages += 1
             del resp
             metadata = data.get("metadata") or {}
