@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -34,7 +33,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from e2e.cluster.fleet import REPO, Fleet
+from e2e.cluster.fleet import REPO, Fleet, free_port
 from e2e.runtime.launcher import TritonFleet
 from e2e.sim.tank import TankSimulator, ThreadedTankSimulator
 from tokenfleet.controllers.settings import OperatorConfig
@@ -131,12 +130,6 @@ def log_tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rfc3339(moment: datetime) -> str:

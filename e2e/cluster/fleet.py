@@ -198,11 +198,42 @@ class FleetState:
     started_at: str
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+#: ports this process handed out (two picks in a row never give the same one)
+_HANDED_OUT: set[int] = set()
+#: where :func:`free_port` picks when the kernel's ephemeral range cannot be read
+_BELOW_EPHEMERAL = (20000, 32767)
+
+
+def _pick_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range (``ip_local_port_range``), at least 10000."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _BELOW_EPHEMERAL
+    return (10000, low - 1) if low > 11000 else _BELOW_EPHEMERAL
+
+
+def free_port() -> int:
+    """A free loopback port for a server a test starts (given on its command line).
+
+    Not one the kernel picks for a bind to port 0: those come from the ephemeral range, which
+    every process binding to port 0 (tritonserver, SeaweedFS) and every outgoing connection draw
+    from, so between this pick and the server's own bind another process could take it (it
+    happened: a dev run's operator found its metrics port taken). A random port below that range
+    is checked free by binding it, and never handed out twice by this process."""
+    low, high = _pick_range()
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise RuntimeError(f"no free loopback port in {low}-{high} after 1000 tries")
 
 
 def _port_listening(port: int) -> bool:
@@ -358,7 +389,7 @@ class Fleet:
         try:
             self._write_pki()
             self.ports = {
-                name: _free_port()
+                name: free_port()
                 for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok")
             }
             self._start_etcd()

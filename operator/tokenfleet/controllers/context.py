@@ -102,6 +102,7 @@ class OperatorContext:
             store=fleet.node_store,
             parse=parse_node_counted,
             on_changes=NodeSignals(planner, fleet.node_store, poster),
+            gather_seconds=config.node_watch_gather_seconds,
         )
         runtimes = RuntimePool(
             timeout=config.triton_request_timeout_seconds,

@@ -19,10 +19,11 @@ here instead, the way an informer does it:
   (:func:`~tokenfleet.telemetry.node.node_fields`) are compared with the last event's: when
   they are equal (a status heartbeat: every Node once per kubelet status report, 5,000 Nodes
   every 300 s are ~17 events/s) the event is not parsed at all;
-* the watch gathers (:data:`GATHER_SECONDS`): after an event it had to wait for, it waits that
-  long before reading on, so the heartbeats of a large fleet are read a few at a time rather
-  than each in its own wake-up of the thread (:mod:`tokenfleet.serving.listwatch`); a change
-  that follows another event within that time is handed over up to that much later;
+* the watch gathers (``gather_seconds``, the operator's ``node_watch_gather_seconds``, 0.2 s):
+  after an event it had to wait for, it waits that long before reading on, so the heartbeats of
+  a large fleet are read a few at a time rather than each in its own wake-up of the thread
+  (:mod:`tokenfleet.serving.listwatch`); a change that follows another event within that time
+  is handed over up to that much later;
 * a change is handed to the event loop (``call_soon_threadsafe``), applied to the
   :class:`~tokenfleet.controllers.nodestore.NodeStore` and passed to ``on_changes`` (the planner
   signal, the TelemetryRejected Event); a list is applied at once, as one batch (passed on
@@ -35,13 +36,14 @@ names (``uid``), and the raw parts the parser reads (labels and annotations, a f
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from tokenfleet.controllers.kube import KubeWriter
 from tokenfleet.controllers.nodestore import NodeChange, NodeStore
@@ -58,8 +60,6 @@ NODE_SELECTOR: Final = ROLE_LABEL
 PAGE_SIZE: Final = 500
 WATCH_SECONDS: Final = 300
 ERROR_PAUSE_SECONDS: Final = 1.0
-GATHER_SECONDS: Final = 0.2
-"""How long the watch waits, after an event it had to wait for, before it reads on."""
 
 NodeRef = Mapping[str, Any]
 """The part of a Node body an Event about it needs (apiVersion, kind, name, uid)."""
@@ -91,7 +91,8 @@ class NodeWatch:
     on_changes: OnChanges
     page_size: int = PAGE_SIZE
     watch_seconds: int = WATCH_SECONDS
-    gather_seconds: float = GATHER_SECONDS
+    gather_seconds: float = 0.0
+    """After an event it had to wait for, the watch waits this long before it reads on."""
     events: int = 0
     """Watch events received (ADDED/MODIFIED/DELETED)."""
     dropped: int = 0
@@ -161,7 +162,7 @@ class NodeWatch:
             if token:
                 kwargs["_continue"] = token
             resp = self.kube.list_nodes(_request_timeout=60, **kwargs)
-            data = json.loads(resp.data)
+            data = orjson.loads(resp.data)
             pages += 1
             del resp
             metadata = data.get("metadata") or {}

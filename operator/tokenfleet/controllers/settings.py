@@ -59,6 +59,11 @@ class OperatorConfig:
     #: at most this many changed Nodes are re-planned incrementally (one step each); more take
     #: a full plan
     plan_incremental_max_nodes: int = 32
+    #: the node watch, after a Node event it had to wait for, waits this long before it reads
+    #: on, so a large fleet's status reports are read a few at a time rather than each in its
+    #: own wake-up (CPU); a change that follows another event this closely is seen up to this
+    #: much later (seconds; 0: off)
+    node_watch_gather_seconds: float = 0.2
     #: each job re-checks its runtimes (readiness, adoption) at least this often (seconds)
     job_resync_seconds: float = 30.0
     #: how long a load may take before the placement is marked Failed (seconds)
@@ -123,6 +128,9 @@ class OperatorConfig:
             ),
             "plan_incremental_max_nodes": int(
                 _env_float("PLAN_INCREMENTAL_MAX_NODES", d.plan_incremental_max_nodes)
+            ),
+            "node_watch_gather_seconds": _env_float(
+                "NODE_WATCH_GATHER_SECONDS", d.node_watch_gather_seconds
             ),
             "job_resync_seconds": _env_float("JOB_RESYNC_SECONDS", d.job_resync_seconds),
             "load_timeout_seconds": _env_float("LOAD_TIMEOUT_SECONDS", d.load_timeout_seconds),

@@ -14,7 +14,8 @@ loop with ``call_soon_threadsafe``, so what the callbacks feed is only touched f
 :class:`tokenfleet.controllers.nodewatch.NodeWatch` (the operator's Nodes).
 
 The calls are the official client's ``list_*`` functions with ``_preload_content=False``: the
-events are read as raw JSON lines (no model decoding). This module imports no Kubernetes client
+events are read as raw JSON lines (no model decoding; ``orjson``: about half the CPU of the
+standard library's decoder on a Node). This module imports no Kubernetes client
 itself; the callers pass the bound list functions.
 
 A watch of a busy kind can *gather* (``gather`` seconds): after an event it had to wait for, the
@@ -29,13 +30,14 @@ once; one that follows it within ``gather`` seconds waits at most that long.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 __all__ = [
     "ERROR_PAUSE_SECONDS",
@@ -108,7 +110,7 @@ def watch_events(
             line = buffer[start:end]
             start = end + 1
             if line.strip():
-                event = json.loads(line)
+                event = orjson.loads(line)
                 if isinstance(event, dict):
                     yield event
         buffer = buffer[start:]
@@ -237,7 +239,7 @@ class ListWatch:
     def _run(self, kind: WatchedKind, loop: asyncio.AbstractEventLoop) -> None:
         def list_once() -> str:
             raw = kind.list_call(**kind.kwargs, _preload_content=False, _request_timeout=30)
-            data = json.loads(raw.data)
+            data = orjson.loads(raw.data)
             items = list(data.get("items") or ())
 
             def listed() -> None:
