@@ -61,7 +61,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.unplug import OPERATOR_RESOURCES, _apiserver_writes, _delta, _pct  # noqa: E402
-from e2e.cluster.fleet import Fleet, NodeSpec  # noqa: E402
+from e2e.cluster.fleet import Fleet, NodeSpec, big_fleet_lease_seconds  # noqa: E402
 from e2e.operator_kit import (  # noqa: E402
     HEALTHY_VEHICLE,
     VEHICLE_INT4,
@@ -87,12 +87,6 @@ class _Fleet(Fleet):
         self.log(f"creating {len(specs)} nodes ({self.vehicles} vehicles, {self.racks} racks)")
         self.create_nodes(specs)
         self.wait_nodes_ready([n.name for n in specs], timeout=timeout)
-
-
-def _lease_seconds(size: int) -> int:
-    """The kwok Nodes' lease: 120 s up to 5,000 cars, in proportion beyond (kwok renews every
-    quarter of it, so 10,000 Nodes renew as many leases per second as 5,000 do)."""
-    return max(120, 120 * size // 5000)
 
 
 class _Operator(OperatorProcess):
@@ -383,11 +377,10 @@ def run_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
         tanks=2,
         die_with_parent=True,
         log=log,
-        # with the kubelet's 40 s lease, kwok on a loaded 2-core machine misses renewals and
-        # Nodes flap NotReady (real changes to replan on): 120 s up to 5,000 Nodes, longer
-        # beyond, so the control plane renews no more leases per second than at 5,000
-        node_lease_seconds=_lease_seconds(size),
-        node_monitor_grace_seconds=_lease_seconds(size) * 3 // 2,
+        # the big-fleet lease at every size: with the kubelet's 40 s lease, kwok on a loaded
+        # 2-core machine misses renewals and Nodes flap NotReady (real changes to replan on)
+        node_lease_seconds=big_fleet_lease_seconds(size),
+        node_monitor_grace_seconds=big_fleet_lease_seconds(size) * 3 // 2,
     )
     fleet.start()
     runtimes: subprocess.Popen[bytes] | None = None

@@ -198,6 +198,13 @@ class FleetState:
     started_at: str
 
 
+def big_fleet_lease_seconds(nodes: int) -> int:
+    """The kwok Node lease of a fleet past 1,000 nodes: 120 s up to 5,000, in proportion beyond
+    (kwok renews every quarter of it, so 10,000 nodes renew as many leases per second as 5,000;
+    with 120 s, 10,000 did not get Ready on 2 cores)."""
+    return max(120, 120 * nodes // 5000)
+
+
 #: ports this process handed out (two picks in a row never give the same one)
 _HANDED_OUT: set[int] = set()
 #: where :func:`free_port` picks when the kernel's ephemeral range cannot be read
@@ -313,7 +320,9 @@ class Fleet:
         # kubelet defaults (lease 40 s, renewed every 10 s; KCM grace 50 s) up to 1,000 nodes;
         # bigger fleets renew less often so 2 cores keep up (5,000 nodes: lease 120 s, grace 180 s).
         big = vehicles + racks > 1000
-        self.node_lease_seconds = node_lease_seconds or (120 if big else 40)
+        self.node_lease_seconds = node_lease_seconds or (
+            big_fleet_lease_seconds(vehicles + racks) if big else 40
+        )
         self.node_monitor_grace_seconds = node_monitor_grace_seconds or (
             self.node_lease_seconds * 3 // 2 if big else 50
         )
