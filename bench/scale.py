@@ -101,10 +101,15 @@ class _Operator(OperatorProcess):
         return [str(self.executable), *super().argv[1:]]
 
 
+def _cpu_seconds(stat: Path) -> float:
+    """User+system CPU seconds from a ``/proc`` ``stat`` file (a process's or one thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
 def _proc_stat(pid: int) -> tuple[float, float, float]:
     """(CPU seconds user+system, RSS MiB, peak RSS MiB) of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    cpu = _cpu_seconds(Path(f"/proc/{pid}/stat"))
     rss = hwm = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -117,8 +122,7 @@ def _proc_stat(pid: int) -> tuple[float, float, float]:
 def _loop_thread_cpu(pid: int) -> float:
     """CPU seconds (user+system) of a process's main thread: the operator's event loop (its
     other threads are the node watch, the plan workers and the metrics server)."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    return _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
 def _histogram_quantiles(text: str, name: str, mode: str) -> dict[str, float | int]:
